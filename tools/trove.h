@@ -1,0 +1,10 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * trove.h - the subcommands of the trove CLI. Each returns a process exit
+ * status (0 ok, 1 failure, 2 usage) and prints its own errors.
+ */
+#pragma once
+
+int cmd_nar(int argc, char **argv);  /* trove nar dump|ls|chunks ... */
+int cmd_hash(int argc, char **argv); /* trove hash FILE|- */
+int cmd_key(int argc, char **argv);  /* trove key generate|public ... */
