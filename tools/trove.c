@@ -12,6 +12,7 @@ static const struct {
         { "nar", cmd_nar, "dump a path as NAR, list or chunk a NAR" },
         { "hash", cmd_hash, "print the NAR hash of a NAR file as Nix does" },
         { "key", cmd_key, "generate signing keys, derive public keys" },
+        { "narinfo", cmd_narinfo, "sign, verify and fingerprint .narinfo files" },
 };
 
 static void usage(FILE *f) {

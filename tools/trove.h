@@ -8,3 +8,6 @@
 int cmd_nar(int argc, char **argv);  /* trove nar dump|ls|chunks ... */
 int cmd_hash(int argc, char **argv); /* trove hash FILE|- */
 int cmd_key(int argc, char **argv);  /* trove key generate|public ... */
+int cmd_narinfo(int argc, char **argv); /* trove narinfo sign|verify|fingerprint ... */
+/* trove nar chunks FILE|- (called by cmd_nar with argv[0] = "chunks") */
+int cmd_nar_chunks(int argc, char **argv);
