@@ -35,6 +35,13 @@ struct chunker {
         uint32_t len;         /* bytes in the chunk in progress */
 };
 
+/* The gear table (part of the storage format: changing it changes every
+ * cut). Exposed so that tests and other implementations can check the
+ * rule: H(0) = 0, H(L) = 2 H(L-1) + chunker_gear[byte L-1] mod 2^64; the
+ * chunk ends at the smallest L with min <= L <= avg and H & mask_s == 0,
+ * avg < L < max and H & mask_l == 0, or L == max. */
+extern const uint64_t chunker_gear[256];
+
 void chunker_params_default(struct chunker_params *p);
 /* -EINVAL unless min >= CHUNKER_MIN_LOWEST, avg power of two,
  * min < avg < max <= CHUNKER_MAX_HIGHEST. */
