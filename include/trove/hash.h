@@ -5,7 +5,9 @@
  *
  * Accepted on input: "sha256:" followed by base16 (64 chars), nix32 (52) or
  * base64 (44), and SRI "sha256-<base64>". Nothing else: other algorithms are
- * refused with -EOPNOTSUPP, bad text with -EINVAL.
+ * refused with -EOPNOTSUPP, bad text with -EINVAL. Base16 may be upper
+ * case (Nix accepts it); base64 is strict: exact length, correct padding,
+ * zero spare bits, no whitespace.
  */
 #pragma once
 

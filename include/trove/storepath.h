@@ -26,5 +26,8 @@ int storepath_check_name(const char *name, size_t len);
 bool storepath_is_hash_part(const char *s, size_t len);
 /* Parses "<hash>-<name>" (no directory). */
 int storepath_parse_basename(const char *s, size_t len, struct storepath *ret);
-/* Parses a full path under store_dir. */
+/* Parses a full path "<store_dir>/<hash>-<name>" (store_dir NULL means
+ * STORE_DIR_DEFAULT). Trailing slashes after the base name are accepted, as
+ * Nix does; anything else that is not exactly that shape ("..", ".", "//",
+ * further components, another directory) is -EINVAL. */
 int storepath_parse(const char *store_dir, const char *path, struct storepath *ret);

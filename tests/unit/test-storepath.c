@@ -156,6 +156,9 @@ static void test_paths(void) {
                 CHECK_STREQ(sp.name, nix_paths[i].name);
         }
         CHECK_OK(storepath_parse(STORE_DIR_DEFAULT, nix_paths[0].path, &sp));
+        memset(&sp, 0, sizeof sp);
+        CHECK_OK(storepath_parse(NULL, nix_paths[0].path, &sp)); /* NULL: the default */
+        CHECK_STREQ(sp.name, nix_paths[0].name);
 
         /* A custom store: this one printed by
          * NIX_STORE_DIR=/tmp/h1/store nix-store --print-fixed-path sha256 <empty> hello */
