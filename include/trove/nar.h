@@ -32,26 +32,49 @@ enum nar_type {
         NAR_SYMLINK = 3,
 };
 
+/* True if name may be a directory entry: 1..NAR_NAME_MAX bytes, not "." or
+ * "..", no '/' and no NUL. */
+bool nar_name_is_valid(const char *name, size_t len);
+
 /* Sink for produced bytes: returns 0 or a negative errno that aborts. */
 typedef int (*nar_sink_fn)(void *userdata, const void *p, size_t n);
 
 /* ---- encoder ---- */
 
+/* Bytes the encoder collects before handing them to the sink: headers and
+ * small file contents are batched; large data writes pass straight through. */
+#define NAR_ENCODER_STAGE 16384
+
+/* Caller-allocated (about 21 KiB, no heap). Fields are private. */
 struct nar_encoder {
         nar_sink_fn sink;
         void *userdata;
-        uint64_t offset;          /* bytes emitted so far */
+        uint64_t offset;          /* bytes emitted so far (staged included) */
         uint64_t file_left;       /* bytes of the current file still owed */
         uint64_t file_size;
-        unsigned depth;
+        unsigned depth;           /* open directories */
         bool started, finished, in_file;
+        int state;
+        int error;                /* sticky: first failure */
+        size_t stage_len;
+        size_t path_len;
+        /* path of the current entry; after an entry ends, its name stays
+         * behind the parent's path so the next sibling can be compared */
+        uint16_t dir_base[NAR_DEPTH_MAX + 1];
+        bool dir_has_prev[NAR_DEPTH_MAX + 1];
+        char path[NAR_PATH_MAX + 1];
+        uint8_t stage[NAR_ENCODER_STAGE];
 };
 
 void nar_encoder_init(struct nar_encoder *e, nar_sink_fn sink, void *userdata);
 /* Events, in NAR order. The root node has no entry; every other node is
  * preceded by nar_encoder_entry(name) and followed by nar_encoder_entry_end().
  * A regular file's contents follow nar_encoder_regular() in any number of
- * nar_encoder_data() calls totalling exactly size bytes. */
+ * nar_encoder_data() calls totalling exactly size bytes (the file node ends
+ * by itself once they are written). Any event out of order, a name that is
+ * invalid or not strictly greater than its predecessor, or a limit exceeded
+ * returns -EINVAL; a sink error is returned as is. Either leaves the encoder
+ * failed: every later call returns the same error. */
 int nar_encoder_directory(struct nar_encoder *e);
 int nar_encoder_directory_end(struct nar_encoder *e);
 int nar_encoder_entry(struct nar_encoder *e, const char *name, size_t len);
@@ -59,7 +82,8 @@ int nar_encoder_entry_end(struct nar_encoder *e);
 int nar_encoder_regular(struct nar_encoder *e, uint64_t size, bool executable);
 int nar_encoder_data(struct nar_encoder *e, const void *p, size_t n);
 int nar_encoder_symlink(struct nar_encoder *e, const char *target, size_t len);
-/* Checks the archive is complete. */
+/* Checks the archive is complete (-EINVAL if not) and flushes the staged
+ * bytes to the sink. */
 int nar_encoder_finish(struct nar_encoder *e);
 
 /* ---- dump from disk ---- */
