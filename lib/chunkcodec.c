@@ -1,2 +1,136 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* not yet written */
+/*
+ * The chunk codec: the only file that includes zstd.h. A stored chunk is
+ * exactly one zstd frame, content size in the header, no dictionary, no
+ * checksum (the SHA-256 id is checked on every decode instead), so that the
+ * frames of a NAR's chunks concatenate into a .nar.zst stream any zstd
+ * decoder reads.
+ */
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include "trove/chunkcodec.h"
+
+struct chunkcodec {
+        ZSTD_CCtx *cctx;
+        ZSTD_DCtx *dctx;
+        int level;
+};
+
+struct chunkcodec *chunkcodec_free(struct chunkcodec *c) {
+        if (!c)
+                return NULL;
+        ZSTD_freeCCtx(c->cctx);
+        ZSTD_freeDCtx(c->dctx);
+        free(c);
+        return NULL;
+}
+
+int chunkcodec_new(int level, struct chunkcodec **ret) {
+        _cleanup_(chunkcodec_freep) struct chunkcodec *c = NULL;
+
+        if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel() || level == 0)
+                return -EINVAL;
+        c = calloc(1, sizeof *c);
+        if (!c)
+                return -ENOMEM;
+        c->level = level;
+        c->cctx = ZSTD_createCCtx();
+        c->dctx = ZSTD_createDCtx();
+        if (!c->cctx || !c->dctx)
+                return -ENOMEM;
+        if (ZSTD_isError(ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_compressionLevel, level)) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_contentSizeFlag, 1)) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_checksumFlag, 0)) ||
+            ZSTD_isError(ZSTD_CCtx_setParameter(c->cctx, ZSTD_c_dictIDFlag, 0)))
+                return -EINVAL;
+        /* Our own frames never need a window above the largest chunk; a
+         * header asking for more is refused rather than honoured. */
+        if (ZSTD_isError(ZSTD_DCtx_setParameter(c->dctx, ZSTD_d_windowLogMax, 27)))
+                return -EINVAL;
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+size_t chunkcodec_bound(size_t n) {
+        return ZSTD_compressBound(n);
+}
+
+int chunkcodec_encode(struct chunkcodec *c, const void *data, size_t n, void *out, size_t cap,
+                      size_t *ret_len) {
+        size_t r;
+
+        if (n > CHUNK_SIZE_MAX)
+                return -EFBIG;
+        /* ZSTD_compress2 is one-shot: the content size is known up front
+         * and written into the frame header (contentSizeFlag). */
+        r = ZSTD_compress2(c->cctx, out, cap, data, n);
+        if (ZSTD_isError(r)) {
+                ZSTD_CCtx_reset(c->cctx, ZSTD_reset_session_only);
+                if (ZSTD_getErrorCode(r) == ZSTD_error_dstSize_tooSmall)
+                        return -ENOBUFS;
+                return -EIO;
+        }
+        *ret_len = r;
+        return 0;
+}
+
+/* Exactly one zstd data frame (not a skippable one) spanning all n bytes,
+ * with a declared content size. */
+static int frame_check(const void *frame, size_t n, uint64_t *ret_size) {
+        const uint8_t *p = frame;
+        unsigned long long size;
+        size_t fsz;
+        uint32_t magic;
+
+        if (n < 4)
+                return -EBADMSG;
+        magic = (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 |
+                (uint32_t) p[3] << 24;
+        if (magic != ZSTD_MAGICNUMBER)
+                return -EBADMSG;
+        /* Walks the block headers: a truncated frame, or any byte after
+         * the frame (a second frame, garbage), fails here. */
+        fsz = ZSTD_findFrameCompressedSize(frame, n);
+        if (ZSTD_isError(fsz) || fsz != n)
+                return -EBADMSG;
+        size = ZSTD_getFrameContentSize(frame, n);
+        if (size == ZSTD_CONTENTSIZE_UNKNOWN || size == ZSTD_CONTENTSIZE_ERROR)
+                return -EBADMSG;
+        *ret_size = size;
+        return 0;
+}
+
+int chunkcodec_frame_size(const void *frame, size_t n, uint64_t *ret_size) {
+        return frame_check(frame, n, ret_size);
+}
+
+int chunkcodec_decode(struct chunkcodec *c, const void *frame, size_t n,
+                      const uint8_t id[SHA256_DIGEST_LEN], size_t max_size, void *out, size_t cap,
+                      size_t *ret_len) {
+        uint8_t digest[SHA256_DIGEST_LEN];
+        uint64_t size;
+        size_t r;
+        int k;
+
+        k = frame_check(frame, n, &size);
+        if (k < 0)
+                return k;
+        /* Refused on the header alone, before any byte is produced. */
+        if (size > max_size || size > cap || size > CHUNK_SIZE_MAX)
+                return -EFBIG;
+        r = ZSTD_decompressDCtx(c->dctx, out, (size_t) size, frame, n);
+        if (ZSTD_isError(r)) {
+                ZSTD_DCtx_reset(c->dctx, ZSTD_reset_session_only);
+                return -EBADMSG;
+        }
+        if (r != size)
+                return -EBADMSG;
+        k = sha256_buf(out, r, digest);
+        if (k < 0)
+                return k;
+        if (memcmp(digest, id, SHA256_DIGEST_LEN) != 0)
+                return -EBADMSG;
+        *ret_len = r;
+        return 0;
+}
