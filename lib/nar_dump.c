@@ -67,7 +67,8 @@ static int dump_regular(struct dump *d, int dirfd, const char *name, const struc
                 return dump_fail_errno(d, -errno, "stat");
         if (!S_ISREG(st.st_mode) || st.st_dev != lst->st_dev || st.st_ino != lst->st_ino)
                 return dump_fail(d, -EAGAIN, "file replaced while reading");
-        if (st.st_size > 0)
+        /* one read covers a small file: the hint would only cost a syscall */
+        if (st.st_size > DUMP_BUFSIZE)
                 (void) posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
         r = nar_encoder_regular(&d->enc, (uint64_t) st.st_size, (st.st_mode & S_IXUSR) != 0);

@@ -574,23 +574,24 @@ int nar_reader_feed(struct nar_reader *r, const void *p, size_t n) {
 }
 
 int nar_reader_finish(struct nar_reader *r) {
-        const char *where;
+        const char *what = gram_expect[r->gram];
 
         if (r->error)
                 return r->error;
         if (r->gram == G_DONE)
                 return 0;
-        switch (r->low) {
-        case LOW_LEN:
-                where = r->lenbuf_have ? "inside a length field" : "before";
-                break;
-        case LOW_BODY:
-                where = r->gram == G_CONTENTS ? "inside the contents of" : "inside";
-                break;
-        default:
-                where = "inside the padding of";
-                break;
-        }
-        return fail_at(r, r->offset, "truncated archive: ended %s %s", where,
-                       gram_expect[r->gram]);
+        if (r->low == LOW_LEN && r->lenbuf_have == 0)
+                return fail_at(r, r->offset, "truncated archive: ended where %s was expected",
+                               what);
+        if (r->low == LOW_LEN)
+                return fail_at(r, r->offset, "truncated archive: ended inside the length of %s",
+                               what);
+        if (r->low == LOW_BODY && r->gram == G_CONTENTS)
+                return fail_at(r, r->offset,
+                               "truncated archive: ended inside file contents, %" PRIu64
+                               " bytes missing",
+                               r->body_left);
+        if (r->low == LOW_BODY)
+                return fail_at(r, r->offset, "truncated archive: ended inside %s", what);
+        return fail_at(r, r->offset, "truncated archive: ended inside the padding of %s", what);
 }
