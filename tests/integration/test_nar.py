@@ -5,6 +5,7 @@ closure (closure.nix): `trove nar dump` is byte-identical to `nix-store
 ls` equals the .ls listing `nix copy` writes, and malformed NARs are
 refused with exit status 1 and the offset of the fault."""
 
+import hashlib
 import json
 import re
 
@@ -61,6 +62,35 @@ def test_dump_then_hash_through_a_pipe(test_closure):
     got = trovetest.pipeline([trovetest.binary("trove"), "nar", "dump", path],
                              [trovetest.binary("trove"), "hash", "-"])
     assert got.strip() == trovetest.nix_path_hash(path)
+
+
+@pytest.mark.parametrize("name", ["file", "tree", "big"])
+def test_chunks_cover_the_nar(test_closure, nix_file_cache, name):
+    # trove nar chunks: "<nar offset> <length> <sha256 hex> <stored size>"
+    # per chunk. The chunks must tile the NAR exactly, each id must be the
+    # SHA-256 of its bytes, and sizes stay within the FastCDC bounds
+    # (16 KiB..256 KiB by default; only the last chunk may be shorter).
+    nar = nix_file_cache[test_closure[name]]["nar"]
+    size = nar.stat().st_size
+    lines = trove("nar", "chunks", nar, text=True).stdout.splitlines()
+    assert lines, "no chunks"
+    chunks = [tuple(line.split()) for line in lines]
+    pos = 0
+    with open(nar, "rb") as f:
+        for i, (off, length, cid, stored) in enumerate(chunks):
+            off, length, stored = int(off), int(length), int(stored)
+            assert off == pos, f"chunk {i} starts at {off}, previous ended at {pos}"
+            assert length <= 256 * 1024
+            if i < len(chunks) - 1:
+                assert length >= 16 * 1024, f"chunk {i} of {length} bytes is not the last"
+            assert stored > 0
+            assert hashlib.sha256(f.read(length)).hexdigest() == cid, f"chunk {i} id"
+            pos += length
+    assert pos == size
+    if size < 16 * 1024:
+        assert len(chunks) == 1
+    # The same cuts whether the NAR comes from a file or a pipe.
+    assert trove("nar", "chunks", "-", stdin=nar, text=True).stdout.splitlines() == lines
 
 
 # ---- malformed NARs ----
