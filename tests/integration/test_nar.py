@@ -98,18 +98,24 @@ def test_chunks_cover_the_nar(test_closure, nix_file_cache, name):
 OFFSET_RE = re.compile(r"offset\s*[:=]?\s*(\d+)", re.IGNORECASE)
 
 
-def _refused_at(nar_file, check_offset, what):
-    """Both trove hash and trove nar ls must exit 1, print nothing on stdout
-    and name an offset on stderr that satisfies check_offset."""
-    for cmd in (["hash"], ["nar", "ls"]):
-        r = trove(*cmd, nar_file, expect=None, text=True)
-        label = f"trove {' '.join(cmd)} on {what}"
-        assert r.returncode == 1, f"{label}: exit status {r.returncode}, stderr {r.stderr!r}"
+# Every malformed-NAR test runs once per command that reads NARs.
+READERS = pytest.mark.parametrize("cmd", [("hash",), ("nar", "ls"), ("nar", "chunks")],
+                                  ids=["hash", "nar-ls", "nar-chunks"])
+
+
+def _refused_at(cmd, nar_file, check_offset, what):
+    """trove CMD must exit 1 and name an offset on stderr that satisfies
+    check_offset. hash and ls print nothing for a bad NAR; chunks streams
+    its table and may have printed the chunks before the fault."""
+    r = trove(*cmd, nar_file, expect=None, text=True)
+    label = f"trove {' '.join(cmd)} on {what}"
+    assert r.returncode == 1, f"{label}: exit status {r.returncode}, stderr {r.stderr!r}"
+    if cmd != ("nar", "chunks"):
         assert r.stdout == "", f"{label}: printed {r.stdout[:200]!r} for a bad NAR"
-        m = OFFSET_RE.search(r.stderr)
-        assert m, f"{label}: message names no offset: {r.stderr!r}"
-        off = int(m.group(1))
-        assert check_offset(off), f"{label}: offset {off} is not where the fault is: {r.stderr!r}"
+    m = OFFSET_RE.search(r.stderr)
+    assert m, f"{label}: message names no offset: {r.stderr!r}"
+    off = int(m.group(1))
+    assert check_offset(off), f"{label}: offset {off} is not where the fault is: {r.stderr!r}"
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +133,8 @@ def tree_listing(test_closure, nix_file_cache):
     return json.loads(nix_file_cache[test_closure["tree"]]["ls"].read_bytes())
 
 
-def test_truncated_nar_is_refused(small_nar, tree_nar, tree_listing, workdir):
+@READERS
+def test_truncated_nar_is_refused(cmd, small_nar, tree_nar, tree_listing, workdir):
     big_file = tree_listing["root"]["entries"]["sizes"]["entries"]["f70001"]
     cuts = [("file", small_nar, k) for k in
             (0, 1, 7, 8, 20, 24, 40, 72, 95, 96, 100, 108, 112, 120, len(small_nar) - 1)]
@@ -138,15 +145,16 @@ def test_truncated_nar_is_refused(small_nar, tree_nar, tree_listing, workdir):
         f = workdir / f"cut{i}.nar"
         f.write_bytes(nar[:k])
         # The fault is the end of input: reported at or before it.
-        _refused_at(f, lambda off, k=k: off <= k, f"{what} NAR cut at {k} of {len(nar)}")
+        _refused_at(cmd, f, lambda off, k=k: off <= k, f"{what} NAR cut at {k} of {len(nar)}")
 
 
-def test_trailing_bytes_are_refused(small_nar, tree_nar, workdir):
+@READERS
+def test_trailing_bytes_are_refused(cmd, small_nar, tree_nar, workdir):
     for what, nar, extra in (("file", small_nar, b"\0"), ("tree", tree_nar, b"x"),
                              ("file", small_nar, trovetest.nar_str(b")"))):
         f = workdir / "trailing.nar"
         f.write_bytes(nar + extra)
-        _refused_at(f, lambda off, n=len(nar): off == n,
+        _refused_at(cmd, f, lambda off, n=len(nar): off == n,
                     f"{what} NAR with {len(extra)} byte(s) appended")
 
 
@@ -169,7 +177,8 @@ def _in_entry(off):
     return lambda got: off - 48 <= got <= off + 16
 
 
-def test_unsorted_and_bad_names_are_refused(tree_nar, workdir):
+@READERS
+def test_unsorted_and_bad_names_are_refused(cmd, tree_nar, workdir):
     # Swap "a-b" and "a.b" (same length): the NAR stays well-formed except
     # that the second entry now sorts before the first.
     off_dash = _entry_offset(tree_nar, b"a-b")
@@ -192,10 +201,11 @@ def test_unsorted_and_bad_names_are_refused(tree_nar, workdir):
     for i, (what, nar, off) in enumerate(cases):
         f = workdir / f"bad{i}.nar"
         f.write_bytes(nar)
-        _refused_at(f, _in_entry(off), what)
+        _refused_at(cmd, f, _in_entry(off), what)
 
 
-def test_nonzero_padding_is_refused(small_nar, workdir):
+@READERS
+def test_nonzero_padding_is_refused(cmd, small_nar, workdir):
     # The file's 13 content bytes start at 96 (Nix's .ls says so); bytes
     # 109..111 are padding and must be zero.
     assert small_nar[96:109] == b"hello, trove\n" and small_nar[109:112] == b"\0\0\0"
@@ -203,18 +213,19 @@ def test_nonzero_padding_is_refused(small_nar, workdir):
     bad[110] = 1
     f = workdir / "padding.nar"
     f.write_bytes(bad)
-    _refused_at(f, lambda off: 88 <= off <= 112, "nonzero padding after file contents")
+    _refused_at(cmd, f, lambda off: 88 <= off <= 112, "nonzero padding after file contents")
 
     # A padding byte of a token (the "nix-archive-1" magic: 13 bytes + 3).
     bad = bytearray(small_nar)
     bad[22] = 0x20
     f.write_bytes(bad)
-    _refused_at(f, lambda off: off <= 24, "nonzero padding in the magic")
+    _refused_at(cmd, f, lambda off: off <= 24, "nonzero padding in the magic")
 
 
-def test_wrong_magic_and_garbage_are_refused(small_nar, workdir):
+@READERS
+def test_wrong_magic_and_garbage_are_refused(cmd, small_nar, workdir):
     f = workdir / "magic.nar"
     f.write_bytes(small_nar.replace(b"nix-archive-1", b"nix-archive-2", 1))
-    _refused_at(f, lambda off: off <= 24, "wrong magic")
+    _refused_at(cmd, f, lambda off: off <= 24, "wrong magic")
     f.write_bytes(b"\xff" * 64)
-    _refused_at(f, lambda off: off <= 8, "a huge length field")
+    _refused_at(cmd, f, lambda off: off <= 8, "a huge length field")
