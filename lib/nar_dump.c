@@ -32,6 +32,12 @@ struct dump {
 };
 
 static int dump_fail(struct dump *d, int r, const char *what) {
+        /* the message slot is small: keep the end of a long path, which
+         * names the offending entry, and the reason */
+        const size_t keep = 150;
+        if (d->path_len > keep)
+                return trove_error_set(d->err, r, "cannot dump ...%s: %s",
+                                       d->path + d->path_len - keep, what);
         return trove_error_set(d->err, r, "cannot dump %s: %s", d->path, what);
 }
 

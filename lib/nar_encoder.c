@@ -244,9 +244,6 @@ int nar_encoder_regular(struct nar_encoder *e, uint64_t size, bool executable) {
         uint64_t end;
         int r;
 
-        /* The archive's own offsets must stay representable. */
-        if (ADD_OVERFLOW(e->offset, size, &end) || ADD_OVERFLOW(end, (uint64_t) 4096, &end))
-                return enc_fail(e, -EINVAL);
         r = enc_node_begin(e, "regular");
         if (r < 0)
                 return r;
@@ -257,6 +254,11 @@ int nar_encoder_regular(struct nar_encoder *e, uint64_t size, bool executable) {
                 if (r < 0)
                         return r;
         }
+        /* Offsets must stay within NAR_SIZE_MAX; the same bound as the
+         * reader's, so what one accepts the other does too. */
+        if (ADD_OVERFLOW(e->offset + 24, size, &end) ||
+            ADD_OVERFLOW(end, (8 - (size & 7)) & 7, &end) || end > NAR_SIZE_MAX)
+                return enc_fail(e, -EINVAL);
         r = enc_tok(e, "contents");
         if (r >= 0)
                 r = enc_u64(e, size);

@@ -317,7 +317,8 @@ static int on_len(struct nar_reader *r) {
                 return fail_at(r, r->item_offset, "data after the end of the archive");
         case G_CONTENTS: {
                 uint64_t end;
-                if (ADD_OVERFLOW(r->offset, len, &end) || ADD_OVERFLOW(end, pad, &end))
+                if (ADD_OVERFLOW(r->offset, len, &end) || ADD_OVERFLOW(end, pad, &end) ||
+                    end > NAR_SIZE_MAX)
                         return fail_at(r, r->item_offset, "file size %" PRIu64 " is too large",
                                        len);
                 r->path[r->path_len] = 0;

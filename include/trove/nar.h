@@ -25,6 +25,8 @@
 #define NAR_DEPTH_MAX 256         /* directory nesting */
 #define NAR_TARGET_MAX 4095       /* bytes in a symlink target */
 #define NAR_PATH_MAX 4096         /* bytes in the relative path of an entry */
+/* Every NAR offset (and so every file size) fits in off_t. */
+#define NAR_SIZE_MAX ((uint64_t) INT64_MAX)
 
 enum nar_type {
         NAR_REGULAR = 1,
