@@ -20,9 +20,17 @@ static double now(void) {
         return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
+/* Discards the bytes, but reads one per 4 KiB so that a dump that maps
+ * files instead of reading them is still charged for bringing them in. */
+static volatile uint8_t sink_fold;
+
 static int discard(void *userdata, const void *p, size_t n) {
         uint64_t *total = userdata;
-        (void) p;
+        const uint8_t *b = p;
+        uint8_t x = 0;
+        for (size_t i = 0; i < n; i += 4096)
+                x ^= b[i];
+        sink_fold ^= x;
         *total += n;
         return 0;
 }
