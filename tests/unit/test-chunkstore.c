@@ -1,0 +1,342 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Tests for the local chunk store: round trips, idempotence, concurrent
+ * writers of one id, atomic writes (no temporary files left behind, stale
+ * ones removed at open), corrupt objects reported, the on-disk layout. */
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "test.h"
+#include "trove/chunkcodec.h"
+#include "trove/chunkstore.h"
+
+struct chunk {
+        uint8_t id[SHA256_DIGEST_LEN];
+        char hex[2 * SHA256_DIGEST_LEN + 1];
+        uint8_t *frame;
+        size_t frame_len;
+};
+
+static void make_chunk(struct chunk *c, size_t size, uint64_t seed) {
+        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+        uint8_t *data = malloc(size ? size : 1);
+
+        CHECK(data);
+        test_fill(data, size, seed);
+        /* Half of it repetitive so it compresses. */
+        memset(data, 'a', size / 2);
+        CHECK_OK(sha256_buf(data, size, c->id));
+        hex_encode(c->id, sizeof c->id, c->hex);
+        CHECK_OK(chunkcodec_new(CHUNK_LEVEL_DEFAULT, &codec));
+        c->frame = malloc(chunkcodec_bound(size));
+        CHECK(c->frame);
+        CHECK_OK(chunkcodec_encode(codec, data, size, c->frame, chunkcodec_bound(size),
+                                   &c->frame_len));
+        free(data);
+}
+
+static void chunk_done(struct chunk *c) {
+        free(c->frame);
+}
+
+static char root[256];
+static int tmp_files;
+static int files;
+
+static int count_visit(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        const char *base = path + ftw->base;
+        if (flag == FTW_F) {
+                files++;
+                if (startswith(base, ".tmp-"))
+                        tmp_files++;
+        }
+        return 0;
+}
+
+static void count_files(void) {
+        tmp_files = files = 0;
+        CHECK(nftw(root, count_visit, 16, FTW_PHYS) == 0);
+}
+
+static int rm_visit(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+        return remove(path);
+}
+
+struct collected {
+        uint8_t ids[16][SHA256_DIGEST_LEN];
+        uint64_t sizes[16];
+        size_t n;
+};
+
+static int collect(const uint8_t id[SHA256_DIGEST_LEN], uint64_t size, void *userdata) {
+        struct collected *c = userdata;
+        if (c->n >= 16)
+                return -E2BIG;
+        memcpy(c->ids[c->n], id, SHA256_DIGEST_LEN);
+        c->sizes[c->n++] = size;
+        return 0;
+}
+
+static bool collected_has(const struct collected *c, const struct chunk *ch) {
+        for (size_t i = 0; i < c->n; i++)
+                if (memcmp(c->ids[i], ch->id, SHA256_DIGEST_LEN) == 0 &&
+                    c->sizes[i] == ch->frame_len)
+                        return true;
+        return false;
+}
+
+static int stop_after_one(const uint8_t id[SHA256_DIGEST_LEN], uint64_t size, void *userdata) {
+        (*(int *) userdata)++;
+        return 42;
+}
+
+static void test_roundtrip(void) {
+        _cleanup_(chunkstore_freep) struct chunkstore *cs = NULL;
+        struct buf out = BUF_INIT(1 << 20);
+        struct chunk a, b, c;
+        struct collected col = {};
+        char path[512];
+        uint64_t size;
+        struct stat st;
+        int calls = 0;
+
+        make_chunk(&a, 100000, 1);
+        make_chunk(&b, 1, 2);
+        make_chunk(&c, 0, 3);
+
+        CHECK_OK(chunkstore_local_open(root, &cs));
+        CHECK_STREQ(chunkstore_backend(cs), "local");
+
+        CHECK_RC(chunkstore_exists(cs, a.id, &size), 0);
+        CHECK_RC(chunkstore_get(cs, a.id, 0, &out), -ENOENT);
+
+        CHECK_OK(chunkstore_put(cs, a.id, a.frame, a.frame_len));
+        CHECK_OK(chunkstore_put(cs, a.id, a.frame, a.frame_len)); /* idempotent */
+        CHECK_OK(chunkstore_put(cs, b.id, b.frame, b.frame_len));
+        CHECK_OK(chunkstore_put(cs, c.id, c.frame, c.frame_len));
+
+        /* The documented layout: <root>/chunks/ab/cd/<64 hex>. */
+        snprintf(path, sizeof path, "%s/chunks/%.2s/%.2s/%s", root, a.hex, a.hex + 2, a.hex);
+        CHECK(stat(path, &st) == 0);
+        CHECK_EQ_U64(st.st_size, a.frame_len);
+
+        CHECK_RC(chunkstore_exists(cs, a.id, &size), 1);
+        CHECK_EQ_U64(size, a.frame_len);
+        CHECK_OK(chunkstore_get(cs, a.id, CHUNKSTORE_GET_VERIFY, &out));
+        CHECK_EQ_U64(out.len, a.frame_len);
+        CHECK_MEMEQ(out.data, a.frame, a.frame_len);
+        CHECK_OK(chunkstore_get(cs, c.id, CHUNKSTORE_GET_VERIFY, &out));
+        CHECK_EQ_U64(out.len, c.frame_len);
+
+        /* A buffer too small for the object: refused, not truncated. */
+        struct buf small = BUF_INIT(100);
+        CHECK_RC(chunkstore_get(cs, a.id, 0, &small), -EFBIG);
+        buf_free(&small);
+
+        /* Garbage is not stored. */
+        CHECK_RC(chunkstore_put(cs, a.id, "not a zstd frame", 16), -EBADMSG);
+
+        CHECK_OK(chunkstore_list(cs, collect, &col));
+        CHECK_EQ_U64(col.n, 3);
+        CHECK(collected_has(&col, &a) && collected_has(&col, &b) && collected_has(&col, &c));
+        CHECK_RC(chunkstore_list(cs, stop_after_one, &calls), 42);
+        CHECK_EQ_U64(calls, 1);
+
+        CHECK_OK(chunkstore_delete(cs, b.id));
+        CHECK_OK(chunkstore_delete(cs, b.id)); /* gone already: still fine */
+        CHECK_RC(chunkstore_exists(cs, b.id, NULL), 0);
+        CHECK_RC(chunkstore_get(cs, b.id, 0, &out), -ENOENT);
+        col.n = 0;
+        CHECK_OK(chunkstore_list(cs, collect, &col));
+        CHECK_EQ_U64(col.n, 2);
+        CHECK(!collected_has(&col, &b));
+
+        char *url = NULL;
+        CHECK_RC(chunkstore_presign_get(cs, a.id, 60, &url), -EOPNOTSUPP);
+
+        count_files();
+        CHECK_EQ_U64(tmp_files, 0);
+
+        buf_free(&out);
+        chunk_done(&a);
+        chunk_done(&b);
+        chunk_done(&c);
+}
+
+static void test_exclusive_and_stale_tmp(void) {
+        struct chunkstore *cs = NULL, *cs2 = NULL;
+        struct chunk a;
+        char path[512];
+        int fd;
+
+        make_chunk(&a, 5000, 10);
+        CHECK_OK(chunkstore_local_open(root, &cs));
+        /* One process per root: the second open is refused. */
+        CHECK_RC(chunkstore_local_open(root, &cs2), -EBUSY);
+        CHECK(cs2 == NULL);
+        CHECK_OK(chunkstore_put(cs, a.id, a.frame, a.frame_len));
+        chunkstore_free(cs);
+
+        /* A crash mid-put leaves a temporary file; the next open removes it,
+         * and the half-written object never shows up. */
+        snprintf(path, sizeof path, "%s/chunks/%.2s/%.2s/.tmp-%s.0123456789abcdef", root, a.hex,
+                 a.hex + 2, a.hex);
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        CHECK(fd >= 0);
+        CHECK(write(fd, a.frame, 10) == 10);
+        close(fd);
+        count_files();
+        CHECK_EQ_U64(tmp_files, 1);
+
+        CHECK_OK(chunkstore_local_open(root, &cs));
+        count_files();
+        CHECK_EQ_U64(tmp_files, 0);
+        chunkstore_free(cs);
+        chunk_done(&a);
+}
+
+static void test_corrupt(void) {
+        _cleanup_(chunkstore_freep) struct chunkstore *cs = NULL;
+        struct buf out = BUF_INIT(1 << 20);
+        struct chunk a, b;
+        char path[512];
+        int fd;
+
+        make_chunk(&a, 50000, 20);
+        make_chunk(&b, 50000, 21);
+        CHECK_OK(chunkstore_local_open(root, &cs));
+        CHECK_OK(chunkstore_put(cs, a.id, a.frame, a.frame_len));
+        CHECK_OK(chunkstore_put(cs, b.id, b.frame, b.frame_len));
+
+        /* Truncated: the header still parses, so only the verifying read
+         * can tell; it must. */
+        snprintf(path, sizeof path, "%s/chunks/%.2s/%.2s/%s", root, a.hex, a.hex + 2, a.hex);
+        CHECK(truncate(path, (off_t) a.frame_len - 7) == 0);
+        CHECK_RC(chunkstore_get(cs, a.id, CHUNKSTORE_GET_VERIFY, &out), -EBADMSG);
+        CHECK_EQ_U64(out.len, 0);
+
+        /* Overwritten with garbage: even a plain read refuses it. */
+        fd = open(path, O_WRONLY | O_TRUNC);
+        CHECK(fd >= 0);
+        CHECK(write(fd, "garbage garbage garbage", 23) == 23);
+        close(fd);
+        CHECK_RC(chunkstore_get(cs, a.id, 0, &out), -EBADMSG);
+
+        /* Another chunk's frame under this id: valid zstd, wrong content. */
+        fd = open(path, O_WRONLY | O_TRUNC);
+        CHECK(fd >= 0);
+        CHECK(write(fd, b.frame, b.frame_len) == (ssize_t) b.frame_len);
+        close(fd);
+        CHECK_RC(chunkstore_get(cs, a.id, CHUNKSTORE_GET_VERIFY, &out), -EBADMSG);
+
+        /* Empty file. */
+        CHECK(truncate(path, 0) == 0);
+        CHECK_RC(chunkstore_get(cs, a.id, 0, &out), -EBADMSG);
+
+        /* b is untouched. */
+        CHECK_OK(chunkstore_get(cs, b.id, CHUNKSTORE_GET_VERIFY, &out));
+        CHECK_MEMEQ(out.data, b.frame, b.frame_len);
+
+        buf_free(&out);
+        chunk_done(&a);
+        chunk_done(&b);
+}
+
+#define THREADS 8
+#define ROUNDS 20
+
+struct worker {
+        struct chunkstore *cs;
+        struct chunk *chunks; /* ROUNDS of them, shared by all threads */
+        int failures;
+};
+
+static void *worker_main(void *arg) {
+        struct worker *w = arg;
+        struct buf out = BUF_INIT(1 << 20);
+
+        for (int i = 0; i < ROUNDS; i++) {
+                struct chunk *c = &w->chunks[i];
+                if (chunkstore_put(w->cs, c->id, c->frame, c->frame_len) != 0)
+                        w->failures++;
+                /* Whenever it is visible, it is complete. */
+                int r = chunkstore_get(w->cs, c->id, CHUNKSTORE_GET_VERIFY, &out);
+                if (r != 0 || out.len != c->frame_len)
+                        w->failures++;
+        }
+        buf_free(&out);
+        return NULL;
+}
+
+static void test_concurrent_puts(void) {
+        _cleanup_(chunkstore_freep) struct chunkstore *cs = NULL;
+        struct chunk chunks[ROUNDS];
+        struct worker w[THREADS];
+        pthread_t t[THREADS];
+        struct collected col = {};
+        int before;
+
+        count_files();
+        before = files;
+        for (int i = 0; i < ROUNDS; i++)
+                make_chunk(&chunks[i], 20000 + (size_t) i * 1000, 100 + (uint64_t) i);
+        CHECK_OK(chunkstore_local_open(root, &cs));
+        for (int i = 0; i < THREADS; i++) {
+                w[i] = (struct worker){ .cs = cs, .chunks = chunks };
+                CHECK(pthread_create(&t[i], NULL, worker_main, &w[i]) == 0);
+        }
+        for (int i = 0; i < THREADS; i++) {
+                pthread_join(t[i], NULL);
+                CHECK_EQ_U64(w[i].failures, 0);
+        }
+        /* Each id stored exactly once, no temporary file left. */
+        count_files();
+        CHECK_EQ_U64(tmp_files, 0);
+        CHECK_EQ_U64(files, before + ROUNDS);
+        (void) col;
+        for (int i = 0; i < ROUNDS; i++)
+                chunk_done(&chunks[i]);
+}
+
+static void test_spec(void) {
+        struct chunkstore *cs = NULL;
+        char spec[300];
+        int r;
+
+        snprintf(spec, sizeof spec, "file://%s", root);
+        CHECK_OK(chunkstore_open_spec(spec, &cs));
+        CHECK_STREQ(chunkstore_backend(cs), "local");
+        chunkstore_free(cs);
+        cs = NULL;
+        CHECK_RC(chunkstore_open_spec("relative/path", &cs), -EINVAL);
+        CHECK_RC(chunkstore_open_spec("s3://bucket", &cs), -EINVAL); /* no endpoint */
+        CHECK_RC(chunkstore_open_spec("s3://bucket?endpoint=http://127.0.0.1:1&bogus=1", &cs),
+                 -EINVAL);
+        unsetenv("AWS_ACCESS_KEY_ID");
+        r = chunkstore_open_spec("s3://bucket?endpoint=http%3A%2F%2F127.0.0.1%3A1", &cs);
+        CHECK_RC(r, -EINVAL); /* no credentials in the environment */
+        setenv("AWS_ACCESS_KEY_ID", "a", 1);
+        setenv("AWS_SECRET_ACCESS_KEY", "s", 1);
+        CHECK_OK(chunkstore_open_spec("s3://bucket?endpoint=http%3A%2F%2F127.0.0.1%3A1&prefix=p%2F", &cs));
+        CHECK_STREQ(chunkstore_backend(cs), "s3");
+        char *url = NULL;
+        uint8_t id[SHA256_DIGEST_LEN] = { 0xab, 0xcd };
+        CHECK_OK(chunkstore_presign_get(cs, id, 60, &url));
+        CHECK(startswith(url, "http://127.0.0.1:1/bucket/p/chunks/ab/abcd0000"));
+        free(url);
+        chunkstore_free(cs);
+}
+
+int main(void) {
+        snprintf(root, sizeof root, "/tmp/test-chunkstore-XXXXXX");
+        CHECK(mkdtemp(root));
+        test_roundtrip();
+        test_exclusive_and_stale_tmp();
+        test_corrupt();
+        test_concurrent_puts();
+        test_spec();
+        CHECK(nftw(root, rm_visit, 16, FTW_DEPTH | FTW_PHYS) == 0);
+        return 0;
+}
