@@ -288,9 +288,12 @@ int narinfo_parse(const char *text, size_t len, const char *store_dir, struct na
                 size_t llen = (size_t) (eol - p);
                 for (size_t i = 0; i < llen; i++) {
                         unsigned char c = (unsigned char) p[i];
-                        if (c < 0x20 || c == 0x7f)
-                                return trove_error_set(err, -EINVAL, "line %u: control character 0x%02x", line,
-                                                       c);
+                        /* Nix writes only printable ASCII here; refusing the
+                         * rest keeps control characters and invalid UTF-8
+                         * out of logs, HTTP headers and database text. */
+                        if (c < 0x20 || c >= 0x7f)
+                                return trove_error_set(err, -EINVAL, "line %u: byte 0x%02x is not printable ASCII",
+                                                       line, c);
                 }
                 const char *colon = memchr(p, ':', llen);
                 if (!colon || colon + 1 >= eol || colon[1] != ' ')
@@ -329,11 +332,10 @@ int narinfo_parse(const char *text, size_t len, const char *store_dir, struct na
         return 0;
 }
 
-/* A value that a re-parse would read back unchanged: no newline, no
- * control characters. */
+/* A value that a re-parse would read back unchanged: printable ASCII. */
 static bool render_safe(const char *s) {
         for (; *s; s++)
-                if ((unsigned char) *s < 0x20 || *s == 0x7f)
+                if ((unsigned char) *s < 0x20 || (unsigned char) *s >= 0x7f)
                         return false;
         return true;
 }

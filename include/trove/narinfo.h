@@ -11,7 +11,7 @@
  *
  * Parsing is strict where Nix is lenient and never more permissive:
  * - at most NARINFO_MAX_SIZE bytes; every line is "Key: value\n" (the last
- *   one too), no control characters, no empty lines;
+ *   one too), printable ASCII only, no empty lines;
  * - StorePath, URL, NarHash and NarSize (> 0) are required, as Nix requires
  *   them; every key but Sig appears at most once;
  * - numbers are decimal without sign and must fit in 64 bits;

@@ -336,14 +336,15 @@ static void test_rejects(void) {
                 { "Deriver: ", "CA: sha256:abc\nDeriver: ", -EINVAL, "line 9: CA" },
                 { "Deriver: ", "System: \nDeriver: ", -EINVAL, "line 9: System" },
                 /* line structure */
-                { "Compression: none\n", "Compression: none\r\n", -EINVAL, "line 3: control character 0x0d" },
+                { "Compression: none\n", "Compression: none\r\n", -EINVAL, "line 3: byte 0x0d is not printable ASCII" },
                 { "Compression: none\n", "Compression: none\n\n", -EINVAL, "line 4: expected 'Key: value'" },
                 { "Compression: none", "Compression:none", -EINVAL, "line 3: expected 'Key: value'" },
                 { "Compression: none", "Compression", -EINVAL, "line 3: expected" },
                 { "Compression: none", "Compre ssion: none", -EINVAL, "line 3: invalid key" },
                 { "Compression: none", ": none", -EINVAL, "line 3: invalid key" },
-                { "Compression: none", "Compression: no\tne", -EINVAL, "control character 0x09" },
-                { "Compression: none", "Compression: n\x7f", -EINVAL, "control character 0x7f" },
+                { "Compression: none", "Compression: no\tne", -EINVAL, "byte 0x09 is not printable" },
+                { "Compression: none", "Compression: n\x7f", -EINVAL, "byte 0x7f is not printable" },
+                { "URL: nar/", "URL: n\xc3\xa4r/", -EINVAL, "line 2: byte 0xc3 is not printable ASCII" },
         };
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 _cleanup_free_ char *t = replace(NI_TOP, cases[i].from, cases[i].to);
@@ -368,7 +369,7 @@ static void test_rejects(void) {
         memcpy(withnul, NI_TOP, sizeof NI_TOP);
         withnul[30] = 0;
         CHECK_RC(narinfo_parse(withnul, strlen(NI_TOP), "/nix/store", &ni, &err), -EINVAL);
-        CHECK(strstr(err.msg, "line 1: control character 0x00"));
+        CHECK(strstr(err.msg, "line 1: byte 0x00 is not printable"));
         CHECK_RC(narinfo_parse("", 0, "/nix/store", &ni, &err), -EINVAL);
 
         /* Too large. */
