@@ -214,8 +214,9 @@ static void test_lifecycle(const char *base) {
         pid = pgembed_pid(pg);
         CHECK(kill(pid, SIGKILL) == 0);
         wait_gone(pid);
-        CHECK(pgembed_stop(pg, &e) < 0); /* nothing to stop: an error, and pg is freed */
-        CHECK(e.msg[0]);
+        /* Nothing to stop: an error, and pg is freed. */
+        CHECK_RC(pgembed_stop(pg, &e), -ESRCH);
+        CHECK(strstr(e.msg, "not running"));
         pg = start(state);
         CHECK(pgembed_pid(pg) != pid);
         psql_expect(pg, "select v from marker", "kept");
@@ -224,7 +225,7 @@ static void test_lifecycle(const char *base) {
         pid = pgembed_pid(pg);
         CHECK(kill(-pid, SIGKILL) == 0);
         wait_gone(pid);
-        CHECK(pgembed_stop(pg, &e) < 0);
+        CHECK_RC(pgembed_stop(pg, &e), -ESRCH);
         pg = start(state);
         psql_expect(pg, "select count(*) from marker", "1");
         stop(pg);
