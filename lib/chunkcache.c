@@ -1,0 +1,624 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "trove/chunkcache.h"
+
+/* Temporary files older than this are leftovers of a crashed writer. */
+#define TMP_STALE_SECONDS 3600
+/* A hit bumps the file's mtime at most this often (it is the LRU key that
+ * survives remounts). */
+#define TOUCH_INTERVAL_SECONDS 60
+/* A stored frame is never larger than the largest chunk's worst case. */
+#define FRAME_MAX (CHUNK_SIZE_MAX + CHUNK_SIZE_MAX / 128 + 1024)
+
+struct entry {
+        uint8_t id[SHA256_DIGEST_LEN];
+        uint64_t size;
+        time_t touched;
+        struct entry *hnext;            /* hash chain */
+        struct entry *prev, *next;      /* LRU: head = most recent */
+};
+
+struct chunkcache {
+        char *dir;
+        size_t dir_len;
+        uint64_t max_bytes;
+
+        pthread_mutex_t lock;
+        struct entry **buckets;
+        size_t n_buckets;               /* power of two */
+        size_t n_entries;
+        struct entry *head, *tail;
+        uint64_t bytes;
+        struct chunkcache_stats stats;
+};
+
+static size_t id_hash(const uint8_t id[SHA256_DIGEST_LEN]) {
+        uint64_t h;
+
+        memcpy(&h, id, sizeof h);       /* ids are SHA-256: already uniform */
+        return (size_t) h;
+}
+
+static struct entry *table_find(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN]) {
+        for (struct entry *e = c->buckets[id_hash(id) & (c->n_buckets - 1)]; e; e = e->hnext)
+                if (memcmp(e->id, id, SHA256_DIGEST_LEN) == 0)
+                        return e;
+        return NULL;
+}
+
+static int table_grow(struct chunkcache *c) {
+        size_t n = c->n_buckets * 2;
+        struct entry **b;
+
+        if (n < c->n_buckets)
+                return -ENOMEM;
+        b = calloc(n, sizeof *b);
+        if (!b)
+                return -ENOMEM;
+        for (size_t i = 0; i < c->n_buckets; i++) {
+                struct entry *e = c->buckets[i];
+                while (e) {
+                        struct entry *next = e->hnext;
+                        size_t k = id_hash(e->id) & (n - 1);
+                        e->hnext = b[k];
+                        b[k] = e;
+                        e = next;
+                }
+        }
+        free(c->buckets);
+        c->buckets = b;
+        c->n_buckets = n;
+        return 0;
+}
+
+static void lru_unlink(struct chunkcache *c, struct entry *e) {
+        if (e->prev)
+                e->prev->next = e->next;
+        else
+                c->head = e->next;
+        if (e->next)
+                e->next->prev = e->prev;
+        else
+                c->tail = e->prev;
+        e->prev = e->next = NULL;
+}
+
+static void lru_push_front(struct chunkcache *c, struct entry *e) {
+        e->prev = NULL;
+        e->next = c->head;
+        if (c->head)
+                c->head->prev = e;
+        c->head = e;
+        if (!c->tail)
+                c->tail = e;
+}
+
+static void lru_push_back(struct chunkcache *c, struct entry *e) {
+        e->next = NULL;
+        e->prev = c->tail;
+        if (c->tail)
+                c->tail->next = e;
+        c->tail = e;
+        if (!c->head)
+                c->head = e;
+}
+
+/* Removes e from the table and the LRU and frees it. */
+static void entry_drop(struct chunkcache *c, struct entry *e) {
+        struct entry **p = &c->buckets[id_hash(e->id) & (c->n_buckets - 1)];
+
+        while (*p != e)
+                p = &(*p)->hnext;
+        *p = e->hnext;
+        lru_unlink(c, e);
+        c->bytes -= e->size;
+        c->n_entries--;
+        free(e);
+}
+
+/* Adds (or refreshes) an entry; front = most recently used. */
+static int entry_add(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], uint64_t size,
+                     time_t touched, bool front) {
+        struct entry *e = table_find(c, id);
+        size_t k;
+
+        if (e) {
+                c->bytes = c->bytes - e->size + size;
+                e->size = size;
+                e->touched = touched;
+                lru_unlink(c, e);
+        } else {
+                if (c->n_entries >= c->n_buckets && table_grow(c) < 0)
+                        return -ENOMEM;
+                e = calloc(1, sizeof *e);
+                if (!e)
+                        return -ENOMEM;
+                memcpy(e->id, id, SHA256_DIGEST_LEN);
+                e->size = size;
+                e->touched = touched;
+                k = id_hash(id) & (c->n_buckets - 1);
+                e->hnext = c->buckets[k];
+                c->buckets[k] = e;
+                c->n_entries++;
+                c->bytes += size;
+        }
+        if (front)
+                lru_push_front(c, e);
+        else
+                lru_push_back(c, e);
+        return 0;
+}
+
+size_t chunkcache_path_max(const struct chunkcache *c) {
+        return c->dir_len + 1 + 2 + 1 + HASH_BASE16_LEN + 1;
+}
+
+void chunkcache_path(const struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], char *out) {
+        char hex[HASH_BASE16_LEN + 1];
+
+        hex_encode(id, SHA256_DIGEST_LEN, hex);
+        memcpy(out, c->dir, c->dir_len);
+        out[c->dir_len] = '/';
+        memcpy(out + c->dir_len + 1, hex, 2);
+        out[c->dir_len + 3] = '/';
+        memcpy(out + c->dir_len + 4, hex, HASH_BASE16_LEN + 1);
+}
+
+static int mkdir_p(const char *path) {
+        _cleanup_free_ char *p = strdup(path);
+
+        if (!p)
+                return -ENOMEM;
+        for (char *s = p + 1; *s; s++) {
+                if (*s != '/')
+                        continue;
+                *s = '\0';
+                if (mkdir(p, 0755) < 0 && errno != EEXIST)
+                        return -errno;
+                *s = '/';
+        }
+        if (mkdir(p, 0755) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+static bool is_hex_name(const char *s) {
+        size_t n = strlen(s);
+
+        if (n != HASH_BASE16_LEN)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+                        return false;
+        return true;
+}
+
+struct scanned {
+        uint8_t id[SHA256_DIGEST_LEN];
+        uint64_t size;
+        time_t mtime;
+};
+
+static int scanned_cmp(const void *a, const void *b) {
+        const struct scanned *x = a, *y = b;
+
+        /* Newest first: pushed to the back in this order, the oldest ends
+         * up at the tail, first to go. */
+        return x->mtime < y->mtime ? 1 : x->mtime > y->mtime ? -1 : 0;
+}
+
+static void remove_stale_tmp(const char *tmpdir) {
+        DIR *d = opendir(tmpdir);
+        struct dirent *de;
+        time_t now = time(NULL);
+
+        if (!d)
+                return;
+        while ((de = readdir(d))) {
+                struct stat st;
+                if (de->d_name[0] == '.')
+                        continue;
+                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                        continue;
+                if (st.st_mtime + TMP_STALE_SECONDS < now)
+                        (void) unlinkat(dirfd(d), de->d_name, 0);
+        }
+        closedir(d);
+}
+
+static int scan(struct chunkcache *c) {
+        _cleanup_free_ struct scanned *v = NULL;
+        size_t n = 0, cap = 0;
+        _cleanup_free_ char *sub = malloc(c->dir_len + 8);
+        int r;
+
+        if (!sub)
+                return -ENOMEM;
+        for (unsigned i = 0; i < 256; i++) {
+                DIR *d;
+                struct dirent *de;
+
+                snprintf(sub, c->dir_len + 8, "%s/%02x", c->dir, i);
+                d = opendir(sub);
+                if (!d) {
+                        if (errno == ENOENT)
+                                continue;
+                        return -errno;
+                }
+                while ((de = readdir(d))) {
+                        struct stat st;
+                        if (!is_hex_name(de->d_name) ||
+                            strncmp(de->d_name, sub + c->dir_len + 1, 2) != 0)
+                                continue;
+                        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                            !S_ISREG(st.st_mode))
+                                continue;
+                        if (n == cap) {
+                                size_t ncap = cap ? cap * 2 : 1024;
+                                struct scanned *nv = reallocarray(v, ncap, sizeof *v);
+                                if (!nv) {
+                                        closedir(d);
+                                        return -ENOMEM;
+                                }
+                                v = nv;
+                                cap = ncap;
+                        }
+                        (void) hex_decode(de->d_name, HASH_BASE16_LEN, v[n].id,
+                                          SHA256_DIGEST_LEN);
+                        v[n].size = (uint64_t) st.st_size;
+                        v[n].mtime = st.st_mtime;
+                        n++;
+                }
+                closedir(d);
+        }
+        if (n > 0)
+                qsort(v, n, sizeof *v, scanned_cmp);
+        for (size_t i = 0; i < n; i++) {
+                r = entry_add(c, v[i].id, v[i].size, v[i].mtime, false);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Picks the entries to evict (under the lock) and returns them as a list
+ * linked by next; the caller unlinks their files outside the lock.
+ * keep (may be NULL) is never chosen. */
+static struct entry *evict_pick(struct chunkcache *c, const struct entry *keep) {
+        struct entry *victims = NULL;
+
+        if (c->max_bytes == 0)
+                return NULL;
+        while (c->bytes > c->max_bytes && c->tail && c->tail != keep) {
+                struct entry *e = c->tail;
+                struct entry **p = &c->buckets[id_hash(e->id) & (c->n_buckets - 1)];
+
+                while (*p != e)
+                        p = &(*p)->hnext;
+                *p = e->hnext;
+                lru_unlink(c, e);
+                c->bytes -= e->size;
+                c->n_entries--;
+                c->stats.evicted++;
+                e->next = victims;
+                victims = e;
+        }
+        return victims;
+}
+
+static void evict_files(struct chunkcache *c, struct entry *victims) {
+        _cleanup_free_ char *path = malloc(chunkcache_path_max(c));
+
+        while (victims) {
+                struct entry *e = victims;
+                victims = e->next;
+                if (path) {
+                        chunkcache_path(c, e->id, path);
+                        /* Another mount may have removed it already. */
+                        (void) unlink(path);
+                }
+                free(e);
+        }
+}
+
+int chunkcache_open(const char *dir, uint64_t max_bytes, struct chunkcache **ret) {
+        struct chunkcache *c;
+        _cleanup_free_ char *tmp = NULL;
+        struct entry *victims;
+        size_t len;
+        int r;
+
+        if (!dir || dir[0] == '\0')
+                return -EINVAL;
+        len = strlen(dir);
+        while (len > 1 && dir[len - 1] == '/')
+                len--;
+        if (len > 4000)
+                return -ENAMETOOLONG;
+        c = calloc(1, sizeof *c);
+        if (!c)
+                return -ENOMEM;
+        pthread_mutex_init(&c->lock, NULL);
+        c->dir = strndup(dir, len);
+        c->dir_len = len;
+        c->max_bytes = max_bytes;
+        c->n_buckets = 1024;
+        c->buckets = calloc(c->n_buckets, sizeof *c->buckets);
+        if (!c->dir || !c->buckets) {
+                chunkcache_free(c);
+                return -ENOMEM;
+        }
+        if (asprintf(&tmp, "%s/tmp", c->dir) < 0) {
+                tmp = NULL;
+                chunkcache_free(c);
+                return -ENOMEM;
+        }
+        r = mkdir_p(tmp);
+        if (r < 0) {
+                chunkcache_free(c);
+                return r;
+        }
+        remove_stale_tmp(tmp);
+        r = scan(c);
+        if (r < 0) {
+                chunkcache_free(c);
+                return r;
+        }
+        victims = evict_pick(c, NULL);
+        evict_files(c, victims);
+        *ret = c;
+        return 0;
+}
+
+struct chunkcache *chunkcache_free(struct chunkcache *c) {
+        if (!c)
+                return NULL;
+        if (c->buckets)
+                for (size_t i = 0; i < c->n_buckets; i++) {
+                        struct entry *e = c->buckets[i];
+                        while (e) {
+                                struct entry *next = e->hnext;
+                                free(e);
+                                e = next;
+                        }
+                }
+        free(c->buckets);
+        free(c->dir);
+        pthread_mutex_destroy(&c->lock);
+        free(c);
+        return NULL;
+}
+
+static int read_all(int fd, void *p, size_t n) {
+        size_t done = 0;
+
+        while (done < n) {
+                ssize_t k = pread(fd, (uint8_t *) p + done, n - done, (off_t) done);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        return -EBADMSG; /* shrank under us: treat as corrupt */
+                done += (size_t) k;
+        }
+        return 0;
+}
+
+/* Deletes the file at path if it is still the one described by st (a
+ * good copy another mount renamed into place meanwhile stays). */
+static void unlink_if_same(const char *path, const struct stat *st) {
+        struct stat now;
+
+        if (stat(path, &now) == 0 && now.st_ino == st->st_ino && now.st_dev == st->st_dev)
+                (void) unlink(path);
+}
+
+static void forget(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN]) {
+        struct entry *e;
+
+        pthread_mutex_lock(&c->lock);
+        e = table_find(c, id);
+        if (e)
+                entry_drop(c, e);
+        pthread_mutex_unlock(&c->lock);
+}
+
+int chunkcache_get(struct chunkcache *c, struct chunkcodec *codec,
+                   const uint8_t id[SHA256_DIGEST_LEN], size_t expected_len, void *out,
+                   size_t cap, size_t *ret_len) {
+        _cleanup_free_ char *path = malloc(chunkcache_path_max(c));
+        _cleanup_free_ uint8_t *frame = NULL;
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+        size_t len = 0;
+        bool corrupt = false, touch = false;
+        time_t now;
+        int r;
+
+        if (!path)
+                return -ENOMEM;
+        chunkcache_path(c, id, path);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) {
+                r = -errno;
+                if (r != -ENOENT)
+                        return r;
+                forget(c, id);
+                pthread_mutex_lock(&c->lock);
+                c->stats.misses++;
+                pthread_mutex_unlock(&c->lock);
+                return 0;
+        }
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode) || st.st_size <= 0 || (uint64_t) st.st_size > FRAME_MAX)
+                corrupt = true;
+        else {
+                frame = malloc((size_t) st.st_size);
+                if (!frame)
+                        return -ENOMEM;
+                r = read_all(fd, frame, (size_t) st.st_size);
+                if (r == -EBADMSG)
+                        corrupt = true;
+                else if (r < 0)
+                        return r;
+                else {
+                        r = chunkcodec_decode(codec, frame, (size_t) st.st_size, id,
+                                              expected_len ? expected_len : cap, out, cap, &len);
+                        if (r == -ENOMEM)
+                                return r;
+                        if (r < 0 || (expected_len && len != expected_len))
+                                corrupt = true;
+                }
+        }
+        if (corrupt) {
+                log_debug("chunk cache: %s does not verify, deleting it", path);
+                unlink_if_same(path, &st);
+                forget(c, id);
+                pthread_mutex_lock(&c->lock);
+                c->stats.corrupt++;
+                c->stats.misses++;
+                pthread_mutex_unlock(&c->lock);
+                return 0;
+        }
+
+        now = time(NULL);
+        pthread_mutex_lock(&c->lock);
+        c->stats.hits++;
+        struct entry *e = table_find(c, id);
+        if (e) {
+                lru_unlink(c, e);
+                lru_push_front(c, e);
+                if (e->touched + TOUCH_INTERVAL_SECONDS < now) {
+                        e->touched = now;
+                        touch = true;
+                }
+                pthread_mutex_unlock(&c->lock);
+        } else {
+                /* Stored by another mount: count it from now on. */
+                struct entry *victims;
+                (void) entry_add(c, id, (uint64_t) st.st_size, now, true);
+                touch = st.st_mtime + TOUCH_INTERVAL_SECONDS < now;
+                victims = evict_pick(c, table_find(c, id));
+                pthread_mutex_unlock(&c->lock);
+                evict_files(c, victims);
+        }
+        if (touch)
+                (void) futimens(fd, NULL);
+        *ret_len = len;
+        return 1;
+}
+
+static int write_all(int fd, const void *p, size_t n) {
+        size_t done = 0;
+
+        while (done < n) {
+                ssize_t k = write(fd, (const uint8_t *) p + done, n - done);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                done += (size_t) k;
+        }
+        return 0;
+}
+
+int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,
+                   size_t n) {
+        _cleanup_free_ char *path = malloc(chunkcache_path_max(c));
+        _cleanup_free_ char *tmp = NULL;
+        char hex[HASH_BASE16_LEN + 1];
+        struct entry *victims;
+        int fd, r;
+
+        if (!path)
+                return -ENOMEM;
+        if (n == 0 || n > FRAME_MAX)
+                return -EINVAL;
+        chunkcache_path(c, id, path);
+
+        pthread_mutex_lock(&c->lock);
+        bool known = table_find(c, id) != NULL;
+        pthread_mutex_unlock(&c->lock);
+        if (known && access(path, F_OK) == 0)
+                return 0;
+
+        hex_encode(id, SHA256_DIGEST_LEN, hex);
+        if (asprintf(&tmp, "%s/tmp/%s.XXXXXX", c->dir, hex) < 0) {
+                tmp = NULL;
+                return -ENOMEM;
+        }
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT) {
+                /* Someone removed the tmp directory: recreate it. */
+                char *slash = strrchr(tmp, '/');
+                *slash = '\0';
+                r = mkdir_p(tmp);
+                *slash = '/';
+                if (r < 0)
+                        return r;
+                memcpy(tmp + strlen(tmp) - 6, "XXXXXX", 6);
+                fd = mkostemp(tmp, O_CLOEXEC);
+        }
+        if (fd < 0)
+                return -errno;
+        r = write_all(fd, frame, n);
+        if (r == 0 && fchmod(fd, 0644) < 0)
+                r = -errno;
+        if (close(fd) < 0 && r == 0)
+                r = -errno;
+        if (r == 0 && rename(tmp, path) < 0) {
+                r = -errno;
+                if (r == -ENOENT) {
+                        char *slash = path + c->dir_len + 3;
+                        *slash = '\0';
+                        r = mkdir_p(path);
+                        *slash = '/';
+                        if (r == 0 && rename(tmp, path) < 0)
+                                r = -errno;
+                }
+        }
+        if (r < 0) {
+                (void) unlink(tmp);
+                return r;
+        }
+
+        pthread_mutex_lock(&c->lock);
+        c->stats.stored++;
+        r = entry_add(c, id, n, time(NULL), true);
+        victims = r < 0 ? NULL : evict_pick(c, table_find(c, id));
+        pthread_mutex_unlock(&c->lock);
+        evict_files(c, victims);
+        return r;
+}
+
+int chunkcache_remove(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN]) {
+        _cleanup_free_ char *path = malloc(chunkcache_path_max(c));
+
+        if (!path)
+                return -ENOMEM;
+        chunkcache_path(c, id, path);
+        forget(c, id);
+        if (unlink(path) < 0 && errno != ENOENT)
+                return -errno;
+        return 0;
+}
+
+void chunkcache_get_stats(struct chunkcache *c, struct chunkcache_stats *ret) {
+        pthread_mutex_lock(&c->lock);
+        *ret = c->stats;
+        ret->files = c->n_entries;
+        ret->bytes = c->bytes;
+        pthread_mutex_unlock(&c->lock);
+}

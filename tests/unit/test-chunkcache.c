@@ -1,0 +1,308 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+#include "test.h"
+#include "trove/chunkcache.h"
+#include "trove/chunkcodec.h"
+#include "trove/hash.h"
+
+#define N_CHUNKS 8
+#define CHUNK_LEN 10000
+
+struct chunk {
+        uint8_t data[CHUNK_LEN];
+        uint8_t *frame;
+        size_t frame_len;
+        uint8_t id[SHA256_DIGEST_LEN];
+};
+
+static struct chunk chunks[N_CHUNKS];
+static char dir[] = "/tmp/test-chunkcache-XXXXXX";
+
+static void make_chunks(void) {
+        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+
+        CHECK_OK(chunkcodec_new(CHUNK_LEVEL_DEFAULT, &codec));
+        for (size_t i = 0; i < N_CHUNKS; i++) {
+                struct chunk *c = &chunks[i];
+                size_t cap = chunkcodec_bound(CHUNK_LEN);
+                test_fill(c->data, CHUNK_LEN, i + 1); /* random: incompressible */
+                c->frame = malloc(cap);
+                CHECK(c->frame);
+                CHECK_OK(chunkcodec_encode(codec, c->data, CHUNK_LEN, c->frame, cap,
+                                           &c->frame_len));
+                CHECK_OK(sha256_buf(c->data, CHUNK_LEN, c->id));
+        }
+}
+
+static bool file_exists(struct chunkcache *cc, const uint8_t *id) {
+        char path[4200];
+
+        CHECK(chunkcache_path_max(cc) <= sizeof path);
+        chunkcache_path(cc, id, path);
+        return access(path, F_OK) == 0;
+}
+
+/* Get must hit and give back exactly chunk i. */
+static void check_hit(struct chunkcache *cc, struct chunkcodec *codec, size_t i) {
+        uint8_t out[CHUNK_LEN];
+        size_t len = 0;
+
+        CHECK_RC(chunkcache_get(cc, codec, chunks[i].id, CHUNK_LEN, out, sizeof out, &len), 1);
+        CHECK_EQ_U64(len, CHUNK_LEN);
+        CHECK_MEMEQ(out, chunks[i].data, CHUNK_LEN);
+}
+
+static void check_miss(struct chunkcache *cc, struct chunkcodec *codec, size_t i) {
+        uint8_t out[CHUNK_LEN];
+        size_t len = 12345;
+
+        CHECK_RC(chunkcache_get(cc, codec, chunks[i].id, CHUNK_LEN, out, sizeof out, &len), 0);
+        CHECK_EQ_U64(len, 12345);
+}
+
+static void test_put_get(struct chunkcodec *codec) {
+        _cleanup_(chunkcache_freep) struct chunkcache *cc = NULL;
+        struct chunkcache_stats st;
+        char path[4200];
+
+        CHECK_OK(chunkcache_open(dir, 0, &cc));
+        check_miss(cc, codec, 0);
+        CHECK_OK(chunkcache_put(cc, chunks[0].id, chunks[0].frame, chunks[0].frame_len));
+        CHECK(file_exists(cc, chunks[0].id));
+        /* Layout: <dir>/<ab>/<64 hex>. */
+        chunkcache_path(cc, chunks[0].id, path);
+        char hex[65];
+        hex_encode(chunks[0].id, 32, hex);
+        char want[4200];
+        snprintf(want, sizeof want, "%s/%.2s/%s", dir, hex, hex);
+        CHECK_STREQ(path, want);
+        check_hit(cc, codec, 0);
+        /* Storing again is harmless. */
+        CHECK_OK(chunkcache_put(cc, chunks[0].id, chunks[0].frame, chunks[0].frame_len));
+        check_hit(cc, codec, 0);
+        /* A wrong expected length means the file is not what we want. */
+        uint8_t out[CHUNK_LEN];
+        size_t len;
+        CHECK_RC(chunkcache_get(cc, codec, chunks[0].id, CHUNK_LEN - 1, out, sizeof out, &len),
+                 0);
+        CHECK(!file_exists(cc, chunks[0].id));
+
+        CHECK_OK(chunkcache_put(cc, chunks[1].id, chunks[1].frame, chunks[1].frame_len));
+        chunkcache_get_stats(cc, &st);
+        CHECK_EQ_U64(st.files, 1);
+        CHECK_EQ_U64(st.bytes, chunks[1].frame_len);
+        CHECK_EQ_U64(st.hits, 2);
+        CHECK_EQ_U64(st.misses, 2);
+        CHECK_EQ_U64(st.corrupt, 1);
+}
+
+static void test_corrupt(struct chunkcodec *codec) {
+        _cleanup_(chunkcache_freep) struct chunkcache *cc = NULL;
+        char path[4200];
+        int fd;
+
+        CHECK_OK(chunkcache_open(dir, 0, &cc));
+        CHECK_OK(chunkcache_put(cc, chunks[2].id, chunks[2].frame, chunks[2].frame_len));
+        chunkcache_path(cc, chunks[2].id, path);
+
+        /* Flip a byte in the middle: decode or SHA-256 fails. */
+        fd = open(path, O_WRONLY);
+        CHECK(fd >= 0);
+        CHECK(pwrite(fd, "\x55", 1, (off_t) chunks[2].frame_len / 2) == 1);
+        close(fd);
+        check_miss(cc, codec, 2);
+        CHECK(!file_exists(cc, chunks[2].id));
+
+        /* Truncated (as a crashed writer that bypassed rename would leave). */
+        CHECK_OK(chunkcache_put(cc, chunks[2].id, chunks[2].frame, chunks[2].frame_len));
+        CHECK(truncate(path, (off_t) chunks[2].frame_len - 10) == 0);
+        check_miss(cc, codec, 2);
+        CHECK(!file_exists(cc, chunks[2].id));
+
+        /* Another chunk's frame under this id. */
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        CHECK(fd >= 0);
+        CHECK(write(fd, chunks[3].frame, chunks[3].frame_len) == (ssize_t) chunks[3].frame_len);
+        close(fd);
+        check_miss(cc, codec, 2);
+        CHECK(!file_exists(cc, chunks[2].id));
+
+        /* Empty file. */
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        CHECK(fd >= 0);
+        close(fd);
+        check_miss(cc, codec, 2);
+        CHECK(!file_exists(cc, chunks[2].id));
+
+        /* Vanished under us (another mount evicted it): a miss, no error. */
+        CHECK_OK(chunkcache_put(cc, chunks[2].id, chunks[2].frame, chunks[2].frame_len));
+        CHECK(unlink(path) == 0);
+        check_miss(cc, codec, 2);
+        /* and storing it again works. */
+        CHECK_OK(chunkcache_put(cc, chunks[2].id, chunks[2].frame, chunks[2].frame_len));
+        check_hit(cc, codec, 2);
+
+        struct chunkcache_stats st;
+        chunkcache_get_stats(cc, &st);
+        CHECK_EQ_U64(st.corrupt, 4);
+}
+
+static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
+        return remove(p);
+}
+
+static void wipe(void) {
+        (void) nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        CHECK(mkdir(dir, 0700) == 0);
+}
+
+static void set_mtime(struct chunkcache *cc, size_t i, time_t t) {
+        char path[4200];
+        struct timeval tv[2] = { { t, 0 }, { t, 0 } };
+
+        chunkcache_path(cc, chunks[i].id, path);
+        CHECK(utimes(path, tv) == 0);
+}
+
+static void test_eviction(struct chunkcodec *codec) {
+        _cleanup_(chunkcache_freep) struct chunkcache *cc = NULL;
+        uint64_t frame = chunks[0].frame_len;
+        uint64_t max = 3 * frame + frame / 2; /* room for 3 chunks */
+        struct chunkcache_stats st;
+
+        wipe();
+        CHECK_OK(chunkcache_open(dir, max, &cc));
+        for (size_t i = 0; i < 3; i++)
+                CHECK_OK(chunkcache_put(cc, chunks[i].id, chunks[i].frame, chunks[i].frame_len));
+        /* Use chunk 0: chunk 1 becomes the least recently used. */
+        check_hit(cc, codec, 0);
+        CHECK_OK(chunkcache_put(cc, chunks[3].id, chunks[3].frame, chunks[3].frame_len));
+        CHECK(file_exists(cc, chunks[0].id));
+        CHECK(!file_exists(cc, chunks[1].id));
+        CHECK(file_exists(cc, chunks[2].id));
+        CHECK(file_exists(cc, chunks[3].id));
+        for (size_t i = 4; i < N_CHUNKS; i++) {
+                CHECK_OK(chunkcache_put(cc, chunks[i].id, chunks[i].frame, chunks[i].frame_len));
+                chunkcache_get_stats(cc, &st);
+                CHECK(st.bytes <= max);
+                CHECK_EQ_U64(st.files, 3);
+        }
+        /* The three most recent are there, and only they. */
+        for (size_t i = 0; i < N_CHUNKS; i++)
+                CHECK(file_exists(cc, chunks[i].id) == (i >= N_CHUNKS - 3));
+        chunkcache_get_stats(cc, &st);
+        CHECK_EQ_U64(st.evicted, N_CHUNKS - 3);
+}
+
+/* Remount: the scan finds the files, orders them by mtime, and enforces a
+ * smaller bound by dropping the oldest. */
+static void test_remount(struct chunkcodec *codec) {
+        _cleanup_(chunkcache_freep) struct chunkcache *cc = NULL;
+        uint64_t frame = chunks[0].frame_len;
+        struct chunkcache_stats st;
+
+        wipe();
+        CHECK_OK(chunkcache_open(dir, 0, &cc));
+        for (size_t i = 0; i < 4; i++) {
+                CHECK_OK(chunkcache_put(cc, chunks[i].id, chunks[i].frame, chunks[i].frame_len));
+                /* chunk 2 oldest, then 0, 3, 1 */
+                static const time_t t[] = { 2000, 4000, 1000, 3000 };
+                set_mtime(cc, i, t[i]);
+        }
+        cc = chunkcache_free(cc);
+
+        /* A leftover temporary file of a crashed writer, old: removed. */
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s/tmp/leftover", dir);
+        int fd = open(tmp, O_WRONLY | O_CREAT, 0644);
+        CHECK(fd >= 0);
+        close(fd);
+        struct timeval tv[2] = { { 1000, 0 }, { 1000, 0 } };
+        CHECK(utimes(tmp, tv) == 0);
+
+        CHECK_OK(chunkcache_open(dir, 2 * frame + frame / 2, &cc));
+        CHECK(access(tmp, F_OK) != 0);
+        chunkcache_get_stats(cc, &st);
+        CHECK_EQ_U64(st.files, 2);
+        CHECK(!file_exists(cc, chunks[2].id));
+        CHECK(!file_exists(cc, chunks[0].id));
+        check_hit(cc, codec, 1);
+        check_hit(cc, codec, 3);
+}
+
+struct thread_arg {
+        struct chunkcache *cc;
+        unsigned seed;
+};
+
+static void *hammer(void *p) {
+        struct thread_arg *a = p;
+        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+        uint64_t s = a->seed;
+        uint8_t out[CHUNK_LEN];
+
+        CHECK_OK(chunkcodec_new(CHUNK_LEVEL_DEFAULT, &codec));
+        for (int k = 0; k < 2000; k++) {
+                size_t i = test_rand(&s) % N_CHUNKS;
+                size_t len;
+                int r = chunkcache_get(a->cc, codec, chunks[i].id, CHUNK_LEN, out, sizeof out,
+                                       &len);
+                CHECK(r == 0 || r == 1);
+                if (r == 1) {
+                        CHECK_EQ_U64(len, CHUNK_LEN);
+                        CHECK_MEMEQ(out, chunks[i].data, CHUNK_LEN);
+                } else
+                        CHECK_OK(chunkcache_put(a->cc, chunks[i].id, chunks[i].frame,
+                                                chunks[i].frame_len));
+        }
+        return NULL;
+}
+
+/* Two caches on one directory (two mounts), four threads each, a bound
+ * that forces constant eviction: every hit is exactly the right bytes. */
+static void test_shared_threads(void) {
+        _cleanup_(chunkcache_freep) struct chunkcache *a = NULL;
+        _cleanup_(chunkcache_freep) struct chunkcache *b = NULL;
+        uint64_t max = 3 * chunks[0].frame_len;
+        pthread_t th[8];
+        struct thread_arg args[8];
+
+        wipe();
+        CHECK_OK(chunkcache_open(dir, max, &a));
+        CHECK_OK(chunkcache_open(dir, max, &b));
+        for (unsigned i = 0; i < 8; i++) {
+                args[i] = (struct thread_arg){ i < 4 ? a : b, i + 1 };
+                CHECK(pthread_create(&th[i], NULL, hammer, &args[i]) == 0);
+        }
+        for (unsigned i = 0; i < 8; i++)
+                pthread_join(th[i], NULL);
+        struct chunkcache_stats st;
+        chunkcache_get_stats(a, &st);
+        CHECK(st.bytes <= max);
+        CHECK(st.hits > 0);
+        CHECK_EQ_U64(st.corrupt, 0);
+}
+
+int main(void) {
+        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+
+        CHECK(mkdtemp(dir));
+        make_chunks();
+        CHECK_OK(chunkcodec_new(CHUNK_LEVEL_DEFAULT, &codec));
+        CHECK_RC(chunkcache_open("", 0, &(struct chunkcache *){ NULL }), -EINVAL);
+        test_put_get(codec);
+        test_corrupt(codec);
+        test_eviction(codec);
+        test_remount(codec);
+        test_shared_threads();
+        (void) nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        for (size_t i = 0; i < N_CHUNKS; i++)
+                free(chunks[i].frame);
+        return 0;
+}
