@@ -141,6 +141,7 @@ int chunkstore_open_spec(const char *spec, struct chunkstore **ret) {
         _cleanup_free_ char *bucket = NULL, *endpoint = NULL, *region = NULL, *prefix = NULL;
         const char *p, *q;
         bool create = false;
+        unsigned attempts = 0;
         int r;
 
         if (spec[0] == '/')
@@ -174,7 +175,18 @@ int chunkstore_open_spec(const char *spec, struct chunkstore **ret) {
                         slot = &region;
                 else if (nl == 6 && strncmp(name, "prefix", nl) == 0)
                         slot = &prefix;
-                else if (nl == 6 && strncmp(name, "create", nl) == 0) {
+                else if (nl == 8 && strncmp(name, "attempts", nl) == 0) {
+                        attempts = 0;
+                        for (const char *d = eq + 1; d < end; d++) {
+                                if (*d < '0' || *d > '9' || attempts > 100)
+                                        return log_debug_errno(-EINVAL, "chunkstore: bad attempts=");
+                                attempts = attempts * 10 + (unsigned) (*d - '0');
+                        }
+                        if (attempts == 0 || attempts > 100)
+                                return log_debug_errno(-EINVAL, "chunkstore: bad attempts=");
+                        q = end;
+                        continue;
+                } else if (nl == 6 && strncmp(name, "create", nl) == 0) {
                         create = (size_t) (end - eq - 1) == 1 && eq[1] == '1';
                         q = end;
                         continue;
@@ -196,6 +208,7 @@ int chunkstore_open_spec(const char *spec, struct chunkstore **ret) {
                                           .region = region,
                                           .access_key = getenv("AWS_ACCESS_KEY_ID"),
                                           .secret_key = getenv("AWS_SECRET_ACCESS_KEY"),
+                                          .max_attempts = attempts,
                                   },
                                   prefix, create, ret);
 }

@@ -67,7 +67,8 @@ int chunkstore_open(const struct chunkstore_config *cfg, struct chunkstore **ret
 
 /* Opens from a one-line spec:
  *   /abs/path  or  file:///abs/path                          local
- *   s3://BUCKET?endpoint=http://host:port[&region=R][&prefix=P][&create=1]
+ *   s3://BUCKET?endpoint=http://host:port[&region=R][&prefix=P][&create=1][&attempts=N]
+ * (parameter values percent-encoded; attempts: 1..100, see s3.h retries).
  * For S3 the credentials come from the environment (AWS_ACCESS_KEY_ID,
  * AWS_SECRET_ACCESS_KEY), never from the spec. */
 int chunkstore_open_spec(const char *spec, struct chunkstore **ret);

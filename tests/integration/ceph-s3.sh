@@ -6,7 +6,7 @@
 # pools of size 1, cephx off (loopback only). S3 SigV4 auth in radosgw is
 # fully enforced. Starts in a few seconds.
 #
-# usage: ceph-s3.sh start|stop|kill|status
+# usage: ceph-s3.sh start|stop|kill|status|stop-rgw|start-rgw
 #   env: CEPH_S3_DIR       state directory (required; wiped on start if it
 #                          holds a previous instance, refused if it holds
 #                          anything else)
@@ -17,6 +17,8 @@
 # S3_ENDPOINT, S3_ACCESS_KEY, S3_SECRET_KEY, S3_REGION).
 # stop: SIGTERM each daemon (radosgw, osd, mon), SIGKILL after 10 s.
 # kill: SIGKILL all daemons at once (the state is throwaway anyway).
+# stop-rgw / start-rgw: stop or restart only radosgw (same port, same data),
+# to test clients through an S3 outage.
 set -euo pipefail
 
 DIR=${CEPH_S3_DIR:?CEPH_S3_DIR must name the state directory}
@@ -160,10 +162,36 @@ ENVEOF
   echo "S3 endpoint http://127.0.0.1:$RGW_PORT access_key=$ACCESS_KEY"
 }
 
+stop_rgw() {
+  local f="$DIR/run/client.rgw.a.pid" pid i
+  [ -e "$f" ] || return 0
+  pid=$(cat "$f")
+  rm -f "$f"
+  if kill "$pid" 2>/dev/null; then
+    for i in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+}
+
+start_rgw() {
+  local endpoint i
+  endpoint=$(sed -n 's/^S3_ENDPOINT=//p' "$DIR/s3.env")
+  timeout 120 radosgw -c "$CONF" -n client.rgw.a >> "$DIR/log/start.log" 2>&1 ||
+    { echo "ceph-s3: radosgw did not start, see $DIR/log/" >&2; exit 1; }
+  for i in $(seq 1 600); do
+    curl -s -o /dev/null "$endpoint/" && return 0
+    sleep 0.1
+  done
+  echo "ceph-s3: radosgw not answering at $endpoint" >&2
+  exit 1
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   kill) kill_daemons ;;
   status) ceph -c "$CONF" -s ;;
-  *) echo "usage: $0 start|stop|kill|status" >&2; exit 2 ;;
+  stop-rgw) stop_rgw ;;
+  start-rgw) start_rgw ;;
+  *) echo "usage: $0 start|stop|kill|status|stop-rgw|start-rgw" >&2; exit 2 ;;
 esac

@@ -23,6 +23,7 @@ def radosgw(session_dir):
     """A throwaway radosgw for the session: dict with endpoint, keys, region."""
     d = session_dir / "ceph"
     env = dict(os.environ, CEPH_S3_DIR=str(d))
+    radosgw_env.update(env)
     try:
         trovetest.run([CEPH_S3, "start"], env=env, timeout=300)
         conf = {}
@@ -36,6 +37,7 @@ def radosgw(session_dir):
 
 
 _bucket_counter = 0
+radosgw_env = {}
 
 
 @pytest.fixture
@@ -51,8 +53,10 @@ def tool_env(radosgw):
                 AWS_SECRET_ACCESS_KEY=radosgw["S3_SECRET_KEY"])
 
 
-def spec(radosgw, bucket, prefix="", create=True, endpoint=None):
+def spec(radosgw, bucket, prefix="", create=True, endpoint=None, attempts=None):
     q = {"endpoint": endpoint or radosgw["S3_ENDPOINT"], "region": radosgw["S3_REGION"]}
+    if attempts:
+        q["attempts"] = str(attempts)
     if prefix:
         q["prefix"] = prefix
     if create:
@@ -216,3 +220,24 @@ def test_dead_endpoint(radosgw, bucket, workdir):
         assert b"Connection refused" in r.stderr, r.stderr
         assert elapsed < 20, f"{args}: took {elapsed:.1f}s"
 
+
+
+def test_retry_through_outage(radosgw, bucket, workdir):
+    """radosgw goes away and comes back while a read is retrying: the read
+    succeeds once it is back (connection refused is retried with backoff),
+    and the store's pooled connections recover."""
+    store = spec(radosgw, bucket, attempts=30)
+    ((path, data, digest),) = make_chunks(workdir, 1)
+    tool(radosgw, store, "put", path)
+    trovetest.run([CEPH_S3, "stop-rgw"], env=radosgw_env, timeout=60)
+    try:
+        reader = subprocess.Popen(
+            [str(trovetest.binary("tests/integration/chunkstore-tool")), store, "get", digest],
+            env=tool_env(radosgw), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.0)
+        assert reader.poll() is None, "gave up while the endpoint was down"
+    finally:
+        trovetest.run([CEPH_S3, "start-rgw"], env=radosgw_env, timeout=180)
+    out, err = reader.communicate(timeout=120)
+    assert reader.returncode == 0, err.decode(errors="replace")
+    assert out == data

@@ -319,7 +319,11 @@ static void test_spec(void) {
         CHECK_RC(r, -EINVAL); /* no credentials in the environment */
         setenv("AWS_ACCESS_KEY_ID", "a", 1);
         setenv("AWS_SECRET_ACCESS_KEY", "s", 1);
-        CHECK_OK(chunkstore_open_spec("s3://bucket?endpoint=http%3A%2F%2F127.0.0.1%3A1&prefix=p%2F", &cs));
+        CHECK_RC(chunkstore_open_spec("s3://bucket?endpoint=http://127.0.0.1:1&attempts=0", &cs),
+                 -EINVAL);
+        CHECK_RC(chunkstore_open_spec("s3://bucket?endpoint=http://127.0.0.1:1&attempts=1x", &cs),
+                 -EINVAL);
+        CHECK_OK(chunkstore_open_spec("s3://bucket?endpoint=http%3A%2F%2F127.0.0.1%3A1&prefix=p%2F&attempts=3", &cs));
         CHECK_STREQ(chunkstore_backend(cs), "s3");
         char *url = NULL;
         uint8_t id[SHA256_DIGEST_LEN] = { 0xab, 0xcd };
