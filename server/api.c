@@ -1,0 +1,871 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * api.c - /_api/v1/: the chunked push protocol, manifests and chunks for
+ * trovefs, cache administration, health and metrics. docs/api.md is the
+ * contract.
+ */
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+
+#include "api.h"
+#include "ingest.h"
+#include "trove/chunkcodec.h"
+#include "trove/manifest.h"
+#include "trove/signing.h"
+#include "trove/storepath.h"
+
+/* A chunk upload is at most this big uncompressed; clients use the
+ * server's chunking parameters (max 256 KiB by default). */
+#define API_CHUNK_MAX (16u * 1024 * 1024)
+#define API_BATCH_MAX 100000
+#define API_JSON_MAX (64u * 1024 * 1024)
+
+#define _cleanup_json_ _cleanup_(json_decrefp)
+
+static int reply_json(struct http_request *req, unsigned status, json_t *j) {
+        char *s = json_dumps(j, JSON_COMPACT);
+        if (!s)
+                return -ENOMEM;
+        return http_reply_take(req, status, "application/json", s, strlen(s));
+}
+
+int api_health(struct troved *t, struct http_request *req) {
+        int r = db_ping(t->db);
+        if (r < 0)
+                return http_reply_error(req, 503, "database unavailable: %s", strerror(-r));
+        return http_reply_buf(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
+}
+
+int api_metrics(struct troved *t, struct http_request *req) {
+        struct buf b = BUF_INIT(1u << 20);
+        struct db_global_stats gs = {};
+        unsigned busy, total;
+        uint64_t waits;
+        char *s;
+        int r;
+
+#define COUNTER(name, help, field)                                                                      \
+        buf_printf(&b, "# HELP trove_" name " " help "\n# TYPE trove_" name " counter\ntrove_" name " %" PRIu64 "\n", \
+                   (uint64_t) atomic_load(&t->m.field))
+        COUNTER("http_requests_total", "HTTP requests received.", requests);
+        COUNTER("http_responses_4xx_total", "Responses with a 4xx status.", responses_4xx);
+        COUNTER("http_responses_5xx_total", "Responses with a 5xx status.", responses_5xx);
+        COUNTER("bytes_received_total", "Request body bytes received.", bytes_in);
+        COUNTER("bytes_sent_total", "NAR and chunk bytes sent.", bytes_out);
+        COUNTER("narinfo_hits_total", "narinfo requests answered.", narinfo_hits);
+        COUNTER("narinfo_misses_total", "narinfo requests for unknown paths.", narinfo_misses);
+        COUNTER("chunks_stored_total", "New chunks stored.", chunks_uploaded);
+        COUNTER("chunk_bytes_stored_total", "Uncompressed bytes of new chunks stored.", chunk_bytes_uploaded);
+        COUNTER("dedup_hits_total", "Chunks that were already stored (deduplicated).", chunks_deduped);
+        COUNTER("dedup_bytes_total", "Uncompressed bytes of deduplicated chunks.", chunk_bytes_deduped);
+        COUNTER("nars_ingested_total", "NARs written.", nars_ingested);
+        COUNTER("paths_committed_total", "Store paths made visible.", paths_committed);
+        COUNTER("chunk_store_operations_total", "Chunk store get/put calls.", store_ops);
+        COUNTER("chunk_store_errors_total", "Chunk store calls that failed.", store_errors);
+#undef COUNTER
+        buf_printf(&b,
+                   "# HELP trove_chunk_store_seconds_total Time spent in chunk store calls.\n"
+                   "# TYPE trove_chunk_store_seconds_total counter\ntrove_chunk_store_seconds_total %.6f\n",
+                   (double) atomic_load(&t->m.store_usec) / 1e6);
+        db_pool_usage(t->db, &busy, &total, &waits);
+        buf_printf(&b,
+                   "# HELP trove_db_pool_connections_in_use Database connections in use.\n"
+                   "# TYPE trove_db_pool_connections_in_use gauge\ntrove_db_pool_connections_in_use %u\n"
+                   "# HELP trove_db_pool_connections Database pool size.\n"
+                   "# TYPE trove_db_pool_connections gauge\ntrove_db_pool_connections %u\n"
+                   "# HELP trove_db_pool_waits_total Requests that waited for a database connection.\n"
+                   "# TYPE trove_db_pool_waits_total counter\ntrove_db_pool_waits_total %" PRIu64 "\n",
+                   busy, total, waits);
+        r = db_global_stats(t->db, &gs);
+        buf_printf(&b, "# HELP trove_up Whether the database answered this scrape.\n# TYPE trove_up gauge\ntrove_up %d\n",
+                   r >= 0);
+        if (r >= 0)
+                buf_printf(&b,
+                           "# HELP trove_chunks Distinct chunks stored.\n# TYPE trove_chunks gauge\ntrove_chunks %" PRIu64 "\n"
+                           "# HELP trove_chunk_bytes Uncompressed bytes of distinct chunks.\n# TYPE trove_chunk_bytes gauge\ntrove_chunk_bytes %" PRIu64 "\n"
+                           "# HELP trove_stored_bytes Bytes stored in the chunk store.\n# TYPE trove_stored_bytes gauge\ntrove_stored_bytes %" PRIu64 "\n"
+                           "# HELP trove_nars Distinct NARs.\n# TYPE trove_nars gauge\ntrove_nars %" PRIu64 "\n"
+                           "# HELP trove_nar_bytes Bytes of distinct NARs.\n# TYPE trove_nar_bytes gauge\ntrove_nar_bytes %" PRIu64 "\n"
+                           "# HELP trove_paths Store paths in all caches.\n# TYPE trove_paths gauge\ntrove_paths %" PRIu64 "\n"
+                           "# HELP trove_dedup_ratio NAR bytes per stored byte.\n# TYPE trove_dedup_ratio gauge\ntrove_dedup_ratio %.4f\n",
+                           gs.chunks, gs.chunk_bytes, gs.chunk_stored_bytes, gs.nars, gs.nar_bytes, gs.paths,
+                           gs.chunk_stored_bytes ? (double) gs.nar_bytes / (double) gs.chunk_stored_bytes : 0.0);
+        r = buf_steal(&b, &s, NULL);
+        buf_free(&b);
+        if (r < 0)
+                return r;
+        return http_reply_take(req, 200, "text/plain; version=0.0.4", s, strlen(s));
+}
+
+/* ---- caches ---- */
+
+static json_t *cache_json(struct troved *t, const struct db_cache *c, bool with_stats) {
+        struct signing_secret sk;
+        struct signing_public pk;
+        char pub[SIGNING_PUBLIC_TEXT_MAX];
+        json_t *j;
+
+        pub[0] = 0;
+        if (signing_secret_parse(c->secret_key, &sk) >= 0) {
+                signing_secret_to_public(&sk, &pk);
+                signing_secret_wipe(&sk);
+                signing_public_format(&pk, pub);
+        }
+        j = json_pack("{s:s, s:b, s:i, s:s, s:s, s:s, s:I, s:{s:I, s:I, s:I}}", "name", c->name, "public",
+                      c->is_public, "priority", c->priority, "storeDir", c->store_dir, "publicKey", pub,
+                      "upstreamKeys", c->upstream_keys, "retentionSeconds", (json_int_t) c->retention_sec,
+                      "chunking", "min", (json_int_t) t->cfg.chunking.min_size, "avg",
+                      (json_int_t) t->cfg.chunking.avg_size, "max", (json_int_t) t->cfg.chunking.max_size);
+        if (j && with_stats) {
+                struct db_cache_stats s;
+                if (db_cache_stats(t->db, c->id, &s) >= 0)
+                        json_object_set_new(
+                                j, "usage",
+                                json_pack("{s:I, s:I, s:I, s:I, s:f}", "paths", (json_int_t) s.paths, "narBytes",
+                                          (json_int_t) s.nar_bytes, "storedBytes", (json_int_t) s.stored_bytes,
+                                          "chunks", (json_int_t) s.chunks, "dedupRatio",
+                                          s.stored_bytes ? (double) s.nar_bytes / (double) s.stored_bytes : 0.0));
+        }
+        return j;
+}
+
+/* Applies the settable keys of a JSON config object to c. */
+static int cache_apply_config(struct http_request *req, json_t *body, struct db_cache *c) {
+        json_t *v;
+
+        if (!json_is_object(body))
+                return http_reply_error(req, 400, "expected a JSON object"), -EINVAL;
+        if ((v = json_object_get(body, "public"))) {
+                if (!json_is_boolean(v))
+                        return http_reply_error(req, 400, "'public' must be a boolean"), -EINVAL;
+                c->is_public = json_is_true(v);
+        }
+        if ((v = json_object_get(body, "priority"))) {
+                if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 10000)
+                        return http_reply_error(req, 400, "'priority' must be an integer 0..10000"), -EINVAL;
+                c->priority = (int) json_integer_value(v);
+        }
+        if ((v = json_object_get(body, "retentionSeconds"))) {
+                if (!json_is_integer(v) || json_integer_value(v) < 0)
+                        return http_reply_error(req, 400, "'retentionSeconds' must be a non-negative integer"),
+                               -EINVAL;
+                c->retention_sec = json_integer_value(v);
+        }
+        if ((v = json_object_get(body, "upstreamKeys"))) {
+                const char *s = json_string_value(v);
+                if (!s || strlen(s) > 4096 || strpbrk(s, "\n\r\t"))
+                        return http_reply_error(req, 400, "'upstreamKeys' must be a space-separated string"),
+                               -EINVAL;
+                free(c->upstream_keys);
+                c->upstream_keys = strdup(s);
+                if (!c->upstream_keys)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+static json_t *parse_body(struct http_request *req, const void *body, size_t n) {
+        json_error_t e;
+        json_t *j = json_loadb(body, n, JSON_REJECT_DUPLICATES, &e);
+        if (!j)
+                (void) http_reply_error(req, 400, "invalid JSON: %s (line %d)", e.text, e.line);
+        return j;
+}
+
+struct body_ctx {
+        struct troved *t;
+        struct auth auth;          /* claims borrowed for the request's life */
+        char cache[65];
+        char arg[80];
+};
+
+static void body_ctx_free(void *p) {
+        struct body_ctx *c = p;
+        if (!c)
+                return;
+        auth_free(&c->auth);
+        free(c);
+}
+
+static int cache_create_end(struct http_request *req, const void *body, size_t n) {
+        struct body_ctx *ctx = http_request_state(req);
+        struct troved *t = ctx->t;
+        _cleanup_json_ json_t *j = NULL, *out = NULL;
+        struct db_cache c = {};
+        struct signing_secret sk;
+        char sktext[SIGNING_SECRET_TEXT_MAX], keyname[128];
+        json_t *v;
+        int r;
+
+        j = n ? parse_body(req, body, n) : json_object();
+        if (!j)
+                return -EINVAL;
+        c.name = strdup(ctx->cache);
+        c.store_dir = strdup(t->cfg.store_dir);
+        c.upstream_keys = strdup("cache.nixos.org-1");
+        c.priority = 41;
+        if ((v = json_object_get(j, "storeDir"))) {
+                const char *sd = json_string_value(v);
+                if (!sd || sd[0] != '/' || strlen(sd) > 1024 || (strlen(sd) > 1 && sd[strlen(sd) - 1] == '/')) {
+                        db_cache_free(&c);
+                        return http_reply_error(req, 400, "'storeDir' must be an absolute path");
+                }
+                free(c.store_dir);
+                c.store_dir = strdup(sd);
+        }
+        if (!c.name || !c.store_dir || !c.upstream_keys) {
+                db_cache_free(&c);
+                return -ENOMEM;
+        }
+        r = cache_apply_config(req, j, &c);
+        if (r < 0) {
+                db_cache_free(&c);
+                return r;
+        }
+        /* Each cache signs with its own key, made here. */
+        snprintf(keyname, sizeof keyname, "%s-1", ctx->cache);
+        if ((v = json_object_get(j, "keyName"))) {
+                const char *kn = json_string_value(v);
+                if (!kn || !*kn || strlen(kn) >= sizeof keyname) {
+                        db_cache_free(&c);
+                        return http_reply_error(req, 400, "bad 'keyName'");
+                }
+                snprintf(keyname, sizeof keyname, "%s", kn);
+        }
+        r = signing_generate(keyname, &sk);
+        if (r < 0) {
+                db_cache_free(&c);
+                return http_reply_error(req, 400, "cannot make a signing key named '%s'", keyname);
+        }
+        signing_secret_format(&sk, sktext);
+        signing_secret_wipe(&sk);
+        c.secret_key = strdup(sktext);
+        explicit_bzero(sktext, sizeof sktext);
+        if (!c.secret_key) {
+                db_cache_free(&c);
+                return -ENOMEM;
+        }
+        r = db_cache_create(t->db, &c, &c.id);
+        if (r == -EEXIST) {
+                db_cache_free(&c);
+                return http_reply_error(req, 409, "cache '%s' already exists", ctx->cache);
+        }
+        if (r < 0) {
+                db_cache_free(&c);
+                return r;
+        }
+        log_info("created cache %s", c.name);
+        out = cache_json(t, &c, false);
+        db_cache_free(&c);
+        if (!out)
+                return -ENOMEM;
+        return reply_json(req, 201, out);
+}
+
+static int cache_configure_end(struct http_request *req, const void *body, size_t n) {
+        struct body_ctx *ctx = http_request_state(req);
+        _cleanup_json_ json_t *j = NULL, *out = NULL;
+        struct db_cache c;
+        int r;
+
+        j = parse_body(req, body, n);
+        if (!j)
+                return -EINVAL;
+        r = cache_open(ctx->t, req, &ctx->auth, ctx->cache, TOKEN_PERM_CONFIGURE, &c);
+        if (r < 0)
+                return r;
+        r = cache_apply_config(req, j, &c);
+        if (r >= 0)
+                r = db_cache_update(ctx->t->db, &c);
+        if (r >= 0) {
+                out = cache_json(ctx->t, &c, false);
+                r = out ? reply_json(req, 200, out) : -ENOMEM;
+        }
+        db_cache_free(&c);
+        return r;
+}
+
+static struct body_ctx *body_ctx_new(struct troved *t, const struct auth *a, const char *cache, const char *arg) {
+        struct body_ctx *c = calloc(1, sizeof *c);
+        if (!c)
+                return NULL;
+        c->t = t;
+        /* The request's auth is freed when routing returns; keep a copy of
+         * the claims for the body handlers by taking them over. */
+        c->auth = *a;
+        ((struct auth *) a)->claims = NULL;
+        snprintf(c->cache, sizeof c->cache, "%s", cache);
+        snprintf(c->arg, sizeof c->arg, "%s", arg ? arg : "");
+        return c;
+}
+
+/* ---- push protocol ---- */
+
+static int missing_paths_end(struct http_request *req, const void *body, size_t n) {
+        struct body_ctx *ctx = http_request_state(req);
+        _cleanup_json_ json_t *j = NULL, *out = NULL;
+        struct db_cache c;
+        json_t *arr, *missing;
+        char **hashes = NULL;
+        bool *miss = NULL;
+        size_t cnt, i;
+        int r;
+
+        j = parse_body(req, body, n);
+        if (!j)
+                return -EINVAL;
+        arr = json_object_get(j, "paths");
+        if (!json_is_array(arr) || json_array_size(arr) > API_BATCH_MAX)
+                return http_reply_error(req, 400, "expected {\"paths\": [hash parts]} (at most %u)", API_BATCH_MAX);
+        r = cache_open(ctx->t, req, &ctx->auth, ctx->cache, TOKEN_PERM_PULL, &c);
+        if (r < 0)
+                return r;
+        cnt = json_array_size(arr);
+        hashes = calloc(cnt + 1, sizeof *hashes);
+        miss = calloc(cnt + 1, sizeof *miss);
+        if (!hashes || !miss) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (i = 0; i < cnt; i++) {
+                const char *s = json_string_value(json_array_get(arr, i));
+                if (!s || !storepath_is_hash_part(s, strlen(s))) {
+                        r = http_reply_error(req, 400, "paths[%zu] is not a store path hash part", i);
+                        goto out;
+                }
+                hashes[i] = (char *) s;
+        }
+        r = db_paths_missing(ctx->t->db, c.id, hashes, cnt, miss);
+        if (r < 0)
+                goto out;
+        missing = json_array();
+        for (i = 0; i < cnt; i++)
+                if (miss[i])
+                        json_array_append_new(missing, json_string(hashes[i]));
+        out = json_pack("{s:o}", "missing", missing);
+        r = out ? reply_json(req, 200, out) : -ENOMEM;
+out:
+        free(hashes);
+        free(miss);
+        db_cache_free(&c);
+        return r;
+}
+
+static int missing_chunks_end(struct http_request *req, const void *body, size_t n) {
+        struct body_ctx *ctx = http_request_state(req);
+        _cleanup_json_ json_t *j = NULL, *out = NULL;
+        struct db_cache c;
+        json_t *arr, *missing;
+        uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
+        bool *present = NULL;
+        size_t cnt, i;
+        int r;
+
+        j = parse_body(req, body, n);
+        if (!j)
+                return -EINVAL;
+        arr = json_object_get(j, "chunks");
+        if (!json_is_array(arr) || json_array_size(arr) > API_BATCH_MAX)
+                return http_reply_error(req, 400, "expected {\"chunks\": [hex ids]} (at most %u)", API_BATCH_MAX);
+        r = cache_open(ctx->t, req, &ctx->auth, ctx->cache, TOKEN_PERM_PUSH, &c);
+        if (r < 0)
+                return r;
+        cnt = json_array_size(arr);
+        ids = calloc(cnt + 1, sizeof *ids);
+        present = calloc(cnt + 1, sizeof *present);
+        if (!ids || !present) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (i = 0; i < cnt; i++) {
+                const char *s = json_string_value(json_array_get(arr, i));
+                if (!s || hex_decode(s, strlen(s), ids[i], SHA256_DIGEST_LEN) < 0) {
+                        r = http_reply_error(req, 400, "chunks[%zu] is not a 64-digit hex chunk id", i);
+                        goto out;
+                }
+        }
+        r = db_chunks_present(ctx->t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, cnt, present);
+        if (r < 0)
+                goto out;
+        missing = json_array();
+        for (i = 0; i < cnt; i++)
+                if (!present[i])
+                        json_array_append(missing, json_array_get(arr, i));
+        out = json_pack("{s:o}", "missing", missing);
+        r = out ? reply_json(req, 200, out) : -ENOMEM;
+out:
+        free(ids);
+        free(present);
+        db_cache_free(&c);
+        return r;
+}
+
+/* PUT chunk: the body is the chunk's zstd frame; it is decoded and checked
+ * against its id before anything is stored. */
+static int chunk_put_end(struct http_request *req, const void *body, size_t n) {
+        struct body_ctx *ctx = http_request_state(req);
+        struct troved *t = ctx->t;
+        uint8_t id[SHA256_DIGEST_LEN];
+        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+        _cleanup_free_ uint8_t *data = NULL;
+        struct db_chunk row;
+        uint64_t size;
+        size_t len;
+        int r;
+
+        METRIC_ADD(t, bytes_in, n);
+        if (hex_decode(ctx->arg, strlen(ctx->arg), id, SHA256_DIGEST_LEN) < 0)
+                return http_reply_error(req, 400, "bad chunk id");
+        r = db_chunk_get(t->db, id, &row);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                METRIC_ADD(t, chunks_deduped, 1);
+                METRIC_ADD(t, chunk_bytes_deduped, row.length);
+                return http_reply_buf(req, 200, "text/plain", "", 0);
+        }
+        r = chunkcodec_frame_size(body, n, &size);
+        if (r < 0)
+                return http_reply_error(req, 400, "not a zstd frame with a declared size");
+        if (size == 0 || size > API_CHUNK_MAX)
+                return http_reply_error(req, 413, "chunk of %" PRIu64 " bytes outside 1..%u", size, API_CHUNK_MAX);
+        r = chunkcodec_new(t->cfg.compression_level, &codec);
+        if (r < 0)
+                return r;
+        data = malloc(size);
+        if (!data)
+                return -ENOMEM;
+        r = chunkcodec_decode(codec, body, n, id, API_CHUNK_MAX, data, size, &len);
+        if (r < 0)
+                return http_reply_error(req, 400, "chunk does not match its id: %s", strerror(-r));
+        r = troved_store_put(t, id, body, n);
+        if (r < 0)
+                return r;
+        row = (struct db_chunk){ .length = (uint32_t) len, .stored_size = (uint32_t) n };
+        memcpy(row.id, id, SHA256_DIGEST_LEN);
+        r = db_chunk_insert(t->db, &row);
+        if (r < 0)
+                return r;
+        METRIC_ADD(t, chunks_uploaded, 1);
+        METRIC_ADD(t, chunk_bytes_uploaded, len);
+        return http_reply_buf(req, 201, "text/plain", "", 0);
+}
+
+static int chunk_get(struct troved *t, struct http_request *req, const struct auth *a, const char *cache,
+                     const char *hex) {
+        uint8_t id[SHA256_DIGEST_LEN];
+        struct db_cache c;
+        struct buf frame = BUF_INIT(chunkcodec_bound(API_CHUNK_MAX));
+        uint8_t *data;
+        int r;
+
+        if (hex_decode(hex, strlen(hex), id, SHA256_DIGEST_LEN) < 0)
+                return http_reply_error(req, 400, "bad chunk id");
+        r = cache_open(t, req, a, cache, TOKEN_PERM_PULL, &c);
+        if (r < 0)
+                return r;
+        /* Chunks are shared between caches; a cache serves only its own. */
+        r = db_chunk_in_cache(t->db, c.id, id);
+        if (r == 0)
+                r = http_reply_error(req, 404, "no such chunk in cache '%s'", cache);
+        if (r <= 0 || http_replied(req))
+                goto out;
+        http_add_header(req, "Cache-Control",
+                        c.is_public ? "public, max-age=31536000, immutable" : "private, max-age=31536000, immutable");
+        if (t->cfg.chunk_redirect) {
+                char *url;
+                if (chunkstore_presign_get(t->store, id, 3600, &url) >= 0) {
+                        http_add_header(req, "Location", url);
+                        free(url);
+                        r = http_reply_buf(req, 302, "text/plain", "", 0);
+                        goto out;
+                }
+        }
+        r = troved_store_get(t, id, &frame);
+        if (r == -ENOENT) {
+                r = http_reply_error(req, 503, "chunk is recorded but missing from the chunk store");
+                goto out;
+        }
+        if (r < 0)
+                goto out;
+        METRIC_ADD(t, bytes_out, frame.len);
+        data = frame.data;
+        frame.data = NULL;
+        r = http_reply_take(req, 200, "application/zstd", data, frame.len);
+out:
+        buf_free(&frame);
+        db_cache_free(&c);
+        return r;
+}
+
+/* POST paths: commit a store path whose chunks were uploaded. The server
+ * reads the chunks back in order, checks they form a valid NAR with the
+ * claimed hash and size, and only then makes the path visible. */
+static int path_commit_end(struct http_request *req, const void *body, size_t n) {
+        struct body_ctx *ctx = http_request_state(req);
+        struct troved *t = ctx->t;
+        struct trove_error err = {};
+        struct manifest m = {};
+        struct db_cache c;
+        struct db_nar nar;
+        _cleanup_(ingest_freep) struct ingest *in = NULL;
+        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+        struct buf frame = BUF_INIT(chunkcodec_bound(API_CHUNK_MAX));
+        uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
+        bool *present = NULL;
+        uint8_t *data = NULL;
+        struct storepath sp;
+        int64_t nar_id;
+        int r;
+
+        METRIC_ADD(t, bytes_in, n);
+        r = cache_open(t, req, &ctx->auth, ctx->cache, TOKEN_PERM_PUSH, &c);
+        if (r < 0)
+                return r;
+        r = manifest_decode(body, n, c.store_dir, &m, &err);
+        if (r < 0) {
+                r = http_reply_error(req, 400, "invalid manifest: %s", err.msg);
+                goto out;
+        }
+        r = storepath_parse(c.store_dir, m.info.store_path, &sp);
+        if (r < 0) {
+                r = http_reply_error(req, 400, "bad store path");
+                goto out;
+        }
+        /* References first: a path is visible only after all it refers to. */
+        {
+                char **refs = calloc(m.info.n_references + 1, sizeof *refs);
+                bool *miss = calloc(m.info.n_references + 1, sizeof *miss);
+                size_t k = 0;
+                if (!refs || !miss) {
+                        free(refs);
+                        free(miss);
+                        r = -ENOMEM;
+                        goto out;
+                }
+                for (size_t i = 0; i < m.info.n_references; i++) {
+                        if (strncmp(m.info.references[i], sp.hash, STOREPATH_HASH_LEN) == 0)
+                                continue; /* self-reference */
+                        refs[k++] = m.info.references[i];
+                }
+                /* db_paths_missing wants bare hash parts: cut at the dash. */
+                for (size_t i = 0; i < k; i++) {
+                        refs[i] = strndup(refs[i], STOREPATH_HASH_LEN);
+                        if (!refs[i]) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                }
+                if (r >= 0)
+                        r = db_paths_missing(t->db, c.id, refs, k, miss);
+                for (size_t i = 0; r >= 0 && i < k; i++)
+                        if (miss[i]) {
+                                r = http_reply_error(req, 409, "reference %s of %s is not in cache '%s' yet",
+                                                     refs[i], m.info.store_path, c.name);
+                                break;
+                        }
+                for (size_t i = 0; i < k; i++)
+                        free(refs[i]);
+                free(refs);
+                free(miss);
+                if (r < 0 || http_replied(req))
+                        goto out;
+        }
+
+        r = db_nar_find(t->db, m.info.nar_hash, &nar);
+        if (r < 0)
+                goto out;
+        if (r > 0 && nar.nar_size == m.info.nar_size) {
+                /* The server already holds this NAR, verified when it was stored. */
+                nar_id = nar.id;
+        } else {
+                struct ingest_result res;
+
+                ids = calloc(m.n_chunks, sizeof *ids);
+                present = calloc(m.n_chunks, sizeof *present);
+                if (!ids || !present) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                for (size_t i = 0; i < m.n_chunks; i++)
+                        memcpy(ids[i], m.chunks[i].id, SHA256_DIGEST_LEN);
+                r = db_chunks_present(t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, m.n_chunks, present);
+                if (r < 0)
+                        goto out;
+                for (size_t i = 0; i < m.n_chunks; i++)
+                        if (!present[i]) {
+                                char hex[2 * SHA256_DIGEST_LEN + 1];
+                                hex_encode(m.chunks[i].id, SHA256_DIGEST_LEN, hex);
+                                r = http_reply_error(req, 400, "chunk %s (at NAR offset %" PRIu64 ") was never uploaded",
+                                                     hex, m.chunks[i].nar_offset);
+                                goto out;
+                        }
+                r = ingest_new(t, &in);
+                if (r < 0)
+                        goto out;
+                r = chunkcodec_new(t->cfg.compression_level, &codec);
+                if (r < 0)
+                        goto out;
+                data = malloc(API_CHUNK_MAX);
+                if (!data) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                for (size_t i = 0; i < m.n_chunks; i++) {
+                        size_t len;
+                        r = troved_store_get(t, m.chunks[i].id, &frame);
+                        if (r == -ENOENT) {
+                                r = http_reply_error(req, 409, "chunk %zu is recorded but missing from the store", i);
+                                goto out;
+                        }
+                        if (r < 0)
+                                goto out;
+                        r = chunkcodec_decode(codec, frame.data, frame.len, m.chunks[i].id, API_CHUNK_MAX, data,
+                                              API_CHUNK_MAX, &len);
+                        if (r < 0 || len != m.chunks[i].length) {
+                                r = http_reply_error(req, 400, "chunk %zu does not match the manifest", i);
+                                goto out;
+                        }
+                        r = ingest_add_chunk(in, m.chunks[i].id, data, len, frame.data, frame.len);
+                        if (r < 0) {
+                                const char *msg = ingest_error(in);
+                                r = http_reply_error(req, 400, "%s", msg[0] ? msg : strerror(-r));
+                                goto out;
+                        }
+                }
+                r = ingest_finish(in, &res);
+                if (r < 0) {
+                        const char *msg = ingest_error(in);
+                        r = http_reply_error(req, 400, "%s", msg[0] ? msg : strerror(-r));
+                        goto out;
+                }
+                if (memcmp(res.nar_hash, m.info.nar_hash, SHA256_DIGEST_LEN) != 0 || res.nar_size != m.info.nar_size) {
+                        char got[HASH_STRING_MAX], want[HASH_STRING_MAX];
+                        hash_format(res.nar_hash, HASH_NIX32, got);
+                        hash_format(m.info.nar_hash, HASH_NIX32, want);
+                        r = http_reply_error(req, 400,
+                                             "chunks reassemble to %s (%" PRIu64 " bytes), not the claimed %s (%" PRIu64
+                                             " bytes)",
+                                             got, res.nar_size, want, m.info.nar_size);
+                        goto out;
+                }
+                r = ingest_commit(in, &nar_id);
+                if (r < 0)
+                        goto out;
+        }
+        r = path_commit(t, req, &c, &m.info, nar_id);
+        if (r >= 0 && !http_replied(req))
+                r = http_reply_buf(req, 201, "application/json", "{}", 2);
+out:
+        free(ids);
+        free(present);
+        free(data);
+        buf_free(&frame);
+        manifest_free(&m);
+        db_cache_free(&c);
+        return r;
+}
+
+static int manifest_get(struct troved *t, struct http_request *req, const struct auth *a, const char *cache,
+                        const char *hash) {
+        struct trove_error err = {};
+        struct manifest m = {};
+        struct db_cache c;
+        struct db_path p = {};
+        struct db_nar_chunk *chunks = NULL;
+        char *ls = NULL, *text = NULL;
+        size_t n_chunks = 0, len;
+        int r;
+
+        if (!storepath_is_hash_part(hash, strlen(hash)))
+                return http_reply_error(req, 400, "bad store path hash");
+        r = cache_open(t, req, a, cache, TOKEN_PERM_PULL, &c);
+        if (r < 0)
+                return r;
+        r = db_path_get(t->db, c.id, hash, &p);
+        if (r == 0)
+                r = http_reply_error(req, 404, "no such path in cache '%s'", cache);
+        if (r <= 0 || http_replied(req))
+                goto out;
+        r = narinfo_from_path(&c, &p, &m.info);
+        if (r < 0)
+                goto out;
+        r = db_nar_listing(t->db, p.nar.id, &ls);
+        if (r < 0)
+                goto out;
+        r = listing_from_json(ls, strlen(ls), p.nar.nar_size, &m.listing, &err);
+        if (r < 0) {
+                log_error("stored listing of %s does not parse: %s", p.store_path, err.msg);
+                goto out;
+        }
+        r = db_nar_chunks(t->db, p.nar.id, &chunks, &n_chunks);
+        if (r < 0)
+                goto out;
+        m.chunks = calloc(n_chunks, sizeof *m.chunks);
+        if (!m.chunks) {
+                r = -ENOMEM;
+                goto out;
+        }
+        m.n_chunks = n_chunks;
+        for (size_t i = 0; i < n_chunks; i++) {
+                m.chunks[i].nar_offset = chunks[i].nar_offset;
+                m.chunks[i].length = chunks[i].length;
+                m.chunks[i].stored_size = chunks[i].stored_size;
+                memcpy(m.chunks[i].id, chunks[i].id, SHA256_DIGEST_LEN);
+        }
+        r = manifest_encode(&m, &text, &len);
+        if (r < 0)
+                goto out;
+        http_add_header(req, "Cache-Control", c.is_public ? "public, max-age=31536000, immutable"
+                                                          : "private, max-age=31536000, immutable");
+        r = http_reply_take(req, 200, "application/json", text, len);
+out:
+        free(ls);
+        free(chunks);
+        manifest_free(&m);
+        db_path_free(&p);
+        db_cache_free(&c);
+        return r;
+}
+
+static int gc_run(struct troved *t, struct http_request *req, const struct auth *a) {
+        uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
+        size_t n = 0, deleted = 0;
+        _cleanup_json_ json_t *out = NULL;
+        const char *age = http_request_query(req, "min-age");
+        int64_t min_age = 3600;
+        int r;
+
+        if (!a->present || !token_permits(a->claims, "*", TOKEN_PERM_DESTROY))
+                return http_reply_error(req, a->present ? 403 : 401, "garbage collection needs 'destroy' on all caches");
+        if (age) {
+                char *end;
+                long long v = strtoll(age, &end, 10);
+                if (*end || v < 0)
+                        return http_reply_error(req, 400, "bad min-age");
+                min_age = v;
+        }
+        r = db_gc(t->db, min_age, &ids, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++)
+                if (chunkstore_delete(t->store, ids[i]) >= 0)
+                        deleted++;
+        free(ids);
+        out = json_pack("{s:I, s:I}", "chunksDeleted", (json_int_t) n, "objectsDeleted", (json_int_t) deleted);
+        return out ? reply_json(req, 200, out) : -ENOMEM;
+}
+
+int api_route(struct troved *t, struct http_request *req, const struct auth *a, const char *rest) {
+        const char *method = http_request_method(req);
+        char cache[65], sub[32], arg[80];
+        const char *s1, *s2;
+        size_t n;
+
+        if (streq(rest, "gc") && streq(method, "POST"))
+                return gc_run(t, req, a);
+        if (!startswith(rest, "caches/"))
+                return http_reply_error(req, 404, "no such API endpoint");
+        rest += strlen("caches/");
+        s1 = strchr(rest, '/');
+        n = s1 ? (size_t) (s1 - rest) : strlen(rest);
+        if (!cache_name_valid(rest, n))
+                return http_reply_error(req, 400, "bad cache name (1..64 of A-Z a-z 0-9 . _ -)");
+        memcpy(cache, rest, n);
+        cache[n] = 0;
+        sub[0] = arg[0] = 0;
+        if (s1) {
+                s2 = strchr(s1 + 1, '/');
+                n = s2 ? (size_t) (s2 - s1 - 1) : strlen(s1 + 1);
+                if (n >= sizeof sub || (s2 && (strlen(s2 + 1) >= sizeof arg || strchr(s2 + 1, '/'))))
+                        return http_reply_error(req, 404, "no such API endpoint");
+                memcpy(sub, s1 + 1, n);
+                sub[n] = 0;
+                if (s2)
+                        snprintf(arg, sizeof arg, "%s", s2 + 1);
+        }
+
+        if (!sub[0]) {
+                if (streq(method, "GET")) {
+                        struct db_cache c;
+                        _cleanup_json_ json_t *out = NULL;
+                        int r = cache_open(t, req, a, cache, TOKEN_PERM_PULL, &c);
+                        if (r < 0)
+                                return r;
+                        out = cache_json(t, &c, true);
+                        db_cache_free(&c);
+                        return out ? reply_json(req, 200, out) : -ENOMEM;
+                }
+                if (streq(method, "POST") || streq(method, "PUT")) {
+                        int r = auth_require(req, a, NULL, cache, TOKEN_PERM_CREATE);
+                        struct body_ctx *ctx;
+                        if (r < 0)
+                                return r;
+                        ctx = body_ctx_new(t, a, cache, NULL);
+                        if (!ctx)
+                                return -ENOMEM;
+                        http_request_set_state(req, ctx, body_ctx_free);
+                        http_request_collect_body(req, API_JSON_MAX, cache_create_end);
+                        return 0;
+                }
+                if (streq(method, "PATCH")) {
+                        struct body_ctx *ctx = body_ctx_new(t, a, cache, NULL);
+                        if (!ctx)
+                                return -ENOMEM;
+                        http_request_set_state(req, ctx, body_ctx_free);
+                        http_request_collect_body(req, API_JSON_MAX, cache_configure_end);
+                        return 0;
+                }
+                if (streq(method, "DELETE")) {
+                        struct db_cache c;
+                        int r = cache_open(t, req, a, cache, TOKEN_PERM_DESTROY, &c);
+                        if (r < 0)
+                                return r;
+                        db_cache_free(&c);
+                        r = db_cache_destroy(t->db, cache);
+                        if (r < 0)
+                                return r;
+                        log_info("destroyed cache %s", cache);
+                        return http_reply_buf(req, 200, "application/json", "{}", 2);
+                }
+                return http_reply_error(req, 405, "method %s not allowed here", method);
+        }
+
+        if (streq(sub, "missing-paths") || streq(sub, "missing-chunks") || streq(sub, "paths")) {
+                struct body_ctx *ctx;
+                if (!streq(method, "POST") || arg[0])
+                        return http_reply_error(req, 405, "use POST");
+                ctx = body_ctx_new(t, a, cache, NULL);
+                if (!ctx)
+                        return -ENOMEM;
+                http_request_set_state(req, ctx, body_ctx_free);
+                http_request_collect_body(req, API_JSON_MAX,
+                                          streq(sub, "missing-paths")    ? missing_paths_end
+                                          : streq(sub, "missing-chunks") ? missing_chunks_end
+                                                                         : path_commit_end);
+                return 0;
+        }
+        if (streq(sub, "chunks") && arg[0]) {
+                if (streq(method, "GET") || streq(method, "HEAD"))
+                        return chunk_get(t, req, a, cache, arg);
+                if (streq(method, "PUT")) {
+                        struct db_cache c;
+                        struct body_ctx *ctx;
+                        int r = cache_open(t, req, a, cache, TOKEN_PERM_PUSH, &c);
+                        if (r < 0)
+                                return r;
+                        db_cache_free(&c);
+                        ctx = body_ctx_new(t, a, cache, arg);
+                        if (!ctx)
+                                return -ENOMEM;
+                        http_request_set_state(req, ctx, body_ctx_free);
+                        http_request_collect_body(req, chunkcodec_bound(API_CHUNK_MAX), chunk_put_end);
+                        return 0;
+                }
+                return http_reply_error(req, 405, "method %s not allowed here", method);
+        }
+        if (streq(sub, "manifests") && arg[0] && (streq(method, "GET") || streq(method, "HEAD")))
+                return manifest_get(t, req, a, cache, arg);
+        return http_reply_error(req, 404, "no such API endpoint");
+}

@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * config.c - troved's settings: defaults, then the config file
+ * ("key = value" lines, '#' comments), then TROVED_<KEY> environment
+ * variables (upper case, '-' as '_'), then --key=value / --key value flags.
+ * The same key names everywhere.
+ */
+#include <getopt.h>
+#include <stdio.h>
+
+#include "troved.h"
+
+static const char *const keys[] = {
+        "listen",        "database-url",   "state-dir",      "storage",        "token-secret-file",
+        "store-dir",     "chunk-min",      "chunk-avg",      "chunk-max",      "compression-level",
+        "db-pool-size",  "max-nar-size",   "max-connections", "chunk-redirect", "log-level",
+};
+
+void troved_config_defaults(struct troved_config *c) {
+        *c = (struct troved_config){};
+        c->listen = strdup("127.0.0.1:8080");
+        c->state_dir = strdup("/var/lib/trove");
+        c->store_dir = strdup("/nix/store");
+        chunker_params_default(&c->chunking);
+        c->compression_level = 3;
+        c->db_pool_size = 16;
+        c->max_nar_size = (uint64_t) 64 << 30;
+        c->max_connections = 1024;
+        c->log_level = TROVE_LOG_INFO;
+}
+
+void troved_config_free(struct troved_config *c) {
+        free(c->config_file);
+        free(c->listen);
+        free(c->database_url);
+        free(c->state_dir);
+        free(c->storage);
+        free(c->token_secret_file);
+        free(c->store_dir);
+        *c = (struct troved_config){};
+}
+
+/* Sizes: digits with an optional K, M, G, T suffix (powers of 1024). */
+static int parse_size(const char *s, uint64_t *ret) {
+        uint64_t v = 0, mul = 1;
+        const char *p = s;
+
+        if (!*p)
+                return -EINVAL;
+        for (; *p >= '0' && *p <= '9'; p++) {
+                if (v > (UINT64_MAX - 9) / 10)
+                        return -ERANGE;
+                v = v * 10 + (uint64_t) (*p - '0');
+        }
+        if (p == s)
+                return -EINVAL;
+        switch (*p) {
+        case 0:
+                break;
+        case 'K': case 'k': mul = 1ull << 10; p++; break;
+        case 'M': case 'm': mul = 1ull << 20; p++; break;
+        case 'G': case 'g': mul = 1ull << 30; p++; break;
+        case 'T': case 't': mul = 1ull << 40; p++; break;
+        default:
+                return -EINVAL;
+        }
+        if (*p == 'i' || *p == 'B')
+                p++;
+        if (*p == 'B')
+                p++;
+        if (*p)
+                return -EINVAL;
+        if (MUL_OVERFLOW(v, mul, ret))
+                return -ERANGE;
+        return 0;
+}
+
+static int set_str(char **field, const char *v) {
+        char *s = strdup(v);
+        if (!s)
+                return -ENOMEM;
+        free(*field);
+        *field = s;
+        return 0;
+}
+
+static int set_key(struct troved_config *c, const char *key, const char *v, const char *where) {
+        uint64_t n;
+        int r = 0;
+
+        if (streq(key, "listen"))
+                r = set_str(&c->listen, v);
+        else if (streq(key, "database-url"))
+                r = set_str(&c->database_url, v);
+        else if (streq(key, "state-dir"))
+                r = set_str(&c->state_dir, v);
+        else if (streq(key, "storage"))
+                r = set_str(&c->storage, v);
+        else if (streq(key, "token-secret-file"))
+                r = set_str(&c->token_secret_file, v);
+        else if (streq(key, "store-dir"))
+                r = set_str(&c->store_dir, v);
+        else if (streq(key, "chunk-redirect"))
+                c->chunk_redirect = streq(v, "1") || streq(v, "true") || streq(v, "yes");
+        else if (streq(key, "log-level")) {
+                if (streq(v, "debug"))
+                        c->log_level = TROVE_LOG_DEBUG;
+                else if (streq(v, "info"))
+                        c->log_level = TROVE_LOG_INFO;
+                else if (streq(v, "warning"))
+                        c->log_level = TROVE_LOG_WARNING;
+                else if (streq(v, "error"))
+                        c->log_level = TROVE_LOG_ERR;
+                else
+                        r = -EINVAL;
+        } else {
+                r = parse_size(v, &n);
+                if (r < 0)
+                        ;
+                else if (streq(key, "chunk-min") || streq(key, "chunk-avg") || streq(key, "chunk-max")) {
+                        if (n > UINT32_MAX)
+                                r = -ERANGE;
+                        else if (streq(key, "chunk-min"))
+                                c->chunking.min_size = (uint32_t) n;
+                        else if (streq(key, "chunk-avg"))
+                                c->chunking.avg_size = (uint32_t) n;
+                        else
+                                c->chunking.max_size = (uint32_t) n;
+                } else if (streq(key, "compression-level")) {
+                        if (n < 1 || n > 19)
+                                r = -ERANGE;
+                        else
+                                c->compression_level = (int) n;
+                } else if (streq(key, "db-pool-size")) {
+                        if (n < 1 || n > 256)
+                                r = -ERANGE;
+                        else
+                                c->db_pool_size = (unsigned) n;
+                } else if (streq(key, "max-nar-size"))
+                        c->max_nar_size = n;
+                else if (streq(key, "max-connections")) {
+                        if (n < 1 || n > 65536)
+                                r = -ERANGE;
+                        else
+                                c->max_connections = (unsigned) n;
+                } else
+                        return log_error_errno(EINVAL, "%s: unknown setting '%s'", where, key);
+        }
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return log_error_errno(EINVAL, "%s: bad value '%s' for '%s'", where, v, key);
+        return 0;
+}
+
+static char *trim(char *s) {
+        char *e;
+        while (*s == ' ' || *s == '\t')
+                s++;
+        e = s + strlen(s);
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+                *--e = 0;
+        return s;
+}
+
+static int load_file(struct troved_config *c, const char *path) {
+        FILE *f = fopen(path, "re");
+        char line[4096], where[4200];
+        unsigned lineno = 0;
+        int r;
+
+        if (!f)
+                return log_error_errno(errno, "cannot open config file %s: %m", path);
+        while (fgets(line, sizeof line, f)) {
+                char *s, *eq, *k, *v;
+                lineno++;
+                if (!strchr(line, '\n') && !feof(f)) {
+                        fclose(f);
+                        return log_error_errno(EINVAL, "%s:%u: line too long", path, lineno);
+                }
+                s = trim(line);
+                if (!*s || *s == '#')
+                        continue;
+                eq = strchr(s, '=');
+                if (!eq) {
+                        fclose(f);
+                        return log_error_errno(EINVAL, "%s:%u: expected 'key = value'", path, lineno);
+                }
+                *eq = 0;
+                k = trim(s);
+                v = trim(eq + 1);
+                if (strlen(v) >= 2 && v[0] == '"' && v[strlen(v) - 1] == '"') {
+                        v[strlen(v) - 1] = 0;
+                        v++;
+                }
+                snprintf(where, sizeof where, "%s:%u", path, lineno);
+                r = set_key(c, k, v, where);
+                if (r < 0) {
+                        fclose(f);
+                        return r;
+                }
+        }
+        fclose(f);
+        return 0;
+}
+
+static void usage(FILE *f) {
+        fprintf(f,
+                "usage: troved [OPTIONS]\n"
+                "       troved token [--secret-file F] [--sub NAME] --cache PATTERN --perm P[,P...] [--valid DURATION]\n"
+                "\n"
+                "The trove cache server. Settings come from the config file, then TROVED_<KEY>\n"
+                "environment variables (e.g. TROVED_DATABASE_URL), then these options:\n"
+                "\n"
+                "  -c, --config FILE            config file ('key = value' lines)\n"
+                "  --listen HOST:PORT           address to serve on (127.0.0.1:8080)\n"
+                "  --database-url URL           PostgreSQL connection string; without it troved runs\n"
+                "                               its own PostgreSQL in the state directory\n"
+                "  --state-dir DIR              state directory (/var/lib/trove)\n"
+                "  --storage SPEC               chunk store: /path, or s3://BUCKET?endpoint=URL[&region=R]\n"
+                "                               [&prefix=P][&create=1] with AWS_ACCESS_KEY_ID and\n"
+                "                               AWS_SECRET_ACCESS_KEY in the environment (<state-dir>/chunks)\n"
+                "  --token-secret-file FILE     token signing secret (<state-dir>/token-secret, made if missing)\n"
+                "  --store-dir DIR              store directory of new caches (/nix/store)\n"
+                "  --chunk-min/--chunk-avg/--chunk-max SIZE   FastCDC bounds (16K/64K/256K)\n"
+                "  --compression-level N        zstd level of stored chunks (3)\n"
+                "  --db-pool-size N             database connections (16)\n"
+                "  --max-nar-size SIZE          largest NAR accepted (64G)\n"
+                "  --max-connections N          concurrent HTTP connections (1024)\n"
+                "  --chunk-redirect BOOL        redirect chunk downloads to presigned S3 URLs (false)\n"
+                "  --log-level LEVEL            debug, info, warning, error (info)\n"
+                "  -h, --help                   this text\n"
+                "  --version                    print the version\n");
+}
+
+int troved_config_load(struct troved_config *c, int argc, char **argv) {
+        const char *cfg = getenv("TROVED_CONFIG");
+        int r;
+
+        /* The config file comes first, whatever the order on the command line. */
+        for (int i = 1; i < argc; i++) {
+                if ((streq(argv[i], "-c") || streq(argv[i], "--config")) && i + 1 < argc)
+                        cfg = argv[i + 1];
+                else if (startswith(argv[i], "--config="))
+                        cfg = argv[i] + strlen("--config=");
+        }
+        if (cfg) {
+                r = set_str(&c->config_file, cfg);
+                if (r < 0)
+                        return r;
+                r = load_file(c, cfg);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                char env[64];
+                const char *v;
+                size_t k;
+                snprintf(env, sizeof env, "TROVED_%s", keys[i]);
+                for (k = 7; env[k]; k++)
+                        env[k] = env[k] == '-' ? '_' : (char) (env[k] >= 'a' && env[k] <= 'z' ? env[k] - 32 : env[k]);
+                v = getenv(env);
+                if (v) {
+                        r = set_key(c, keys[i], v, env);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        for (int i = 1; i < argc; i++) {
+                const char *a = argv[i], *v;
+                char key[64];
+                size_t kl;
+
+                if (streq(a, "-h") || streq(a, "--help")) {
+                        usage(stdout);
+                        return 1;
+                }
+                if (streq(a, "--version")) {
+                        printf("troved %s\n", TROVE_VERSION);
+                        return 1;
+                }
+                if (streq(a, "-c") || streq(a, "--config")) {
+                        i++;
+                        continue;
+                }
+                if (startswith(a, "--config="))
+                        continue;
+                if (!startswith(a, "--")) {
+                        usage(stderr);
+                        return log_error_errno(EINVAL, "unexpected argument '%s'", a);
+                }
+                a += 2;
+                v = strchr(a, '=');
+                kl = v ? (size_t) (v - a) : strlen(a);
+                if (kl >= sizeof key)
+                        return log_error_errno(EINVAL, "unknown option --%s", a);
+                memcpy(key, a, kl);
+                key[kl] = 0;
+                if (v)
+                        v++;
+                else if (i + 1 < argc)
+                        v = argv[++i];
+                else
+                        return log_error_errno(EINVAL, "option --%s needs a value", key);
+                r = set_key(c, key, v, "command line");
+                if (r < 0)
+                        return r;
+        }
+        r = chunker_params_check(&c->chunking);
+        if (r < 0)
+                return log_error_errno(EINVAL,
+                                       "chunking bounds %u/%u/%u are invalid (need 64 <= min < avg < max, avg a power of two)",
+                                       c->chunking.min_size, c->chunking.avg_size, c->chunking.max_size);
+        return 0;
+}

@@ -1,0 +1,1174 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "db.h"
+#include "trove/buf.h"
+
+#define DB_POOL_MAX 256
+/* How long a request waits for a free connection before giving up. */
+#define DB_ACQUIRE_TIMEOUT_SEC 30
+
+struct db {
+        char *conninfo;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        unsigned n;
+        PGconn *conns[DB_POOL_MAX];
+        bool busy[DB_POOL_MAX];
+        uint64_t waits;
+};
+
+/* Schema migrations, applied in order; never edit one that shipped. */
+static const char *const migrations[] = {
+        /* 1 */
+        "CREATE TABLE caches ("
+        "  id bigserial PRIMARY KEY,"
+        "  name text NOT NULL UNIQUE,"
+        "  is_public boolean NOT NULL DEFAULT false,"
+        "  priority integer NOT NULL DEFAULT 40,"
+        "  store_dir text NOT NULL DEFAULT '/nix/store',"
+        "  secret_key text NOT NULL,"
+        "  upstream_keys text NOT NULL DEFAULT '',"
+        "  retention_sec bigint NOT NULL DEFAULT 0,"
+        "  created_at timestamptz NOT NULL DEFAULT now());"
+        "CREATE TABLE chunks ("
+        "  id bigserial PRIMARY KEY,"
+        "  hash bytea NOT NULL UNIQUE CHECK (length(hash) = 32),"
+        "  length integer NOT NULL CHECK (length > 0),"
+        "  stored_size integer NOT NULL CHECK (stored_size > 0),"
+        "  created_at timestamptz NOT NULL DEFAULT now());"
+        "CREATE TABLE nars ("
+        "  id bigserial PRIMARY KEY,"
+        "  nar_hash bytea NOT NULL UNIQUE CHECK (length(nar_hash) = 32),"
+        "  nar_size bigint NOT NULL,"
+        "  file_hash bytea NOT NULL,"
+        "  file_size bigint NOT NULL,"
+        "  n_chunks integer NOT NULL,"
+        "  listing text NOT NULL,"
+        "  created_at timestamptz NOT NULL DEFAULT now());"
+        "CREATE TABLE nar_chunks ("
+        "  nar_id bigint NOT NULL REFERENCES nars(id) ON DELETE CASCADE,"
+        "  seq integer NOT NULL,"
+        "  nar_offset bigint NOT NULL,"
+        "  chunk_id bigint NOT NULL REFERENCES chunks(id),"
+        "  PRIMARY KEY (nar_id, seq));"
+        "CREATE INDEX nar_chunks_chunk ON nar_chunks (chunk_id);"
+        "CREATE TABLE paths ("
+        "  id bigserial PRIMARY KEY,"
+        "  cache_id bigint NOT NULL REFERENCES caches(id) ON DELETE CASCADE,"
+        "  hash_part text NOT NULL,"
+        "  store_path text NOT NULL,"
+        "  nar_id bigint NOT NULL REFERENCES nars(id),"
+        "  refs text NOT NULL,"
+        "  deriver text,"
+        "  sigs text NOT NULL DEFAULT '',"
+        "  ca text,"
+        "  created_at timestamptz NOT NULL DEFAULT now(),"
+        "  UNIQUE (cache_id, hash_part));"
+        "CREATE INDEX paths_nar ON paths (nar_id);"
+        "CREATE TABLE uploads ("
+        "  cache_id bigint NOT NULL REFERENCES caches(id) ON DELETE CASCADE,"
+        "  file_name text NOT NULL,"
+        "  nar_id bigint NOT NULL REFERENCES nars(id),"
+        "  created_at timestamptz NOT NULL DEFAULT now(),"
+        "  PRIMARY KEY (cache_id, file_name));"
+        "CREATE INDEX uploads_nar ON uploads (nar_id);",
+};
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(PGresult *, PQclear);
+#define _cleanup_pgresult_ _cleanup_(PQclearp)
+
+/* ---- pool ---- */
+
+static bool conn_ok(PGconn *c) {
+        return c && PQstatus(c) == CONNECTION_OK;
+}
+
+static PGconn *conn_open(const char *conninfo) {
+        PGconn *c = PQconnectdb(conninfo);
+        if (!conn_ok(c)) {
+                log_debug("database connection failed: %s", c ? PQerrorMessage(c) : "out of memory");
+                return c; /* kept, reset later */
+        }
+        return c;
+}
+
+static int db_acquire(struct db *db, PGconn **ret, unsigned *ret_slot) {
+        struct timespec deadline;
+        unsigned slot;
+
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += DB_ACQUIRE_TIMEOUT_SEC;
+        pthread_mutex_lock(&db->lock);
+        for (;;) {
+                for (slot = 0; slot < db->n; slot++)
+                        if (!db->busy[slot])
+                                break;
+                if (slot < db->n)
+                        break;
+                db->waits++;
+                if (pthread_cond_timedwait(&db->cond, &db->lock, &deadline) == ETIMEDOUT) {
+                        pthread_mutex_unlock(&db->lock);
+                        return -EBUSY;
+                }
+        }
+        db->busy[slot] = true;
+        pthread_mutex_unlock(&db->lock);
+
+        /* Outside the lock: connecting may take a while. */
+        if (!db->conns[slot])
+                db->conns[slot] = conn_open(db->conninfo);
+        else if (!conn_ok(db->conns[slot]))
+                PQreset(db->conns[slot]);
+        if (!conn_ok(db->conns[slot])) {
+                pthread_mutex_lock(&db->lock);
+                db->busy[slot] = false;
+                pthread_cond_signal(&db->cond);
+                pthread_mutex_unlock(&db->lock);
+                return -ECONNREFUSED;
+        }
+        *ret = db->conns[slot];
+        *ret_slot = slot;
+        return 0;
+}
+
+static void db_release(struct db *db, unsigned slot) {
+        pthread_mutex_lock(&db->lock);
+        db->busy[slot] = false;
+        pthread_cond_signal(&db->cond);
+        pthread_mutex_unlock(&db->lock);
+}
+
+struct db_handle {
+        struct db *db;
+        PGconn *conn;
+        unsigned slot;
+        bool in_tx;
+};
+
+static void db_handle_release(struct db_handle *h) {
+        if (!h->conn)
+                return;
+        if (h->in_tx) {
+                PGresult *r = PQexec(h->conn, "ROLLBACK");
+                PQclear(r);
+        }
+        db_release(h->db, h->slot);
+        h->conn = NULL;
+}
+#define _cleanup_handle_ _cleanup_(db_handle_release)
+
+static int db_get(struct db *db, struct db_handle *h) {
+        *h = (struct db_handle){ .db = db };
+        return db_acquire(db, &h->conn, &h->slot);
+}
+
+/* Maps a failed result to an errno: lost connections and server shutdown
+ * are -ECONNREFUSED (503), unique violations -EEXIST, foreign key
+ * violations -ENOENT, the rest -EIO. */
+static int result_errno(PGconn *c, PGresult *res) {
+        const char *state;
+
+        if (!conn_ok(c))
+                return -ECONNREFUSED;
+        state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        if (!state)
+                return -EIO;
+        if (streq(state, "23505"))
+                return -EEXIST;
+        if (streq(state, "23503"))
+                return -ENOENT;
+        if (startswith(state, "08") || startswith(state, "57P"))
+                return -ECONNREFUSED;
+        if (streq(state, "40001") || streq(state, "40P01"))
+                return -EAGAIN;
+        return -EIO;
+}
+
+/* Runs a parameterised statement; text parameters and text results. */
+static int q(struct db_handle *h, PGresult **ret, const char *sql, int n, const char *const *params) {
+        PGresult *res = PQexecParams(h->conn, sql, n, NULL, params, NULL, NULL, 0);
+        ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        int r;
+
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+                r = result_errno(h->conn, res);
+                if (r != -EEXIST && r != -ENOENT)
+                        log_debug("query failed (%s): %s", sql,
+                                  res ? PQresultErrorMessage(res) : PQerrorMessage(h->conn));
+                PQclear(res);
+                return r;
+        }
+        if (ret)
+                *ret = res;
+        else
+                PQclear(res);
+        return 0;
+}
+
+static int tx_begin(struct db_handle *h) {
+        int r = q(h, NULL, "BEGIN", 0, NULL);
+        if (r >= 0)
+                h->in_tx = true;
+        return r;
+}
+
+static int tx_commit(struct db_handle *h) {
+        int r = q(h, NULL, "COMMIT", 0, NULL);
+        h->in_tx = false;
+        return r;
+}
+
+static int migrate(struct db *db) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        int r, version;
+
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = tx_begin(&h);
+        if (r < 0)
+                return r;
+        /* Serialises migrations between instances sharing a database. */
+        r = q(&h, NULL, "SELECT pg_advisory_xact_lock(7432001)", 0, NULL);
+        if (r < 0)
+                return r;
+        r = q(&h, NULL,
+              "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
+              " applied_at timestamptz NOT NULL DEFAULT now())",
+              0, NULL);
+        if (r < 0)
+                return r;
+        r = q(&h, &res, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL);
+        if (r < 0)
+                return r;
+        version = atoi(PQgetvalue(res, 0, 0)); /* from our own query: an integer */
+        if (version > (int) ELEMENTSOF(migrations))
+                return log_error_errno(EPROTO, "database schema version %d is newer than this troved (%zu)",
+                                       version, ELEMENTSOF(migrations));
+        for (int v = version + 1; v <= (int) ELEMENTSOF(migrations); v++) {
+                char vs[16];
+                const char *p[] = { vs };
+                PGresult *mr = PQexec(h.conn, migrations[v - 1]);
+                if (!mr || PQresultStatus(mr) != PGRES_COMMAND_OK) {
+                        log_error("database migration %d failed: %s", v,
+                                  mr ? PQresultErrorMessage(mr) : PQerrorMessage(h.conn));
+                        PQclear(mr);
+                        return -EIO;
+                }
+                PQclear(mr);
+                snprintf(vs, sizeof vs, "%d", v);
+                r = q(&h, NULL, "INSERT INTO schema_migrations (version) VALUES ($1)", 1, p);
+                if (r < 0)
+                        return r;
+                log_info("database schema migrated to version %d", v);
+        }
+        return tx_commit(&h);
+}
+
+int db_open(const char *conninfo, unsigned pool_size, struct db **ret) {
+        struct db *db;
+        int r;
+
+        if (pool_size == 0 || pool_size > DB_POOL_MAX)
+                return -EINVAL;
+        db = calloc(1, sizeof *db);
+        if (!db)
+                return -ENOMEM;
+        db->conninfo = strdup(conninfo);
+        if (!db->conninfo) {
+                free(db);
+                return -ENOMEM;
+        }
+        pthread_mutex_init(&db->lock, NULL);
+        pthread_cond_init(&db->cond, NULL);
+        db->n = pool_size;
+        r = migrate(db);
+        if (r < 0) {
+                db_close(db);
+                return r;
+        }
+        *ret = db;
+        return 0;
+}
+
+void db_close(struct db *db) {
+        if (!db)
+                return;
+        for (unsigned i = 0; i < db->n; i++)
+                if (db->conns[i])
+                        PQfinish(db->conns[i]);
+        pthread_mutex_destroy(&db->lock);
+        pthread_cond_destroy(&db->cond);
+        free(db->conninfo);
+        free(db);
+}
+
+int db_ping(struct db *db) {
+        _cleanup_handle_ struct db_handle h = {};
+        int r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        return q(&h, NULL, "SELECT 1", 0, NULL);
+}
+
+void db_pool_usage(struct db *db, unsigned *ret_busy, unsigned *ret_total, uint64_t *ret_waits) {
+        unsigned busy = 0;
+        pthread_mutex_lock(&db->lock);
+        for (unsigned i = 0; i < db->n; i++)
+                busy += db->busy[i];
+        *ret_waits = db->waits;
+        pthread_mutex_unlock(&db->lock);
+        *ret_busy = busy;
+        *ret_total = db->n;
+}
+
+/* ---- value helpers ---- */
+
+static int parse_i64(const char *s, int64_t *ret) {
+        char *end;
+        long long v;
+
+        errno = 0;
+        v = strtoll(s, &end, 10);
+        if (errno || end == s || *end)
+                return -EIO;
+        *ret = v;
+        return 0;
+}
+
+static int get_i64(PGresult *res, int row, int col, int64_t *ret) {
+        if (PQgetisnull(res, row, col)) {
+                *ret = 0;
+                return 0;
+        }
+        return parse_i64(PQgetvalue(res, row, col), ret);
+}
+
+static int get_u64(PGresult *res, int row, int col, uint64_t *ret) {
+        int64_t v;
+        int r = get_i64(res, row, col, &v);
+        if (r < 0 || v < 0)
+                return -EIO;
+        *ret = (uint64_t) v;
+        return 0;
+}
+
+static int get_u32(PGresult *res, int row, int col, uint32_t *ret) {
+        int64_t v;
+        int r = get_i64(res, row, col, &v);
+        if (r < 0 || v < 0 || v > UINT32_MAX)
+                return -EIO;
+        *ret = (uint32_t) v;
+        return 0;
+}
+
+/* bytea in text form: "\x<hex>". */
+static int get_hash(PGresult *res, int row, int col, uint8_t out[SHA256_DIGEST_LEN]) {
+        const char *v = PQgetvalue(res, row, col);
+        if (!v || v[0] != '\\' || v[1] != 'x')
+                return -EIO;
+        return hex_decode(v + 2, strlen(v + 2), out, SHA256_DIGEST_LEN) < 0 ? -EIO : 0;
+}
+
+static char *dup_or_null(PGresult *res, int row, int col) {
+        return PQgetisnull(res, row, col) ? NULL : strdup(PQgetvalue(res, row, col));
+}
+
+/* "\x" + 64 hex + NUL */
+#define BYTEA_HASH_LEN (2 + 2 * SHA256_DIGEST_LEN + 1)
+static void bytea_hash(const uint8_t h[SHA256_DIGEST_LEN], char out[BYTEA_HASH_LEN]) {
+        out[0] = '\\';
+        out[1] = 'x';
+        hex_encode(h, SHA256_DIGEST_LEN, out + 2);
+}
+
+/* ---- caches ---- */
+
+void db_cache_free(struct db_cache *c) {
+        if (!c)
+                return;
+        free(c->name);
+        free(c->store_dir);
+        if (c->secret_key) {
+                explicit_bzero(c->secret_key, strlen(c->secret_key));
+                free(c->secret_key);
+        }
+        free(c->upstream_keys);
+        *c = (struct db_cache){};
+}
+
+int db_cache_get(struct db *db, const char *name, struct db_cache *ret) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        const char *p[] = { name };
+        struct db_cache c = {};
+        int r;
+
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "SELECT id, name, is_public, priority, store_dir, secret_key, upstream_keys, retention_sec"
+              " FROM caches WHERE name = $1",
+              1, p);
+        if (r < 0)
+                return r;
+        if (PQntuples(res) != 1)
+                return -ENOENT;
+        int64_t prio;
+        if (get_i64(res, 0, 0, &c.id) < 0 || get_i64(res, 0, 3, &prio) < 0 ||
+            get_i64(res, 0, 7, &c.retention_sec) < 0)
+                return -EIO;
+        c.priority = (int) prio;
+        c.is_public = PQgetvalue(res, 0, 2)[0] == 't';
+        c.name = strdup(PQgetvalue(res, 0, 1));
+        c.store_dir = strdup(PQgetvalue(res, 0, 4));
+        c.secret_key = strdup(PQgetvalue(res, 0, 5));
+        c.upstream_keys = strdup(PQgetvalue(res, 0, 6));
+        if (!c.name || !c.store_dir || !c.secret_key || !c.upstream_keys) {
+                db_cache_free(&c);
+                return -ENOMEM;
+        }
+        *ret = c;
+        return 0;
+}
+
+int db_cache_create(struct db *db, const struct db_cache *c, int64_t *ret_id) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char prio[24], ret_s[24];
+        int r;
+
+        snprintf(prio, sizeof prio, "%d", c->priority);
+        snprintf(ret_s, sizeof ret_s, "%" PRId64, c->retention_sec);
+        const char *p[] = { c->name, c->is_public ? "t" : "f", prio, c->store_dir, c->secret_key,
+                            c->upstream_keys ? c->upstream_keys : "", ret_s };
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "INSERT INTO caches (name, is_public, priority, store_dir, secret_key, upstream_keys,"
+              " retention_sec) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+              7, p);
+        if (r < 0)
+                return r;
+        if (ret_id)
+                return get_i64(res, 0, 0, ret_id);
+        return 0;
+}
+
+int db_cache_update(struct db *db, const struct db_cache *c) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char prio[24], ret_s[24], id[24];
+        int r;
+
+        snprintf(prio, sizeof prio, "%d", c->priority);
+        snprintf(ret_s, sizeof ret_s, "%" PRId64, c->retention_sec);
+        snprintf(id, sizeof id, "%" PRId64, c->id);
+        const char *p[] = { id, c->is_public ? "t" : "f", prio, c->upstream_keys ? c->upstream_keys : "",
+                            ret_s };
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "UPDATE caches SET is_public = $2, priority = $3, upstream_keys = $4, retention_sec = $5"
+              " WHERE id = $1",
+              5, p);
+        if (r < 0)
+                return r;
+        return streq(PQcmdTuples(res), "1") ? 0 : -ENOENT;
+}
+
+int db_cache_destroy(struct db *db, const char *name) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        const char *p[] = { name };
+        int r;
+
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res, "DELETE FROM caches WHERE name = $1", 1, p);
+        if (r < 0)
+                return r;
+        return streq(PQcmdTuples(res), "1") ? 0 : -ENOENT;
+}
+
+int db_cache_list(struct db *db, char **ret) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        struct buf b = BUF_INIT(64u * 1024 * 1024);
+        int r;
+
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res, "SELECT name FROM caches ORDER BY name", 0, NULL);
+        if (r < 0)
+                return r;
+        for (int i = 0; i < PQntuples(res); i++) {
+                r = buf_printf(&b, "%s\n", PQgetvalue(res, i, 0));
+                if (r < 0) {
+                        buf_free(&b);
+                        return r;
+                }
+        }
+        return buf_steal(&b, ret, NULL);
+}
+
+int db_cache_stats(struct db *db, int64_t cache_id, struct db_cache_stats *ret) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char id[24];
+        const char *p[] = { id };
+        struct db_cache_stats s = {};
+        int r;
+
+        snprintf(id, sizeof id, "%" PRId64, cache_id);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "SELECT (SELECT count(*) FROM paths WHERE cache_id = $1),"
+              " (SELECT coalesce(sum(n.nar_size), 0) FROM paths p JOIN nars n ON n.id = p.nar_id"
+              "  WHERE p.cache_id = $1),"
+              " count(*), coalesce(sum(c.stored_size), 0)"
+              " FROM chunks c WHERE c.id IN (SELECT nc.chunk_id FROM nar_chunks nc"
+              "  JOIN paths p ON p.nar_id = nc.nar_id WHERE p.cache_id = $1)",
+              1, p);
+        if (r < 0)
+                return r;
+        if (get_u64(res, 0, 0, &s.paths) < 0 || get_u64(res, 0, 1, &s.nar_bytes) < 0 ||
+            get_u64(res, 0, 2, &s.chunks) < 0 || get_u64(res, 0, 3, &s.stored_bytes) < 0)
+                return -EIO;
+        *ret = s;
+        return 0;
+}
+
+int db_global_stats(struct db *db, struct db_global_stats *ret) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        struct db_global_stats s = {};
+        int r;
+
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "SELECT (SELECT count(*) FROM chunks), (SELECT coalesce(sum(length), 0) FROM chunks),"
+              " (SELECT coalesce(sum(stored_size), 0) FROM chunks), (SELECT count(*) FROM nars),"
+              " (SELECT coalesce(sum(nar_size), 0) FROM nars), (SELECT count(*) FROM paths)",
+              0, NULL);
+        if (r < 0)
+                return r;
+        if (get_u64(res, 0, 0, &s.chunks) < 0 || get_u64(res, 0, 1, &s.chunk_bytes) < 0 ||
+            get_u64(res, 0, 2, &s.chunk_stored_bytes) < 0 || get_u64(res, 0, 3, &s.nars) < 0 ||
+            get_u64(res, 0, 4, &s.nar_bytes) < 0 || get_u64(res, 0, 5, &s.paths) < 0)
+                return -EIO;
+        *ret = s;
+        return 0;
+}
+
+/* ---- chunks ---- */
+
+int db_chunk_insert(struct db *db, const struct db_chunk *c) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char hash[BYTEA_HASH_LEN], len[16], st[16];
+        const char *p[] = { hash, len, st };
+        int r;
+
+        bytea_hash(c->id, hash);
+        snprintf(len, sizeof len, "%" PRIu32, c->length);
+        snprintf(st, sizeof st, "%" PRIu32, c->stored_size);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "INSERT INTO chunks (hash, length, stored_size) VALUES ($1, $2, $3)"
+              " ON CONFLICT (hash) DO NOTHING",
+              3, p);
+        if (r < 0)
+                return r;
+        return streq(PQcmdTuples(res), "1") ? 1 : 0;
+}
+
+int db_chunk_get(struct db *db, const uint8_t id[SHA256_DIGEST_LEN], struct db_chunk *ret) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char hash[BYTEA_HASH_LEN];
+        const char *p[] = { hash };
+        struct db_chunk c = {};
+        int r;
+
+        bytea_hash(id, hash);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res, "SELECT length, stored_size FROM chunks WHERE hash = $1", 1, p);
+        if (r < 0)
+                return r;
+        if (PQntuples(res) == 0)
+                return 0;
+        memcpy(c.id, id, SHA256_DIGEST_LEN);
+        if (get_u32(res, 0, 0, &c.length) < 0 || get_u32(res, 0, 1, &c.stored_size) < 0)
+                return -EIO;
+        *ret = c;
+        return 1;
+}
+
+/* Builds "hex,hex,..." of n hashes. */
+static int hash_list(const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, char **ret) {
+        size_t len;
+        char *s, *p;
+
+        if (MUL_OVERFLOW(n, (size_t) 2 * SHA256_DIGEST_LEN + 1, &len))
+                return -E2BIG;
+        s = malloc(len + 1);
+        if (!s)
+                return -ENOMEM;
+        p = s;
+        for (size_t i = 0; i < n; i++) {
+                if (i)
+                        *p++ = ',';
+                hex_encode(ids[i], SHA256_DIGEST_LEN, p);
+                p += 2 * SHA256_DIGEST_LEN;
+        }
+        *p = 0;
+        *ret = s;
+        return 0;
+}
+
+int db_chunks_present(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, bool *present) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        _cleanup_free_ char *list = NULL;
+        int r;
+
+        for (size_t i = 0; i < n; i++)
+                present[i] = false;
+        if (n == 0)
+                return 0;
+        r = hash_list(ids, n, &list);
+        if (r < 0)
+                return r;
+        const char *p[] = { list };
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "SELECT t.ord - 1 FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS t(x, ord)"
+              " WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.hash = decode(t.x, 'hex'))",
+              1, p);
+        if (r < 0)
+                return r;
+        for (int i = 0; i < PQntuples(res); i++) {
+                uint64_t idx;
+                if (get_u64(res, i, 0, &idx) < 0 || idx >= n)
+                        return -EIO;
+                present[idx] = true;
+        }
+        return 0;
+}
+
+int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_DIGEST_LEN]) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char hash[BYTEA_HASH_LEN], cid[24];
+        const char *p[] = { hash, cid };
+        int r;
+
+        bytea_hash(id, hash);
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "SELECT 1 FROM chunks c JOIN nar_chunks nc ON nc.chunk_id = c.id"
+              " JOIN paths p ON p.nar_id = nc.nar_id WHERE c.hash = $1 AND p.cache_id = $2 LIMIT 1",
+              2, p);
+        if (r < 0)
+                return r;
+        return PQntuples(res) > 0 ? 1 : 0;
+}
+
+/* ---- NARs ---- */
+
+static int nar_from_row(PGresult *res, int row, int col, struct db_nar *n) {
+        /* columns: id, nar_hash, nar_size, file_hash, file_size, n_chunks */
+        if (get_i64(res, row, col, &n->id) < 0 || get_hash(res, row, col + 1, n->nar_hash) < 0 ||
+            get_u64(res, row, col + 2, &n->nar_size) < 0 || get_hash(res, row, col + 3, n->file_hash) < 0 ||
+            get_u64(res, row, col + 4, &n->file_size) < 0 || get_u32(res, row, col + 5, &n->n_chunks) < 0)
+                return -EIO;
+        return 0;
+}
+
+#define NAR_COLUMNS "n.id, n.nar_hash, n.nar_size, n.file_hash, n.file_size, n.n_chunks"
+
+int db_nar_insert(struct db *db, const struct db_nar *n, const struct db_nar_chunk *chunks,
+                  size_t n_chunks, const char *listing, int64_t *ret_id) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL, *res2 = NULL;
+        _cleanup_free_ char *ids = NULL;
+        struct buf offs = BUF_INIT((size_t) 1 << 30);
+        char nar_hash[BYTEA_HASH_LEN], file_hash[BYTEA_HASH_LEN], nar_size[24], file_size[24], nc[16], id[24];
+        uint8_t (*idv)[SHA256_DIGEST_LEN];
+        int64_t nar_id;
+        int r;
+
+        if (n_chunks == 0 || n_chunks > INT32_MAX)
+                return -EINVAL;
+        bytea_hash(n->nar_hash, nar_hash);
+        bytea_hash(n->file_hash, file_hash);
+        snprintf(nar_size, sizeof nar_size, "%" PRIu64, n->nar_size);
+        snprintf(file_size, sizeof file_size, "%" PRIu64, n->file_size);
+        snprintf(nc, sizeof nc, "%zu", n_chunks);
+
+        idv = malloc(n_chunks * sizeof *idv);
+        if (!idv)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_chunks; i++) {
+                memcpy(idv[i], chunks[i].id, SHA256_DIGEST_LEN);
+                r = buf_printf(&offs, "%s%" PRIu64, i ? "," : "", chunks[i].nar_offset);
+                if (r < 0) {
+                        free(idv);
+                        buf_free(&offs);
+                        return r;
+                }
+        }
+        r = hash_list((const uint8_t(*)[SHA256_DIGEST_LEN]) idv, n_chunks, &ids);
+        free(idv);
+        if (r < 0) {
+                buf_free(&offs);
+                return r;
+        }
+
+        r = db_get(db, &h);
+        if (r < 0)
+                goto out;
+        r = tx_begin(&h);
+        if (r < 0)
+                goto out;
+        {
+                const char *p[] = { nar_hash, nar_size, file_hash, file_size, nc, listing };
+                r = q(&h, &res,
+                      "INSERT INTO nars (nar_hash, nar_size, file_hash, file_size, n_chunks, listing)"
+                      " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (nar_hash) DO NOTHING RETURNING id",
+                      6, p);
+                if (r < 0)
+                        goto out;
+        }
+        if (PQntuples(res) == 0) {
+                /* Someone else committed the same NAR first: theirs is complete. */
+                const char *p[] = { nar_hash };
+                PQclear(res);
+                res = NULL;
+                r = q(&h, &res, "SELECT id FROM nars WHERE nar_hash = $1", 1, p);
+                if (r < 0)
+                        goto out;
+                if (PQntuples(res) != 1 || get_i64(res, 0, 0, &nar_id) < 0) {
+                        r = -EIO;
+                        goto out;
+                }
+                r = tx_commit(&h);
+                if (r >= 0 && ret_id)
+                        *ret_id = nar_id;
+                goto out;
+        }
+        if (get_i64(res, 0, 0, &nar_id) < 0) {
+                r = -EIO;
+                goto out;
+        }
+        snprintf(id, sizeof id, "%" PRId64, nar_id);
+        {
+                const char *p[] = { id, ids, (const char *) offs.data };
+                r = q(&h, &res2,
+                      "INSERT INTO nar_chunks (nar_id, seq, nar_offset, chunk_id)"
+                      " SELECT $1, h.ord - 1, o.x::bigint, c.id"
+                      " FROM unnest(string_to_array($2, ',')) WITH ORDINALITY AS h(x, ord)"
+                      " JOIN unnest(string_to_array($3, ',')) WITH ORDINALITY AS o(x, ord) USING (ord)"
+                      " JOIN chunks c ON c.hash = decode(h.x, 'hex')",
+                      3, p);
+                if (r < 0)
+                        goto out;
+        }
+        if (!streq(PQcmdTuples(res2), nc)) {
+                /* A chunk without a row: the transaction is rolled back. */
+                r = -ENOENT;
+                goto out;
+        }
+        r = tx_commit(&h);
+        if (r >= 0 && ret_id)
+                *ret_id = nar_id;
+out:
+        buf_free(&offs);
+        return r;
+}
+
+int db_nar_get(struct db *db, int64_t id, struct db_nar *ret) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char ids[24];
+        const char *p[] = { ids };
+        int r;
+
+        snprintf(ids, sizeof ids, "%" PRId64, id);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res, "SELECT " NAR_COLUMNS " FROM nars n WHERE n.id = $1", 1, p);
+        if (r < 0)
+                return r;
+        if (PQntuples(res) != 1)
+                return -ENOENT;
+        return nar_from_row(res, 0, 0, ret);
+}
+
+int db_nar_find(struct db *db, const uint8_t nar_hash[SHA256_DIGEST_LEN], struct db_nar *ret) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char hash[BYTEA_HASH_LEN];
+        const char *p[] = { hash };
+        int r;
+
+        bytea_hash(nar_hash, hash);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res, "SELECT " NAR_COLUMNS " FROM nars n WHERE n.nar_hash = $1", 1, p);
+        if (r < 0)
+                return r;
+        if (PQntuples(res) != 1)
+                return 0;
+        r = nar_from_row(res, 0, 0, ret);
+        return r < 0 ? r : 1;
+}
+
+int db_nar_chunks(struct db *db, int64_t nar_id, struct db_nar_chunk **ret, size_t *ret_n) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char ids[24];
+        const char *p[] = { ids };
+        struct db_nar_chunk *v;
+        int r, n;
+
+        snprintf(ids, sizeof ids, "%" PRId64, nar_id);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "SELECT nc.nar_offset, c.length, c.stored_size, c.hash FROM nar_chunks nc"
+              " JOIN chunks c ON c.id = nc.chunk_id WHERE nc.nar_id = $1 ORDER BY nc.seq",
+              1, p);
+        if (r < 0)
+                return r;
+        n = PQntuples(res);
+        v = calloc(n > 0 ? (size_t) n : 1, sizeof *v);
+        if (!v)
+                return -ENOMEM;
+        for (int i = 0; i < n; i++)
+                if (get_u64(res, i, 0, &v[i].nar_offset) < 0 || get_u32(res, i, 1, &v[i].length) < 0 ||
+                    get_u32(res, i, 2, &v[i].stored_size) < 0 || get_hash(res, i, 3, v[i].id) < 0) {
+                        free(v);
+                        return -EIO;
+                }
+        *ret = v;
+        *ret_n = (size_t) n;
+        return 0;
+}
+
+int db_nar_listing(struct db *db, int64_t nar_id, char **ret) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char ids[24];
+        const char *p[] = { ids };
+        char *s;
+        int r;
+
+        snprintf(ids, sizeof ids, "%" PRId64, nar_id);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res, "SELECT listing FROM nars WHERE id = $1", 1, p);
+        if (r < 0)
+                return r;
+        if (PQntuples(res) != 1)
+                return -ENOENT;
+        s = strdup(PQgetvalue(res, 0, 0));
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+int db_nar_in_cache(struct db *db, int64_t cache_id, int64_t nar_id) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char cid[24], nid[24];
+        const char *p[] = { cid, nid };
+        int r;
+
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
+        snprintf(nid, sizeof nid, "%" PRId64, nar_id);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "SELECT 1 WHERE EXISTS (SELECT 1 FROM paths WHERE cache_id = $1 AND nar_id = $2)"
+              " OR EXISTS (SELECT 1 FROM uploads WHERE cache_id = $1 AND nar_id = $2)",
+              2, p);
+        if (r < 0)
+                return r;
+        return PQntuples(res) > 0 ? 1 : 0;
+}
+
+/* ---- paths ---- */
+
+void db_path_free(struct db_path *p) {
+        if (!p)
+                return;
+        free(p->store_path);
+        free(p->references);
+        free(p->deriver);
+        free(p->sigs);
+        free(p->ca);
+        *p = (struct db_path){};
+}
+
+int db_path_get(struct db *db, int64_t cache_id, const char *hash_part, struct db_path *ret) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char cid[24];
+        const char *p[] = { cid, hash_part };
+        struct db_path path = {};
+        int r;
+
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "SELECT p.id, p.store_path, p.refs, p.deriver, p.sigs, p.ca,"
+              " extract(epoch FROM p.created_at)::bigint, " NAR_COLUMNS
+              " FROM paths p JOIN nars n ON n.id = p.nar_id WHERE p.cache_id = $1 AND p.hash_part = $2",
+              2, p);
+        if (r < 0)
+                return r;
+        if (PQntuples(res) != 1)
+                return 0;
+        if (get_i64(res, 0, 0, &path.id) < 0 || get_i64(res, 0, 6, &path.created_at) < 0 ||
+            nar_from_row(res, 0, 7, &path.nar) < 0)
+                return -EIO;
+        path.store_path = strdup(PQgetvalue(res, 0, 1));
+        path.references = strdup(PQgetvalue(res, 0, 2));
+        path.deriver = dup_or_null(res, 0, 3);
+        path.sigs = strdup(PQgetvalue(res, 0, 4));
+        path.ca = dup_or_null(res, 0, 5);
+        if (!path.store_path || !path.references || !path.sigs ||
+            (!PQgetisnull(res, 0, 3) && !path.deriver) || (!PQgetisnull(res, 0, 5) && !path.ca)) {
+                db_path_free(&path);
+                return -ENOMEM;
+        }
+        *ret = path;
+        return 1;
+}
+
+int db_path_insert(struct db *db, int64_t cache_id, const char *hash_part, const struct db_path *path,
+                   int64_t nar_id) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char cid[24], nid[24];
+        int r;
+
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
+        snprintf(nid, sizeof nid, "%" PRId64, nar_id);
+        const char *p[] = { cid, hash_part, path->store_path, nid, path->references ? path->references : "",
+                            path->deriver, path->sigs ? path->sigs : "", path->ca };
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        /* An existing row wins (it is complete); only signatures it lacks
+         * are added, so re-pushing with another signature keeps both. */
+        r = q(&h, &res,
+              "INSERT INTO paths (cache_id, hash_part, store_path, nar_id, refs, deriver, sigs, ca)"
+              " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+              " ON CONFLICT (cache_id, hash_part) DO UPDATE SET sigs ="
+              "  (SELECT coalesce(string_agg(s, E'\\n' ORDER BY s), '') FROM (SELECT DISTINCT s FROM"
+              "   unnest(string_to_array(paths.sigs, E'\\n') || string_to_array(EXCLUDED.sigs, E'\\n')) s"
+              "   WHERE s <> '') AS x)"
+              "  WHERE paths.nar_id = EXCLUDED.nar_id"
+              " RETURNING (xmax = 0)",
+              8, p);
+        if (r < 0)
+                return r;
+        if (PQntuples(res) == 0)
+                return -EEXIST; /* same path, different NAR: refuse to overwrite */
+        return PQgetvalue(res, 0, 0)[0] == 't' ? 1 : 0;
+}
+
+int db_path_delete(struct db *db, int64_t cache_id, const char *hash_part) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char cid[24];
+        const char *p[] = { cid, hash_part };
+        int r;
+
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res, "DELETE FROM paths WHERE cache_id = $1 AND hash_part = $2", 2, p);
+        if (r < 0)
+                return r;
+        return streq(PQcmdTuples(res), "1") ? 0 : -ENOENT;
+}
+
+int db_paths_missing(struct db *db, int64_t cache_id, char *const *hash_parts, size_t n, bool *missing) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        struct buf list = BUF_INIT((size_t) 64 * 1024 * 1024);
+        char cid[24];
+        int r;
+
+        for (size_t i = 0; i < n; i++)
+                missing[i] = true;
+        if (n == 0)
+                return 0;
+        for (size_t i = 0; i < n; i++) {
+                if (strchr(hash_parts[i], ',')) {
+                        buf_free(&list);
+                        return -EINVAL;
+                }
+                r = buf_printf(&list, "%s%s", i ? "," : "", hash_parts[i]);
+                if (r < 0) {
+                        buf_free(&list);
+                        return r;
+                }
+        }
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
+        const char *p[] = { cid, (const char *) list.data };
+        r = db_get(db, &h);
+        if (r < 0)
+                goto out;
+        r = q(&h, &res,
+              "SELECT t.ord - 1 FROM unnest(string_to_array($2, ',')) WITH ORDINALITY AS t(x, ord)"
+              " WHERE EXISTS (SELECT 1 FROM paths p WHERE p.cache_id = $1 AND p.hash_part = t.x)",
+              2, p);
+        if (r < 0)
+                goto out;
+        for (int i = 0; i < PQntuples(res); i++) {
+                uint64_t idx;
+                if (get_u64(res, i, 0, &idx) < 0 || idx >= n) {
+                        r = -EIO;
+                        goto out;
+                }
+                missing[idx] = false;
+        }
+out:
+        buf_free(&list);
+        return r;
+}
+
+/* ---- uploads ---- */
+
+int db_upload_put(struct db *db, int64_t cache_id, const char *file_name, int64_t nar_id) {
+        _cleanup_handle_ struct db_handle h = {};
+        char cid[24], nid[24];
+        const char *p[] = { cid, file_name, nid };
+        int r;
+
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
+        snprintf(nid, sizeof nid, "%" PRId64, nar_id);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        return q(&h, NULL,
+                 "INSERT INTO uploads (cache_id, file_name, nar_id) VALUES ($1, $2, $3)"
+                 " ON CONFLICT (cache_id, file_name) DO UPDATE SET nar_id = EXCLUDED.nar_id, created_at = now()",
+                 3, p);
+}
+
+int db_upload_get(struct db *db, int64_t cache_id, const char *file_name, int64_t *ret_nar_id) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char cid[24];
+        const char *p[] = { cid, file_name };
+        int r;
+
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res, "SELECT nar_id FROM uploads WHERE cache_id = $1 AND file_name = $2", 2, p);
+        if (r < 0)
+                return r;
+        if (PQntuples(res) != 1)
+                return 0;
+        r = get_i64(res, 0, 0, ret_nar_id);
+        return r < 0 ? r : 1;
+}
+
+/* ---- GC ---- */
+
+int db_gc(struct db *db, int64_t min_age_sec, uint8_t (**ret_ids)[SHA256_DIGEST_LEN], size_t *ret_n) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char age[24];
+        const char *p[] = { age };
+        uint8_t (*ids)[SHA256_DIGEST_LEN];
+        int r, n;
+
+        snprintf(age, sizeof age, "%" PRId64, min_age_sec);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = tx_begin(&h);
+        if (r < 0)
+                return r;
+        r = q(&h, NULL,
+              "DELETE FROM paths p USING caches c WHERE p.cache_id = c.id AND c.retention_sec > 0"
+              " AND p.created_at < now() - make_interval(secs => c.retention_sec)",
+              0, NULL);
+        if (r < 0)
+                return r;
+        r = q(&h, NULL, "DELETE FROM uploads WHERE created_at < now() - make_interval(secs => $1::bigint)", 1, p);
+        if (r < 0)
+                return r;
+        r = q(&h, NULL,
+              "DELETE FROM nars n WHERE n.created_at < now() - make_interval(secs => $1::bigint)"
+              " AND NOT EXISTS (SELECT 1 FROM paths p WHERE p.nar_id = n.id)"
+              " AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.nar_id = n.id)",
+              1, p);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "DELETE FROM chunks c WHERE c.created_at < now() - make_interval(secs => $1::bigint)"
+              " AND NOT EXISTS (SELECT 1 FROM nar_chunks nc WHERE nc.chunk_id = c.id) RETURNING c.hash",
+              1, p);
+        if (r < 0)
+                return r;
+        n = PQntuples(res);
+        ids = calloc(n > 0 ? (size_t) n : 1, sizeof *ids);
+        if (!ids)
+                return -ENOMEM;
+        for (int i = 0; i < n; i++)
+                if (get_hash(res, i, 0, ids[i]) < 0) {
+                        free(ids);
+                        return -EIO;
+                }
+        r = tx_commit(&h);
+        if (r < 0) {
+                free(ids);
+                return r;
+        }
+        *ret_ids = ids;
+        *ret_n = (size_t) n;
+        return 0;
+}

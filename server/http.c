@@ -1,0 +1,524 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "http.h"
+#include "trove/buf.h"
+
+#define HTTP_HEADERS_MAX 16
+
+struct http_server {
+        struct MHD_Daemon *daemon;
+        http_route_fn route;
+        void *userdata;
+        void (*observe)(void *userdata, unsigned status);
+        unsigned port;
+};
+
+enum body_mode {
+        BODY_NONE,
+        BODY_STREAM,
+        BODY_COLLECT,
+};
+
+struct http_request {
+        struct http_server *server;
+        struct MHD_Connection *conn;
+        const char *method;
+        char *path;
+        bool routed;
+        bool head;
+
+        enum body_mode body_mode;
+        uint64_t max_body;
+        uint64_t body_seen;
+        http_body_fn on_body;
+        http_end_fn on_end;
+        http_collected_fn on_collected;
+        struct buf collected;
+        int body_error;         /* first error from a body consumer */
+
+        void *state;
+        void (*state_free)(void *);
+
+        char *header_names[HTTP_HEADERS_MAX];
+        char *header_values[HTTP_HEADERS_MAX];
+        unsigned n_headers;
+
+        struct MHD_Response *response; /* built, not yet queued */
+        unsigned status;
+        bool queued;
+};
+
+unsigned http_status_from_errno(int err) {
+        switch (err < 0 ? -err : err) {
+        case 0:
+                return 200;
+        case ENOENT:
+        case ENXIO:
+                return 404;
+        case EINVAL:
+        case EBADMSG:
+        case EPROTO:
+        case ENAMETOOLONG:
+        case EILSEQ:
+        case ERANGE:
+        case EOVERFLOW:
+                return 400;
+        case EACCES:
+                return 401;
+        case EPERM:
+        case EKEYEXPIRED:
+        case EKEYREJECTED:
+                return 403;
+        case EEXIST:
+        case ENOTEMPTY:
+                return 409;
+        case E2BIG:
+        case EFBIG:
+        case EMSGSIZE:
+                return 413;
+        case EOPNOTSUPP:
+                return 415;
+        case ENOSYS:
+                return 405;
+        case ECONNREFUSED:
+        case ECONNRESET:
+        case ENOTCONN:
+        case EAGAIN:
+        case EBUSY:
+        case ETIMEDOUT:
+        case EHOSTUNREACH:
+                return 503;
+        default:
+                return 500;
+        }
+}
+
+static void request_free(struct http_request *req) {
+        if (!req)
+                return;
+        if (req->state_free && req->state)
+                req->state_free(req->state);
+        if (req->response)
+                MHD_destroy_response(req->response);
+        for (unsigned i = 0; i < req->n_headers; i++) {
+                free(req->header_names[i]);
+                free(req->header_values[i]);
+        }
+        buf_free(&req->collected);
+        free(req->path);
+        free(req);
+}
+
+const char *http_request_method(const struct http_request *req) {
+        return req->method;
+}
+
+const char *http_request_path(const struct http_request *req) {
+        return req->path;
+}
+
+const char *http_request_header(const struct http_request *req, const char *name) {
+        return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_request_query(const struct http_request *req, const char *name) {
+        return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+bool http_request_is_head(const struct http_request *req) {
+        return req->head;
+}
+
+int64_t http_request_content_length(const struct http_request *req) {
+        const char *v = http_request_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        uint64_t n = 0;
+
+        if (!v || !*v)
+                return -1;
+        for (const char *p = v; *p; p++) {
+                if (*p < '0' || *p > '9' || n > (UINT64_MAX - 9) / 10)
+                        return -1;
+                n = n * 10 + (uint64_t) (*p - '0');
+        }
+        return n > INT64_MAX ? -1 : (int64_t) n;
+}
+
+void http_request_set_state(struct http_request *req, void *state, void (*free_fn)(void *)) {
+        req->state = state;
+        req->state_free = free_fn;
+}
+
+void *http_request_state(const struct http_request *req) {
+        return req->state;
+}
+
+void http_request_stream_body(struct http_request *req, uint64_t max_body, http_body_fn on_body,
+                              http_end_fn on_end) {
+        req->body_mode = BODY_STREAM;
+        req->max_body = max_body;
+        req->on_body = on_body;
+        req->on_end = on_end;
+}
+
+void http_request_collect_body(struct http_request *req, size_t max_body, http_collected_fn on_end) {
+        req->body_mode = BODY_COLLECT;
+        req->max_body = max_body;
+        req->on_collected = on_end;
+        buf_init(&req->collected, max_body);
+}
+
+bool http_replied(const struct http_request *req) {
+        return req->response || req->queued;
+}
+
+int http_add_header(struct http_request *req, const char *name, const char *value) {
+        if (req->n_headers >= HTTP_HEADERS_MAX)
+                return -E2BIG;
+        req->header_names[req->n_headers] = strdup(name);
+        req->header_values[req->n_headers] = strdup(value);
+        if (!req->header_names[req->n_headers] || !req->header_values[req->n_headers]) {
+                free(req->header_names[req->n_headers]);
+                free(req->header_values[req->n_headers]);
+                return -ENOMEM;
+        }
+        req->n_headers++;
+        return 0;
+}
+
+static int reply_set(struct http_request *req, unsigned status, const char *content_type,
+                     struct MHD_Response *resp) {
+        if (!resp)
+                return -ENOMEM;
+        if (http_replied(req)) {
+                /* A second reply is a bug in a handler; keep the first. */
+                MHD_destroy_response(resp);
+                log_error("BUG: second reply to %s %s", req->method, req->path);
+                return -EALREADY;
+        }
+        if (content_type)
+                MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+        for (unsigned i = 0; i < req->n_headers; i++)
+                MHD_add_response_header(resp, req->header_names[i], req->header_values[i]);
+        req->response = resp;
+        req->status = status;
+        return 0;
+}
+
+int http_reply_buf(struct http_request *req, unsigned status, const char *content_type,
+                   const void *data, size_t n) {
+        return reply_set(req, status, content_type,
+                         MHD_create_response_from_buffer(n, (void *) data, MHD_RESPMEM_MUST_COPY));
+}
+
+int http_reply_take(struct http_request *req, unsigned status, const char *content_type, void *data,
+                    size_t n) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(n, data, MHD_RESPMEM_MUST_FREE);
+        if (!resp) {
+                free(data);
+                return -ENOMEM;
+        }
+        return reply_set(req, status, content_type, resp);
+}
+
+struct stream_ctx {
+        http_reader_fn reader;
+        void *userdata;
+        void (*free_fn)(void *);
+};
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        struct stream_ctx *s = cls;
+        ssize_t n = s->reader(s->userdata, pos, buf, max);
+        if (n == 0)
+                return MHD_CONTENT_READER_END_OF_STREAM;
+        if (n < 0)
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+        return n;
+}
+
+static void stream_free(void *cls) {
+        struct stream_ctx *s = cls;
+        if (s->free_fn)
+                s->free_fn(s->userdata);
+        free(s);
+}
+
+int http_reply_stream(struct http_request *req, unsigned status, const char *content_type,
+                      uint64_t size, http_reader_fn reader, void *userdata, void (*free_fn)(void *)) {
+        struct stream_ctx *s = malloc(sizeof *s);
+        struct MHD_Response *resp;
+
+        if (!s) {
+                if (free_fn)
+                        free_fn(userdata);
+                return -ENOMEM;
+        }
+        *s = (struct stream_ctx){ reader, userdata, free_fn };
+        resp = MHD_create_response_from_callback(size == UINT64_MAX ? MHD_SIZE_UNKNOWN : size,
+                                                 256 * 1024, stream_read, s, stream_free);
+        if (!resp) {
+                stream_free(s);
+                return -ENOMEM;
+        }
+        return reply_set(req, status, content_type, resp);
+}
+
+int http_reply_error(struct http_request *req, unsigned status, const char *fmt, ...) {
+        char msg[512];
+        char *text;
+        va_list ap;
+        int n;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        n = asprintf(&text, "error: %s\n", msg);
+        if (n < 0)
+                return -ENOMEM;
+        if (status >= 500)
+                log_warning("%s %s: %u %s", req->method, req->path, status, msg);
+        else
+                log_debug("%s %s: %u %s", req->method, req->path, status, msg);
+        return http_reply_take(req, status, "text/plain; charset=utf-8", text, (size_t) n);
+}
+
+static void reply_errno(struct http_request *req, int err) {
+        unsigned status = http_status_from_errno(err);
+        if (status == 503)
+                (void) http_reply_error(req, status, "service temporarily unavailable: %s",
+                                        strerror(-err));
+        else
+                (void) http_reply_error(req, status, "%s", strerror(err < 0 ? -err : err));
+}
+
+/* Queues the pending reply; MHD accepts it only right after the headers
+ * or once the whole body has arrived, which is where this is called. */
+static enum MHD_Result queue_pending(struct http_request *req) {
+        enum MHD_Result r;
+
+        if (!req->response)
+                return MHD_YES;
+        if (req->server->observe)
+                req->server->observe(req->server->userdata, req->status);
+        r = MHD_queue_response(req->conn, req->status, req->response);
+        MHD_destroy_response(req->response);
+        req->response = NULL;
+        req->queued = true;
+        return r;
+}
+
+static void body_fail(struct http_request *req, int err) {
+        if (!req->body_error)
+                req->body_error = err < 0 ? err : -EIO;
+}
+
+static void feed_body(struct http_request *req, const char *data, size_t n) {
+        int r;
+
+        if (req->body_error || http_replied(req))
+                return; /* discard the rest */
+        if (req->body_seen + n > req->max_body || req->body_seen + n < req->body_seen) {
+                (void) http_reply_error(req, 413, "request body larger than %" PRIu64 " bytes",
+                                        req->max_body);
+                body_fail(req, -EFBIG);
+                return;
+        }
+        req->body_seen += n;
+        if (req->body_mode == BODY_STREAM) {
+                r = req->on_body ? req->on_body(req, data, n) : 0;
+                if (r < 0)
+                        body_fail(req, r);
+        } else if (req->body_mode == BODY_COLLECT) {
+                r = buf_append(&req->collected, data, n);
+                if (r < 0) {
+                        (void) http_reply_error(req, 413, "request body too large");
+                        body_fail(req, r);
+                }
+        }
+}
+
+static void finish_body(struct http_request *req) {
+        int r = 0;
+
+        if (!req->body_error && !http_replied(req)) {
+                if (req->body_mode == BODY_STREAM && req->on_end)
+                        r = req->on_end(req);
+                else if (req->body_mode == BODY_COLLECT && req->on_collected)
+                        r = req->on_collected(req, req->collected.data ? req->collected.data : (uint8_t *) "",
+                                              req->collected.len);
+                if (r < 0)
+                        body_fail(req, r);
+        }
+        if (!http_replied(req))
+                reply_errno(req, req->body_error ? req->body_error : -EIO);
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
+                                      const char *method, const char *version, const char *upload_data,
+                                      size_t *upload_data_size, void **con_cls) {
+        struct http_server *s = cls;
+        struct http_request *req = *con_cls;
+        int r;
+
+        if (!req) {
+                int64_t len;
+
+                req = calloc(1, sizeof *req);
+                if (!req)
+                        return MHD_NO;
+                req->server = s;
+                req->conn = conn;
+                req->method = method;
+                req->head = streq(method, MHD_HTTP_METHOD_HEAD);
+                req->path = strdup(url);
+                if (!req->path) {
+                        free(req);
+                        return MHD_NO;
+                }
+                *con_cls = req;
+
+                r = s->route(req, s->userdata);
+                req->routed = true;
+                if (r < 0 && !http_replied(req))
+                        reply_errno(req, r);
+                if (!http_replied(req)) {
+                        len = http_request_content_length(req);
+                        if (req->body_mode == BODY_NONE) {
+                                if (len > 0)
+                                        (void) http_reply_error(req, 400, "this request takes no body");
+                        } else if (len > 0 && (uint64_t) len > req->max_body) {
+                                (void) http_reply_error(req, 413,
+                                                        "request body of %" PRId64 " bytes exceeds the limit of %" PRIu64,
+                                                        len, req->max_body);
+                        }
+                }
+                if (http_replied(req))
+                        return queue_pending(req);
+                if (req->body_mode == BODY_NONE && !*upload_data_size) {
+                        /* A bodiless request whose route did not reply. */
+                        reply_errno(req, -EIO);
+                        return queue_pending(req);
+                }
+                return MHD_YES;
+        }
+
+        if (req->queued) {
+                /* Replied early: swallow whatever body still arrives. */
+                *upload_data_size = 0;
+                return MHD_YES;
+        }
+        if (*upload_data_size) {
+                feed_body(req, upload_data, *upload_data_size);
+                *upload_data_size = 0;
+                return MHD_YES;
+        }
+        finish_body(req);
+        return queue_pending(req);
+}
+
+static void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                              enum MHD_RequestTerminationCode toe) {
+        request_free(*con_cls);
+        *con_cls = NULL;
+}
+
+static int parse_listen(const char *listen, struct sockaddr_storage *ret, socklen_t *ret_len) {
+        char host[256];
+        const char *colon, *port;
+        struct addrinfo hints = { .ai_flags = AI_NUMERICHOST | AI_PASSIVE, .ai_socktype = SOCK_STREAM };
+        struct addrinfo *ai = NULL;
+        size_t hl;
+
+        colon = strrchr(listen, ':');
+        if (!colon)
+                return -EINVAL;
+        port = colon + 1;
+        hl = (size_t) (colon - listen);
+        if (hl >= sizeof host)
+                return -EINVAL;
+        memcpy(host, listen, hl);
+        host[hl] = 0;
+        if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+                memmove(host, host + 1, hl - 2);
+                host[hl - 2] = 0;
+        }
+        if (getaddrinfo(host[0] ? host : NULL, port, &hints, &ai) != 0 || !ai)
+                return -EINVAL;
+        memcpy(ret, ai->ai_addr, ai->ai_addrlen);
+        *ret_len = ai->ai_addrlen;
+        freeaddrinfo(ai);
+        return 0;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+        char msg[512];
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        msg[strcspn(msg, "\n")] = 0;
+        log_debug("http: %s", msg);
+}
+
+int http_server_start(const struct http_server_config *c, struct http_server **ret) {
+        struct sockaddr_storage sa;
+        socklen_t sa_len;
+        struct http_server *s;
+        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
+        const union MHD_DaemonInfo *info;
+        int r;
+
+        r = parse_listen(c->listen, &sa, &sa_len);
+        if (r < 0)
+                return log_error_errno(r, "invalid listen address '%s' (want HOST:PORT)", c->listen);
+        if (sa.ss_family == AF_INET6)
+                flags |= MHD_USE_IPv6;
+
+        s = calloc(1, sizeof *s);
+        if (!s)
+                return -ENOMEM;
+        s->route = c->route;
+        s->userdata = c->userdata;
+        s->observe = c->observe;
+        s->daemon = MHD_start_daemon(
+                flags, 0, NULL, NULL, access_handler, s,
+                MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &sa,
+                MHD_OPTION_CONNECTION_LIMIT, (unsigned) (c->max_connections ? c->max_connections : 1024),
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) (c->connection_timeout_sec ? c->connection_timeout_sec : 300),
+                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 256 * 1024,
+                MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
+                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+                MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+                MHD_OPTION_END);
+        if (!s->daemon) {
+                free(s);
+                return log_error_errno(EADDRINUSE, "cannot listen on %s", c->listen);
+        }
+        info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+        if (info) {
+                struct sockaddr_storage bound;
+                socklen_t bl = sizeof bound;
+                if (getsockname(info->listen_fd, (struct sockaddr *) &bound, &bl) == 0)
+                        s->port = ntohs(bound.ss_family == AF_INET6
+                                                ? ((struct sockaddr_in6 *) &bound)->sin6_port
+                                                : ((struct sockaddr_in *) &bound)->sin_port);
+        }
+        *ret = s;
+        return 0;
+}
+
+unsigned http_server_port(const struct http_server *s) {
+        return s->port;
+}
+
+void http_server_stop(struct http_server *s) {
+        if (!s)
+                return;
+        if (s->daemon)
+                MHD_stop_daemon(s->daemon);
+        free(s);
+}

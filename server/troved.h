@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * troved.h - the server's shared context: configuration, the database
+ * pool, the chunk store, the token secret and the metrics. One instance per
+ * process, created by main() and passed to every handler; no globals.
+ */
+#pragma once
+
+#include <stdatomic.h>
+
+#include "db.h"
+#include "http.h"
+#include "trove/chunker.h"
+#include "trove/chunkstore.h"
+#include "trove/token.h"
+
+struct troved_config {
+        char *config_file;
+        char *listen;             /* default 127.0.0.1:8080 */
+        char *database_url;       /* NULL: embedded PostgreSQL in state_dir */
+        char *state_dir;          /* default /var/lib/trove */
+        char *storage;            /* chunk store spec; NULL: <state_dir>/chunks */
+        char *token_secret_file;  /* NULL: <state_dir>/token-secret (made on first start) */
+        char *store_dir;          /* default for new caches: /nix/store */
+        struct chunker_params chunking;
+        int compression_level;
+        unsigned db_pool_size;
+        uint64_t max_nar_size;    /* largest NAR accepted, uncompressed */
+        unsigned max_connections;
+        bool chunk_redirect;      /* redirect chunk downloads to presigned URLs */
+        int log_level;
+};
+
+struct troved_metrics {
+        atomic_uint_fast64_t requests;
+        atomic_uint_fast64_t responses_4xx;
+        atomic_uint_fast64_t responses_5xx;
+        atomic_uint_fast64_t bytes_in;          /* request bodies */
+        atomic_uint_fast64_t bytes_out;         /* response bodies we stream */
+        atomic_uint_fast64_t narinfo_hits;
+        atomic_uint_fast64_t narinfo_misses;
+        atomic_uint_fast64_t chunks_uploaded;   /* new chunks stored */
+        atomic_uint_fast64_t chunks_deduped;    /* chunks that were already stored */
+        atomic_uint_fast64_t chunk_bytes_uploaded;
+        atomic_uint_fast64_t chunk_bytes_deduped;
+        atomic_uint_fast64_t nars_ingested;
+        atomic_uint_fast64_t paths_committed;
+        atomic_uint_fast64_t store_ops;         /* chunk store calls */
+        atomic_uint_fast64_t store_usec;        /* time spent in them */
+        atomic_uint_fast64_t store_errors;
+};
+
+struct troved {
+        struct troved_config cfg;
+        struct db *db;
+        struct chunkstore *store;
+        struct token_secret secret;
+        struct troved_metrics m;
+        struct http_server *http;
+};
+
+#define METRIC_ADD(t, field, n) atomic_fetch_add_explicit(&(t)->m.field, (n), memory_order_relaxed)
+
+/* config.c */
+void troved_config_defaults(struct troved_config *c);
+/* Applies the config file (if any), then TROVED_* environment variables,
+ * then the command line; prints its own errors. 0, or 1 when --help or
+ * --version was handled, or -EINVAL. */
+int troved_config_load(struct troved_config *c, int argc, char **argv);
+void troved_config_free(struct troved_config *c);
+
+/* routes.c: the request router (http_route_fn). */
+int troved_route(struct http_request *req, void *userdata);
+
+/* Chunk store calls with latency accounting. */
+int troved_store_get(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], struct buf *out);
+int troved_store_put(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const void *frame, size_t n);
