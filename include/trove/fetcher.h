@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fetcher.h - what trovefs reads from troved: a store path's manifest
+ * (GET /_api/v1/caches/<cache>/manifests/<hash part>) and chunks
+ * (GET /_api/v1/caches/<cache>/chunks/<64 hex>), over keep-alive HTTP.
+ *
+ * Chunks:
+ * - are fetched by a pool of worker threads, each with its own connection
+ *   and zstd context; demand requests go before read-ahead;
+ * - single-flight: concurrent requests for one chunk wait for one fetch;
+ * - come from the local chunk cache (include/trove/chunkcache.h) when it
+ *   holds them; what the network brings is stored there;
+ * - are always verified: decoded and hashed against their id; a chunk that
+ *   does not verify is never returned (it is refetched within the retry
+ *   budget, then the request fails with -EIO);
+ * - are kept decoded in a bounded in-memory LRU (a FUSE read of 128 KiB
+ *   touches a 64 KiB chunk twice; decoding it twice would double the work).
+ *
+ * Failures are bounded in time: each request is retried a few times with
+ * exponential backoff while the server is unreachable or answers 5xx/429,
+ * and no new attempt starts after timeout_ms; one attempt itself is capped
+ * at timeout_ms/2, so an operation fails within 1.5 x timeout_ms, never
+ * hangs. 404 is -ENOENT and 401/403 -EACCES at once, without retries.
+ *
+ * A struct fetcher_chunk is a counted reference to decoded bytes; release
+ * it with fetcher_chunk_unref(). Everything here is thread-safe.
+ */
+#pragma once
+
+#include "trove/chunkcache.h"
+#include "trove/common.h"
+#include "trove/manifest.h"
+
+struct fetcher;
+struct fetcher_chunk;
+
+struct fetcher_options {
+        const char *server_url;   /* "http://host:port" (a trailing '/' is dropped) */
+        const char *cache;        /* cache name */
+        const char *token;        /* Bearer token, or NULL for anonymous pull */
+        unsigned n_workers;       /* 0: 8 */
+        long timeout_ms;          /* per operation, retries included; 0: 30 s */
+        unsigned max_attempts;    /* per operation; 0: 5 */
+        uint64_t mem_cache_bytes; /* decoded chunks kept in memory; 0: 64 MiB */
+        unsigned max_prefetch;    /* read-ahead requests queued at most; 0: 64 */
+};
+
+struct fetcher_stats {
+        uint64_t manifests_fetched;
+        uint64_t manifest_bytes;
+        uint64_t chunks_fetched;  /* chunks downloaded from the server */
+        uint64_t bytes_fetched;   /* their stored (compressed) bytes */
+        uint64_t cache_hits;      /* chunks read from the local chunk cache */
+        uint64_t cache_misses;
+        uint64_t mem_hits;        /* requests served by the in-memory LRU or a shared fetch */
+        uint64_t prefetches;      /* read-ahead fetches started */
+        uint64_t retries;
+        uint64_t verify_failures; /* downloaded chunks that did not verify */
+        uint64_t errors;          /* operations that failed */
+};
+
+/* cache may be NULL (no local cache). It must outlive the fetcher. */
+int fetcher_new(const struct fetcher_options *o, struct chunkcache *cache, struct fetcher **ret);
+/* Stops the workers; every chunk reference must have been released. */
+struct fetcher *fetcher_free(struct fetcher *f);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct fetcher *, fetcher_free);
+
+/* Fetches and decodes the manifest of the store path with hash part
+ * hash_part (32 nix32 characters). -ENOENT: the cache does not have it;
+ * -EBADMSG: the manifest does not parse (err says why); -EACCES; -EIO /
+ * -ETIMEDOUT / -ECONNREFUSED etc. when the server could not be reached in
+ * time. */
+int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *store_dir,
+                         struct manifest *ret, struct trove_error *err);
+
+/* The decoded, verified bytes of chunk mc; waits for the fetch. -EIO (or
+ * the error above) when it cannot be had. */
+int fetcher_chunk_get(struct fetcher *f, const struct manifest_chunk *mc,
+                      struct fetcher_chunk **ret);
+/* Starts fetching mc in the background unless it is present, in flight, or
+ * too much read-ahead is queued already. Never waits. */
+void fetcher_chunk_prefetch(struct fetcher *f, const struct manifest_chunk *mc);
+const uint8_t *fetcher_chunk_data(const struct fetcher_chunk *c, size_t *ret_len);
+void fetcher_chunk_unref(struct fetcher *f, struct fetcher_chunk *c);
+
+void fetcher_get_stats(struct fetcher *f, struct fetcher_stats *ret);

@@ -1,0 +1,730 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "trove/chunkcodec.h"
+#include "trove/fetcher.h"
+#include "trove/http.h"
+#include "trove/nix32.h"
+#include "trove/storepath.h"
+
+#define WORKERS_DEFAULT 8
+#define WORKERS_MAX 64
+#define TIMEOUT_DEFAULT_MS 30000
+#define ATTEMPTS_DEFAULT 5
+#define MEM_CACHE_DEFAULT ((uint64_t) 64 << 20)
+#define PREFETCH_DEFAULT 64
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS 2000
+#define IDLE_CLIENTS_MAX 8
+#define URL_MAX 4096
+
+enum chunk_state {
+        CHUNK_PENDING,
+        CHUNK_READY,
+        CHUNK_FAILED,
+};
+
+/* One chunk, from its first request until it leaves the memory LRU.
+ * Lifetime: the table holds it while in_table; each caller and the worker
+ * fetching it hold a reference (refs). It is freed when neither is true.
+ * A READY entry in the table with refs == 0 sits in the idle LRU. */
+struct fetcher_chunk {
+        uint8_t id[SHA256_DIGEST_LEN];
+        uint32_t length;
+        uint32_t stored_size;
+        enum chunk_state state;
+        int err;
+        unsigned refs;
+        bool in_table;
+        bool queued;
+        bool prefetch;
+        uint8_t *data;
+        struct fetcher_chunk *hnext;
+        struct fetcher_chunk *qprev, *qnext; /* work queue */
+        struct fetcher_chunk *lprev, *lnext; /* idle LRU, head = most recent */
+};
+
+struct fetcher {
+        char *base_url;        /* <server>/_api/v1/caches/<cache> */
+        char *auth_header;     /* "Authorization: Bearer …" or NULL */
+        struct chunkcache *cache;
+        long timeout_ms;
+        unsigned max_attempts;
+        uint64_t mem_max;
+        unsigned max_prefetch;
+
+        pthread_mutex_t lock;
+        pthread_cond_t work_cond;  /* queue not empty, or stopping */
+        pthread_cond_t done_cond;  /* some entry left PENDING */
+        bool stopping;
+        struct fetcher_chunk **buckets;
+        size_t n_buckets;
+        size_t n_entries;
+        struct fetcher_chunk *qhead, *qtail;
+        unsigned n_prefetch_queued;
+        struct fetcher_chunk *lhead, *ltail;
+        uint64_t mem_bytes;
+
+        /* Idle HTTP clients for manifest requests. */
+        struct http_client *idle_clients[IDLE_CLIENTS_MAX];
+        unsigned n_idle_clients;
+
+        pthread_t *workers;
+        unsigned n_workers;
+
+        struct fetcher_stats stats; /* updated with __atomic builtins */
+};
+
+#define STAT_ADD(f, field, n) __atomic_fetch_add(&(f)->stats.field, (n), __ATOMIC_RELAXED)
+
+static uint64_t now_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(uint64_t ms) {
+        struct timespec ts = { (time_t) (ms / 1000), (long) (ms % 1000) * 1000000 };
+
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
+static int client_new(const struct fetcher *f, struct http_client **ret) {
+        struct http_client_options o = {
+                .connect_timeout_ms = MIN(5000, MAX(f->timeout_ms / 4, 100)),
+                .low_speed_limit = 1,
+                .low_speed_time_s = MAX(1, MIN(10, f->timeout_ms / 2000)),
+                .total_timeout_ms = MAX(f->timeout_ms / 2, 100),
+                /* chunks may be redirected to presigned S3 URLs; curl does
+                 * not forward our Authorization header to another host. */
+                .follow_redirects = true,
+        };
+        return http_client_new(&o, ret);
+}
+
+static bool retryable(int r) {
+        switch (r) {
+        case -ENOENT:
+        case -EACCES:
+        case -EINVAL:
+        case -ENOMEM:
+        case -E2BIG:
+        case -EPROTONOSUPPORT:
+                return false;
+        default:
+                return true;
+        }
+}
+
+/* One GET with retries. check() (may be NULL) validates a 200 body: a
+ * negative return is treated as a bad transfer and retried (-EBADMSG) or
+ * returned as is. Returns 0 with the body in b. */
+typedef int (*check_fn)(void *userdata, const struct buf *b);
+
+static int get_with_retries(struct fetcher *f, struct http_client *client, const char *url,
+                            struct buf *b, check_fn check, void *userdata) {
+        const char *headers[] = { f->auth_header, NULL };
+        uint64_t deadline = now_ms() + (uint64_t) f->timeout_ms;
+        uint64_t backoff = BACKOFF_FIRST_MS;
+        int r = -EIO;
+
+        for (unsigned attempt = 0; attempt < f->max_attempts; attempt++) {
+                struct http_response resp;
+                struct http_request req = {
+                        .url = url,
+                        .headers = f->auth_header ? headers : NULL,
+                        .response = b,
+                };
+
+                if (attempt > 0) {
+                        uint64_t now = now_ms();
+                        if (now >= deadline)
+                                break;
+                        sleep_ms(MIN(backoff, deadline - now));
+                        backoff = MIN(backoff * 2, BACKOFF_MAX_MS);
+                        if (now_ms() >= deadline)
+                                break;
+                        STAT_ADD(f, retries, 1);
+                }
+                buf_reset(b);
+                r = http_request(client, &req, &resp);
+                if (r < 0) {
+                        log_debug_errno(r, "GET %s: %s", url, http_client_last_error(client));
+                        if (!retryable(r))
+                                return r;
+                        continue;
+                }
+                r = http_status_to_errno(resp.status);
+                if (r < 0) {
+                        log_debug("GET %s: HTTP %ld", url, resp.status);
+                        /* 404, 401/403, 400: asking again will not help. */
+                        if (r == -ENOENT || r == -EACCES || r == -EINVAL)
+                                return r;
+                        continue;
+                }
+                if (check) {
+                        r = check(userdata, b);
+                        if (r == -EBADMSG)
+                                continue;
+                        if (r < 0)
+                                return r;
+                }
+                return 0;
+        }
+        return r < 0 ? r : -EIO;
+}
+
+/* ---- table, queue, LRU (all under f->lock) ---- */
+
+static size_t id_hash(const uint8_t id[SHA256_DIGEST_LEN]) {
+        uint64_t h;
+
+        memcpy(&h, id, sizeof h);
+        return (size_t) h;
+}
+
+static struct fetcher_chunk *table_find(struct fetcher *f, const uint8_t id[SHA256_DIGEST_LEN]) {
+        for (struct fetcher_chunk *e = f->buckets[id_hash(id) & (f->n_buckets - 1)]; e;
+             e = e->hnext)
+                if (memcmp(e->id, id, SHA256_DIGEST_LEN) == 0)
+                        return e;
+        return NULL;
+}
+
+static void table_grow(struct fetcher *f) {
+        size_t n = f->n_buckets * 2;
+        struct fetcher_chunk **b = calloc(n, sizeof *b);
+
+        if (!b)
+                return; /* longer chains, still correct */
+        for (size_t i = 0; i < f->n_buckets; i++)
+                for (struct fetcher_chunk *e = f->buckets[i], *next; e; e = next) {
+                        next = e->hnext;
+                        e->hnext = b[id_hash(e->id) & (n - 1)];
+                        b[id_hash(e->id) & (n - 1)] = e;
+                }
+        free(f->buckets);
+        f->buckets = b;
+        f->n_buckets = n;
+}
+
+static void table_insert(struct fetcher *f, struct fetcher_chunk *e) {
+        size_t k;
+
+        if (f->n_entries >= f->n_buckets)
+                table_grow(f);
+        k = id_hash(e->id) & (f->n_buckets - 1);
+        e->hnext = f->buckets[k];
+        f->buckets[k] = e;
+        e->in_table = true;
+        f->n_entries++;
+}
+
+static void table_remove(struct fetcher *f, struct fetcher_chunk *e) {
+        struct fetcher_chunk **p = &f->buckets[id_hash(e->id) & (f->n_buckets - 1)];
+
+        while (*p && *p != e)
+                p = &(*p)->hnext;
+        if (*p)
+                *p = e->hnext;
+        e->hnext = NULL;
+        e->in_table = false;
+        f->n_entries--;
+}
+
+static void queue_remove(struct fetcher *f, struct fetcher_chunk *e) {
+        if (e->qprev)
+                e->qprev->qnext = e->qnext;
+        else
+                f->qhead = e->qnext;
+        if (e->qnext)
+                e->qnext->qprev = e->qprev;
+        else
+                f->qtail = e->qprev;
+        e->qprev = e->qnext = NULL;
+        e->queued = false;
+        if (e->prefetch)
+                f->n_prefetch_queued--;
+}
+
+static void queue_push(struct fetcher *f, struct fetcher_chunk *e, bool front) {
+        if (front) {
+                e->qprev = NULL;
+                e->qnext = f->qhead;
+                if (f->qhead)
+                        f->qhead->qprev = e;
+                f->qhead = e;
+                if (!f->qtail)
+                        f->qtail = e;
+        } else {
+                e->qnext = NULL;
+                e->qprev = f->qtail;
+                if (f->qtail)
+                        f->qtail->qnext = e;
+                f->qtail = e;
+                if (!f->qhead)
+                        f->qhead = e;
+        }
+        e->queued = true;
+        if (e->prefetch)
+                f->n_prefetch_queued++;
+        pthread_cond_signal(&f->work_cond);
+}
+
+static void lru_remove(struct fetcher *f, struct fetcher_chunk *e) {
+        if (e->lprev)
+                e->lprev->lnext = e->lnext;
+        else
+                f->lhead = e->lnext;
+        if (e->lnext)
+                e->lnext->lprev = e->lprev;
+        else
+                f->ltail = e->lprev;
+        e->lprev = e->lnext = NULL;
+}
+
+static void lru_push_front(struct fetcher *f, struct fetcher_chunk *e) {
+        e->lprev = NULL;
+        e->lnext = f->lhead;
+        if (f->lhead)
+                f->lhead->lprev = e;
+        f->lhead = e;
+        if (!f->ltail)
+                f->ltail = e;
+}
+
+static void entry_destroy(struct fetcher *f, struct fetcher_chunk *e) {
+        if (e->state == CHUNK_READY)
+                f->mem_bytes -= e->length;
+        free(e->data);
+        free(e);
+}
+
+/* Drops idle READY entries, least recently used first, while over the
+ * memory bound. */
+static void mem_evict(struct fetcher *f) {
+        while (f->mem_bytes > f->mem_max && f->ltail) {
+                struct fetcher_chunk *e = f->ltail;
+                lru_remove(f, e);
+                table_remove(f, e);
+                entry_destroy(f, e);
+        }
+}
+
+static void entry_ref(struct fetcher *f, struct fetcher_chunk *e) {
+        if (e->refs == 0 && e->in_table && e->state == CHUNK_READY)
+                lru_remove(f, e);
+        e->refs++;
+}
+
+static void entry_unref_locked(struct fetcher *f, struct fetcher_chunk *e) {
+        if (--e->refs > 0)
+                return;
+        if (!e->in_table) {
+                entry_destroy(f, e);
+                return;
+        }
+        if (e->state == CHUNK_READY) {
+                lru_push_front(f, e);
+                mem_evict(f);
+        }
+}
+
+/* ---- workers ---- */
+
+struct chunk_check {
+        struct chunkcodec *codec;
+        const struct fetcher_chunk *e;
+        uint8_t *out;
+        struct fetcher *f;
+};
+
+static int check_chunk(void *userdata, const struct buf *b) {
+        struct chunk_check *cc = userdata;
+        size_t len = 0;
+        int r;
+
+        r = chunkcodec_decode(cc->codec, b->data, b->len, cc->e->id, cc->e->length, cc->out,
+                              cc->e->length, &len);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0 || len != cc->e->length) {
+                char hex[HASH_BASE16_LEN + 1];
+                hex_encode(cc->e->id, SHA256_DIGEST_LEN, hex);
+                log_debug_errno(r, "chunk %s from the server does not verify", hex);
+                STAT_ADD(cc->f, verify_failures, 1);
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+/* Fills out (e->length bytes) with the verified chunk: local cache, else
+ * the server (then stored locally). */
+static int load_chunk(struct fetcher *f, struct http_client *client, struct chunkcodec *codec,
+                      const struct fetcher_chunk *e, uint8_t *out) {
+        char hex[HASH_BASE16_LEN + 1];
+        char url[URL_MAX];
+        size_t len;
+        /* What a stored frame may be at most (docs/manifest.md). */
+        size_t frame_max = (size_t) e->length + e->length / 128 + 1024;
+        struct buf b = BUF_INIT(frame_max);
+        struct chunk_check cc = { codec, e, out, f };
+        int r;
+
+        if (f->cache) {
+                r = chunkcache_get(f->cache, codec, e->id, e->length, out, e->length, &len);
+                if (r > 0) {
+                        STAT_ADD(f, cache_hits, 1);
+                        return 0;
+                }
+                if (r < 0)
+                        log_debug_errno(r, "chunk cache read failed, fetching instead");
+                STAT_ADD(f, cache_misses, 1);
+        }
+
+        hex_encode(e->id, SHA256_DIGEST_LEN, hex);
+        if (snprintf(url, sizeof url, "%s/chunks/%s", f->base_url, hex) >= (int) sizeof url)
+                return -ENAMETOOLONG;
+        r = get_with_retries(f, client, url, &b, check_chunk, &cc);
+        if (r == -EBADMSG)
+                r = -EIO; /* never verified within the budget */
+        if (r < 0) {
+                buf_free(&b);
+                return r;
+        }
+        STAT_ADD(f, chunks_fetched, 1);
+        STAT_ADD(f, bytes_fetched, b.len);
+        if (f->cache) {
+                r = chunkcache_put(f->cache, e->id, b.data, b.len);
+                if (r < 0)
+                        log_debug_errno(r, "could not store chunk %s in the local cache", hex);
+        }
+        buf_free(&b);
+        return 0;
+}
+
+static void *worker_main(void *arg) {
+        struct fetcher *f = arg;
+        _cleanup_(http_client_freep) struct http_client *client = NULL;
+        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+        int setup = client_new(f, &client);
+
+        if (setup >= 0)
+                setup = chunkcodec_new(CHUNK_LEVEL_DEFAULT, &codec);
+
+        pthread_mutex_lock(&f->lock);
+        for (;;) {
+                struct fetcher_chunk *e;
+                uint8_t *data;
+                int r;
+
+                while (!f->stopping && !f->qhead)
+                        pthread_cond_wait(&f->work_cond, &f->lock);
+                if (f->stopping)
+                        break;
+                e = f->qhead;
+                queue_remove(f, e);
+                entry_ref(f, e);
+                pthread_mutex_unlock(&f->lock);
+
+                data = malloc(e->length);
+                if (setup < 0)
+                        r = setup;
+                else if (!data)
+                        r = -ENOMEM;
+                else
+                        r = load_chunk(f, client, codec, e, data);
+
+                pthread_mutex_lock(&f->lock);
+                if (r >= 0) {
+                        e->data = data;
+                        e->state = CHUNK_READY;
+                        f->mem_bytes += e->length;
+                } else {
+                        free(data);
+                        e->state = CHUNK_FAILED;
+                        e->err = r;
+                        /* Later requests try again. */
+                        if (e->in_table)
+                                table_remove(f, e);
+                }
+                pthread_cond_broadcast(&f->done_cond);
+                entry_unref_locked(f, e);
+        }
+        pthread_mutex_unlock(&f->lock);
+        return NULL;
+}
+
+/* ---- public API ---- */
+
+int fetcher_new(const struct fetcher_options *o, struct chunkcache *cache, struct fetcher **ret) {
+        struct fetcher *f;
+        size_t n;
+        int r;
+
+        if (!o || !o->server_url || !o->cache || o->cache[0] == '\0' || strchr(o->cache, '/'))
+                return -EINVAL;
+        if (!startswith(o->server_url, "http://") && !startswith(o->server_url, "https://"))
+                return -EINVAL;
+        if (o->token && (strpbrk(o->token, "\r\n") || strlen(o->token) > 8192))
+                return -EINVAL;
+        r = http_global_init();
+        if (r < 0)
+                return r;
+
+        f = calloc(1, sizeof *f);
+        if (!f)
+                return -ENOMEM;
+        pthread_mutex_init(&f->lock, NULL);
+        pthread_cond_init(&f->work_cond, NULL);
+        pthread_cond_init(&f->done_cond, NULL);
+        f->cache = cache;
+        f->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : TIMEOUT_DEFAULT_MS;
+        f->max_attempts = o->max_attempts > 0 ? o->max_attempts : ATTEMPTS_DEFAULT;
+        f->mem_max = o->mem_cache_bytes > 0 ? o->mem_cache_bytes : MEM_CACHE_DEFAULT;
+        f->max_prefetch = o->max_prefetch > 0 ? o->max_prefetch : PREFETCH_DEFAULT;
+        n = strlen(o->server_url);
+        while (n > 0 && o->server_url[n - 1] == '/')
+                n--;
+        if (asprintf(&f->base_url, "%.*s/_api/v1/caches/%s", (int) n, o->server_url,
+                     o->cache) < 0)
+                f->base_url = NULL;
+        if (o->token && asprintf(&f->auth_header, "Authorization: Bearer %s", o->token) < 0)
+                f->auth_header = NULL;
+        f->n_buckets = 1024;
+        f->buckets = calloc(f->n_buckets, sizeof *f->buckets);
+        if (!f->base_url || (o->token && !f->auth_header) || !f->buckets) {
+                fetcher_free(f);
+                return -ENOMEM;
+        }
+        if (strlen(f->base_url) > URL_MAX - 128) {
+                fetcher_free(f);
+                return -ENAMETOOLONG;
+        }
+
+        n = o->n_workers > 0 ? MIN(o->n_workers, WORKERS_MAX) : WORKERS_DEFAULT;
+        f->workers = calloc(n, sizeof *f->workers);
+        if (!f->workers) {
+                fetcher_free(f);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                r = pthread_create(&f->workers[i], NULL, worker_main, f);
+                if (r != 0) {
+                        fetcher_free(f);
+                        return -r;
+                }
+                f->n_workers++;
+        }
+        *ret = f;
+        return 0;
+}
+
+struct fetcher *fetcher_free(struct fetcher *f) {
+        if (!f)
+                return NULL;
+        pthread_mutex_lock(&f->lock);
+        f->stopping = true;
+        pthread_cond_broadcast(&f->work_cond);
+        pthread_mutex_unlock(&f->lock);
+        for (unsigned i = 0; i < f->n_workers; i++)
+                pthread_join(f->workers[i], NULL);
+        free(f->workers);
+        if (f->buckets)
+                for (size_t i = 0; i < f->n_buckets; i++)
+                        for (struct fetcher_chunk *e = f->buckets[i], *next; e; e = next) {
+                                next = e->hnext;
+                                entry_destroy(f, e);
+                        }
+        free(f->buckets);
+        for (unsigned i = 0; i < f->n_idle_clients; i++)
+                http_client_free(f->idle_clients[i]);
+        free(f->base_url);
+        free(f->auth_header);
+        pthread_cond_destroy(&f->work_cond);
+        pthread_cond_destroy(&f->done_cond);
+        pthread_mutex_destroy(&f->lock);
+        free(f);
+        return NULL;
+}
+
+static int client_acquire(struct fetcher *f, struct http_client **ret) {
+        struct http_client *c = NULL;
+
+        pthread_mutex_lock(&f->lock);
+        if (f->n_idle_clients > 0)
+                c = f->idle_clients[--f->n_idle_clients];
+        pthread_mutex_unlock(&f->lock);
+        if (c) {
+                *ret = c;
+                return 0;
+        }
+        return client_new(f, ret);
+}
+
+static void client_release(struct fetcher *f, struct http_client *c) {
+        pthread_mutex_lock(&f->lock);
+        if (f->n_idle_clients < IDLE_CLIENTS_MAX) {
+                f->idle_clients[f->n_idle_clients++] = c;
+                c = NULL;
+        }
+        pthread_mutex_unlock(&f->lock);
+        http_client_free(c);
+}
+
+int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *store_dir,
+                         struct manifest *ret, struct trove_error *err) {
+        struct http_client *client = NULL;
+        struct buf b = BUF_INIT(MANIFEST_MAX_SIZE);
+        char url[URL_MAX];
+        int r;
+
+        if (!storepath_is_hash_part(hash_part, strlen(hash_part)))
+                return trove_error_set(err, EINVAL, "not a store path hash: %s", hash_part);
+        if (snprintf(url, sizeof url, "%s/manifests/%s", f->base_url, hash_part) >=
+            (int) sizeof url)
+                return -ENAMETOOLONG;
+        r = client_acquire(f, &client);
+        if (r < 0)
+                return r;
+        r = get_with_retries(f, client, url, &b, NULL, NULL);
+        if (r < 0)
+                trove_error_set(err, r, "GET %s: %s", url,
+                                http_client_last_error(client)[0]
+                                        ? http_client_last_error(client)
+                                        : strerror(-r));
+        client_release(f, client);
+        if (r < 0) {
+                if (r != -ENOENT)
+                        STAT_ADD(f, errors, 1);
+                buf_free(&b);
+                return r;
+        }
+        STAT_ADD(f, manifests_fetched, 1);
+        STAT_ADD(f, manifest_bytes, b.len);
+        r = manifest_decode((const char *) b.data, b.len, store_dir, ret, err);
+        buf_free(&b);
+        if (r < 0)
+                STAT_ADD(f, errors, 1);
+        return r;
+}
+
+/* Finds or creates the entry for mc and takes a reference (under the
+ * lock). NULL when out of memory. */
+static struct fetcher_chunk *entry_get(struct fetcher *f, const struct manifest_chunk *mc,
+                                       bool prefetch, bool *ret_created) {
+        struct fetcher_chunk *e = table_find(f, mc->id);
+
+        *ret_created = false;
+        if (e) {
+                entry_ref(f, e);
+                return e;
+        }
+        e = calloc(1, sizeof *e);
+        if (!e)
+                return NULL;
+        memcpy(e->id, mc->id, SHA256_DIGEST_LEN);
+        e->length = mc->length;
+        e->stored_size = mc->stored_size;
+        e->state = CHUNK_PENDING;
+        e->prefetch = prefetch;
+        e->refs = 1;
+        table_insert(f, e);
+        *ret_created = true;
+        return e;
+}
+
+int fetcher_chunk_get(struct fetcher *f, const struct manifest_chunk *mc,
+                      struct fetcher_chunk **ret) {
+        struct fetcher_chunk *e;
+        bool created;
+        int r;
+
+        if (mc->length == 0 || mc->length > CHUNK_SIZE_MAX)
+                return -EINVAL;
+        pthread_mutex_lock(&f->lock);
+        e = entry_get(f, mc, false, &created);
+        if (!e) {
+                pthread_mutex_unlock(&f->lock);
+                return -ENOMEM;
+        }
+        if (created)
+                queue_push(f, e, true);
+        else if (e->queued && e->prefetch) {
+                /* Someone is waiting now: move it before other read-ahead. */
+                queue_remove(f, e);
+                e->prefetch = false;
+                queue_push(f, e, true);
+        } else if (e->state == CHUNK_READY || e->state == CHUNK_PENDING)
+                STAT_ADD(f, mem_hits, 1);
+        while (e->state == CHUNK_PENDING)
+                pthread_cond_wait(&f->done_cond, &f->lock);
+        if (e->state == CHUNK_FAILED) {
+                r = e->err;
+                entry_unref_locked(f, e);
+                pthread_mutex_unlock(&f->lock);
+                STAT_ADD(f, errors, 1);
+                return r;
+        }
+        pthread_mutex_unlock(&f->lock);
+        *ret = e;
+        return 0;
+}
+
+void fetcher_chunk_prefetch(struct fetcher *f, const struct manifest_chunk *mc) {
+        struct fetcher_chunk *e;
+        bool created;
+
+        if (mc->length == 0 || mc->length > CHUNK_SIZE_MAX)
+                return;
+        pthread_mutex_lock(&f->lock);
+        if (table_find(f, mc->id) || f->n_prefetch_queued >= f->max_prefetch) {
+                pthread_mutex_unlock(&f->lock);
+                return;
+        }
+        e = entry_get(f, mc, true, &created);
+        if (e) {
+                queue_push(f, e, false);
+                STAT_ADD(f, prefetches, 1);
+                /* The queue does not hold a reference: the worker takes one
+                 * when it starts. A PENDING entry is never in the LRU, so
+                 * dropping ours leaves it in the table until it is done. */
+                e->refs--;
+        }
+        pthread_mutex_unlock(&f->lock);
+}
+
+const uint8_t *fetcher_chunk_data(const struct fetcher_chunk *c, size_t *ret_len) {
+        if (ret_len)
+                *ret_len = c->length;
+        return c->data;
+}
+
+void fetcher_chunk_unref(struct fetcher *f, struct fetcher_chunk *c) {
+        if (!c)
+                return;
+        pthread_mutex_lock(&f->lock);
+        entry_unref_locked(f, c);
+        pthread_mutex_unlock(&f->lock);
+}
+
+void fetcher_get_stats(struct fetcher *f, struct fetcher_stats *ret) {
+        struct fetcher_stats s;
+
+        s.manifests_fetched = __atomic_load_n(&f->stats.manifests_fetched, __ATOMIC_RELAXED);
+        s.manifest_bytes = __atomic_load_n(&f->stats.manifest_bytes, __ATOMIC_RELAXED);
+        s.chunks_fetched = __atomic_load_n(&f->stats.chunks_fetched, __ATOMIC_RELAXED);
+        s.bytes_fetched = __atomic_load_n(&f->stats.bytes_fetched, __ATOMIC_RELAXED);
+        s.cache_hits = __atomic_load_n(&f->stats.cache_hits, __ATOMIC_RELAXED);
+        s.cache_misses = __atomic_load_n(&f->stats.cache_misses, __ATOMIC_RELAXED);
+        s.mem_hits = __atomic_load_n(&f->stats.mem_hits, __ATOMIC_RELAXED);
+        s.prefetches = __atomic_load_n(&f->stats.prefetches, __ATOMIC_RELAXED);
+        s.retries = __atomic_load_n(&f->stats.retries, __ATOMIC_RELAXED);
+        s.verify_failures = __atomic_load_n(&f->stats.verify_failures, __ATOMIC_RELAXED);
+        s.errors = __atomic_load_n(&f->stats.errors, __ATOMIC_RELAXED);
+        *ret = s;
+}
