@@ -121,3 +121,94 @@ def postgres(postgres_cluster):
     postgres_cluster.create_database(name)
     yield postgres_cluster, name
     postgres_cluster.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', expect=None)
+
+
+@pytest.fixture(scope="session")
+def radosgw(session_dir):
+    """A throwaway Ceph radosgw on loopback for the session (ceph-s3.sh):
+    a trovetest.RadosGW, i.e. a dict with S3_ENDPOINT, S3_ACCESS_KEY,
+    S3_SECRET_KEY, S3_REGION, plus .env / .ctl() / .spec() /
+    .list_chunks()."""
+    gw = trovetest.RadosGW(session_dir / "ceph")
+    try:
+        yield gw.start()
+    finally:
+        gw.stop()
+
+
+_bucket_counter = 0
+
+
+@pytest.fixture
+def bucket(radosgw):
+    """A fresh bucket name per test (created by the store at open)."""
+    global _bucket_counter
+    _bucket_counter += 1
+    return f"trove-test-{os.getpid()}-{_bucket_counter}"
+
+
+class TrovedFactory:
+    """Makes troved servers (trovetest.Troved) in a base directory and
+    stops every one of them at the end (SIGTERM, which also stops an
+    embedded PostgreSQL). On a failing test the logs stay in base."""
+
+    def __init__(self, base):
+        self.base = Path(base)
+        self.servers = []
+        self.count = 0
+
+    def __call__(self, *, start=True, name=None, **kw):
+        self.count += 1
+        name = name or f"troved{self.count}"
+        state = self.base / name
+        t = trovetest.Troved(state, log_path=self.base / f"{name}.log", **kw)
+        self.servers.append(t)
+        if start:
+            t.start()
+        return t
+
+    def close(self):
+        errors = []
+        for t in self.servers:
+            try:
+                t.stop()
+            except Exception as e:  # keep stopping the others
+                errors.append(e)
+            if not t.database_url and (t.state_dir / "pg").exists():
+                # A server killed and never restarted leaves its embedded
+                # PostgreSQL running: stop it by its data directory.
+                pid_file = t.state_dir / "pg" / "postmaster.pid"
+                if pid_file.exists():
+                    trovetest.run(["runuser", "-u", "trove", "--", trovetest.PG_BIN / "pg_ctl",
+                                   "-D", t.state_dir / "pg", "-m", "immediate", "-w", "stop"],
+                                  expect=None, timeout=60)
+        if errors:
+            raise errors[0]
+
+
+def _troved_base(prefix):
+    # World-traversable: the embedded PostgreSQL runs as an unprivileged user.
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(d, 0o755)
+    return d
+
+
+@pytest.fixture
+def make_troved():
+    """Factory of troved servers for one test: make_troved(**Troved kwargs)
+    returns a started trovetest.Troved (start=False: not started)."""
+    base = _troved_base("trove-troved-")
+    f = TrovedFactory(base)
+    yield f
+    f.close()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def make_troved_module():
+    """As make_troved, for servers shared by the tests of one module."""
+    base = _troved_base("trove-troved-m-")
+    f = TrovedFactory(base)
+    yield f
+    f.close()
+    shutil.rmtree(base, ignore_errors=True)

@@ -15,38 +15,6 @@ import pytest
 
 import trovetest
 
-CEPH_S3 = trovetest.INTEGRATION_DIR / "ceph-s3.sh"
-
-
-@pytest.fixture(scope="session")
-def radosgw(session_dir):
-    """A throwaway radosgw for the session: dict with endpoint, keys, region."""
-    d = session_dir / "ceph"
-    env = dict(os.environ, CEPH_S3_DIR=str(d))
-    radosgw_env.update(env)
-    try:
-        trovetest.run([CEPH_S3, "start"], env=env, timeout=300)
-        conf = {}
-        for line in (d / "s3.env").read_text().splitlines():
-            k, _, v = line.partition("=")
-            conf[k] = v
-        yield conf
-    finally:
-        trovetest.run([CEPH_S3, "stop"], env=env, expect=None, timeout=120)
-        trovetest.run([CEPH_S3, "kill"], env=env, expect=None, timeout=60)
-
-
-_bucket_counter = 0
-radosgw_env = {}
-
-
-@pytest.fixture
-def bucket(radosgw):
-    """A fresh bucket name per test (created by the store at open)."""
-    global _bucket_counter
-    _bucket_counter += 1
-    return f"trove-test-{os.getpid()}-{_bucket_counter}"
-
 
 def tool_env(radosgw):
     return dict(os.environ, AWS_ACCESS_KEY_ID=radosgw["S3_ACCESS_KEY"],
@@ -229,7 +197,7 @@ def test_retry_through_outage(radosgw, bucket, workdir):
     store = spec(radosgw, bucket, attempts=30)
     ((path, data, digest),) = make_chunks(workdir, 1)
     tool(radosgw, store, "put", path)
-    trovetest.run([CEPH_S3, "stop-rgw"], env=radosgw_env, timeout=60)
+    radosgw.ctl("stop-rgw", timeout=60)
     try:
         reader = subprocess.Popen(
             [str(trovetest.binary("tests/integration/chunkstore-tool")), store, "get", digest],
@@ -237,7 +205,7 @@ def test_retry_through_outage(radosgw, bucket, workdir):
         time.sleep(1.0)
         assert reader.poll() is None, "gave up while the endpoint was down"
     finally:
-        trovetest.run([CEPH_S3, "start-rgw"], env=radosgw_env, timeout=180)
+        radosgw.ctl("start-rgw", timeout=180)
     out, err = reader.communicate(timeout=120)
     assert reader.returncode == 0, err.decode(errors="replace")
     assert out == data

@@ -401,3 +401,431 @@ class PostgresCluster:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# ---- nix32 (Nix's base-32) ----
+
+NIX32_ALPHABET = "0123456789abcdfghijklmnpqrsvwxyz"
+
+
+def nix32_encode(data):
+    """Nix's base-32 of bytes (what narinfo NarHash/FileHash use)."""
+    n = (len(data) * 8 - 1) // 5 + 1
+    out = []
+    for k in range(n - 1, -1, -1):
+        bit = k * 5
+        i, j = divmod(bit, 8)
+        c = data[i] >> j
+        if i + 1 < len(data):
+            c |= data[i + 1] << (8 - j)
+        out.append(NIX32_ALPHABET[c & 0x1f])
+    return "".join(out)
+
+
+def parse_narinfo(text):
+    """narinfo text -> dict (keys as written; Sig lines joined by newline)."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    out = {}
+    for line in text.splitlines():
+        k, sep, v = line.partition(": ")
+        assert sep, f"bad narinfo line {line!r}"
+        out[k] = out[k] + "\n" + v if k in out else v
+    return out
+
+
+# ---- HTTP ----
+
+class Response:
+    """status (int), headers (dict, lower-case names), body (bytes)."""
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def json(self):
+        import json
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<HTTP {self.status} {self.body[:300]!r}>"
+
+
+class HttpClient:
+    """A keep-alive HTTP/1.1 client for one host:port (http.client),
+    reconnecting when the server closed the connection."""
+
+    def __init__(self, host, port, timeout=60):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.conn = None
+
+    def close(self):
+        if self.conn:
+            self.conn.close()
+            self.conn = None
+
+    def _auth_headers(self, token, basic):
+        import base64
+        h = {}
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        if basic is not None:
+            user, pw = basic
+            h["Authorization"] = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+        return h
+
+    def open(self, method, path, body=None, headers=None, token=None, basic=None):
+        """Sends a request and returns the http.client response, unread
+        (for streaming big bodies); the caller must read it fully."""
+        import http.client
+        hdrs = self._auth_headers(token, basic)
+        hdrs.update(headers or {})
+        if isinstance(body, str):
+            body = body.encode()
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            try:
+                self.conn.request(method, path, body=body, headers=hdrs)
+                return self.conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
+                    http.client.CannotSendRequest, http.client.ResponseNotReady):
+                self.close()
+                if attempt:
+                    raise
+
+    def request(self, method, path, body=None, headers=None, token=None, basic=None):
+        resp = self.open(method, path, body, headers, token, basic)
+        data = resp.read()
+        hdrs = {k.lower(): v for k, v in resp.getheaders()}
+        if resp.will_close:
+            self.close()
+        return Response(resp.status, hdrs, data)
+
+    def get_sha256(self, path, token=None, headers=None):
+        """(status, sha256 hex, size) of a GET body, streamed."""
+        resp = self.open("GET", path, headers=headers, token=token)
+        h = hashlib.sha256()
+        size = 0
+        while True:
+            block = resp.read(CHUNK)
+            if not block:
+                break
+            h.update(block)
+            size += len(block)
+        if resp.will_close:
+            self.close()
+        return resp.status, h.hexdigest(), size
+
+
+def raw_http(port, data, *, read_timeout=10, close_write=False, host="127.0.0.1"):
+    """Sends raw bytes to a server and returns (status or None, whole
+    answer bytes) — for requests http.client will not send (bad paths,
+    lying Content-Length, huge headers). close_write: shut down our side
+    after sending (a client that went away mid-body)."""
+    with socket.create_connection((host, port), timeout=read_timeout) as s:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        if close_write:
+            try:
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        chunks = []
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                chunks.append(b)
+        except (ConnectionResetError, socket.timeout):
+            pass
+    answer = b"".join(chunks)
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", answer)
+    return (int(m.group(1)) if m else None), answer
+
+
+def write_netrc(path, token, host="127.0.0.1"):
+    Path(path).write_text(f"machine {host} password {token}\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+# ---- troved ----
+
+class Troved:
+    """One troved process on 127.0.0.1:<port>, logging to log_path.
+
+    No database_url: troved runs its embedded PostgreSQL in state_dir/pg.
+    storage: chunk store spec (default state_dir/chunks). The port is kept
+    across restarts. extra_env: added to the process environment (S3 keys).
+    """
+
+    def __init__(self, state_dir, *, database_url=None, storage=None, extra_env=None,
+                 args=(), log_level="debug", log_path=None):
+        self.state_dir = Path(state_dir)
+        self.database_url = database_url
+        self.storage = storage
+        self.extra_env = dict(extra_env or {})
+        self.args = list(args)
+        self.log_level = log_level
+        self.port = free_tcp_port()
+        self.log_path = Path(log_path) if log_path else self.state_dir.parent / (
+            self.state_dir.name + ".troved.log")
+        self.proc = None
+        self.http = HttpClient("127.0.0.1", self.port)
+        self._admin = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self):
+        cmd = [binary("troved"), "--state-dir", self.state_dir,
+               "--listen", f"127.0.0.1:{self.port}", "--log-level", self.log_level]
+        if self.database_url:
+            cmd += ["--database-url", self.database_url]
+        if self.storage:
+            cmd += ["--storage", self.storage]
+        return [str(c) for c in cmd + self.args]
+
+    def start(self, timeout=90):
+        """Starts troved and waits until /health answers 200."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        env = dict(os.environ, **self.extra_env)
+        with open(self.log_path, "ab") as log:
+            log.write(f"---- start: {describe(self.command())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise CommandError(f"troved exited with status {self.proc.returncode} while "
+                                   f"starting\n--- log ---\n{_tail(self.log())}")
+            try:
+                if self.http.request("GET", "/health").status == 200:
+                    return self
+            except OSError:
+                self.http.close()
+            if time.monotonic() > deadline:
+                raise CommandError(f"troved did not become healthy within {timeout}s\n"
+                                   f"--- log ---\n{_tail(self.log())}")
+            time.sleep(0.1)
+
+    def stop(self, timeout=60):
+        """SIGTERM and wait (troved stops its embedded PostgreSQL)."""
+        self.http.close()
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise CommandError(f"troved did not stop on SIGTERM within {timeout}s")
+        return self.proc.returncode if self.proc else None
+
+    def kill(self):
+        """SIGKILL (the embedded PostgreSQL is left running, as after a crash)."""
+        self.http.close()
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_mark(self):
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, mark):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(mark)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    # -- tokens and requests --
+
+    def token(self, cache="*", perm="all", valid=None, state_dir=None, sub=None):
+        cmd = [binary("troved"), "token", "--state-dir", state_dir or self.state_dir,
+               "--cache", cache, "--perm", perm]
+        if valid:
+            cmd += ["--valid", valid]
+        if sub:
+            cmd += ["--sub", sub]
+        return run(cmd, text=True).stdout.strip()
+
+    @property
+    def admin(self):
+        """A token with every permission on every cache."""
+        if self._admin is None:
+            self._admin = self.token("*", "all")
+        return self._admin
+
+    def request(self, method, path, body=None, headers=None, token=None, basic=None):
+        return self.http.request(method, path, body, headers, token, basic)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def create_cache(self, name, public=False, token=None):
+        """Creates a cache and returns its JSON (with publicKey)."""
+        import json
+        r = self.request("POST", f"/_api/v1/caches/{name}", json.dumps({"public": public}),
+                         token=token or self.admin)
+        assert r.status == 201, f"creating cache {name}: {r}"
+        return r.json()
+
+    def cache_info(self, name, token=None):
+        r = self.get(f"/_api/v1/caches/{name}", token=token or self.admin)
+        assert r.status == 200, r
+        return r.json()
+
+    def narinfo(self, cache, path, token=None):
+        """The parsed narinfo of a store path, or None on 404."""
+        r = self.get(f"/{cache}/{store_hash_part(path)}.narinfo", token=token or self.admin)
+        if r.status == 404:
+            return None
+        assert r.status == 200, r
+        return parse_narinfo(r.body)
+
+    def manifest(self, cache, path, token=None):
+        r = self.get(f"/_api/v1/caches/{cache}/manifests/{store_hash_part(path)}",
+                     token=token or self.admin)
+        assert r.status == 200, r
+        return r.json()
+
+    def metrics(self):
+        """/metrics as {name: float} (samples without labels)."""
+        r = self.get("/metrics")
+        assert r.status == 200, r
+        out = {}
+        for line in r.text.splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.rpartition(" ")
+                out[k] = float(v)
+        return out
+
+    def gc(self, min_age=0, token=None):
+        r = self.request("POST", f"/_api/v1/gc?min-age={min_age}", token=token or self.admin)
+        assert r.status == 200, r
+        return r.json()
+
+    # -- the embedded database and the local chunk store --
+
+    def psql(self, sql):
+        """Runs sql against the embedded PostgreSQL; returns rows as lists."""
+        assert not self.database_url, "psql() is for the embedded database"
+        dsn = f"host={self.state_dir / 'pg-run'} user=trove dbname=trove"
+        out = run([PG_BIN / "psql", "-X", "-v", "ON_ERROR_STOP=1", "-At", "-F", "\t",
+                   "-d", dsn, "-c", sql], text=True).stdout
+        return [line.split("\t") for line in out.splitlines()]
+
+    def scalar(self, sql):
+        (row,) = self.psql(sql)
+        return int(row[0])
+
+    def local_chunk_ids(self):
+        """Ids of the chunk objects in the default local chunk store."""
+        root = Path(self.storage) if self.storage and self.storage.startswith("/") \
+            else self.state_dir / "chunks"
+        return {p.name for p in root.rglob("*")
+                if p.is_file() and re.fullmatch(r"[0-9a-f]{64}", p.name)}
+
+    # -- Nix against this server --
+
+    def nix_copy_to(self, cache, paths, token, xdg_cache, compression=None, expect=0,
+                    timeout=900, netrc=None):
+        """nix copy --to this cache, with its own XDG_CACHE_HOME (a fresh
+        Nix narinfo cache, as on another machine)."""
+        netrc = netrc or write_netrc(Path(xdg_cache).with_suffix(".netrc"), token)
+        url = f"{self.url}/{cache}"
+        if compression:
+            url += f"?compression={compression}"
+        return run(["nix", "copy", "--netrc-file", netrc, "--to", url, *paths],
+                   env=nix_env({"XDG_CACHE_HOME": str(xdg_cache)}), expect=expect,
+                   timeout=timeout, text=True)
+
+    def nix_copy_from(self, cache, paths, root, key, xdg_cache, token=None, expect=0,
+                      timeout=900):
+        """nix copy --from this cache into local?root=ROOT trusting only key."""
+        cmd = ["nix", "copy"]
+        if token:
+            cmd += ["--netrc-file", write_netrc(Path(xdg_cache).with_suffix(".netrc"), token)]
+        cmd += ["--from", f"{self.url}/{cache}", "--to", f"local?root={root}",
+                "--option", "trusted-public-keys", key, *paths]
+        return run(cmd, env=nix_env({"XDG_CACHE_HOME": str(xdg_cache)}), expect=expect,
+                   timeout=timeout, text=True)
+
+
+# ---- S3 (radosgw) ----
+
+class RadosGW(dict):
+    """A running ceph-s3.sh radosgw: the s3.env settings (S3_ENDPOINT,
+    S3_ACCESS_KEY, S3_SECRET_KEY, S3_REGION) as a dict; .env is the
+    environment for ceph-s3.sh, .ctl(cmd) runs it (stop-rgw, start-rgw)."""
+
+    SCRIPT = INTEGRATION_DIR / "ceph-s3.sh"
+
+    def __init__(self, state_dir):
+        super().__init__()
+        self.dir = Path(state_dir)
+        self.env = dict(os.environ, CEPH_S3_DIR=str(self.dir))
+
+    def ctl(self, cmd, timeout=300, expect=0):
+        return run([self.SCRIPT, cmd], env=self.env, timeout=timeout, expect=expect)
+
+    def start(self):
+        self.ctl("start")
+        for line in (self.dir / "s3.env").read_text().splitlines():
+            k, _, v = line.partition("=")
+            self[k] = v
+        return self
+
+    def stop(self):
+        self.ctl("stop", timeout=120, expect=None)
+        self.ctl("kill", timeout=60, expect=None)
+
+    def credentials_env(self):
+        return {"AWS_ACCESS_KEY_ID": self["S3_ACCESS_KEY"],
+                "AWS_SECRET_ACCESS_KEY": self["S3_SECRET_KEY"]}
+
+    def spec(self, bucket, prefix="", create=True, endpoint=None, attempts=None):
+        import urllib.parse
+        q = {"endpoint": endpoint or self["S3_ENDPOINT"], "region": self["S3_REGION"]}
+        if attempts:
+            q["attempts"] = str(attempts)
+        if prefix:
+            q["prefix"] = prefix
+        if create:
+            q["create"] = "1"
+        return f"s3://{bucket}?" + urllib.parse.urlencode(q)
+
+    def list_chunks(self, spec):
+        """{chunk id: stored size} in a chunk store spec (chunkstore-tool list)."""
+        out = run([binary("tests/integration/chunkstore-tool"), spec, "list"],
+                  env=dict(os.environ, **self.credentials_env()), text=True).stdout
+        return {k: int(v) for k, v in (line.split() for line in out.splitlines())}
