@@ -103,7 +103,15 @@ struct nar_reader_callbacks {
          * only during the call. offset is the NAR offset of the node's "("
          * for nodes, and for regular files contents_offset is where the
          * file's bytes start. Returning non-zero aborts the read with that
-         * error. */
+         * error (a positive value is negated).
+         *
+         * Order: directory, then per entry: entry, the child's events,
+         * entry_end; then directory_end. A regular file: regular, data (zero
+         * or more calls, pointing into the fed slice, no copy), regular_end
+         * once its ")" is read. Events are reported as soon as their bytes
+         * are in, so a consumer may see events of an archive that later
+         * turns out malformed: it must not commit anything before feed()
+         * returned 1 and finish() 0. */
         int (*directory)(void *ud, const char *path, uint64_t offset);
         int (*directory_end)(void *ud, const char *path);
         int (*regular)(void *ud, const char *path, uint64_t size, bool executable,
@@ -122,7 +130,11 @@ struct nar_reader;
 int nar_reader_new(const struct nar_reader_callbacks *cb, void *userdata, struct nar_reader **ret);
 struct nar_reader *nar_reader_free(struct nar_reader *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct nar_reader *, nar_reader_free);
-/* Feeds the next n bytes. Returns 0 while more is expected, 1 once the
+/* The reader holds only fixed-size state (about 9 KiB: the current path,
+ * the longest string it keeps, one slot per nesting level); nothing it
+ * allocates grows with the input.
+ *
+ * Feeds the next n bytes (any slicing gives the same events and result). Returns 0 while more is expected, 1 once the
  * archive is complete (further bytes are an error), or a negative errno:
  * -EBADMSG for malformed input (message in nar_reader_error()), or what a
  * callback returned. After an error the reader refuses further input. */
@@ -130,7 +142,9 @@ int nar_reader_feed(struct nar_reader *r, const void *p, size_t n);
 /* 0 if the archive was complete, -EBADMSG ("truncated ...") otherwise. */
 int nar_reader_finish(struct nar_reader *r);
 uint64_t nar_reader_offset(const struct nar_reader *r);
+/* "at NAR offset N (entry \"a/b\"): what" for the first error. */
 const char *nar_reader_error(const struct nar_reader *r);
 
-/* Convenience: encoder driven by reader callbacks (for re-encoding). */
+/* Convenience: encoder driven by reader callbacks (for re-encoding); call
+ * nar_encoder_finish() after the reader finished. */
 extern const struct nar_reader_callbacks nar_reencode_callbacks; /* ud = struct nar_encoder * */
