@@ -444,7 +444,7 @@ static int chunk_put_end(struct http_request *req, const void *body, size_t n) {
                 return r;
         row = (struct db_chunk){ .length = (uint32_t) len, .stored_size = (uint32_t) n };
         memcpy(row.id, id, SHA256_DIGEST_LEN);
-        r = db_chunk_insert(t->db, &row);
+        r = troved_chunk_record(t, &row, body, n);
         if (r < 0)
                 return r;
         METRIC_ADD(t, chunks_uploaded, 1);
@@ -729,12 +729,15 @@ out:
         return r;
 }
 
+static int gc_delete_object(void *userdata, const uint8_t id[SHA256_DIGEST_LEN]) {
+        return chunkstore_delete(((struct troved *) userdata)->store, id);
+}
+
 static int gc_run(struct troved *t, struct http_request *req, const struct auth *a) {
-        uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
-        size_t n = 0, deleted = 0;
         _cleanup_json_ json_t *out = NULL;
         const char *age = http_request_query(req, "min-age");
         int64_t min_age = 3600;
+        uint64_t n = 0;
         int r;
 
         if (!a->present || !token_permits(a->claims, "*", TOKEN_PERM_DESTROY))
@@ -742,18 +745,15 @@ static int gc_run(struct troved *t, struct http_request *req, const struct auth 
         if (age) {
                 char *end;
                 long long v = strtoll(age, &end, 10);
-                if (*end || v < 0)
+                if (!*age || *end || v < 0)
                         return http_reply_error(req, 400, "bad min-age");
                 min_age = v;
         }
-        r = db_gc(t->db, min_age, &ids, &n);
+        r = db_gc(t->db, min_age, gc_delete_object, t, &n);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < n; i++)
-                if (chunkstore_delete(t->store, ids[i]) >= 0)
-                        deleted++;
-        free(ids);
-        out = json_pack("{s:I, s:I}", "chunksDeleted", (json_int_t) n, "objectsDeleted", (json_int_t) deleted);
+        log_info("garbage collection deleted %" PRIu64 " chunks", n);
+        out = json_pack("{s:I}", "chunksDeleted", (json_int_t) n);
         return out ? reply_json(req, 200, out) : -ENOMEM;
 }
 

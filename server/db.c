@@ -11,6 +11,9 @@
 #define DB_POOL_MAX 256
 /* How long a request waits for a free connection before giving up. */
 #define DB_ACQUIRE_TIMEOUT_SEC 30
+/* Advisory lock key: garbage collection holds it exclusively, writers of
+ * chunk rows and NARs shared. */
+#define DB_GC_LOCK "7432002"
 
 struct db {
         char *conninfo;
@@ -194,6 +197,18 @@ static int q(struct db_handle *h, PGresult **ret, const char *sql, int n, const 
         PGresult *res = PQexecParams(h->conn, sql, n, NULL, params, NULL, NULL, 0);
         ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
         int r;
+
+        /* The server went away since this connection was last used (a
+         * restart): outside a transaction the statement can simply be sent
+         * again on a fresh connection. */
+        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !h->in_tx && !conn_ok(h->conn)) {
+                PQclear(res);
+                PQreset(h->conn);
+                if (!conn_ok(h->conn))
+                        return -ECONNREFUSED;
+                res = PQexecParams(h->conn, sql, n, NULL, params, NULL, NULL, 0);
+                st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        }
 
         if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
                 r = result_errno(h->conn, res);
@@ -578,7 +593,8 @@ int db_global_stats(struct db *db, struct db_global_stats *ret) {
 
 /* ---- chunks ---- */
 
-int db_chunk_insert(struct db *db, const struct db_chunk *c) {
+int db_chunk_insert(struct db *db, const struct db_chunk *c, int (*ensure_stored)(void *userdata),
+                    void *userdata) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
         char hash[BYTEA_HASH_LEN], len[16], st[16];
@@ -591,10 +607,24 @@ int db_chunk_insert(struct db *db, const struct db_chunk *c) {
         r = db_get(db, &h);
         if (r < 0)
                 return r;
+        r = tx_begin(&h);
+        if (r < 0)
+                return r;
+        r = q(&h, NULL, "SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")", 0, NULL);
+        if (r < 0)
+                return r;
+        if (ensure_stored) {
+                r = ensure_stored(userdata);
+                if (r < 0)
+                        return r;
+        }
         r = q(&h, &res,
               "INSERT INTO chunks (hash, length, stored_size) VALUES ($1, $2, $3)"
               " ON CONFLICT (hash) DO NOTHING",
               3, p);
+        if (r < 0)
+                return r;
+        r = tx_commit(&h);
         if (r < 0)
                 return r;
         return streq(PQcmdTuples(res), "1") ? 1 : 0;
@@ -754,6 +784,9 @@ int db_nar_insert(struct db *db, const struct db_nar *n, const struct db_nar_chu
         if (r < 0)
                 goto out;
         r = tx_begin(&h);
+        if (r < 0)
+                goto out;
+        r = q(&h, NULL, "SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")", 0, NULL);
         if (r < 0)
                 goto out;
         {
@@ -1117,19 +1150,24 @@ int db_upload_get(struct db *db, int64_t cache_id, const char *file_name, int64_
 
 /* ---- GC ---- */
 
-int db_gc(struct db *db, int64_t min_age_sec, uint8_t (**ret_ids)[SHA256_DIGEST_LEN], size_t *ret_n) {
+int db_gc(struct db *db, int64_t min_age_sec,
+          int (*delete_object)(void *userdata, const uint8_t id[SHA256_DIGEST_LEN]), void *userdata,
+          uint64_t *ret_chunks) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
+        struct buf ids = BUF_INIT((size_t) 1 << 30);
         char age[24];
         const char *p[] = { age };
-        uint8_t (*ids)[SHA256_DIGEST_LEN];
-        int r, n;
+        int r, n = 0;
 
         snprintf(age, sizeof age, "%" PRId64, min_age_sec);
         r = db_get(db, &h);
         if (r < 0)
                 return r;
         r = tx_begin(&h);
+        if (r < 0)
+                return r;
+        r = q(&h, NULL, "SELECT pg_advisory_xact_lock(" DB_GC_LOCK ")", 0, NULL);
         if (r < 0)
                 return r;
         r = q(&h, NULL,
@@ -1149,26 +1187,38 @@ int db_gc(struct db *db, int64_t min_age_sec, uint8_t (**ret_ids)[SHA256_DIGEST_
         if (r < 0)
                 return r;
         r = q(&h, &res,
-              "DELETE FROM chunks c WHERE c.created_at < now() - make_interval(secs => $1::bigint)"
-              " AND NOT EXISTS (SELECT 1 FROM nar_chunks nc WHERE nc.chunk_id = c.id) RETURNING c.hash",
+              "SELECT c.id, c.hash FROM chunks c WHERE c.created_at < now() - make_interval(secs => $1::bigint)"
+              " AND NOT EXISTS (SELECT 1 FROM nar_chunks nc WHERE nc.chunk_id = c.id)",
               1, p);
         if (r < 0)
                 return r;
-        n = PQntuples(res);
-        ids = calloc(n > 0 ? (size_t) n : 1, sizeof *ids);
-        if (!ids)
-                return -ENOMEM;
-        for (int i = 0; i < n; i++)
-                if (get_hash(res, i, 0, ids[i]) < 0) {
-                        free(ids);
-                        return -EIO;
+        /* Objects first, rows after, and only the rows whose object is gone:
+         * a row never outlives its object; an object whose deletion failed
+         * keeps its row and is retried by the next collection. */
+        for (int i = 0; i < PQntuples(res); i++) {
+                uint8_t id[SHA256_DIGEST_LEN];
+                if (get_hash(res, i, 1, id) < 0) {
+                        r = -EIO;
+                        goto out;
                 }
-        r = tx_commit(&h);
-        if (r < 0) {
-                free(ids);
-                return r;
+                if (delete_object(userdata, id) < 0)
+                        continue;
+                r = buf_printf(&ids, "%s%s", n ? "," : "", PQgetvalue(res, i, 0));
+                if (r < 0)
+                        goto out;
+                n++;
         }
-        *ret_ids = ids;
-        *ret_n = (size_t) n;
-        return 0;
+        if (n > 0) {
+                const char *pd[] = { (const char *) ids.data };
+                r = q(&h, NULL, "DELETE FROM chunks WHERE id = ANY(string_to_array($1, ',')::bigint[])", 1, pd);
+                if (r < 0)
+                        goto out;
+        }
+        r = tx_commit(&h);
+        if (r < 0)
+                goto out;
+        *ret_chunks = (uint64_t) n;
+out:
+        buf_free(&ids);
+        return r;
 }

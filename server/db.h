@@ -78,8 +78,13 @@ struct db_chunk {
         uint32_t stored_size;
 };
 
-/* Records a stored chunk; 1 if it was new, 0 if it existed. */
-int db_chunk_insert(struct db *db, const struct db_chunk *c);
+/* Records a stored chunk; 1 if it was new, 0 if it existed. ensure_stored
+ * (may be NULL) runs while garbage collection is locked out, right before
+ * the row is written: it must make sure the object is in the chunk store
+ * (a collection that ran between the upload and this call may have deleted
+ * it). */
+int db_chunk_insert(struct db *db, const struct db_chunk *c, int (*ensure_stored)(void *userdata),
+                    void *userdata);
 /* 1 and *ret filled if known, 0 if not. */
 int db_chunk_get(struct db *db, const uint8_t id[SHA256_DIGEST_LEN], struct db_chunk *ret);
 /* Sets present[i] for each id that has a row. */
@@ -150,8 +155,12 @@ int db_upload_get(struct db *db, int64_t cache_id, const char *file_name, int64_
 
 /* ---- garbage collection ---- */
 
-/* Drops paths past their cache's retention, uploads older than max_age,
- * NARs no path or upload references, and returns (and deletes the rows of)
- * chunks no NAR references that are older than min_age_sec: their objects
- * are for the caller to delete. ids is malloc()ed. */
-int db_gc(struct db *db, int64_t min_age_sec, uint8_t (**ret_ids)[SHA256_DIGEST_LEN], size_t *ret_n);
+/* Drops paths past their cache's retention, uploads older than min_age_sec,
+ * NARs no path or upload references, and chunks no NAR references that are
+ * older than min_age_sec, calling delete_object for each of those chunks
+ * before their rows go. All of it in one transaction that holds the GC lock
+ * exclusively, so no chunk row or NAR is written meanwhile (writers take the
+ * lock shared). Returns the number of chunks deleted. */
+int db_gc(struct db *db, int64_t min_age_sec,
+          int (*delete_object)(void *userdata, const uint8_t id[SHA256_DIGEST_LEN]), void *userdata,
+          uint64_t *ret_chunks);

@@ -193,7 +193,7 @@ static int store_cut_chunk(struct ingest *in) {
                 return r;
         row = (struct db_chunk){ .length = (uint32_t) in->clen, .stored_size = (uint32_t) flen };
         memcpy(row.id, id, SHA256_DIGEST_LEN);
-        r = db_chunk_insert(t->db, &row);
+        r = troved_chunk_record(t, &row, in->frame, flen);
         if (r < 0)
                 return r;
         in->res.new_chunks++;

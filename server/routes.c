@@ -180,6 +180,26 @@ int troved_store_put(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], cons
         return r;
 }
 
+struct chunk_record {
+        struct troved *t;
+        const struct db_chunk *row;
+        const void *frame;
+        size_t n;
+};
+
+static int chunk_ensure_stored(void *userdata) {
+        struct chunk_record *c = userdata;
+        int r = chunkstore_exists(c->t->store, c->row->id, NULL);
+        if (r < 0)
+                return r;
+        return r > 0 ? 0 : troved_store_put(c->t, c->row->id, c->frame, c->n);
+}
+
+int troved_chunk_record(struct troved *t, const struct db_chunk *row, const void *frame, size_t n) {
+        struct chunk_record c = { t, row, frame, n };
+        return db_chunk_insert(t->db, row, chunk_ensure_stored, &c);
+}
+
 /* ---- narinfo ---- */
 
 /* The URL under which we serve a NAR: named by its NAR hash, so the name
