@@ -13,6 +13,7 @@ static const struct {
         { "hash", cmd_hash, "print the NAR hash of a NAR file as Nix does" },
         { "key", cmd_key, "generate signing keys, derive public keys" },
         { "narinfo", cmd_narinfo, "sign, verify and fingerprint .narinfo files" },
+        { "push", cmd_push, "push store paths (closures) to a cache, chunk by chunk" },
 };
 
 static void usage(FILE *f) {

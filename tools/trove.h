@@ -11,3 +11,4 @@ int cmd_key(int argc, char **argv);  /* trove key generate|public ... */
 int cmd_narinfo(int argc, char **argv); /* trove narinfo sign|verify|fingerprint ... */
 /* trove nar chunks FILE|- (called by cmd_nar with argv[0] = "chunks") */
 int cmd_nar_chunks(int argc, char **argv);
+int cmd_push(int argc, char **argv);  /* trove push [SERVER:]CACHE PATH... */
