@@ -1,0 +1,393 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * trovefs - mounts a trove cache as a read-only, lazily fetched store
+ * directory:
+ *
+ *   trovefs --server http://cache:8080 --cache main MOUNTPOINT
+ *
+ * Option parsing and session setup; the filesystem is in ops.c.
+ */
+#define FUSE_USE_VERSION 35
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "trove/buf.h"
+#include "trove/storepath.h"
+#include "trovefs.h"
+
+#define CACHE_SIZE_DEFAULT ((uint64_t) 10 << 30)
+#define TOKEN_MAX 8192
+
+struct options {
+        const char *server;
+        const char *cache;
+        const char *token_file;
+        const char *cache_dir;
+        uint64_t cache_size;
+        const char *store_dir;
+        const char *mountpoint;
+        unsigned workers;
+        long timeout_ms;
+        double negative_timeout;
+        unsigned readahead;
+        bool foreground;
+        bool debug;
+        struct buf fuse_opts; /* comma-separated -o options */
+};
+
+static void help(void) {
+        printf("Usage: trovefs [OPTIONS] MOUNTPOINT\n"
+               "\n"
+               "Mounts a trove cache read-only: store paths are looked up by name on\n"
+               "first use and file contents are fetched chunk by chunk when read.\n"
+               "\n"
+               "  --server URL        troved's base URL, e.g. http://cache:8080 (required)\n"
+               "  --cache NAME        the cache to mount (required)\n"
+               "  --token-file FILE   file holding an access token (default: $TROVE_TOKEN;\n"
+               "                      none: anonymous pull of a public cache)\n"
+               "  --cache-dir DIR     local chunk cache (default: /var/cache/trovefs as\n"
+               "                      root, else $XDG_CACHE_HOME/trovefs or ~/.cache/trovefs)\n"
+               "  --cache-size SIZE   bound of the local chunk cache, e.g. 500M, 10G\n"
+               "                      (default 10G; 0: unbounded)\n"
+               "  --store-dir DIR     store directory manifests must name (default %s)\n"
+               "  --workers N         parallel chunk downloads (default 8)\n"
+               "  --timeout SECONDS   give up on the server after this long (default 30);\n"
+               "                      reads then fail with EIO\n"
+               "  --negative-timeout SECONDS\n"
+               "                      how long an unknown store path stays unknown (default 2)\n"
+               "  --readahead N       chunks fetched ahead of sequential reads (default 4)\n"
+               "  -f                  stay in the foreground\n"
+               "  -d                  debug: FUSE requests and trove's debug log (implies -f)\n"
+               "  -o OPT[,OPT...]     FUSE mount options (allow_other, ...)\n"
+               "  -h, --help          this help\n"
+               "  --version           print the version\n"
+               "\n"
+               "Counters: getfattr -n user.trove.stats MOUNTPOINT (JSON); logged at unmount.\n",
+               STORE_DIR_DEFAULT);
+}
+
+static int parse_size(const char *s, uint64_t *ret) {
+        uint64_t v = 0, mul = 1;
+        const char *p = s;
+
+        if (!*p)
+                return -EINVAL;
+        for (; *p >= '0' && *p <= '9'; p++) {
+                if (MUL_OVERFLOW(v, 10, &v) || ADD_OVERFLOW(v, (uint64_t) (*p - '0'), &v))
+                        return -ERANGE;
+        }
+        if (p == s)
+                return -EINVAL;
+        switch (*p) {
+        case '\0': break;
+        case 'k': case 'K': mul = 1ULL << 10; p++; break;
+        case 'm': case 'M': mul = 1ULL << 20; p++; break;
+        case 'g': case 'G': mul = 1ULL << 30; p++; break;
+        case 't': case 'T': mul = 1ULL << 40; p++; break;
+        default: return -EINVAL;
+        }
+        if (mul > 1 && (streq(p, "iB") || streq(p, "B")))
+                p += strlen(p);
+        if (*p)
+                return -EINVAL;
+        if (MUL_OVERFLOW(v, mul, &v))
+                return -ERANGE;
+        *ret = v;
+        return 0;
+}
+
+static int parse_uint(const char *s, unsigned long max, unsigned long *ret) {
+        char *end;
+        unsigned long v;
+
+        if (!*s || *s == '-')
+                return -EINVAL;
+        errno = 0;
+        v = strtoul(s, &end, 10);
+        if (errno || *end || v > max)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+static int read_token(const char *path, char **ret) {
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        char buf[TOKEN_MAX + 1];
+        size_t n = 0;
+
+        if (fd < 0)
+                return -errno;
+        for (;;) {
+                ssize_t k = read(fd, buf + n, sizeof buf - n);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        break;
+                n += (size_t) k;
+                if (n == sizeof buf)
+                        return -E2BIG;
+        }
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+                n--;
+        if (n == 0 || memchr(buf, '\n', n) || memchr(buf, '\0', n))
+                return -EINVAL;
+        *ret = strndup(buf, n);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static char *default_cache_dir(void) {
+        const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+        char *s = NULL;
+
+        if (geteuid() == 0)
+                return strdup("/var/cache/trovefs");
+        if (x && x[0] == '/') {
+                if (asprintf(&s, "%s/trovefs", x) < 0)
+                        return NULL;
+        } else if (home && home[0] == '/') {
+                if (asprintf(&s, "%s/.cache/trovefs", home) < 0)
+                        return NULL;
+        }
+        return s;
+}
+
+enum {
+        OPT_SERVER = 1000,
+        OPT_CACHE,
+        OPT_TOKEN_FILE,
+        OPT_CACHE_DIR,
+        OPT_CACHE_SIZE,
+        OPT_STORE_DIR,
+        OPT_WORKERS,
+        OPT_TIMEOUT,
+        OPT_NEGATIVE_TIMEOUT,
+        OPT_READAHEAD,
+        OPT_VERSION,
+};
+
+static int parse_args(int argc, char **argv, struct options *o) {
+        static const struct option longopts[] = {
+                { "server", required_argument, NULL, OPT_SERVER },
+                { "cache", required_argument, NULL, OPT_CACHE },
+                { "token-file", required_argument, NULL, OPT_TOKEN_FILE },
+                { "cache-dir", required_argument, NULL, OPT_CACHE_DIR },
+                { "cache-size", required_argument, NULL, OPT_CACHE_SIZE },
+                { "store-dir", required_argument, NULL, OPT_STORE_DIR },
+                { "workers", required_argument, NULL, OPT_WORKERS },
+                { "timeout", required_argument, NULL, OPT_TIMEOUT },
+                { "negative-timeout", required_argument, NULL, OPT_NEGATIVE_TIMEOUT },
+                { "readahead", required_argument, NULL, OPT_READAHEAD },
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, OPT_VERSION },
+                {}
+        };
+        unsigned long v;
+        int c;
+
+        while ((c = getopt_long(argc, argv, "hfdo:", longopts, NULL)) >= 0) {
+                switch (c) {
+                case OPT_SERVER: o->server = optarg; break;
+                case OPT_CACHE: o->cache = optarg; break;
+                case OPT_TOKEN_FILE: o->token_file = optarg; break;
+                case OPT_CACHE_DIR: o->cache_dir = optarg; break;
+                case OPT_CACHE_SIZE:
+                        if (parse_size(optarg, &o->cache_size) < 0) {
+                                log_error("--cache-size: not a size: %s", optarg);
+                                return -EINVAL;
+                        }
+                        break;
+                case OPT_STORE_DIR: o->store_dir = optarg; break;
+                case OPT_WORKERS:
+                        if (parse_uint(optarg, 64, &v) < 0 || v == 0) {
+                                log_error("--workers: expected 1..64: %s", optarg);
+                                return -EINVAL;
+                        }
+                        o->workers = (unsigned) v;
+                        break;
+                case OPT_TIMEOUT:
+                        if (parse_uint(optarg, 86400, &v) < 0 || v == 0) {
+                                log_error("--timeout: expected 1..86400 seconds: %s", optarg);
+                                return -EINVAL;
+                        }
+                        o->timeout_ms = (long) v * 1000;
+                        break;
+                case OPT_NEGATIVE_TIMEOUT:
+                        if (parse_uint(optarg, 86400, &v) < 0) {
+                                log_error("--negative-timeout: expected 0..86400: %s", optarg);
+                                return -EINVAL;
+                        }
+                        o->negative_timeout = (double) v;
+                        break;
+                case OPT_READAHEAD:
+                        if (parse_uint(optarg, 64, &v) < 0) {
+                                log_error("--readahead: expected 0..64: %s", optarg);
+                                return -EINVAL;
+                        }
+                        o->readahead = (unsigned) v;
+                        break;
+                case 'f': o->foreground = true; break;
+                case 'd': o->debug = o->foreground = true; break;
+                case 'o':
+                        if ((o->fuse_opts.len > 0 && buf_append_str(&o->fuse_opts, ",") < 0) ||
+                            buf_append_str(&o->fuse_opts, optarg) < 0)
+                                return -E2BIG;
+                        break;
+                case 'h': help(); return 0;
+                case OPT_VERSION: printf("trovefs %s\n", TROVE_VERSION); return 0;
+                default: return -EINVAL;
+                }
+        }
+        if (optind != argc - 1) {
+                log_error("expected exactly one MOUNTPOINT (see --help)");
+                return -EINVAL;
+        }
+        o->mountpoint = argv[optind];
+        if (!o->server || !o->cache) {
+                log_error("--server and --cache are required (see --help)");
+                return -EINVAL;
+        }
+        if (!startswith(o->server, "http://") && !startswith(o->server, "https://")) {
+                log_error("--server: expected an http:// or https:// URL: %s", o->server);
+                return -EINVAL;
+        }
+        if (o->cache[0] == '\0' || strpbrk(o->cache, "/?#% ")) {
+                log_error("--cache: not a cache name: %s", o->cache);
+                return -EINVAL;
+        }
+        if (o->store_dir[0] != '/' ||
+            (strlen(o->store_dir) > 1 && o->store_dir[strlen(o->store_dir) - 1] == '/')) {
+                log_error("--store-dir: expected an absolute path without trailing '/': %s",
+                          o->store_dir);
+                return -EINVAL;
+        }
+        return 1;
+}
+
+int main(int argc, char **argv) {
+        struct options o = {
+                .cache_size = CACHE_SIZE_DEFAULT,
+                .store_dir = STORE_DIR_DEFAULT,
+                .negative_timeout = 2,
+                .readahead = 4,
+                .fuse_opts = BUF_INIT(65536),
+        };
+        struct trovefs fs = { 0 };
+        struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+        struct fuse_session *se = NULL;
+        _cleanup_free_ char *token = NULL;
+        _cleanup_free_ char *cache_dir = NULL;
+        _cleanup_free_ char *mount_opts = NULL;
+        const char *env_token;
+        int r, ret = 1;
+
+        log_set_ident("trovefs");
+        r = parse_args(argc, argv, &o);
+        if (r <= 0) {
+                buf_free(&o.fuse_opts);
+                return r < 0 ? 2 : 0;
+        }
+        if (o.debug)
+                log_set_max_level(TROVE_LOG_DEBUG);
+
+        if (o.token_file) {
+                r = read_token(o.token_file, &token);
+                if (r < 0) {
+                        log_error_errno(r, "cannot read a token from %s: %s", o.token_file,
+                                        strerror(-r));
+                        goto out;
+                }
+        } else if ((env_token = getenv("TROVE_TOKEN")) && env_token[0]) {
+                token = strdup(env_token);
+                if (!token)
+                        goto out;
+        }
+        cache_dir = o.cache_dir ? strdup(o.cache_dir) : default_cache_dir();
+        if (!cache_dir) {
+                log_error("no --cache-dir given and no default (set HOME or XDG_CACHE_HOME)");
+                goto out;
+        }
+
+        r = trovefs_init(&fs);
+        if (r < 0)
+                goto out;
+        fs.store_dir = strdup(o.store_dir);
+        fs.uid = getuid();
+        fs.gid = getgid();
+        fs.root_negative_timeout = o.negative_timeout;
+        fs.readahead_chunks = o.readahead;
+        if (!fs.store_dir)
+                goto out_fs;
+        r = chunkcache_open(cache_dir, o.cache_size, &fs.cache);
+        if (r < 0) {
+                log_error_errno(r, "cannot open the chunk cache %s: %s", cache_dir, strerror(-r));
+                goto out_fs;
+        }
+
+        if (asprintf(&mount_opts, "ro,default_permissions,fsname=trove:%s,subtype=trovefs%s%s",
+                     o.cache, o.fuse_opts.len ? "," : "",
+                     o.fuse_opts.len ? (const char *) o.fuse_opts.data : "") < 0) {
+                mount_opts = NULL;
+                goto out_fs;
+        }
+        if (fuse_opt_add_arg(&args, argv[0]) < 0 || fuse_opt_add_arg(&args, "-o") < 0 ||
+            fuse_opt_add_arg(&args, mount_opts) < 0 ||
+            (o.debug && fuse_opt_add_arg(&args, "-d") < 0))
+                goto out_fs;
+
+        se = fuse_session_new(&args, &trovefs_ops, sizeof trovefs_ops, &fs);
+        if (!se)
+                goto out_fs;
+        if (fuse_set_signal_handlers(se) < 0)
+                goto out_session;
+        if (fuse_session_mount(se, o.mountpoint) < 0)
+                goto out_signals;
+        if (fuse_daemonize(o.foreground) < 0)
+                goto out_unmount;
+
+        /* Threads only after daemonizing (fork keeps only the caller). */
+        {
+                struct fetcher_options fo = {
+                        .server_url = o.server,
+                        .cache = o.cache,
+                        .token = token,
+                        .n_workers = o.workers,
+                        .timeout_ms = o.timeout_ms,
+                };
+                r = fetcher_new(&fo, fs.cache, &fs.fetcher);
+                if (r < 0) {
+                        log_error_errno(r, "cannot set up fetching from %s: %s", o.server,
+                                        strerror(-r));
+                        goto out_unmount;
+                }
+        }
+        log_info("mounted cache %s of %s on %s (chunk cache %s)", o.cache, o.server,
+                 o.mountpoint, cache_dir);
+
+        {
+                struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 16 };
+                r = fuse_session_loop_mt(se, &cfg);
+        }
+        ret = r == 0 ? 0 : 1;
+
+out_unmount:
+        fuse_session_unmount(se);
+out_signals:
+        fuse_remove_signal_handlers(se);
+out_session:
+        fuse_session_destroy(se); /* runs op_destroy: logs the counters */
+out_fs:
+        fs.fetcher = fetcher_free(fs.fetcher);
+        fs.cache = chunkcache_free(fs.cache);
+        free(fs.store_dir);
+        trovefs_done(&fs);
+out:
+        fuse_opt_free_args(&args);
+        buf_free(&o.fuse_opts);
+        return ret;
+}
