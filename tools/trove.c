@@ -14,12 +14,17 @@ static const struct {
         { "key", cmd_key, "generate signing keys, derive public keys" },
         { "narinfo", cmd_narinfo, "sign, verify and fingerprint .narinfo files" },
         { "push", cmd_push, "push store paths (closures) to a cache, chunk by chunk" },
+        { "watch-store", cmd_watch, "push new store paths as they appear, until stopped" },
+        { "cache", cmd_cache, "create, show, configure or destroy a cache" },
+        { "login", cmd_login, "save a server and its access token" },
+        { "use", cmd_use, "make Nix substitute from a cache (nix.conf, netrc)" },
+        { "token", cmd_token, "mint an access token from the server secret" },
 };
 
 static void usage(FILE *f) {
         fprintf(f, "usage: trove [-v] COMMAND [ARGS...]\n\ncommands:\n");
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+                fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
         fprintf(f, "\n'trove COMMAND --help' describes a command.\n");
 }
 

@@ -12,3 +12,8 @@ int cmd_narinfo(int argc, char **argv); /* trove narinfo sign|verify|fingerprint
 /* trove nar chunks FILE|- (called by cmd_nar with argv[0] = "chunks") */
 int cmd_nar_chunks(int argc, char **argv);
 int cmd_push(int argc, char **argv);  /* trove push [SERVER:]CACHE PATH... */
+int cmd_login(int argc, char **argv); /* trove login NAME URL [TOKEN] */
+int cmd_use(int argc, char **argv);   /* trove use [SERVER:]CACHE */
+int cmd_cache(int argc, char **argv); /* trove cache create|info|configure|destroy */
+int cmd_token(int argc, char **argv); /* trove token create ... */
+int cmd_watch(int argc, char **argv); /* trove watch-store [SERVER:]CACHE */
