@@ -1,0 +1,389 @@
+# SPDX-License-Identifier: Apache-2.0
+"""trovefs against a real troved: the test closure is pushed with nix copy,
+then mounted; what the mount shows must be the store, byte for byte, and
+trovefs must fetch only what reads touch."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import trovetest
+
+CACHE = "fs"
+# A store path with an ELF binary and a shared library from the host, to
+# exec and mmap from the mount (the shared closure has only scripts).
+BIN_NIX = """
+derivation {
+  name = "trove-test-fs-bin";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-ec" ''
+    mkdir -p "$out/bin" "$out/lib"
+    cp /usr/bin/env "$out/bin/env"
+    cp /lib/x86_64-linux-gnu/libz.so.1 "$out/lib/libz.so.1"
+  '' ];
+  PATH = "/usr/bin:/bin";
+}
+"""
+
+
+class Troved:
+    def __init__(self, base):
+        self.state = base / "state"
+        self.state.mkdir()
+        os.chmod(base, 0o755)
+        os.chmod(self.state, 0o755)
+        self.port = trovetest.free_tcp_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(base / "troved.log", "wb")
+        self.proc = subprocess.Popen(
+            [trovetest.binary("troved"), "--state-dir", self.state,
+             "--listen", f"127.0.0.1:{self.port}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise trovetest.CommandError(
+                    f"troved did not come up\n{(base / 'troved.log').read_text()}")
+            time.sleep(0.2)
+        self.token = trovetest.run(
+            [trovetest.binary("troved"), "token", "--secret-file",
+             self.state / "token-secret", "--cache", "*", "--perm", "all"],
+            text=True).stdout.strip()
+
+    def api(self, method, path, body=None):
+        req = urllib.request.Request(self.url + path, method=method, data=body,
+                                     headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def fs_bin(session_dir, nix_environment):
+    expr = session_dir / "fs-bin.nix"
+    expr.write_text(BIN_NIX)
+    (out,) = trovetest.nix_build(expr, session_dir / "fs-bin")
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(test_closure, fs_bin):
+    base = Path(tempfile.mkdtemp(prefix="trove-fs-"))
+    srv = Troved(base)
+    try:
+        srv.api("POST", f"/_api/v1/caches/{CACHE}", b"{}")
+        netrc = base / "netrc"
+        netrc.write_text(f"machine 127.0.0.1 password {srv.token}\n")
+        for top in (test_closure.top, fs_bin):
+            trovetest.run(["nix", "copy", "--netrc-file", netrc, "--to",
+                           f"{srv.url}/{CACHE}?compression=zstd", top],
+                          env=trovetest.nix_env(), timeout=900)
+        token_file = base / "token"
+        token_file.write_text(srv.token + "\n")
+        srv.token_file = token_file
+        yield srv
+    finally:
+        srv.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class Mount:
+    def __init__(self, srv, mnt, cache_dir, extra=()):
+        self.mnt = mnt
+        self.cache_dir = cache_dir
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [trovetest.binary("trovefs"), "-f", "--server", srv.url, "--cache", CACHE,
+             "--token-file", srv.token_file, "--cache-dir", cache_dir, *extra, mnt],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not os.path.ismount(mnt):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise trovetest.CommandError(f"trovefs did not mount\n{self.output()}")
+            time.sleep(0.05)
+
+    def output(self):
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stats(self):
+        return json.loads(os.getxattr(self.mnt, "user.trove.stats"))
+
+    def path(self, store_path):
+        return self.mnt / Path(store_path).name
+
+    def unmount(self):
+        if self.proc.poll() is None:
+            trovetest.run(["fusermount3", "-u", self.mnt], expect=None)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise trovetest.CommandError(f"trovefs did not exit\n{self.output()}")
+        assert self.proc.returncode == 0, self.output()
+        assert "unmounted; counters: {" in self.output()
+
+
+@pytest.fixture
+def mount(server, tmp_path):
+    """mount(cache_dir=None, *extra_args) -> Mount on a fresh directory;
+    all unmounted at the end of the test."""
+    mounts = []
+
+    def make(cache_dir=None, *extra):
+        mnt = tmp_path / f"mnt{len(mounts)}"
+        mnt.mkdir()
+        m = Mount(server, mnt, cache_dir or tmp_path / f"cache{len(mounts)}", extra)
+        mounts.append(m)
+        return m
+
+    yield make
+    for m in mounts:
+        if m.proc.poll() is None:
+            m.unmount()
+
+
+def manifest(server, store_path):
+    h = trovetest.store_hash_part(store_path)
+    return json.loads(server.api("GET", f"/_api/v1/caches/{CACHE}/manifests/{h}"))
+
+
+def covering_chunks(man, rel):
+    node = man["root"]
+    for part in rel.split("/"):
+        node = node["entries"][part]
+    start, end = node["narOffset"], node["narOffset"] + node["size"]
+    return {c[2] for c in man["chunks"] if c[0] < end and c[0] + c[1] > start}
+
+
+def cache_files(cache_dir):
+    return [p for p in Path(cache_dir).glob("??/*") if p.is_file()]
+
+
+def walk(root):
+    """root and everything under it, not following symlinks."""
+    root = str(root)
+    out = [root]
+    if os.path.isdir(root) and not os.path.islink(root):
+        for d, dirs, files in os.walk(root):
+            out += [os.path.join(d, n) for n in dirs + files]
+    return out
+
+
+def tree_entries(root):
+    """{relative path: (kind, executable, size or link target)} of a tree,
+    not following symlinks."""
+    out = {}
+    for p in walk(root):
+        st = os.lstat(p)
+        rel = os.path.relpath(p, root)
+        if os.path.islink(p):
+            out[rel] = ("l", os.readlink(p))
+        elif os.path.isdir(p):
+            out[rel] = ("d",)
+        else:
+            out[rel] = ("f", st.st_mode & 0o111 != 0, st.st_size)
+    return out
+
+
+def test_tree_equals_store(test_closure, fs_bin, mount):
+    m = mount()
+    for p in [*test_closure.paths, fs_bin]:
+        mp = m.path(p)
+        assert tree_entries(mp) == tree_entries(p), p
+        # Modes as Nix has them: 0444/0555 files, 0555 directories.
+        for q in walk(mp):
+            st = os.lstat(q)
+            if not os.path.islink(q):
+                assert st.st_mode & 0o7777 in (0o444, 0o555), q
+            assert st.st_mtime == 1, q
+        trovetest.run(["diff", "-r", "--no-dereference", p, mp])
+    # The root lists what was looked up.
+    assert sorted(os.listdir(m.mnt)) == sorted(Path(p).name for p in [*test_closure.paths, fs_bin])
+    m.unmount()
+
+
+def test_lazy_fetch(test_closure, server, mount):
+    big = test_closure["big"]
+    m = mount()
+    assert (m.path(big) / "run").read_bytes() == (Path(big) / "run").read_bytes()
+    s = m.stats()
+    want = covering_chunks(manifest(server, big), "run")
+    assert s["manifestsFetched"] == 1
+    assert s["chunksFetched"] == len(want), s
+    assert len(cache_files(m.cache_dir)) == len(want)
+    assert {f.name for f in cache_files(m.cache_dir)} == want
+    # Sizes and listings come from the manifest alone.
+    assert os.stat(m.path(big) / "big.bin").st_size == os.stat(Path(big) / "big.bin").st_size
+    assert m.stats()["chunksFetched"] == len(want)
+
+
+def test_exec_and_mmap(test_closure, fs_bin, mount):
+    m = mount()
+    big = test_closure["big"]
+    out = trovetest.run([m.path(big) / "run"], text=True).stdout
+    assert out == "big\n"
+    out = trovetest.run([m.path(fs_bin) / "bin" / "env", "TROVE_X=1"], env={}, text=True).stdout
+    assert out == "TROVE_X=1\n"
+    # A shared library loaded (mmap'ed) from the mount.
+    lib = m.path(fs_bin) / "lib" / "libz.so.1"
+    code = ("import ctypes, sys; z = ctypes.CDLL(sys.argv[1]); "
+            "z.zlibVersion.restype = ctypes.c_char_p; print(z.zlibVersion().decode())")
+    via_mount = trovetest.run(["/usr/bin/python3", "-c", code, lib], text=True).stdout
+    direct = trovetest.run(["/usr/bin/python3", "-c", code, Path(fs_bin) / "lib/libz.so.1"],
+                           text=True).stdout
+    assert via_mount == direct and via_mount.strip()
+
+
+def test_parallel_random_reads(test_closure, mount):
+    big = Path(test_closure["big"]) / "big.bin"
+    m = mount()
+    target = m.path(test_closure["big"]) / "big.bin"
+    size = big.stat().st_size
+    errors = []
+    deadline = time.monotonic() + 10
+    counts = [0] * 16
+
+    def reader(i):
+        rnd = random.Random(i)
+        try:
+            with open(big, "rb") as src, open(target, "rb") as dst:
+                while time.monotonic() < deadline:
+                    off = rnd.randrange(size)
+                    n = rnd.choice([1, 4096, 65536, 200000, 1 << 20])
+                    want = os.pread(src.fileno(), n, off)
+                    got = os.pread(dst.fileno(), n, off)
+                    if got != want:
+                        errors.append(f"reader {i}: {n} bytes at {off} differ")
+                        return
+                    counts[i] += 1
+        except OSError as e:
+            errors.append(f"reader {i}: {e}")
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert all(c > 0 for c in counts), counts
+
+
+def test_warm_remount_fetches_nothing(test_closure, tmp_path, mount):
+    tree = test_closure["tree"]
+    cache = tmp_path / "warm"
+    m = mount(cache)
+    trovetest.run(["diff", "-r", "--no-dereference", tree, m.path(tree)])
+    assert m.stats()["chunksFetched"] > 0
+    m.unmount()
+    m2 = mount(cache)
+    trovetest.run(["diff", "-r", "--no-dereference", tree, m2.path(tree)])
+    s = m2.stats()
+    assert s["chunksFetched"] == 0, s
+    assert s["cacheHits"] > 0, s
+
+
+def test_corrupt_cache_file_is_refetched(test_closure, tmp_path, mount):
+    tree = test_closure["tree"]
+    rel = "sizes/f70001"
+    cache = tmp_path / "c"
+    m = mount(cache)
+    want = (Path(tree) / rel).read_bytes()
+    assert (m.path(tree) / rel).read_bytes() == want
+    m.unmount()
+    files = cache_files(cache)
+    assert files
+    for f in files:
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0xff
+        f.write_bytes(bytes(data))
+    m2 = mount(cache)
+    assert (m2.path(tree) / rel).read_bytes() == want
+    s = m2.stats()
+    assert s["cacheCorrupt"] == len(files), s
+    assert s["chunksFetched"] == len(files), s
+
+
+def test_unknown_store_path(test_closure, mount):
+    m = mount()
+    t0 = time.monotonic()
+    for name in ["0" * 32 + "-nothing", "not-a-store-path", ".Trash",
+                 # a real hash with another name is not that path
+                 trovetest.store_hash_part(test_closure["file"]) + "-other-name"]:
+        with pytest.raises(FileNotFoundError):
+            os.stat(m.mnt / name)
+    assert time.monotonic() - t0 < 10
+    # Inside a store path too.
+    with pytest.raises(FileNotFoundError):
+        os.stat(m.path(test_closure["tree"]) / "no-such-entry")
+    with pytest.raises(NotADirectoryError):
+        os.stat(m.path(test_closure["tree"]) / "share" / "refs" / "x")
+
+
+def test_cache_stays_bounded(test_closure, tmp_path, mount):
+    big = Path(test_closure["big"]) / "big.bin"
+    bound = 20 << 20
+    m = mount(tmp_path / "small", "--cache-size", "20M")
+    target = m.path(test_closure["big"]) / "big.bin"
+    assert trovetest.file_sha256(target) == trovetest.file_sha256(big)
+    s = m.stats()
+    assert s["cacheBytes"] <= bound, s
+    assert s["cacheEvicted"] > 0, s
+    assert sum(f.stat().st_size for f in cache_files(m.cache_dir)) <= bound
+
+
+# Last: stops the module's server.
+def test_offline(test_closure, server, tmp_path, mount):
+    tree, big = test_closure["tree"], test_closure["big"]
+    rel = "sizes/f65536"
+    cache = tmp_path / "off"
+    m = mount(cache)
+    assert (m.path(tree) / rel).read_bytes() == (Path(tree) / rel).read_bytes()
+    m.unmount()
+    # A fresh mount (empty page cache) on the warm chunk cache; manifests
+    # looked up while the server is still there.
+    m2 = mount(cache, "--timeout", "5")
+    os.stat(m2.path(tree))
+    os.stat(m2.path(big) / "big.bin")
+    server.stop()
+    assert (m2.path(tree) / rel).read_bytes() == (Path(tree) / rel).read_bytes()
+    t0 = time.monotonic()
+    with open(m2.path(big) / "big.bin", "rb") as f:
+        with pytest.raises(OSError) as e:
+            os.pread(f.fileno(), 4096, 100 << 20)
+    assert e.value.errno == 5  # EIO
+    assert time.monotonic() - t0 < 30
+    # An unknown path cannot be looked up now: an error, not a hang.
+    t0 = time.monotonic()
+    with pytest.raises(OSError):
+        os.stat(m2.path(test_closure["empty"]))
+    assert time.monotonic() - t0 < 30
+    s = m2.stats()
+    assert s["chunksFetched"] == 0 and s["cacheHits"] > 0, s
