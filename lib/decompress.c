@@ -230,3 +230,153 @@ int decompressor_finish(struct decompressor *d) {
         }
         return -EOPNOTSUPP;
 }
+
+struct compressor {
+        enum compression type;
+        decompress_sink_fn sink;
+        void *userdata;
+        uint8_t *out;
+        lzma_stream xz;
+        ZSTD_CStream *zstd;
+        bz_stream bz;
+        bool bz_init;
+};
+
+struct compressor *compressor_free(struct compressor *c) {
+        if (!c)
+                return NULL;
+        if (c->type == COMPRESSION_XZ)
+                lzma_end(&c->xz);
+        ZSTD_freeCStream(c->zstd);
+        if (c->bz_init)
+                BZ2_bzCompressEnd(&c->bz);
+        free(c->out);
+        free(c);
+        return NULL;
+}
+
+int compressor_new(enum compression type, int level, decompress_sink_fn sink, void *userdata,
+                   struct compressor **ret) {
+        struct compressor *c = calloc(1, sizeof *c);
+
+        if (!c)
+                return -ENOMEM;
+        c->type = type;
+        c->sink = sink;
+        c->userdata = userdata;
+        c->out = malloc(OUT_SIZE);
+        if (!c->out) {
+                free(c);
+                return -ENOMEM;
+        }
+        switch (type) {
+        case COMPRESSION_NONE:
+                break;
+        case COMPRESSION_XZ:
+                c->xz = (lzma_stream) LZMA_STREAM_INIT;
+                if (lzma_easy_encoder(&c->xz, (uint32_t) (level >= 0 && level <= 9 ? level : 0),
+                                      LZMA_CHECK_CRC64) != LZMA_OK) {
+                        compressor_free(c);
+                        return -ENOMEM;
+                }
+                break;
+        case COMPRESSION_ZSTD:
+                c->zstd = ZSTD_createCStream();
+                if (!c->zstd || ZSTD_isError(ZSTD_CCtx_setParameter(c->zstd, ZSTD_c_compressionLevel,
+                                                                     level > 0 ? level : 1))) {
+                        compressor_free(c);
+                        return -ENOMEM;
+                }
+                break;
+        case COMPRESSION_BZIP2:
+                if (BZ2_bzCompressInit(&c->bz, level >= 1 && level <= 9 ? level : 1, 0, 0) != BZ_OK) {
+                        compressor_free(c);
+                        return -ENOMEM;
+                }
+                c->bz_init = true;
+                break;
+        default:
+                compressor_free(c);
+                return -EOPNOTSUPP;
+        }
+        *ret = c;
+        return 0;
+}
+
+static int compress_step(struct compressor *c, const void *p, size_t n, bool finish) {
+        int r;
+
+        switch (c->type) {
+        case COMPRESSION_NONE:
+                return n ? c->sink(c->userdata, p, n) : 0;
+        case COMPRESSION_XZ:
+                c->xz.next_in = p;
+                c->xz.avail_in = n;
+                for (;;) {
+                        lzma_ret lr;
+                        c->xz.next_out = c->out;
+                        c->xz.avail_out = OUT_SIZE;
+                        lr = lzma_code(&c->xz, finish ? LZMA_FINISH : LZMA_RUN);
+                        if (lr != LZMA_OK && lr != LZMA_STREAM_END)
+                                return -EIO;
+                        if (c->xz.avail_out < OUT_SIZE) {
+                                r = c->sink(c->userdata, c->out, OUT_SIZE - c->xz.avail_out);
+                                if (r < 0)
+                                        return r;
+                        }
+                        if (lr == LZMA_STREAM_END || (!finish && c->xz.avail_in == 0 && c->xz.avail_out != 0))
+                                return 0;
+                }
+        case COMPRESSION_ZSTD: {
+                ZSTD_inBuffer in = { p, n, 0 };
+                for (;;) {
+                        ZSTD_outBuffer out = { c->out, OUT_SIZE, 0 };
+                        size_t left = ZSTD_compressStream2(c->zstd, &out, &in, finish ? ZSTD_e_end : ZSTD_e_continue);
+                        if (ZSTD_isError(left))
+                                return -EIO;
+                        if (out.pos) {
+                                r = c->sink(c->userdata, c->out, out.pos);
+                                if (r < 0)
+                                        return r;
+                        }
+                        if (finish ? left == 0 : (in.pos == in.size && out.pos < out.size))
+                                return 0;
+                }
+        }
+        case COMPRESSION_BZIP2:
+                c->bz.next_in = (char *) p;
+                c->bz.avail_in = (unsigned) n;
+                for (;;) {
+                        int br;
+                        c->bz.next_out = (char *) c->out;
+                        c->bz.avail_out = OUT_SIZE;
+                        br = BZ2_bzCompress(&c->bz, finish ? BZ_FINISH : BZ_RUN);
+                        if (br < 0)
+                                return -EIO;
+                        if (c->bz.avail_out < OUT_SIZE) {
+                                r = c->sink(c->userdata, c->out, OUT_SIZE - c->bz.avail_out);
+                                if (r < 0)
+                                        return r;
+                        }
+                        if (finish ? br == BZ_STREAM_END : c->bz.avail_in == 0)
+                                return 0;
+                }
+        }
+        return -EOPNOTSUPP;
+}
+
+int compressor_feed(struct compressor *c, const void *p, size_t n) {
+        while (n > 0) {
+                size_t k = MIN(n, (size_t) 1 << 30);
+                int r = compress_step(c, p, k, false);
+                if (r < 0)
+                        return r;
+                p = (const uint8_t *) p + k;
+                n -= k;
+        }
+        return 0;
+}
+
+int compressor_finish(struct compressor *c) {
+        return compress_step(c, NULL, 0, true);
+}

@@ -323,6 +323,11 @@ struct nar_stream {
         size_t cur_len, cur_pos;
         uint64_t skip;          /* bytes of the first chunk to skip (Range) */
         uint64_t left;          /* bytes still to serve */
+        /* Recompression (a NAR asked for by the compressed name a client
+         * uploaded it under): decoded chunks go through this compressor. */
+        struct compressor *recompress;
+        struct buf pending;
+        bool recompress_done;
 };
 
 static void nar_stream_free(void *p) {
@@ -333,7 +338,13 @@ static void nar_stream_free(void *p) {
         chunkcodec_free(s->codec);
         buf_free(&s->frame);
         free(s->data);
+        compressor_free(s->recompress);
+        buf_free(&s->pending);
         free(s);
+}
+
+static int pending_sink(void *ud, const void *p, size_t n) {
+        return buf_append(ud, p, n);
 }
 
 static int nar_stream_load(struct nar_stream *s) {
@@ -351,6 +362,14 @@ static int nar_stream_load(struct nar_stream *s) {
                         return log_error_errno(r < 0 ? r : -EBADMSG, "stored chunk does not verify");
                 s->cur = s->data;
                 s->cur_len = n;
+                if (s->recompress) {
+                        buf_reset(&s->pending);
+                        r = compressor_feed(s->recompress, s->data, n);
+                        if (r < 0)
+                                return r;
+                        s->cur = s->pending.data;
+                        s->cur_len = s->pending.len;
+                }
         } else {
                 s->cur = s->frame.data;
                 s->cur_len = s->frame.len;
@@ -371,8 +390,20 @@ static ssize_t nar_stream_read(void *ud, uint64_t pos, char *out, size_t max) {
         while (done < max && s->left > 0) {
                 size_t k;
                 if (s->cur_pos >= s->cur_len) {
-                        if (s->idx >= s->n_chunks || nar_stream_load(s) < 0)
-                                return done ? (ssize_t) done : -EIO;
+                        if (s->idx < s->n_chunks) {
+                                if (nar_stream_load(s) < 0)
+                                        return done ? (ssize_t) done : -EIO;
+                        } else if (s->recompress && !s->recompress_done) {
+                                buf_reset(&s->pending);
+                                if (compressor_finish(s->recompress) < 0)
+                                        return done ? (ssize_t) done : -EIO;
+                                s->recompress_done = true;
+                                s->cur = s->pending.data;
+                                s->cur_len = s->pending.len;
+                                s->cur_pos = 0;
+                        } else {
+                                break; /* the end */
+                        }
                         continue;
                 }
                 k = MIN(max - done, s->cur_len - s->cur_pos);
@@ -454,22 +485,43 @@ static int serve_nar(struct troved *t, struct http_request *req, const struct db
         const char *range;
         uint64_t start = 0, end = 0, total;
         unsigned status = 200;
+        enum compression recompress = COMPRESSION_NONE;
+        int64_t upload_nar;
         int r;
 
-        /* <nix32 NAR hash>.nar or .nar.zst */
-        if (strlen(file) < HASH_NIX32_LEN + 4 || strncmp(file + HASH_NIX32_LEN, ".nar", 4) != 0)
-                return http_reply_error(req, 404, "no such NAR");
-        if (streq(file + HASH_NIX32_LEN + 4, ".zst"))
-                compressed = true;
-        else if (file[HASH_NIX32_LEN + 4] == 0)
-                compressed = false;
-        else
-                return http_reply_error(req, 404, "no such NAR");
-        if (nix32_decode(file, HASH_NIX32_LEN, nar_hash, SHA256_DIGEST_LEN) < 0)
-                return http_reply_error(req, 404, "no such NAR");
-        r = db_nar_find(t->db, nar_hash, &nar);
+        /* A name a client uploaded under (`nix copy --to` keeps the narinfo
+         * it wrote in its own cache, so it asks for that name later): the
+         * NAR is handed back in the compression the name says. */
+        r = db_upload_get(t->db, cache->id, file, &upload_nar);
         if (r < 0)
                 return r;
+        if (r > 0) {
+                const char *ext = strstr(file, ".nar");
+                r = db_nar_get(t->db, upload_nar, &nar);
+                if (r < 0)
+                        return r;
+                compressed = ext && streq(ext, ".nar.zst");
+                if (ext && streq(ext, ".nar.xz"))
+                        recompress = COMPRESSION_XZ;
+                else if (ext && streq(ext, ".nar.bz2"))
+                        recompress = COMPRESSION_BZIP2;
+                r = 1;
+        } else {
+                /* <nix32 NAR hash>.nar or .nar.zst */
+                if (strlen(file) < HASH_NIX32_LEN + 4 || strncmp(file + HASH_NIX32_LEN, ".nar", 4) != 0)
+                        return http_reply_error(req, 404, "no such NAR");
+                if (streq(file + HASH_NIX32_LEN + 4, ".zst"))
+                        compressed = true;
+                else if (file[HASH_NIX32_LEN + 4] == 0)
+                        compressed = false;
+                else
+                        return http_reply_error(req, 404, "no such NAR");
+                if (nix32_decode(file, HASH_NIX32_LEN, nar_hash, SHA256_DIGEST_LEN) < 0)
+                        return http_reply_error(req, 404, "no such NAR");
+                r = db_nar_find(t->db, nar_hash, &nar);
+                if (r < 0)
+                        return r;
+        }
         /* Only NARs of paths in this cache (or uploaded to it) are served. */
         if (r > 0)
                 r = db_nar_in_cache(t->db, cache->id, nar.id);
@@ -511,6 +563,14 @@ static int serve_nar(struct troved *t, struct http_request *req, const struct db
                         r = -ENOMEM;
                         goto fail;
                 }
+                if (recompress != COMPRESSION_NONE) {
+                        buf_init(&s->pending, (size_t) 64 << 20);
+                        r = compressor_new(recompress, 0, pending_sink, &s->pending, &s->recompress);
+                        if (r < 0)
+                                goto fail;
+                        s->left = UINT64_MAX; /* length unknown: chunked */
+                        goto reply;
+                }
                 http_add_header(req, "Accept-Ranges", "bytes");
                 range = http_request_header(req, "Range");
                 if (range && total > 0) {
@@ -544,6 +604,7 @@ static int serve_nar(struct troved *t, struct http_request *req, const struct db
                         status = 206;
                 }
         }
+reply:
         http_add_header(req, "Cache-Control",
                         cache->is_public ? "public, max-age=31536000, immutable" : "private, max-age=31536000, immutable");
         return http_reply_stream(req, status, compressed ? "application/zstd" : "application/x-nix-nar", s->left,

@@ -2,8 +2,10 @@
 /*
  * decompress.h - streaming decompression of what Nix uploads and
  * downloads: "none", "xz", "zstd", "bzip2" (the Compression field of a
- * narinfo). Fed arbitrary slices; output goes to a sink in bounded pieces,
- * so nothing is held whole. The decompressor owns its state.
+ * narinfo), and streaming compression into the same formats (to hand a
+ * client back a NAR under the compressed name it uploaded it as). Fed
+ * arbitrary slices; output goes to a sink in bounded pieces, so nothing is
+ * held whole. (De)compressors own their state.
  */
 #pragma once
 
@@ -33,3 +35,14 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct decompressor *, decompressor_free);
 int decompressor_feed(struct decompressor *d, const void *p, size_t n);
 /* -EBADMSG if the stream is incomplete. */
 int decompressor_finish(struct decompressor *d);
+
+struct compressor;
+
+/* level: the format's own scale (xz 0-9, zstd 1-19, bzip2 1-9); 0 = fast. */
+int compressor_new(enum compression c, int level, decompress_sink_fn sink, void *userdata,
+                   struct compressor **ret);
+struct compressor *compressor_free(struct compressor *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct compressor *, compressor_free);
+int compressor_feed(struct compressor *c, const void *p, size_t n);
+/* Ends the stream (writes the trailer). */
+int compressor_finish(struct compressor *c);

@@ -73,6 +73,27 @@ static void roundtrip(enum compression c, const char *cmd, const uint8_t *data, 
         buf_free(&out);
 }
 
+/* Our compressor's output must decompress, with our decompressor, to the input. */
+static void compress_roundtrip(enum compression c, const uint8_t *data, size_t n) {
+        struct buf comp = BUF_INIT(64u << 20), out = BUF_INIT(64u << 20);
+        struct compressor *z;
+        struct decompressor *d;
+
+        CHECK_OK(compressor_new(c, 1, sink, &comp, &z));
+        for (size_t i = 0; i < n; i += 100000)
+                CHECK_OK(compressor_feed(z, data + i, MIN((size_t) 100000, n - i)));
+        CHECK_OK(compressor_finish(z));
+        compressor_free(z);
+        CHECK_OK(decompressor_new(c, sink, &out, &d));
+        CHECK_OK(decompressor_feed(d, comp.data, comp.len));
+        CHECK_OK(decompressor_finish(d));
+        decompressor_free(d);
+        CHECK_EQ_U64(out.len, n);
+        CHECK_MEMEQ(out.data, data, n);
+        buf_free(&comp);
+        buf_free(&out);
+}
+
 int main(void) {
         size_t n = 3u << 20;
         uint8_t *data = malloc(n);
@@ -93,6 +114,10 @@ int main(void) {
         roundtrip(COMPRESSION_XZ, "xz -1 -T1", data, n, 1u << 20);
         roundtrip(COMPRESSION_ZSTD, "zstd -q -3", data, n, 777);
         roundtrip(COMPRESSION_BZIP2, "bzip2 -1", data, n, 100000);
+        compress_roundtrip(COMPRESSION_XZ, data, n);
+        compress_roundtrip(COMPRESSION_ZSTD, data, n);
+        compress_roundtrip(COMPRESSION_BZIP2, data, n);
+        compress_roundtrip(COMPRESSION_NONE, data, n);
         free(data);
         return 0;
 }
