@@ -355,6 +355,11 @@ class PostgresCluster:
         self._pg("initdb", "-D", self.datadir, "-U", self.SUPERUSER, "--auth=trust",
                  "--no-sync", "--encoding=UTF8", "--locale=C")
         self.port = free_tcp_port()
+        return self.start_server()
+
+    def start_server(self):
+        """Starts the server of an initialised cluster (again, after
+        stop_server(): same port, same data)."""
         opts = (f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
                 "-c max_connections=100 -c shared_buffers=32MB")
@@ -365,6 +370,12 @@ class PostgresCluster:
             raise CommandError(f"{e}\n--- postgres.log ---\n{_tail(self.log())}") from None
         self.running = True
         return self
+
+    def stop_server(self, mode="fast"):
+        """Stops the server and keeps the data (start_server() resumes)."""
+        if self.running:
+            self._pg("pg_ctl", "-D", self.datadir, "-m", mode, "-w", "stop")
+            self.running = False
 
     def stop(self):
         if self.running:
@@ -491,7 +502,14 @@ class HttpClient:
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
-                self.conn.request(method, path, body=body, headers=hdrs)
+                try:
+                    self.conn.request(method, path, body=body, headers=hdrs)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The server may have answered before reading the
+                    # whole body (e.g. 413) and closed: read that answer.
+                    resp = self.conn.getresponse()
+                    resp.will_close = True
+                    return resp
                 return self.conn.getresponse()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
                     http.client.CannotSendRequest, http.client.ResponseNotReady):
