@@ -883,7 +883,7 @@ int pgembed_start(const char *state_dir, struct pgembed **ret, struct trove_erro
 }
 
 int pgembed_stop(struct pgembed *pg, struct trove_error *err) {
-        _cleanup_(pgembed_freep) struct pgembed *owned = pg;
+        _cleanup_(pgembed_freep) _unused_ struct pgembed *owned = pg; /* frees pg on every return */
         _cleanup_(buf_free) struct buf out = BUF_INIT(OUTPUT_TAIL_MAX);
         _cleanup_free_ char *pg_ctl = NULL;
         int r;

@@ -457,7 +457,8 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ret, sockle
         return 0;
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
+/* libmicrohttpd's own messages; the format comes from the library. */
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap) {
         char msg[512];
         vsnprintf(msg, sizeof msg, fmt, ap);
         msg[strcspn(msg, "\n")] = 0;
@@ -486,13 +487,12 @@ int http_server_start(const struct http_server_config *c, struct http_server **r
         s->observe = c->observe;
         s->daemon = MHD_start_daemon(
                 flags, 0, NULL, NULL, access_handler, s,
+                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &sa,
                 MHD_OPTION_CONNECTION_LIMIT, (unsigned) (c->max_connections ? c->max_connections : 1024),
                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) (c->connection_timeout_sec ? c->connection_timeout_sec : 300),
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 256 * 1024,
                 MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
-                MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-                MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
                 MHD_OPTION_END);
         if (!s->daemon) {
                 free(s);
