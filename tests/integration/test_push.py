@@ -198,12 +198,18 @@ def zstd_frame(data):
         return run(["zstd", "-q", "-c", "-3", f.name]).stdout
 
 
-def test_server_refuses_lying_pushes(server, client, test_closure, nix_file_cache, tmp_path):
+def test_server_refuses_lying_pushes(server, client, test_closure, tmp_path):
     cache, _ = new_cache(client)
     tok = server.admin
-    path = test_closure["tree"]
-    nar = nix_file_cache[path]["nar"].read_bytes()
-    root = json.loads(nix_file_cache[path]["ls"].read_text())["root"]
+    # A path with content the server has never seen (a NAR it already holds
+    # is taken from its own records whatever the client claims), with a
+    # reference so that the references check is passed for real.
+    seed = f"{os.getpid()}-{time.time_ns()}"
+    ref = test_closure["file"]
+    (path,) = build(tmp_path, "lie", MK + f'mk "trove-lie-{seed}" "mkdir $out; echo {seed} > $out/a; '
+                    f'echo ${{builtins.storePath "{ref}"}} > $out/b"')
+    nar = run(["nix-store", "--dump", path], env=trovetest.nix_env()).stdout
+    root = json.loads(run([trovetest.binary("trove"), "nar", "ls", "-"], input=nar).stdout)["root"]
     cid = hashlib.sha256(nar).hexdigest()
     api = f"/_api/v1/caches/{cache}"
 
