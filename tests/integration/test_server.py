@@ -842,11 +842,36 @@ def test_truncated_upload(bad):
     assert t.get("/health").status == 200
 
 
+def test_missing_chunk_object(bad):
+    """A NAR one of whose chunk objects is gone is refused before the first
+    byte (503), never served truncated with a 200."""
+    t = bad
+    path, nar = put_synthetic(t, "bad", os.urandom(600000))
+    man = t.manifest("bad", path)
+    assert len(man["chunks"]) >= 2
+    victim = man["chunks"][-1][2]
+    obj = next(p for p in (t.state_dir / "chunks").rglob(victim))
+    saved = obj.read_bytes()
+    obj.unlink()
+    try:
+        ni = t.narinfo("bad", path)
+        for url in (f"/bad/{ni['URL']}", f"/bad/nar/{ni['NarHash'].split(':')[1]}.nar"):
+            r = t.get(url, token=t.admin)
+            expect_error(r, 503, 503, f"GET {url} with a chunk object missing", t)
+    finally:
+        obj.write_bytes(saved)
+    r = t.get(f"/bad/nar/{ni['NarHash'].split(':')[1]}.nar", token=t.admin)
+    assert r.status == 200 and r.body == nar
+
+
 # ---- 7. auth ----
 
 
-def test_auth_matrix(local, dirs):
+def test_auth_matrix(local, dirs, test_closure):
     t = local
+
+    def t_file_path():
+        return test_closure["file"]
     t.create_cache("priv")
     t.create_cache("pub", public=True)
     t.create_cache("other")
@@ -904,6 +929,16 @@ def test_auth_matrix(local, dirs):
     expect_status(t.get("/pub/nix-cache-info"), 200, "anonymous nix-cache-info of a public cache")
     expect_error(put_nar("pub"), 401, 401, "anonymous push to a public cache")
     expect_error(put_narinfo("pub"), 401, 401, "anonymous narinfo PUT to a public cache")
+    # Cache patterns: a glob grants what it matches, nothing else.
+    glob = t.token("pri*", "pull")
+    expect_status(t.get(pni, token=glob), 200, "pull with a 'pri*' token")
+    expect_error(t.get("/other/nix-cache-info", token=glob), 403, 403, "'pri*' token on 'other'")
+    # Nix itself: pushing with a pull-only token fails, and stores nothing.
+    before = t.scalar("SELECT count(*) FROM paths")
+    r = t.nix_copy_to("priv", [t_file_path()], pull, dirs("xdg"), expect=None)
+    assert r.returncode != 0, "nix copy --to succeeded with a pull-only token"
+    assert "403" in r.stderr, r.stderr[-1500:]
+    assert t.scalar("SELECT count(*) FROM paths") == before
     # Admin API: creating caches needs create.
     expect_error(t.request("POST", "/_api/v1/caches/newcache", "{}", token=push), 403, 403,
                  "cache create without create permission")
