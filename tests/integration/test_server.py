@@ -737,6 +737,15 @@ def test_narinfo_mismatch(bad):
     r = t.request("PUT", f"/bad/{h}.narinfo", narinfo_text(path, nar), token=t.admin)
     expect_status(r, 200, "correct narinfo", t)
     assert t.narinfo("bad", path)["NarHash"] == f"sha256:{fh}"
+    # Pushing it again is harmless; the same path with other contents is not.
+    r = t.request("PUT", f"/bad/{h}.narinfo", narinfo_text(path, nar), token=t.admin)
+    expect_status(r, 200, "the same narinfo again", t)
+    nar2 = nar_regular(os.urandom(5000))
+    r = t.request("PUT", f"/bad/nar/{sha256_nix32(nar2)}.nar", nar2, token=t.admin)
+    expect_status(r, 200, "PUT of a second NAR", t)
+    r = t.request("PUT", f"/bad/{h}.narinfo", narinfo_text(path, nar2), token=t.admin)
+    expect_error(r, 409, 409, "the same store path with other contents", t)
+    assert t.narinfo("bad", path)["NarHash"] == f"sha256:{fh}"
 
 
 def test_oversized_requests(bad):
