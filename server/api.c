@@ -533,46 +533,6 @@ static int path_commit_end(struct http_request *req, const void *body, size_t n)
                 r = http_reply_error(req, 400, "bad store path");
                 goto out;
         }
-        /* References first: a path is visible only after all it refers to. */
-        {
-                char **refs = calloc(m.info.n_references + 1, sizeof *refs);
-                bool *miss = calloc(m.info.n_references + 1, sizeof *miss);
-                size_t k = 0;
-                if (!refs || !miss) {
-                        free(refs);
-                        free(miss);
-                        r = -ENOMEM;
-                        goto out;
-                }
-                for (size_t i = 0; i < m.info.n_references; i++) {
-                        if (strncmp(m.info.references[i], sp.hash, STOREPATH_HASH_LEN) == 0)
-                                continue; /* self-reference */
-                        refs[k++] = m.info.references[i];
-                }
-                /* db_paths_missing wants bare hash parts: cut at the dash. */
-                for (size_t i = 0; i < k; i++) {
-                        refs[i] = strndup(refs[i], STOREPATH_HASH_LEN);
-                        if (!refs[i]) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                }
-                if (r >= 0)
-                        r = db_paths_missing(t->db, c.id, refs, k, miss);
-                for (size_t i = 0; r >= 0 && i < k; i++)
-                        if (miss[i]) {
-                                r = http_reply_error(req, 409, "reference %s of %s is not in cache '%s' yet",
-                                                     refs[i], m.info.store_path, c.name);
-                                break;
-                        }
-                for (size_t i = 0; i < k; i++)
-                        free(refs[i]);
-                free(refs);
-                free(miss);
-                if (r < 0 || http_replied(req))
-                        goto out;
-        }
-
         r = db_nar_find(t->db, m.info.nar_hash, &nar);
         if (r < 0)
                 goto out;
@@ -753,7 +713,8 @@ static int gc_run(struct troved *t, struct http_request *req, const struct auth 
         if (r < 0)
                 return r;
         log_info("garbage collection deleted %" PRIu64 " chunks", n);
-        out = json_pack("{s:I}", "chunksDeleted", (json_int_t) n);
+        /* An object is deleted exactly when its row is. */
+        out = json_pack("{s:I, s:I}", "chunksDeleted", (json_int_t) n, "objectsDeleted", (json_int_t) n);
         return out ? reply_json(req, 200, out) : -ENOMEM;
 }
 
