@@ -693,11 +693,32 @@ static int gc_delete_object(void *userdata, const uint8_t id[SHA256_DIGEST_LEN])
         return chunkstore_delete(((struct troved *) userdata)->store, id);
 }
 
+#define GC_LIST_BATCH 10000
+
+struct gc_list {
+        struct troved *t;
+        uint8_t (*ids)[SHA256_DIGEST_LEN];
+        size_t n;
+};
+
+static int gc_list_flush(struct gc_list *l) {
+        int r = db_orphans_note(l->t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) l->ids, l->n);
+        l->n = 0;
+        return r;
+}
+
+static int gc_list_one(const uint8_t id[SHA256_DIGEST_LEN], uint64_t size, void *userdata) {
+        struct gc_list *l = userdata;
+        memcpy(l->ids[l->n++], id, SHA256_DIGEST_LEN);
+        return l->n == GC_LIST_BATCH ? gc_list_flush(l) : 0;
+}
+
 static int gc_run(struct troved *t, struct http_request *req, const struct auth *a) {
         _cleanup_json_ json_t *out = NULL;
         const char *age = http_request_query(req, "min-age");
+        struct gc_list list = { .t = t };
         int64_t min_age = 3600;
-        uint64_t n = 0;
+        uint64_t n = 0, orphans = 0;
         int r;
 
         if (!a->present || !token_permits(a->claims, "*", TOKEN_PERM_DESTROY))
@@ -709,12 +730,24 @@ static int gc_run(struct troved *t, struct http_request *req, const struct auth 
                         return http_reply_error(req, 400, "bad min-age");
                 min_age = v;
         }
-        r = db_gc(t->db, min_age, gc_delete_object, t, &n);
+        /* Objects without rows (left by a crash between the two) are noted
+         * first; db_gc deletes them once they are old enough. */
+        list.ids = malloc(GC_LIST_BATCH * sizeof *list.ids);
+        if (!list.ids)
+                return -ENOMEM;
+        r = chunkstore_list(t->store, gc_list_one, &list);
+        if (r >= 0)
+                r = gc_list_flush(&list);
+        free(list.ids);
         if (r < 0)
                 return r;
-        log_info("garbage collection deleted %" PRIu64 " chunks", n);
+        r = db_gc(t->db, min_age, gc_delete_object, t, &n, &orphans);
+        if (r < 0)
+                return r;
+        log_info("garbage collection deleted %" PRIu64 " chunks and %" PRIu64 " orphaned objects", n, orphans);
         /* An object is deleted exactly when its row is. */
-        out = json_pack("{s:I, s:I}", "chunksDeleted", (json_int_t) n, "objectsDeleted", (json_int_t) n);
+        out = json_pack("{s:I, s:I, s:I}", "chunksDeleted", (json_int_t) n, "objectsDeleted", (json_int_t) (n + orphans),
+                        "orphansDeleted", (json_int_t) orphans);
         return out ? reply_json(req, 200, out) : -ENOMEM;
 }
 

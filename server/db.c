@@ -80,6 +80,12 @@ static const char *const migrations[] = {
         "  created_at timestamptz NOT NULL DEFAULT now(),"
         "  PRIMARY KEY (cache_id, file_name));"
         "CREATE INDEX uploads_nar ON uploads (nar_id);",
+        /* 2: objects found in the chunk store without a row (a crash between
+         * storing an object and writing its row), remembered with when they
+         * were first seen so GC deletes them only once they are old. */
+        "CREATE TABLE orphan_objects ("
+        "  hash bytea PRIMARY KEY,"
+        "  first_seen timestamptz NOT NULL DEFAULT now());",
 };
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(PGresult *, PQclear);
@@ -91,8 +97,14 @@ static bool conn_ok(PGconn *c) {
         return c && PQstatus(c) == CONNECTION_OK;
 }
 
+static void notice_log(void *arg, const char *message) {
+        log_debug("database: %.*s", (int) strcspn(message, "\n"), message);
+}
+
 static PGconn *conn_open(const char *conninfo) {
         PGconn *c = PQconnectdb(conninfo);
+        if (c)
+                PQsetNoticeProcessor(c, notice_log, NULL);
         if (!conn_ok(c)) {
                 log_debug("database connection failed: %s", c ? PQerrorMessage(c) : "out of memory");
                 return c; /* kept, reset later */
@@ -608,6 +620,11 @@ int db_chunk_insert(struct db *db, const struct db_chunk *c, int (*ensure_stored
         if (r < 0)
                 return r;
         r = tx_begin(&h);
+        if (r < 0)
+                return r;
+        /* A chunk row lost in a crash costs only a re-upload of an object
+         * that is still there; not worth a WAL flush per chunk. */
+        r = q(&h, NULL, "SET LOCAL synchronous_commit TO off", 0, NULL);
         if (r < 0)
                 return r;
         r = q(&h, NULL, "SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")", 0, NULL);
@@ -1150,12 +1167,35 @@ int db_upload_get(struct db *db, int64_t cache_id, const char *file_name, int64_
 
 /* ---- GC ---- */
 
+int db_orphans_note(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_free_ char *list = NULL;
+        int r;
+
+        if (n == 0)
+                return 0;
+        r = hash_list(ids, n, &list);
+        if (r < 0)
+                return r;
+        const char *p[] = { list };
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        return q(&h, NULL,
+                 "INSERT INTO orphan_objects (hash) SELECT decode(t.x, 'hex')"
+                 " FROM unnest(string_to_array($1, ',')) AS t(x)"
+                 " WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.hash = decode(t.x, 'hex'))"
+                 " ON CONFLICT (hash) DO NOTHING",
+                 1, p);
+}
+
 int db_gc(struct db *db, int64_t min_age_sec,
           int (*delete_object)(void *userdata, const uint8_t id[SHA256_DIGEST_LEN]), void *userdata,
-          uint64_t *ret_chunks) {
+          uint64_t *ret_chunks, uint64_t *ret_orphans) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
         struct buf ids = BUF_INIT((size_t) 1 << 30);
+        uint64_t orphans = 0;
         char age[24];
         const char *p[] = { age };
         int r, n = 0;
@@ -1214,10 +1254,39 @@ int db_gc(struct db *db, int64_t min_age_sec,
                 if (r < 0)
                         goto out;
         }
+
+        /* Objects that never got a row: forget those that have one by now,
+         * delete the ones old enough (under the lock, so an upload of the
+         * same chunk notices and stores it again before writing its row). */
+        r = q(&h, NULL,
+              "DELETE FROM orphan_objects o WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.hash = o.hash)", 0, NULL);
+        if (r < 0)
+                goto out;
+        PQclear(res);
+        res = NULL;
+        r = q(&h, &res,
+              "SELECT hash FROM orphan_objects WHERE first_seen <= now() - make_interval(secs => $1::bigint)", 1, p);
+        if (r < 0)
+                goto out;
+        for (int i = 0; i < PQntuples(res); i++) {
+                uint8_t id[SHA256_DIGEST_LEN];
+                const char *pd[] = { PQgetvalue(res, i, 0) };
+                if (get_hash(res, i, 0, id) < 0) {
+                        r = -EIO;
+                        goto out;
+                }
+                if (delete_object(userdata, id) < 0)
+                        continue;
+                r = q(&h, NULL, "DELETE FROM orphan_objects WHERE hash = $1", 1, pd);
+                if (r < 0)
+                        goto out;
+                orphans++;
+        }
         r = tx_commit(&h);
         if (r < 0)
                 goto out;
         *ret_chunks = (uint64_t) n;
+        *ret_orphans = orphans;
 out:
         buf_free(&ids);
         return r;

@@ -160,7 +160,12 @@ int db_upload_get(struct db *db, int64_t cache_id, const char *file_name, int64_
  * older than min_age_sec, calling delete_object for each of those chunks
  * before their rows go. All of it in one transaction that holds the GC lock
  * exclusively, so no chunk row or NAR is written meanwhile (writers take the
- * lock shared). Returns the number of chunks deleted. */
+ * lock shared). Also deletes the objects db_orphans_note() recorded that
+ * still have no row and were first seen before min_age_sec. Returns the
+ * number of chunks and of orphaned objects deleted. */
 int db_gc(struct db *db, int64_t min_age_sec,
           int (*delete_object)(void *userdata, const uint8_t id[SHA256_DIGEST_LEN]), void *userdata,
-          uint64_t *ret_chunks);
+          uint64_t *ret_chunks, uint64_t *ret_orphans);
+/* Records chunk-store objects that have no chunk row (first sighting
+ * only); db_gc() deletes them once older than its min_age_sec. */
+int db_orphans_note(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n);
