@@ -11,6 +11,7 @@
 
 #include "troved.h"
 #include "trove/narinfo.h"
+#include "trove/util.h"
 
 struct auth {
         bool present;                 /* a token was sent (and verified) */
@@ -23,7 +24,6 @@ int auth_parse(struct troved *t, struct http_request *req, struct auth *ret);
 void auth_free(struct auth *a);
 int auth_require(struct http_request *req, const struct auth *a, const struct db_cache *cache,
                  const char *cache_name, enum token_perm perm);
-bool cache_name_valid(const char *s, size_t n);
 int cache_open(struct troved *t, struct http_request *req, const struct auth *a, const char *name,
                enum token_perm perm, struct db_cache *ret);
 /* Makes ni's store path visible in the cache with NAR nar_id (whose hash

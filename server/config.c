@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "troved.h"
+#include "trove/util.h"
 
 static const char *const keys[] = {
         "listen",        "database-url",   "state-dir",      "storage",        "token-secret-file",
@@ -38,41 +39,6 @@ void troved_config_free(struct troved_config *c) {
         free(c->token_secret_file);
         free(c->store_dir);
         *c = (struct troved_config){};
-}
-
-/* Sizes: digits with an optional K, M, G, T suffix (powers of 1024). */
-static int parse_size(const char *s, uint64_t *ret) {
-        uint64_t v = 0, mul = 1;
-        const char *p = s;
-
-        if (!*p)
-                return -EINVAL;
-        for (; *p >= '0' && *p <= '9'; p++) {
-                if (v > (UINT64_MAX - 9) / 10)
-                        return -ERANGE;
-                v = v * 10 + (uint64_t) (*p - '0');
-        }
-        if (p == s)
-                return -EINVAL;
-        switch (*p) {
-        case 0:
-                break;
-        case 'K': case 'k': mul = 1ull << 10; p++; break;
-        case 'M': case 'm': mul = 1ull << 20; p++; break;
-        case 'G': case 'g': mul = 1ull << 30; p++; break;
-        case 'T': case 't': mul = 1ull << 40; p++; break;
-        default:
-                return -EINVAL;
-        }
-        if (*p == 'i' || *p == 'B')
-                p++;
-        if (*p == 'B')
-                p++;
-        if (*p)
-                return -EINVAL;
-        if (MUL_OVERFLOW(v, mul, ret))
-                return -ERANGE;
-        return 0;
 }
 
 static int set_str(char **field, const char *v) {

@@ -115,19 +115,6 @@ int auth_require(struct http_request *req, const struct auth *a, const struct db
         return 0;
 }
 
-/* Cache names: 1..64 of [A-Za-z0-9._-], not starting with '.' or '-'. */
-bool cache_name_valid(const char *s, size_t n) {
-        if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-')
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                char c = s[i];
-                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                      c == '_' || c == '-'))
-                        return false;
-        }
-        return true;
-}
-
 /* Loads the cache and checks perm; replies on failure. Unknown caches are
  * 404 only for those allowed to know: anonymous callers get 401 as for a
  * private cache, so cache names do not leak. */

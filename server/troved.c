@@ -10,30 +10,11 @@
 #include <time.h>
 
 #include "trove/pgembed.h"
+#include "trove/util.h"
 #include "troved.h"
 
 static int log_oom(void) {
         return log_error_errno(ENOMEM, "out of memory");
-}
-
-static int mkdir_p(const char *path, mode_t mode) {
-        char buf[4096];
-        size_t n = strlen(path);
-
-        if (n >= sizeof buf)
-                return -ENAMETOOLONG;
-        memcpy(buf, path, n + 1);
-        for (char *p = buf + 1; *p; p++) {
-                if (*p != '/')
-                        continue;
-                *p = 0;
-                if (mkdir(buf, mode) < 0 && errno != EEXIST)
-                        return -errno;
-                *p = '/';
-        }
-        if (mkdir(buf, mode) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
 }
 
 static int load_secret(struct troved_config *c, struct token_secret *ret) {
@@ -55,29 +36,6 @@ static int load_secret(struct troved_config *c, struct token_secret *ret) {
         }
         if (r < 0)
                 return log_error_errno(r, "cannot load token secret %s: %s", path, err.msg[0] ? err.msg : strerror(-r));
-        return 0;
-}
-
-/* "30d", "12h", "15m", "3600s" or plain seconds. */
-static int parse_duration(const char *s, int64_t *ret) {
-        char *end;
-        long long v;
-
-        errno = 0;
-        v = strtoll(s, &end, 10);
-        if (errno || end == s || v < 0)
-                return -EINVAL;
-        switch (*end) {
-        case 0: case 's': break;
-        case 'm': v *= 60; break;
-        case 'h': v *= 3600; break;
-        case 'd': v *= 86400; break;
-        case 'y': v *= 365 * 86400LL; break;
-        default: return -EINVAL;
-        }
-        if (*end && end[1])
-                return -EINVAL;
-        *ret = v;
         return 0;
 }
 
@@ -199,7 +157,7 @@ int main(int argc, char **argv) {
         pthread_sigmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
 
-        r = mkdir_p(t.cfg.state_dir, 0711);
+        r = mkdir_parents(t.cfg.state_dir, 0711);
         if (r < 0) {
                 log_error_errno(r, "cannot create state directory %s: %s", t.cfg.state_dir, strerror(-r));
                 goto out;

@@ -28,25 +28,6 @@ void remote_done(struct remote *r) {
         r->url = r->token = NULL;
 }
 
-int mkdir_parents(const char *path, mode_t mode) {
-        char buf[4096];
-        size_t n = strlen(path);
-
-        if (n == 0 || n >= sizeof buf)
-                return -ENAMETOOLONG;
-        memcpy(buf, path, n + 1);
-        for (char *p = buf + 1; *p; p++) {
-                if (*p != '/')
-                        continue;
-                *p = 0;
-                if (mkdir(buf, mode) < 0 && errno != EEXIST)
-                        return -errno;
-                *p = '/';
-        }
-        if (mkdir(buf, mode) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
-}
 
 int client_config_dir(char **ret) {
         const char *x = getenv("XDG_CONFIG_HOME");
@@ -205,16 +186,7 @@ int client_config_save(json_t *cfg, struct trove_error *err) {
 }
 
 bool cache_name_is_valid(const char *s) {
-        size_t n = strlen(s);
-        if (n < 1 || n > 64 || s[0] == '.' || s[0] == '-')
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                char c = s[i];
-                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-                      c == '_' || c == '-'))
-                        return false;
-        }
-        return true;
+        return cache_name_valid(s, strlen(s));
 }
 
 int remote_lookup(const char *name, struct remote *ret, struct trove_error *err) {
@@ -474,30 +446,6 @@ int run_capture(char *const argv[], struct buf *out, bool quiet) {
         return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
-int parse_duration(const char *s, int64_t *ret) {
-        char *end;
-        long long v, mul = 1;
-
-        errno = 0;
-        v = strtoll(s, &end, 10);
-        if (errno || end == s || v < 0 || s[0] == '-' || s[0] == '+')
-                return -EINVAL;
-        switch (*end) {
-        case 0: case 's': break;
-        case 'm': mul = 60; break;
-        case 'h': mul = 3600; break;
-        case 'd': mul = 86400; break;
-        case 'w': mul = 7 * 86400; break;
-        case 'y': mul = 365 * 86400LL; break;
-        default: return -EINVAL;
-        }
-        if (*end && end[1])
-                return -EINVAL;
-        if (MUL_OVERFLOW(v, mul, &v))
-                return -ERANGE;
-        *ret = v;
-        return 0;
-}
 
 void format_bytes(uint64_t n, char out[32]) {
         static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };

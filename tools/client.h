@@ -16,6 +16,7 @@
 
 #include "trove/buf.h"
 #include "trove/common.h"
+#include "trove/util.h"
 #include "trove/http.h"
 
 #define CLIENT_JSON_MAX (64u * 1024 * 1024)
@@ -64,10 +65,5 @@ int run_capture(char *const argv[], struct buf *out, bool quiet);
 int read_small_file(const char *path, size_t max, char **ret);
 /* Writes text to path atomically (tmp + rename), with mode. */
 int write_file_atomic(const char *path, const char *text, size_t n, mode_t mode);
-/* mkdir -p */
-int mkdir_parents(const char *path, mode_t mode);
-
-/* "30d", "12h", "15m", "3600s", "1y" or plain seconds. */
-int parse_duration(const char *s, int64_t *ret);
 /* "1.5 MiB" style. */
 void format_bytes(uint64_t n, char out[32]);

@@ -15,6 +15,7 @@
 
 #include "trove/chunkcodec.h"
 #include "trove/chunker.h"
+#include "trove/util.h"
 #include "trove/hash.h"
 #include "trove/nar.h"
 #include "trove.h"
@@ -42,27 +43,15 @@ static void chunks_usage(FILE *f) {
                 CHUNK_LEVEL_DEFAULT);
 }
 
-/* "65536", "64K", "64KiB", "1M": a size in bytes, at most CHUNKER_MAX_HIGHEST. */
-static int parse_size(const char *s, uint32_t *ret) {
-        unsigned long long v;
-        uint64_t mult = 1, total;
-        char *end;
-
-        if (!s || !(*s >= '0' && *s <= '9'))
-                return -EINVAL;
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno)
-                return -EINVAL;
-        if (streq(end, "K") || streq(end, "k") || streq(end, "KiB"))
-                mult = 1024;
-        else if (streq(end, "M") || streq(end, "MiB"))
-                mult = 1024 * 1024;
-        else if (*end)
-                return -EINVAL;
-        if (MUL_OVERFLOW((uint64_t) v, mult, &total) || total > CHUNKER_MAX_HIGHEST)
+/* A chunking bound: a size (parse_size) of at most CHUNKER_MAX_HIGHEST. */
+static int parse_bound(const char *s, uint32_t *ret) {
+        uint64_t v;
+        int r = parse_size(s, &v);
+        if (r < 0)
+                return r;
+        if (v > CHUNKER_MAX_HIGHEST)
                 return -ERANGE;
-        *ret = (uint32_t) total;
+        *ret = (uint32_t) v;
         return 0;
 }
 
@@ -252,7 +241,7 @@ int cmd_nar_chunks(int argc, char **argv) {
                         return 2;
                 }
                 if (target) {
-                        if (i + 1 >= argc || parse_size(argv[i + 1], target) < 0 || *target == 0) {
+                        if (i + 1 >= argc || parse_bound(argv[i + 1], target) < 0 || *target == 0) {
                                 fprintf(stderr,
                                         "trove nar chunks: %s needs a size in bytes (e.g. 65536, 64K), "
                                         "at most %u\n",

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * util.h - small parsers and file-system helpers the three programs share:
+ * sizes and durations as users write them on command lines and in config
+ * files, cache names, and directory creation.
+ */
+#pragma once
+
+#include <sys/types.h>
+
+#include "trove/common.h"
+
+/* "65536", "64K", "64KiB", "1M", "10G", "2TB": bytes, suffixes are powers of
+ * 1024 (K, M, G, T, optionally followed by "iB" or "B"). -EINVAL for bad
+ * text, -ERANGE on overflow. */
+int parse_size(const char *s, uint64_t *ret);
+
+/* "3600", "3600s", "15m", "12h", "30d", "2w", "1y": seconds. */
+int parse_duration(const char *s, int64_t *ret);
+
+/* Cache names: 1..64 characters of [A-Za-z0-9._-], not starting with '.'
+ * or '-' (so never "." or ".." or anything a path could be built from). */
+#define CACHE_NAME_MAX 64
+bool cache_name_valid(const char *s, size_t n);
+
+/* mkdir -p: creates path and its missing parents with mode. */
+int mkdir_parents(const char *path, mode_t mode);
