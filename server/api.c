@@ -276,8 +276,10 @@ static int cache_configure_end(struct http_request *req, const void *body, size_
         if (r < 0)
                 return r;
         r = cache_apply_config(req, j, &c);
-        if (r >= 0)
+        if (r >= 0) {
                 r = db_cache_update(ctx->t->db, &c);
+                nicache_forget(ctx->t->narinfos, c.id, NULL);
+        }
         if (r >= 0) {
                 out = cache_json(ctx->t, &c, false);
                 r = out ? reply_json(req, 200, out) : -ENOMEM;
@@ -742,6 +744,7 @@ static int gc_run(struct troved *t, struct http_request *req, const struct auth 
         if (r < 0)
                 return r;
         r = db_gc(t->db, min_age, gc_delete_object, t, &n, &orphans);
+        nicache_forget(t->narinfos, -1, NULL); /* retention may have removed paths */
         if (r < 0)
                 return r;
         log_info("garbage collection deleted %" PRIu64 " chunks and %" PRIu64 " orphaned objects", n, orphans);
@@ -816,6 +819,7 @@ int api_route(struct troved *t, struct http_request *req, const struct auth *a, 
                         int r = cache_open(t, req, a, cache, TOKEN_PERM_DESTROY, &c);
                         if (r < 0)
                                 return r;
+                        nicache_forget(t->narinfos, c.id, NULL);
                         db_cache_free(&c);
                         r = db_cache_destroy(t->db, cache);
                         if (r < 0)

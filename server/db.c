@@ -15,13 +15,30 @@
  * chunk rows and NARs shared. */
 #define DB_GC_LOCK "7432002"
 
+/* Cache rows are read on every request; they are kept here for a few
+ * seconds. Changes made through this process take effect at once; changes
+ * made by another troved sharing the database within DB_CACHE_TTL_SEC. */
+#define DB_CACHE_SLOTS 64
+#define DB_CACHE_TTL_SEC 5
+
+struct cache_slot {
+        struct db_cache c;     /* c.name NULL: empty */
+        time_t expires;
+};
+
 struct db {
         char *conninfo;
+        pthread_mutex_t cache_lock;
+        struct cache_slot caches[DB_CACHE_SLOTS];
+        unsigned cache_next;
         pthread_mutex_t lock;
         pthread_cond_t cond;
         unsigned n;
         PGconn *conns[DB_POOL_MAX];
         bool busy[DB_POOL_MAX];
+        /* Statements prepared on each connection (bit per statement);
+         * cleared whenever the connection is reset. */
+        uint32_t prepared[DB_POOL_MAX];
         uint64_t waits;
 };
 
@@ -135,10 +152,13 @@ static int db_acquire(struct db *db, PGconn **ret, unsigned *ret_slot) {
         pthread_mutex_unlock(&db->lock);
 
         /* Outside the lock: connecting may take a while. */
-        if (!db->conns[slot])
+        if (!db->conns[slot]) {
                 db->conns[slot] = conn_open(db->conninfo);
-        else if (!conn_ok(db->conns[slot]))
+                db->prepared[slot] = 0;
+        } else if (!conn_ok(db->conns[slot])) {
                 PQreset(db->conns[slot]);
+                db->prepared[slot] = 0;
+        }
         if (!conn_ok(db->conns[slot])) {
                 pthread_mutex_lock(&db->lock);
                 db->busy[slot] = false;
@@ -216,6 +236,7 @@ static int q(struct db_handle *h, PGresult **ret, const char *sql, int n, const 
         if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !h->in_tx && !conn_ok(h->conn)) {
                 PQclear(res);
                 PQreset(h->conn);
+                h->db->prepared[h->slot] = 0;
                 if (!conn_ok(h->conn))
                         return -ECONNREFUSED;
                 res = PQexecParams(h->conn, sql, n, NULL, params, NULL, NULL, 0);
@@ -234,6 +255,52 @@ static int q(struct db_handle *h, PGresult **ret, const char *sql, int n, const 
                 *ret = res;
         else
                 PQclear(res);
+        return 0;
+}
+
+/* The statements on the hot read path, prepared once per connection. */
+enum {
+        STMT_PATH_GET,
+        _STMT_MAX,
+};
+
+static const char *const statements[_STMT_MAX] = {
+        [STMT_PATH_GET] =
+                "SELECT p.id, p.store_path, p.refs, p.deriver, p.sigs, p.ca,"
+                " extract(epoch FROM p.created_at)::bigint,"
+                " n.id, n.nar_hash, n.nar_size, n.file_hash, n.file_size, n.n_chunks"
+                " FROM paths p JOIN nars n ON n.id = p.nar_id WHERE p.cache_id = $1 AND p.hash_part = $2",
+};
+
+static int qp(struct db_handle *h, PGresult **ret, unsigned stmt, int n, const char *const *params) {
+        char name[16];
+        PGresult *res;
+
+        snprintf(name, sizeof name, "s%u", stmt);
+        if (!(h->db->prepared[h->slot] & (1u << stmt))) {
+                res = PQprepare(h->conn, name, statements[stmt], n, NULL);
+                if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
+                        int r = result_errno(h->conn, res);
+                        PQclear(res);
+                        /* Fall back to a plain statement (e.g. right after a restart). */
+                        return r == -ECONNREFUSED ? q(h, ret, statements[stmt], n, params) : r;
+                }
+                PQclear(res);
+                h->db->prepared[h->slot] |= 1u << stmt;
+        }
+        res = PQexecPrepared(h->conn, name, n, params, NULL, NULL, 0);
+        if (!res || (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)) {
+                int r = result_errno(h->conn, res);
+                PQclear(res);
+                if (r == -ECONNREFUSED || r == -EIO) {
+                        /* The connection was reset underneath (or the statement
+                         * is gone): prepare again next time, run it plainly now. */
+                        h->db->prepared[h->slot] &= ~(1u << stmt);
+                        return q(h, ret, statements[stmt], n, params);
+                }
+                return r;
+        }
+        *ret = res;
         return 0;
 }
 
@@ -314,6 +381,7 @@ int db_open(const char *conninfo, unsigned pool_size, struct db **ret) {
         }
         pthread_mutex_init(&db->lock, NULL);
         pthread_cond_init(&db->cond, NULL);
+        pthread_mutex_init(&db->cache_lock, NULL);
         db->n = pool_size;
         r = migrate(db);
         if (r < 0) {
@@ -332,6 +400,9 @@ void db_close(struct db *db) {
                         PQfinish(db->conns[i]);
         pthread_mutex_destroy(&db->lock);
         pthread_cond_destroy(&db->cond);
+        pthread_mutex_destroy(&db->cache_lock);
+        for (unsigned i = 0; i < DB_CACHE_SLOTS; i++)
+                db_cache_free(&db->caches[i].c);
         free(db->conninfo);
         free(db);
 }
@@ -430,7 +501,30 @@ void db_cache_free(struct db_cache *c) {
         *c = (struct db_cache){};
 }
 
-int db_cache_get(struct db *db, const char *name, struct db_cache *ret) {
+static int cache_copy(const struct db_cache *src, struct db_cache *ret) {
+        struct db_cache c = *src;
+        c.name = strdup(src->name);
+        c.store_dir = strdup(src->store_dir);
+        c.secret_key = strdup(src->secret_key);
+        c.upstream_keys = strdup(src->upstream_keys);
+        if (!c.name || !c.store_dir || !c.secret_key || !c.upstream_keys) {
+                db_cache_free(&c);
+                return -ENOMEM;
+        }
+        *ret = c;
+        return 0;
+}
+
+/* Drops a cached row (NULL: all of them). */
+static void cache_forget(struct db *db, const char *name) {
+        pthread_mutex_lock(&db->cache_lock);
+        for (unsigned i = 0; i < DB_CACHE_SLOTS; i++)
+                if (db->caches[i].c.name && (!name || streq(db->caches[i].c.name, name)))
+                        db_cache_free(&db->caches[i].c);
+        pthread_mutex_unlock(&db->cache_lock);
+}
+
+static int cache_row_get(struct db *db, const char *name, struct db_cache *ret) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
         const char *p[] = { name };
@@ -463,6 +557,42 @@ int db_cache_get(struct db *db, const char *name, struct db_cache *ret) {
                 return -ENOMEM;
         }
         *ret = c;
+        return 0;
+}
+
+int db_cache_get(struct db *db, const char *name, struct db_cache *ret) {
+        time_t now = time(NULL);
+        struct db_cache fresh;
+        int r;
+
+        pthread_mutex_lock(&db->cache_lock);
+        for (unsigned i = 0; i < DB_CACHE_SLOTS; i++) {
+                struct cache_slot *sl = &db->caches[i];
+                if (sl->c.name && streq(sl->c.name, name) && sl->expires > now) {
+                        r = cache_copy(&sl->c, ret);
+                        pthread_mutex_unlock(&db->cache_lock);
+                        return r;
+                }
+        }
+        pthread_mutex_unlock(&db->cache_lock);
+
+        r = cache_row_get(db, name, &fresh);
+        if (r < 0)
+                return r;
+        pthread_mutex_lock(&db->cache_lock);
+        {
+                unsigned slot = db->cache_next++ % DB_CACHE_SLOTS;
+                for (unsigned i = 0; i < DB_CACHE_SLOTS; i++)
+                        if (db->caches[i].c.name && streq(db->caches[i].c.name, name)) {
+                                slot = i;
+                                break;
+                        }
+                db_cache_free(&db->caches[slot].c);
+                if (cache_copy(&fresh, &db->caches[slot].c) >= 0)
+                        db->caches[slot].expires = now + DB_CACHE_TTL_SEC;
+        }
+        pthread_mutex_unlock(&db->cache_lock);
+        *ret = fresh;
         return 0;
 }
 
@@ -508,6 +638,7 @@ int db_cache_update(struct db *db, const struct db_cache *c) {
               "UPDATE caches SET is_public = $2, priority = $3, upstream_keys = $4, retention_sec = $5"
               " WHERE id = $1",
               5, p);
+        cache_forget(db, c->name);
         if (r < 0)
                 return r;
         return streq(PQcmdTuples(res), "1") ? 0 : -ENOENT;
@@ -523,6 +654,7 @@ int db_cache_destroy(struct db *db, const char *name) {
         if (r < 0)
                 return r;
         r = q(&h, &res, "DELETE FROM caches WHERE name = $1", 1, p);
+        cache_forget(db, name);
         if (r < 0)
                 return r;
         return streq(PQcmdTuples(res), "1") ? 0 : -ENOENT;
@@ -1004,11 +1136,7 @@ int db_path_get(struct db *db, int64_t cache_id, const char *hash_part, struct d
         r = db_get(db, &h);
         if (r < 0)
                 return r;
-        r = q(&h, &res,
-              "SELECT p.id, p.store_path, p.refs, p.deriver, p.sigs, p.ca,"
-              " extract(epoch FROM p.created_at)::bigint, " NAR_COLUMNS
-              " FROM paths p JOIN nars n ON n.id = p.nar_id WHERE p.cache_id = $1 AND p.hash_part = $2",
-              2, p);
+        r = qp(&h, &res, STMT_PATH_GET, 2, p);
         if (r < 0)
                 return r;
         if (PQntuples(res) != 1)

@@ -399,13 +399,15 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
                                                         len, req->max_body);
                         }
                 }
-                if (http_replied(req))
+                if (req->body_mode == BODY_NONE && !http_replied(req))
+                        reply_errno(req, -EIO); /* a bodiless request whose route did not reply */
+                /* A reply queued during this first call ("early") makes MHD
+                 * close the connection; only do that when a request body
+                 * would have to be refused. Bodiless requests are answered
+                 * in the next call, which keeps the connection alive. */
+                len = http_request_content_length(req);
+                if (http_replied(req) && (len > 0 || http_request_header(req, "Transfer-Encoding")))
                         return queue_pending(req);
-                if (req->body_mode == BODY_NONE && !*upload_data_size) {
-                        /* A bodiless request whose route did not reply. */
-                        reply_errno(req, -EIO);
-                        return queue_pending(req);
-                }
                 return MHD_YES;
         }
 

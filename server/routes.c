@@ -273,8 +273,15 @@ static int serve_narinfo(struct troved *t, struct http_request *req, const struc
         struct db_path p;
         struct narinfo ni;
         char *text;
+        size_t len;
         int r;
 
+        text = nicache_get(t->narinfos, cache->id, hash, &len);
+        if (text) {
+                METRIC_ADD(t, narinfo_hits, 1);
+                http_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
+                return http_reply_take(req, 200, "text/x-nix-narinfo", text, len);
+        }
         r = db_path_get(t->db, cache->id, hash, &p);
         if (r < 0)
                 return r;
@@ -290,6 +297,7 @@ static int serve_narinfo(struct troved *t, struct http_request *req, const struc
         narinfo_free(&ni);
         if (r < 0)
                 return r;
+        nicache_put(t->narinfos, cache->id, hash, text, strlen(text));
         METRIC_ADD(t, narinfo_hits, 1);
         http_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
         return http_reply_take(req, 200, "text/x-nix-narinfo", text, strlen(text));
@@ -799,6 +807,8 @@ int path_commit(struct troved *t, struct http_request *req, const struct db_cach
                                         ni->store_path, cache->name);
         if (r < 0)
                 return r;
+        /* New signatures may have been merged into an existing row. */
+        nicache_forget(t->narinfos, cache->id, sp.hash);
         if (r > 0)
                 METRIC_ADD(t, paths_committed, 1);
         return 0;

@@ -188,6 +188,9 @@ int main(int argc, char **argv) {
         r = load_secret(&t.cfg, &t.secret);
         if (r < 0)
                 goto out;
+        r = nicache_new(16384, 10, &t.narinfos);
+        if (r < 0)
+                goto out;
 
         r = http_server_start(&(struct http_server_config){ .listen = t.cfg.listen,
                                                             .max_connections = t.cfg.max_connections,
@@ -209,6 +212,7 @@ int main(int argc, char **argv) {
         ret = 0;
 out:
         http_server_stop(t.http);
+        nicache_free(t.narinfos);
         chunkstore_free(t.store);
         db_close(t.db);
         if (pg) {

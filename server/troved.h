@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 
 #include "db.h"
+#include "nicache.h"
 #include "http.h"
 #include "trove/chunker.h"
 #include "trove/chunkstore.h"
@@ -57,6 +58,7 @@ struct troved {
         struct token_secret secret;
         struct troved_metrics m;
         struct http_server *http;
+        struct nicache *narinfos;   /* rendered narinfos, a few seconds */
 };
 
 #define METRIC_ADD(t, field, n) atomic_fetch_add_explicit(&(t)->m.field, (n), memory_order_relaxed)
