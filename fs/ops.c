@@ -11,13 +11,22 @@
  *     ino = ((k + 1) << 32) | i
  *
  * A listing has at most LISTING_NODES_MAX (2^24) nodes, so i always fits
- * in the low 32 bits, and no store path inode is ever 1. Inode numbers are
- * stable for the life of the mount; store paths are never forgotten before
- * unmount (their manifests stay in memory), so there is nothing to reuse.
+ * in the low 32 bits, and no store path inode is ever 1.
  *
- * The root directory lists the store paths looked up so far, in lookup
- * order: the cache may hold millions of paths and a store is used by name,
- * so trovefs does not enumerate the server. Unknown names at the root are
+ * Forgetting. Each store path counts the kernel's references to all its
+ * nodes together (every entry reply, readdirplus entries included, adds
+ * one; FORGET subtracts what the kernel says). When the count drops to 0
+ * the path leaves the table and its manifest is freed (after the last
+ * operation using it). Its slot k is never reused: while the kernel holds
+ * any node of a path, its inode numbers stay the same; a path looked up
+ * again after it was forgotten gets a new slot, hence new inode numbers,
+ * which is fine since the kernel no longer knows the old ones. The slot
+ * array costs 8 bytes per lookup of a forgotten path, and k is bounded by
+ * 2^32 - 2 lookups per mount (then lookups fail with ENOSPC).
+ *
+ * The root directory lists the store paths held now, in lookup order: the
+ * cache may hold millions of paths and a store is used by name, so trovefs
+ * does not enumerate the server. Unknown names at the root are
  * negative entries for a short time only (paths may be pushed later);
  * everything inside a store path is immutable, so its entries, attributes
  * and negative lookups are cached for as long as the kernel wants.
@@ -84,6 +93,32 @@ static void index_put(uint32_t *index, size_t cap, const char *name, uint32_t v)
         index[i] = v;
 }
 
+/* Under the write lock: removes the index entry of p (linear probing with
+ * backward shift, so no tombstones). */
+static void index_remove(struct trovefs *fs, const struct trovefs_path *p) {
+        size_t mask = fs->index_cap - 1, i;
+
+        for (i = name_hash(p->name, strlen(p->name)) & mask;; i = (i + 1) & mask) {
+                if (fs->index[i] == 0)
+                        return; /* not there: cannot happen */
+                if (fs->paths[fs->index[i] - 1] == p)
+                        break;
+        }
+        fs->index[i] = 0;
+        for (size_t j = (i + 1) & mask; fs->index[j] != 0; j = (j + 1) & mask) {
+                const char *name = fs->paths[fs->index[j] - 1]->name;
+                size_t home = name_hash(name, strlen(name)) & mask;
+                /* Move j back into the hole at i unless its home lies
+                 * cyclically in (i, j]. */
+                bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+                if (!stays) {
+                        fs->index[i] = fs->index[j];
+                        fs->index[j] = 0;
+                        i = j;
+                }
+        }
+}
+
 /* Under the write lock: appends p, numbering it. */
 static int path_add(struct trovefs *fs, struct trovefs_path *p) {
         if (fs->n_paths >= UINT32_MAX - 1 || fs->n_paths >= (SIZE_MAX >> INO_SHIFT) - 2)
@@ -96,19 +131,23 @@ static int path_add(struct trovefs *fs, struct trovefs_path *p) {
                 fs->paths = np;
                 fs->cap_paths = ncap;
         }
-        if ((fs->n_paths + 1) * 2 > fs->index_cap) {
+        if ((fs->n_live + 1) * 2 > fs->index_cap) {
                 size_t ncap = fs->index_cap ? fs->index_cap * 2 : 128;
                 uint32_t *ni = calloc(ncap, sizeof *ni);
                 if (!ni)
                         return -ENOMEM;
                 for (size_t i = 0; i < fs->n_paths; i++)
-                        index_put(ni, ncap, fs->paths[i]->name, (uint32_t) i + 1);
+                        if (fs->paths[i])
+                                index_put(ni, ncap, fs->paths[i]->name, (uint32_t) i + 1);
                 free(fs->index);
                 fs->index = ni;
                 fs->index_cap = ncap;
         }
         p->index = fs->n_paths;
+        p->refs = 1;
         fs->paths[fs->n_paths++] = p;
+        fs->n_live++;
+        fs->root_version++;
         index_put(fs->index, fs->index_cap, p->name, (uint32_t) fs->n_paths);
         return 0;
 }
@@ -121,7 +160,22 @@ static void path_free(struct trovefs_path *p) {
         free(p);
 }
 
-/* Resolves an inode inside a store path. */
+/* Releases a reference taken by ino_resolve or lookup_store_path. */
+static void path_unref(struct trovefs_path *p) {
+        if (p && __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) == 0)
+                path_free(p);
+}
+
+/* The kernel now holds one more reference to a node of p (an entry reply
+ * is about to go out). The caller holds a reference to p, and either the
+ * table lock or a kernel reference to a node of p (the parent), so p
+ * cannot be dropped in between. */
+static void path_looked_up(struct trovefs_path *p) {
+        __atomic_add_fetch(&p->nlookup, 1, __ATOMIC_RELAXED);
+}
+
+/* Resolves an inode inside a store path, taking a reference to the path:
+ * release it with path_unref(). */
 static int ino_resolve(struct trovefs *fs, fuse_ino_t ino, struct trovefs_path **ret_path,
                        uint32_t *ret_node) {
         uint64_t hi = (uint64_t) ino >> INO_SHIFT;
@@ -133,9 +187,15 @@ static int ino_resolve(struct trovefs *fs, fuse_ino_t ino, struct trovefs_path *
         pthread_rwlock_rdlock(&fs->lock);
         if (hi - 1 < fs->n_paths)
                 p = fs->paths[hi - 1];
+        if (p)
+                __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
         pthread_rwlock_unlock(&fs->lock);
-        if (!p || node >= p->m.listing.n_nodes)
+        if (!p)
+                return -ESTALE;
+        if (node >= p->m.listing.n_nodes) {
+                path_unref(p);
                 return -ENOENT;
+        }
         *ret_path = p;
         *ret_node = node;
         return 0;
@@ -147,26 +207,28 @@ int trovefs_init(struct trovefs *fs) {
 }
 
 void trovefs_done(struct trovefs *fs) {
+        /* No operation runs any more: the table's references are the last. */
         for (size_t i = 0; i < fs->n_paths; i++)
                 path_free(fs->paths[i]);
         free(fs->paths);
         free(fs->index);
         fs->paths = NULL;
         fs->index = NULL;
-        fs->n_paths = fs->cap_paths = fs->index_cap = 0;
+        fs->n_paths = fs->cap_paths = fs->index_cap = fs->n_live = 0;
         pthread_rwlock_destroy(&fs->lock);
 }
 
 /* ---- attributes ---- */
 
-/* The root's mtime counts the store paths it lists (1 + n): the kernel
- * caches directory listings and drops the cache when it sees the mtime
- * change, which it checks once the root's short attribute timeout ran out. */
+/* The root's mtime counts the changes of its listing (1 + paths added +
+ * paths dropped): the kernel caches directory listings and drops the cache
+ * when it sees the mtime change, which it checks once the root's short
+ * attribute timeout ran out. */
 static void root_attr(struct trovefs *fs, struct stat *st) {
-        size_t n;
+        uint64_t n;
 
         pthread_rwlock_rdlock(&fs->lock);
-        n = fs->n_paths;
+        n = fs->root_version;
         pthread_rwlock_unlock(&fs->lock);
         memset(st, 0, sizeof *st);
         st->st_ino = FUSE_ROOT_ID;
@@ -222,7 +284,9 @@ static void node_entry(struct trovefs *fs, const struct trovefs_path *p, uint32_
 /* ---- lookup ---- */
 
 /* A name at the root: the store path it names, fetching its manifest on
- * first use. -ENOENT for names that are not store paths of this cache. */
+ * first use; counts the kernel reference the caller's reply gives and
+ * returns a reference to the path (path_unref). -ENOENT for names that are
+ * not store paths of this cache. */
 static int lookup_store_path(struct trovefs *fs, const char *name, struct trovefs_path **ret) {
         _cleanup_free_ struct trovefs_path *p = NULL;
         struct trovefs_path *found;
@@ -237,6 +301,11 @@ static int lookup_store_path(struct trovefs *fs, const char *name, struct trovef
 
         pthread_rwlock_rdlock(&fs->lock);
         found = path_find(fs, name, len);
+        if (found) {
+                /* Under the lock: a concurrent forget cannot drop it now. */
+                __atomic_add_fetch(&found->refs, 1, __ATOMIC_RELAXED);
+                path_looked_up(found);
+        }
         pthread_rwlock_unlock(&fs->lock);
         if (found) {
                 *ret = found;
@@ -280,6 +349,10 @@ static int lookup_store_path(struct trovefs *fs, const char *name, struct trovef
                 if (r >= 0)
                         found = TAKE_PTR(p);
         }
+        if (found) {
+                __atomic_add_fetch(&found->refs, 1, __ATOMIC_RELAXED);
+                path_looked_up(found);
+        }
         pthread_rwlock_unlock(&fs->lock);
         if (p) /* another thread was first, or adding failed */
                 path_free(TAKE_PTR(p));
@@ -312,25 +385,87 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
                         return;
                 }
                 node_entry(fs, p, 0, &e);
+                path_unref(p);
                 fuse_reply_entry(req, &e);
                 return;
         }
         r = ino_resolve(fs, parent, &p, &node);
-        if (r >= 0)
-                r = listing_lookup(&p->m.listing, node, name, strlen(name), &child);
-        if (r == -ENOENT && p) {
+        if (r < 0) {
+                fuse_reply_err(req, -r);
+                return;
+        }
+        r = listing_lookup(&p->m.listing, node, name, strlen(name), &child);
+        if (r == -ENOENT) {
                 /* Immutable: this name will never exist. */
+                path_unref(p);
                 memset(&e, 0, sizeof e);
                 e.entry_timeout = TIMEOUT_FOREVER;
                 fuse_reply_entry(req, &e);
                 return;
         }
         if (r < 0) {
+                path_unref(p);
                 fuse_reply_err(req, r == -EINVAL ? ENOTDIR : -r);
                 return;
         }
         node_entry(fs, p, child, &e);
+        path_looked_up(p);
+        path_unref(p);
         fuse_reply_entry(req, &e);
+}
+
+/* Under the write lock: the kernel forgot n references to ino. Returns
+ * the path when it left the table (the caller drops the table's
+ * reference outside the lock). */
+static struct trovefs_path *forget_one(struct trovefs *fs, fuse_ino_t ino, uint64_t n) {
+        uint64_t hi = (uint64_t) ino >> INO_SHIFT;
+        struct trovefs_path *p;
+
+        if (hi == 0 || hi - 1 >= fs->n_paths || !(p = fs->paths[hi - 1]))
+                return NULL;
+        COUNT(fs, forgets, 1);
+        p->nlookup = p->nlookup > n ? p->nlookup - n : 0;
+        if (p->nlookup > 0)
+                return NULL;
+        index_remove(fs, p);
+        fs->paths[hi - 1] = NULL;
+        fs->n_live--;
+        fs->root_version++;
+        COUNT(fs, paths_dropped, 1);
+        return p;
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+        struct trovefs *fs = fuse_req_userdata(req);
+        struct trovefs_path *p;
+
+        pthread_rwlock_wrlock(&fs->lock);
+        p = forget_one(fs, ino, nlookup);
+        pthread_rwlock_unlock(&fs->lock);
+        path_unref(p);
+        fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+        struct trovefs *fs = fuse_req_userdata(req);
+
+        for (size_t i = 0; i < count;) {
+                struct trovefs_path *dropped[64];
+                size_t n = 0;
+
+                /* In batches: frees happen outside the lock. */
+                pthread_rwlock_wrlock(&fs->lock);
+                for (; i < count && n < ELEMENTSOF(dropped); i++) {
+                        struct trovefs_path *p = forget_one(fs, forgets[i].ino,
+                                                            forgets[i].nlookup);
+                        if (p)
+                                dropped[n++] = p;
+                }
+                pthread_rwlock_unlock(&fs->lock);
+                for (size_t k = 0; k < n; k++)
+                        path_unref(dropped[k]);
+        }
+        fuse_reply_none(req);
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
@@ -351,6 +486,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
                 return;
         }
         node_attr(fs, p, node, &st);
+        path_unref(p);
         fuse_reply_attr(req, &st, TIMEOUT_FOREVER);
 }
 
@@ -365,10 +501,12 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino) {
                 return;
         }
         if (p->m.listing.nodes[node].type != NAR_SYMLINK) {
+                path_unref(p);
                 fuse_reply_err(req, EINVAL);
                 return;
         }
         fuse_reply_readlink(req, listing_target(&p->m.listing, &p->m.listing.nodes[node]));
+        path_unref(p);
 }
 
 /* ---- open / directories ---- */
@@ -454,16 +592,23 @@ static int readdir_root(struct trovefs *fs, struct dirbuf *d, off_t off) {
                 if (!dirbuf_add(d, "..", &e, 2))
                         return 0;
         }
+        /* Offsets are slots: forgotten paths leave gaps, never shifts. */
         for (uint64_t i = off < 2 ? 0 : (uint64_t) off - 2;; i++) {
-                struct trovefs_path *p = NULL;
+                struct trovefs_path *p;
+                bool end, full = false;
+
                 pthread_rwlock_rdlock(&fs->lock);
-                if (i < fs->n_paths)
-                        p = fs->paths[i];
+                end = i >= fs->n_paths;
+                p = end ? NULL : fs->paths[i];
+                if (p) {
+                        node_entry(fs, p, 0, &e);
+                        full = !dirbuf_add(d, p->name, &e, (off_t) (i + 3));
+                        /* readdirplus entries are kernel references too. */
+                        if (!full && d->plus)
+                                path_looked_up(p);
+                }
                 pthread_rwlock_unlock(&fs->lock);
-                if (!p)
-                        break;
-                node_entry(fs, p, 0, &e);
-                if (!dirbuf_add(d, p->name, &e, (off_t) (i + 3)))
+                if (end || full)
                         break;
         }
         return 0;
@@ -482,24 +627,30 @@ static int readdir_node(struct trovefs *fs, fuse_ino_t ino, struct dirbuf *d, of
                 return r;
         l = &p->m.listing;
         n = &l->nodes[node];
-        if (n->type != NAR_DIRECTORY)
+        if (n->type != NAR_DIRECTORY) {
+                path_unref(p);
                 return -ENOTDIR;
+        }
         if (off < 1) {
                 dot_entry(ino, &e);
                 if (!dirbuf_add(d, ".", &e, 1))
-                        return 0;
+                        goto out;
         }
         if (off < 2) {
                 dot_entry(node == 0 ? FUSE_ROOT_ID : make_ino(p->index, n->parent), &e);
                 if (!dirbuf_add(d, "..", &e, 2))
-                        return 0;
+                        goto out;
         }
         for (uint64_t i = off < 2 ? 0 : (uint64_t) off - 2; i < n->child_count; i++) {
                 uint32_t c = l->child_index[n->child_start + i];
                 node_entry(fs, p, c, &e);
                 if (!dirbuf_add(d, listing_name(l, &l->nodes[c]), &e, (off_t) (i + 3)))
                         break;
+                if (d->plus)
+                        path_looked_up(p);
         }
+out:
+        path_unref(p);
         return 0;
 }
 
@@ -559,19 +710,14 @@ static void read_ahead(struct trovefs *fs, struct trovefs_path *p, uint32_t node
         }
 }
 
-static int do_read(struct trovefs *fs, fuse_ino_t ino, size_t size, off_t off, uint8_t **ret,
-                   size_t *ret_len) {
+static int read_path(struct trovefs *fs, struct trovefs_path *p, uint32_t node, size_t size,
+                     off_t off, uint8_t **ret, size_t *ret_len) {
         _cleanup_free_ uint8_t *out = NULL;
         const struct listing_node *n;
-        struct trovefs_path *p;
         uint64_t start, end, len;
         size_t first, last;
-        uint32_t node;
         int r;
 
-        r = ino_resolve(fs, ino, &p, &node);
-        if (r < 0)
-                return r;
         n = &p->m.listing.nodes[node];
         if (n->type == NAR_DIRECTORY)
                 return -EISDIR;
@@ -635,6 +781,20 @@ static int do_read(struct trovefs *fs, fuse_ino_t ino, size_t size, off_t off, u
         return 0;
 }
 
+static int do_read(struct trovefs *fs, fuse_ino_t ino, size_t size, off_t off, uint8_t **ret,
+                   size_t *ret_len) {
+        struct trovefs_path *p;
+        uint32_t node;
+        int r;
+
+        r = ino_resolve(fs, ino, &p, &node);
+        if (r < 0)
+                return r;
+        r = read_path(fs, p, node, size, off, ret, ret_len);
+        path_unref(p);
+        return r;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi) {
         struct trovefs *fs = fuse_req_userdata(req);
@@ -667,11 +827,12 @@ int trovefs_stats_json(struct trovefs *fs, char **ret, size_t *ret_len) {
         if (fs->cache)
                 chunkcache_get_stats(fs->cache, &c);
         pthread_rwlock_rdlock(&fs->lock);
-        n_paths = fs->n_paths;
+        n_paths = fs->n_live;
         pthread_rwlock_unlock(&fs->lock);
         r = buf_printf(&b,
                        "{\"lookups\":%" PRIu64 ",\"rootLookups\":%" PRIu64
-                       ",\"storePaths\":%zu,\"manifestsFetched\":%" PRIu64
+                       ",\"storePaths\":%zu,\"forgets\":%" PRIu64
+                       ",\"storePathsDropped\":%" PRIu64 ",\"manifestsFetched\":%" PRIu64
                        ",\"manifestBytes\":%" PRIu64 ",\"reads\":%" PRIu64
                        ",\"readBytes\":%" PRIu64 ",\"chunksFetched\":%" PRIu64
                        ",\"bytesFetched\":%" PRIu64 ",\"cacheHits\":%" PRIu64
@@ -682,6 +843,8 @@ int trovefs_stats_json(struct trovefs *fs, char **ret, size_t *ret_len) {
                        ",\"cacheEvicted\":%" PRIu64 ",\"errors\":%" PRIu64 "}",
                        __atomic_load_n(&fs->lookups, __ATOMIC_RELAXED),
                        __atomic_load_n(&fs->root_lookups, __ATOMIC_RELAXED), n_paths,
+                       __atomic_load_n(&fs->forgets, __ATOMIC_RELAXED),
+                       __atomic_load_n(&fs->paths_dropped, __ATOMIC_RELAXED),
                        f.manifests_fetched, f.manifest_bytes,
                        __atomic_load_n(&fs->reads, __ATOMIC_RELAXED),
                        __atomic_load_n(&fs->read_bytes, __ATOMIC_RELAXED), f.chunks_fetched,
@@ -743,7 +906,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino) {
         };
 
         pthread_rwlock_rdlock(&fs->lock);
-        st.f_files = fs->n_paths;
+        st.f_files = fs->n_live;
         pthread_rwlock_unlock(&fs->lock);
         fuse_reply_statfs(req, &st);
 }
@@ -782,6 +945,8 @@ const struct fuse_lowlevel_ops trovefs_ops = {
         .init = op_init,
         .destroy = op_destroy,
         .lookup = op_lookup,
+        .forget = op_forget,
+        .forget_multi = op_forget_multi,
         .getattr = op_getattr,
         .readlink = op_readlink,
         .open = op_open,

@@ -17,11 +17,16 @@
 /* Read-ahead state slots per store path (a heuristic; races are harmless). */
 #define TROVEFS_RA_SLOTS 16
 
-/* A store path that has been looked up. Never freed before unmount, so its
- * inode numbers stay valid for the life of the mount. */
+/* A store path that has been looked up. It stays in the table while the
+ * kernel holds a reference to any of its nodes (nlookup > 0); when the
+ * kernel has forgotten them all it leaves the table and is freed once no
+ * operation uses it any more (refs). Its slot k is never reused, so an
+ * inode number never names two things during one mount. */
 struct trovefs_path {
         char *name;             /* base name <hash>-<name> */
-        uint64_t index;         /* k: order of first lookup */
+        uint64_t index;         /* k: slot, in order of lookup */
+        uint64_t nlookup;       /* kernel lookup count, all nodes together */
+        uint32_t refs;          /* 1 for the table + operations in flight */
         struct manifest m;
         uint64_t ra_node[TROVEFS_RA_SLOTS];
         uint64_t ra_end[TROVEFS_RA_SLOTS];
@@ -38,10 +43,12 @@ struct trovefs {
         bool no_open;                   /* kernel supports ENOSYS from open */
         bool no_opendir;
 
-        pthread_rwlock_t lock;          /* guards paths, n_paths, index */
-        struct trovefs_path **paths;
-        size_t n_paths;
+        pthread_rwlock_t lock;          /* guards paths, n_paths, n_live, index */
+        struct trovefs_path **paths;    /* by slot; NULL: forgotten */
+        size_t n_paths;                 /* slots used so far */
         size_t cap_paths;
+        size_t n_live;                  /* slots holding a path */
+        uint64_t root_version;          /* changes of the root listing */
         uint32_t *index;                /* open addressing: path k + 1, 0 = empty */
         size_t index_cap;               /* power of two */
 
@@ -51,6 +58,8 @@ struct trovefs {
         uint64_t reads;
         uint64_t read_bytes;
         uint64_t read_errors;
+        uint64_t forgets;               /* inodes the kernel forgot */
+        uint64_t paths_dropped;         /* store paths freed after that */
 };
 
 extern const struct fuse_lowlevel_ops trovefs_ops;

@@ -4,6 +4,8 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -18,10 +20,37 @@
 /* A stored frame is never larger than the largest chunk's worst case. */
 #define FRAME_MAX (CHUNK_SIZE_MAX + CHUNK_SIZE_MAX / 128 + 1024)
 
+/*
+ * The joint bound. Every mount of one directory keeps the directory's total
+ * in <dir>/usage, a small file all of them map shared and update with
+ * atomic adds. Changes of the directory's content and of the counter go
+ * together under flock() of the directory itself: a store (rename into
+ * place + add) or a removal (unlink + subtract) holds it shared, a rescan
+ * holds it exclusively, so a rescan sees a quiescent directory and sets the
+ * counter to the exact total. A store that leaves the total above the bound
+ * rescans the directory (learning what other mounts stored, ordered by
+ * mtime among this mount's own LRU) and evicts down to LOW_WATER of the
+ * bound, so rescans happen once per tenth of the bound written, not per
+ * chunk. A crash between a rename and its add leaves the counter short by
+ * one file until the next rescan (every open rescans).
+ */
+#define USAGE_FILE "usage"
+#define USAGE_MAGIC "trovecc1"
+#define USAGE_FILE_SIZE 4096
+#define LOW_WATER(max) ((max) - (max) / 10)
+
+struct usage {
+        char magic[8];
+        uint64_t bytes;
+        uint64_t files;
+};
+
 struct entry {
         uint8_t id[SHA256_DIGEST_LEN];
         uint64_t size;
-        time_t touched;
+        time_t touched;                 /* mtime as last set or seen */
+        time_t used;                    /* last use known to this mount */
+        bool seen;                      /* rescan mark */
         struct entry *hnext;            /* hash chain */
         struct entry *prev, *next;      /* LRU: head = most recent */
 };
@@ -30,6 +59,7 @@ struct chunkcache {
         char *dir;
         size_t dir_len;
         uint64_t max_bytes;
+        struct usage *usage;            /* shared mapping of <dir>/usage */
 
         pthread_mutex_t lock;
         struct entry **buckets;
@@ -134,6 +164,7 @@ static int entry_add(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], 
                 c->bytes = c->bytes - e->size + size;
                 e->size = size;
                 e->touched = touched;
+                e->used = touched;
                 lru_unlink(c, e);
         } else {
                 if (c->n_entries >= c->n_buckets && table_grow(c) < 0)
@@ -144,6 +175,7 @@ static int entry_add(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], 
                 memcpy(e->id, id, SHA256_DIGEST_LEN);
                 e->size = size;
                 e->touched = touched;
+                e->used = touched;
                 k = id_hash(id) & (c->n_buckets - 1);
                 e->hnext = c->buckets[k];
                 c->buckets[k] = e;
@@ -210,8 +242,7 @@ struct scanned {
 static int scanned_cmp(const void *a, const void *b) {
         const struct scanned *x = a, *y = b;
 
-        /* Newest first: pushed to the back in this order, the oldest ends
-         * up at the tail, first to go. */
+        /* Newest first: the oldest ends up at the tail, first to go. */
         return x->mtime < y->mtime ? 1 : x->mtime > y->mtime ? -1 : 0;
 }
 
@@ -234,11 +265,11 @@ static void remove_stale_tmp(const char *tmpdir) {
         closedir(d);
 }
 
-static int scan(struct chunkcache *c) {
+/* Every chunk file in the directory, newest first. */
+static int scan_dir(struct chunkcache *c, struct scanned **ret, size_t *ret_n) {
         _cleanup_free_ struct scanned *v = NULL;
         size_t n = 0, cap = 0;
         _cleanup_free_ char *sub = malloc(c->dir_len + 8);
-        int r;
 
         if (!sub)
                 return -ENOMEM;
@@ -281,23 +312,95 @@ static int scan(struct chunkcache *c) {
         }
         if (n > 0)
                 qsort(v, n, sizeof *v, scanned_cmp);
-        for (size_t i = 0; i < n; i++) {
-                r = entry_add(c, v[i].id, v[i].size, v[i].mtime, false);
-                if (r < 0)
-                        return r;
-        }
+        *ret = TAKE_PTR(v);
+        *ret_n = n;
         return 0;
 }
 
-/* Picks the entries to evict (under the lock) and returns them as a list
- * linked by next; the caller unlinks their files outside the lock.
- * keep (may be NULL) is never chosen. */
-static struct entry *evict_pick(struct chunkcache *c, const struct entry *keep) {
+/* ---- the shared usage counter and the directory lock ---- */
+
+/* flock() of the cache directory, on a descriptor of its own (flock locks
+ * belong to open file descriptions: threads of one mount exclude each
+ * other as two mounts do). Returns the descriptor, or a negative errno. */
+static int dir_lock(const struct chunkcache *c, int op) {
+        int fd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        if (fd < 0)
+                return -errno;
+        while (flock(fd, op) < 0) {
+                int r = -errno;
+                if (r == -EINTR)
+                        continue;
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
+static uint64_t usage_bytes(const struct chunkcache *c) {
+        return c->usage ? __atomic_load_n(&c->usage->bytes, __ATOMIC_SEQ_CST) : c->bytes;
+}
+
+static void usage_add(struct chunkcache *c, uint64_t bytes, uint64_t files) {
+        if (!c->usage)
+                return;
+        __atomic_add_fetch(&c->usage->bytes, bytes, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&c->usage->files, files, __ATOMIC_SEQ_CST);
+}
+
+static void sub_clamped(uint64_t *p, uint64_t v) {
+        uint64_t old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+
+        /* A counter short after a crash must not wrap: 0 is the floor. */
+        while (!__atomic_compare_exchange_n(p, &old, old > v ? old - v : 0, false,
+                                            __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+                ;
+}
+
+static void usage_sub(struct chunkcache *c, uint64_t bytes, uint64_t files) {
+        if (!c->usage)
+                return;
+        sub_clamped(&c->usage->bytes, bytes);
+        sub_clamped(&c->usage->files, files);
+}
+
+/* Maps <dir>/usage (creating it). Under the exclusive lock. */
+static int usage_map(struct chunkcache *c) {
+        _cleanup_free_ char *path = NULL;
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+        void *p;
+
+        if (asprintf(&path, "%s/" USAGE_FILE, c->dir) < 0) {
+                path = NULL;
+                return -ENOMEM;
+        }
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EINVAL;
+        if (st.st_size != USAGE_FILE_SIZE && ftruncate(fd, USAGE_FILE_SIZE) < 0)
+                return -errno;
+        p = mmap(NULL, USAGE_FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED)
+                return -errno;
+        c->usage = p;
+        return 0;
+}
+
+/* ---- eviction ---- */
+
+/* Picks the least recently used entries until this mount's view of the
+ * directory (c->bytes, exact right after a rescan) is at most target, and
+ * returns them as a list linked by next; the caller unlinks their files
+ * outside the lock. keep (may be NULL) is never chosen. */
+static struct entry *evict_pick(struct chunkcache *c, const struct entry *keep, uint64_t target) {
         struct entry *victims = NULL;
 
-        if (c->max_bytes == 0)
-                return NULL;
-        while (c->bytes > c->max_bytes && c->tail && c->tail != keep) {
+        while (c->bytes > target && c->tail && c->tail != keep) {
                 struct entry *e = c->tail;
                 struct entry **p = &c->buckets[id_hash(e->id) & (c->n_buckets - 1)];
 
@@ -314,6 +417,7 @@ static struct entry *evict_pick(struct chunkcache *c, const struct entry *keep) 
         return victims;
 }
 
+/* Unlinks the victims' files (another mount may have removed one already). */
 static void evict_files(struct chunkcache *c, struct entry *victims) {
         _cleanup_free_ char *path = malloc(chunkcache_path_max(c));
 
@@ -322,19 +426,132 @@ static void evict_files(struct chunkcache *c, struct entry *victims) {
                 victims = e->next;
                 if (path) {
                         chunkcache_path(c, e->id, path);
-                        /* Another mount may have removed it already. */
                         (void) unlink(path);
                 }
                 free(e);
         }
 }
 
+/* Under the exclusive directory lock: learns every file in the directory
+ * (entries whose files are gone are dropped; files other mounts stored join
+ * the LRU by their mtime, among this mount's entries by their last use),
+ * evicts down to LOW_WATER when over the bound (never keep_id), and sets
+ * the shared counter to the exact total. */
+static int rescan(struct chunkcache *c, const uint8_t *keep_id) {
+        _cleanup_free_ struct scanned *v = NULL;
+        struct entry *fresh = NULL, **fresh_end = &fresh, *old, *victims = NULL;
+        uint64_t bytes, files;
+        size_t n = 0;
+        int r;
+
+        r = scan_dir(c, &v, &n);
+        if (r < 0)
+                return r;
+
+        pthread_mutex_lock(&c->lock);
+        for (struct entry *e = c->head; e; e = e->next)
+                e->seen = false;
+        for (size_t i = 0; i < n; i++) {
+                struct entry *e = table_find(c, v[i].id);
+                if (e) {
+                        c->bytes = c->bytes - e->size + v[i].size;
+                        e->size = v[i].size;
+                        e->seen = true;
+                        continue;
+                }
+                if (c->n_entries >= c->n_buckets && table_grow(c) < 0) {
+                        r = -ENOMEM;
+                        break;
+                }
+                e = calloc(1, sizeof *e);
+                if (!e) {
+                        r = -ENOMEM;
+                        break;
+                }
+                memcpy(e->id, v[i].id, SHA256_DIGEST_LEN);
+                e->size = v[i].size;
+                e->touched = e->used = v[i].mtime;
+                e->seen = true;
+                size_t k = id_hash(e->id) & (c->n_buckets - 1);
+                e->hnext = c->buckets[k];
+                c->buckets[k] = e;
+                c->n_entries++;
+                c->bytes += e->size;
+                *fresh_end = e;
+                fresh_end = &e->next;
+        }
+        if (r < 0) {
+                /* Keep what is known; link the new entries in at the back. */
+                while (fresh) {
+                        struct entry *e = fresh;
+                        fresh = e->next;
+                        lru_push_back(c, e);
+                }
+                pthread_mutex_unlock(&c->lock);
+                return r;
+        }
+        /* Entries whose files are gone. */
+        for (struct entry *e = c->head, *next; e; e = next) {
+                next = e->next;
+                if (!e->seen)
+                        entry_drop(c, e);
+        }
+        /* Merge: both lists are ordered by last use, newest first. */
+        old = c->head;
+        c->head = c->tail = NULL;
+        while (old || fresh) {
+                struct entry *e;
+                if (old && (!fresh || old->used >= fresh->used)) {
+                        e = old;
+                        old = old->next;
+                } else {
+                        e = fresh;
+                        fresh = fresh->next;
+                }
+                lru_push_back(c, e);
+        }
+        if (c->max_bytes > 0 && c->bytes > c->max_bytes)
+                victims = evict_pick(c, keep_id ? table_find(c, keep_id) : NULL,
+                                     LOW_WATER(c->max_bytes));
+        bytes = c->bytes;
+        files = c->n_entries;
+        pthread_mutex_unlock(&c->lock);
+
+        evict_files(c, victims);
+        if (c->usage) {
+                /* Exact: nobody changes the directory while the exclusive
+                 * lock is held. (A victim that failed to unlink is
+                 * uncounted until the next rescan finds it again.) */
+                memcpy(c->usage->magic, USAGE_MAGIC, sizeof c->usage->magic);
+                __atomic_store_n(&c->usage->bytes, bytes, __ATOMIC_SEQ_CST);
+                __atomic_store_n(&c->usage->files, files, __ATOMIC_SEQ_CST);
+        }
+        return 0;
+}
+
+/* A store left the directory over the bound: rescan and evict, unless
+ * another thread or mount did it meanwhile. */
+static void enforce_bound(struct chunkcache *c, const uint8_t *keep_id) {
+        int fd, r;
+
+        fd = dir_lock(c, LOCK_EX);
+        if (fd < 0) {
+                log_debug_errno(fd, "chunk cache: cannot lock %s", c->dir);
+                return;
+        }
+        if (usage_bytes(c) > c->max_bytes) {
+                r = rescan(c, keep_id);
+                if (r < 0)
+                        log_debug_errno(r, "chunk cache: rescan of %s failed", c->dir);
+        }
+        close(fd);
+}
+
 int chunkcache_open(const char *dir, uint64_t max_bytes, struct chunkcache **ret) {
         struct chunkcache *c;
         _cleanup_free_ char *tmp = NULL;
-        struct entry *victims;
         size_t len;
-        int r;
+        int r, fd;
 
         if (!dir || dir[0] == '\0')
                 return -EINVAL;
@@ -367,13 +584,20 @@ int chunkcache_open(const char *dir, uint64_t max_bytes, struct chunkcache **ret
                 return r;
         }
         remove_stale_tmp(tmp);
-        r = scan(c);
+
+        fd = dir_lock(c, LOCK_EX);
+        if (fd < 0) {
+                chunkcache_free(c);
+                return fd;
+        }
+        r = usage_map(c);
+        if (r >= 0)
+                r = rescan(c, NULL);
+        close(fd);
         if (r < 0) {
                 chunkcache_free(c);
                 return r;
         }
-        victims = evict_pick(c, NULL);
-        evict_files(c, victims);
         *ret = c;
         return 0;
 }
@@ -390,6 +614,8 @@ struct chunkcache *chunkcache_free(struct chunkcache *c) {
                                 e = next;
                         }
                 }
+        if (c->usage)
+                (void) munmap(c->usage, USAGE_FILE_SIZE);
         free(c->buckets);
         free(c->dir);
         pthread_mutex_destroy(&c->lock);
@@ -414,13 +640,17 @@ static int read_all(int fd, void *p, size_t n) {
         return 0;
 }
 
-/* Deletes the file at path if it is still the one described by st (a
- * good copy another mount renamed into place meanwhile stays). */
-static void unlink_if_same(const char *path, const struct stat *st) {
+/* Deletes the file at path if it is still the one described by st,
+ * accounting for it in the shared counter. */
+static void unlink_if_same(struct chunkcache *c, const char *path, const struct stat *st) {
         struct stat now;
+        int fd = dir_lock(c, LOCK_SH);
 
-        if (stat(path, &now) == 0 && now.st_ino == st->st_ino && now.st_dev == st->st_dev)
-                (void) unlink(path);
+        if (stat(path, &now) == 0 && now.st_ino == st->st_ino && now.st_dev == st->st_dev &&
+            unlink(path) == 0 && fd >= 0)
+                usage_sub(c, (uint64_t) now.st_size, 1);
+        if (fd >= 0)
+                close(fd);
 }
 
 static void forget(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN]) {
@@ -483,7 +713,7 @@ int chunkcache_get(struct chunkcache *c, struct chunkcodec *codec,
         }
         if (corrupt) {
                 log_debug("chunk cache: %s does not verify, deleting it", path);
-                unlink_if_same(path, &st);
+                unlink_if_same(c, path, &st);
                 forget(c, id);
                 pthread_mutex_lock(&c->lock);
                 c->stats.corrupt++;
@@ -499,20 +729,18 @@ int chunkcache_get(struct chunkcache *c, struct chunkcodec *codec,
         if (e) {
                 lru_unlink(c, e);
                 lru_push_front(c, e);
+                e->used = now;
                 if (e->touched + TOUCH_INTERVAL_SECONDS < now) {
                         e->touched = now;
                         touch = true;
                 }
-                pthread_mutex_unlock(&c->lock);
         } else {
-                /* Stored by another mount: count it from now on. */
-                struct entry *victims;
+                /* Stored by another mount (and counted by it): track its
+                 * use from now on. */
                 (void) entry_add(c, id, (uint64_t) st.st_size, now, true);
                 touch = st.st_mtime + TOUCH_INTERVAL_SECONDS < now;
-                victims = evict_pick(c, table_find(c, id));
-                pthread_mutex_unlock(&c->lock);
-                evict_files(c, victims);
         }
+        pthread_mutex_unlock(&c->lock);
         if (touch)
                 (void) futimens(fd, NULL);
         *ret_len = len;
@@ -534,13 +762,28 @@ static int write_all(int fd, const void *p, size_t n) {
         return 0;
 }
 
+/* Moves tmp to path unless path exists: 1 moved, 0 present already. */
+static int move_into_place(const char *tmp, const char *path) {
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+                return 1;
+        if (errno == EEXIST)
+                return 0;
+        if (errno != EINVAL && errno != ENOSYS)
+                return -errno;
+        /* A file system without RENAME_NOREPLACE: a hard link fails on an
+         * existing name as well. */
+        if (link(tmp, path) == 0)
+                return 1;
+        return errno == EEXIST ? 0 : -errno;
+}
+
 int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,
                    size_t n) {
         _cleanup_free_ char *path = malloc(chunkcache_path_max(c));
         _cleanup_free_ char *tmp = NULL;
         char hex[HASH_BASE16_LEN + 1];
-        struct entry *victims;
-        int fd, r;
+        bool over = false;
+        int fd, lock_fd, r;
 
         if (!path)
                 return -ENOMEM;
@@ -578,41 +821,63 @@ int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], co
                 r = -errno;
         if (close(fd) < 0 && r == 0)
                 r = -errno;
-        if (r == 0 && rename(tmp, path) < 0) {
-                r = -errno;
-                if (r == -ENOENT) {
-                        char *slash = path + c->dir_len + 3;
-                        *slash = '\0';
-                        r = mkdir_p(path);
-                        *slash = '/';
-                        if (r == 0 && rename(tmp, path) < 0)
-                                r = -errno;
-                }
-        }
         if (r < 0) {
                 (void) unlink(tmp);
                 return r;
         }
 
+        /* The file appears and is counted together (see the top). */
+        lock_fd = dir_lock(c, LOCK_SH);
+        if (lock_fd < 0) {
+                (void) unlink(tmp);
+                return lock_fd;
+        }
+        r = move_into_place(tmp, path);
+        if (r == -ENOENT) {
+                char *slash = path + c->dir_len + 3;
+                *slash = '\0';
+                r = mkdir_p(path);
+                *slash = '/';
+                if (r == 0)
+                        r = move_into_place(tmp, path);
+        }
+        if (r > 0) {
+                usage_add(c, n, 1);
+                over = c->max_bytes > 0 && usage_bytes(c) > c->max_bytes;
+        }
+        close(lock_fd);
+        (void) unlink(tmp); /* still there unless renamed */
+        if (r < 0)
+                return r;
+
         pthread_mutex_lock(&c->lock);
-        c->stats.stored++;
+        if (r > 0)
+                c->stats.stored++;
         r = entry_add(c, id, n, time(NULL), true);
-        victims = r < 0 ? NULL : evict_pick(c, table_find(c, id));
         pthread_mutex_unlock(&c->lock);
-        evict_files(c, victims);
+        if (over)
+                enforce_bound(c, id);
         return r;
 }
 
 int chunkcache_remove(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN]) {
         _cleanup_free_ char *path = malloc(chunkcache_path_max(c));
+        struct stat st;
+        int fd, r = 0;
 
         if (!path)
                 return -ENOMEM;
         chunkcache_path(c, id, path);
         forget(c, id);
-        if (unlink(path) < 0 && errno != ENOENT)
-                return -errno;
-        return 0;
+        fd = dir_lock(c, LOCK_SH);
+        if (fd < 0)
+                return fd;
+        if (lstat(path, &st) == 0 && unlink(path) == 0)
+                usage_sub(c, (uint64_t) st.st_size, 1);
+        else if (errno != ENOENT)
+                r = -errno;
+        close(fd);
+        return r;
 }
 
 void chunkcache_get_stats(struct chunkcache *c, struct chunkcache_stats *ret) {
@@ -621,4 +886,8 @@ void chunkcache_get_stats(struct chunkcache *c, struct chunkcache_stats *ret) {
         ret->files = c->n_entries;
         ret->bytes = c->bytes;
         pthread_mutex_unlock(&c->lock);
+        if (c->usage) {
+                ret->files = __atomic_load_n(&c->usage->files, __ATOMIC_SEQ_CST);
+                ret->bytes = __atomic_load_n(&c->usage->bytes, __ATOMIC_SEQ_CST);
+        }
 }

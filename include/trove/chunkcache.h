@@ -15,12 +15,20 @@
  * - a file that vanishes (another mount evicted it) is a miss; an open file
  *   that is unlinked still reads completely.
  *
- * LRU: an in-memory list rebuilt at open by scanning the directory (ordered
- * by mtime); a hit moves the entry to the front and bumps the file's mtime
- * (at most once a minute), so the order survives remounts and other mounts
- * see use too. Each mount bounds what it knows about (what it found at open
- * plus what it stored itself); two mounts sharing a directory may together
- * hold up to twice the bound until one of them reopens.
+ * The bound holds for the directory, jointly for every mount sharing it:
+ * <dir>/usage holds the directory's total (bytes and files), mapped
+ * shared by every mount and changed with atomic adds; storing a file
+ * (rename with RENAME_NOREPLACE + add) and removing one (unlink +
+ * subtract) happen under a shared flock() of the directory, so the counter
+ * is exact. A store that leaves the total above the bound rescans the
+ * directory under the exclusive lock, and evicts least recently used files
+ * (whoever stored them) until the total is 90% of the bound.
+ *
+ * LRU: an in-memory list per mount, rebuilt at open by scanning the
+ * directory (ordered by mtime); a hit moves the entry to the front and
+ * bumps the file's mtime (at most once a minute), so the order survives
+ * remounts and other mounts see use too. A rescan merges the files other
+ * mounts stored into the list by their mtime.
  *
  * All functions are thread-safe. The cache does not decode into shared
  * buffers: callers pass a codec they own (one per thread).
@@ -38,14 +46,16 @@ struct chunkcache_stats {
         uint64_t misses;
         uint64_t corrupt;       /* files that failed verification (deleted) */
         uint64_t stored;        /* files written */
-        uint64_t evicted;       /* files removed to stay under the bound */
-        uint64_t files;         /* files known now */
-        uint64_t bytes;         /* their total size */
+        uint64_t evicted;       /* files this cache removed to stay under the bound */
+        uint64_t files;         /* files in the directory (all mounts) */
+        uint64_t bytes;         /* their total size: what the bound applies to */
 };
 
 /* Opens (creating it and its subdirectories if needed) the cache in dir,
- * bounded by max_bytes (0: unbounded). Scans what is there; removes stale
- * temporary files. */
+ * bounded by max_bytes (0: unbounded). Scans what is there, resets the
+ * shared counter to it and evicts down to 90% of the bound if over it;
+ * removes stale temporary files. Mounts sharing a directory should use
+ * one bound (each enforces its own against the joint total). */
 int chunkcache_open(const char *dir, uint64_t max_bytes, struct chunkcache **ret);
 struct chunkcache *chunkcache_free(struct chunkcache *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct chunkcache *, chunkcache_free);
@@ -59,8 +69,9 @@ int chunkcache_get(struct chunkcache *c, struct chunkcodec *codec,
                    const uint8_t id[SHA256_DIGEST_LEN], size_t expected_len, void *out,
                    size_t cap, size_t *ret_len);
 /* Stores the frame of chunk id. The caller has verified it (decoded it
- * against id). Storing an id already present is a no-op. Evicts least
- * recently used files past the bound. */
+ * against id). Storing an id already present is a no-op. When the
+ * directory is over the bound, evicts least recently used files (never
+ * this one) down to 90% of it. */
 int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,
                    size_t n);
 /* Removes chunk id if present (0 either way, or a negative errno). */

@@ -36,6 +36,47 @@ derivation {
 }
 """
 
+# Programs to run from the mount, also with the mount at /nix/store in a
+# private mount namespace: "libc" holds copies of the host's dynamic loader
+# and libc; "prog" holds a dynamically linked ELF (the host's cat) whose
+# interpreter and RUNPATH point into "libc", a static binary, and a shell
+# script that runs the static binary next to it.
+RUN_NIX = """
+let
+  mk = name: script: derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-ec" script ];
+    PATH = "/usr/bin:/bin";
+  };
+  libc = mk "trove-test-fs-libc" ''
+    mkdir -p "$out/lib"
+    cp -L /lib64/ld-linux-x86-64.so.2 "$out/lib/ld-linux-x86-64.so.2"
+    cp -L /lib/x86_64-linux-gnu/libc.so.6 "$out/lib/libc.so.6"
+  '';
+in mk "trove-test-fs-prog" ''
+  mkdir -p "$out/bin"
+  cp /usr/bin/cat "$out/bin/cat"
+  chmod u+w "$out/bin/cat"
+  patchelf --set-interpreter ${libc}/lib/ld-linux-x86-64.so.2 \\
+           --set-rpath ${libc}/lib "$out/bin/cat"
+  cat > hello.c <<'EOF'
+  #include <stdio.h>
+  int main(int argc, char **argv) {
+          printf("static hello %s\\n", argc > 1 ? argv[1] : "");
+          return 0;
+  }
+  EOF
+  gcc -static -O2 -o "$out/bin/hello-static" hello.c
+  cat > "$out/bin/script" <<'EOF'
+  #!/bin/sh
+  exec "$(dirname "$0")/hello-static" "script $1"
+  EOF
+  chmod +x "$out/bin/script"
+''
+"""
+
 
 class Troved:
     def __init__(self, base):
@@ -93,14 +134,24 @@ def fs_bin(session_dir, nix_environment):
 
 
 @pytest.fixture(scope="module")
-def server(test_closure, fs_bin):
+def fs_prog(session_dir, nix_environment):
+    """(program store path, libc store path) built from RUN_NIX."""
+    expr = session_dir / "fs-prog.nix"
+    expr.write_text(RUN_NIX)
+    (out,) = trovetest.nix_build(expr, session_dir / "fs-prog")
+    (libc,) = [p for p in trovetest.nix_closure(out) if p.endswith("-trove-test-fs-libc")]
+    return out, libc
+
+
+@pytest.fixture(scope="module")
+def server(test_closure, fs_bin, fs_prog):
     base = Path(tempfile.mkdtemp(prefix="trove-fs-"))
     srv = Troved(base)
     try:
         srv.api("POST", f"/_api/v1/caches/{CACHE}", b"{}")
         netrc = base / "netrc"
         netrc.write_text(f"machine 127.0.0.1 password {srv.token}\n")
-        for top in (test_closure.top, fs_bin):
+        for top in (test_closure.top, fs_bin, fs_prog[0]):
             trovetest.run(["nix", "copy", "--netrc-file", netrc, "--to",
                            f"{srv.url}/{CACHE}?compression=zstd", top],
                           env=trovetest.nix_env(), timeout=900)
@@ -357,6 +408,181 @@ def test_cache_stays_bounded(test_closure, tmp_path, mount):
     assert s["cacheBytes"] <= bound, s
     assert s["cacheEvicted"] > 0, s
     assert sum(f.stat().st_size for f in cache_files(m.cache_dir)) <= bound
+
+
+def test_programs_run_from_mount(fs_prog, mount):
+    prog, libc = fs_prog
+    m = mount()
+    bin_dir = m.path(prog) / "bin"
+    out = trovetest.run([bin_dir / "hello-static", "mount"], env={}, text=True).stdout
+    assert out == "static hello mount\n"
+    # The script's interpreter is the host's /bin/sh; what it runs is the
+    # static binary next to it, in the mount.
+    out = trovetest.run([bin_dir / "script", "x"], env={}, text=True).stdout
+    assert out == "static hello script x\n"
+    # The patched ELF runs too (here its loader and libc come from the
+    # host's /nix/store; the namespace test below hides that).
+    out = trovetest.run([bin_dir / "cat", Path(prog) / "bin" / "script"], text=True).stdout
+    assert out == (Path(prog) / "bin" / "script").read_text()
+
+
+NAMESPACE_SCRIPT = r"""
+set -eu
+mount --make-rprivate /
+# This namespace got a copy of every mount, other trovefs mounts included;
+# a copy would keep their connection alive after they unmount: drop them.
+awk '$3 == "fuse.trovefs" { print $2 }' /proc/self/mounts | while read -r m; do
+    umount -l "$m"
+done
+"$TROVEFS" -f --server "$SERVER" --cache "$CACHE" --token-file "$TOKEN_FILE" \
+    --cache-dir "$CACHE_DIR" /nix/store >"$LOG" 2>&1 &
+pid=$!
+echo "trovefs-pid $pid"
+cleanup() {
+    if grep -q ' /nix/store fuse.trovefs ' /proc/self/mounts; then
+        fusermount3 -u /nix/store || kill "$pid"
+    fi
+    wait "$pid" && echo "trovefs-exit 0" || echo "trovefs-exit $?"
+}
+trap cleanup EXIT
+i=0
+until grep -q ' /nix/store fuse.trovefs ' /proc/self/mounts; do
+    i=$((i + 1)); [ "$i" -lt 600 ] || { echo "no mount"; exit 3; }
+    kill -0 "$pid"
+    sleep 0.05
+done
+echo "--- maps"
+"/nix/store/$PROG/bin/cat" /proc/self/maps
+echo "--- static"
+"/nix/store/$PROG/bin/hello-static" ns
+echo "--- script"
+"/nix/store/$PROG/bin/script" ns
+echo "--- store"
+ls /nix/store
+echo "--- stats"
+getfattr --absolute-names --only-values -n user.trove.stats /nix/store
+echo
+echo "--- end"
+"""
+
+
+def test_programs_at_nix_store_in_namespace(fs_prog, server, tmp_path):
+    """trovefs mounted at /nix/store in a private mount namespace, as a CI
+    container sees it: the host's store is hidden, so the patched ELF can
+    only get its loader and libc from the mount."""
+    prog, libc = fs_prog
+    log = tmp_path / "trovefs.log"
+    env = dict(os.environ, TROVEFS=str(trovetest.binary("trovefs")), SERVER=server.url,
+               CACHE=CACHE, TOKEN_FILE=str(server.token_file),
+               CACHE_DIR=str(tmp_path / "cache"), LOG=str(log), PROG=Path(prog).name)
+    proc = subprocess.Popen(["unshare", "-m", "sh", "-c", NAMESPACE_SCRIPT], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        # The whole group: the shell and the trovefs it started.
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"namespace run hung:\n{out}\n{log.read_text()}")
+    detail = f"{out}\n--- trovefs log\n{log.read_text() if log.exists() else ''}"
+    assert proc.returncode == 0, detail
+    sections = {}
+    for block in out.split("--- ")[1:]:
+        name, _, body = block.partition("\n")
+        sections[name] = body
+    # The loader and libc are mapped from the mount: the files of the libc
+    # store path, on the FUSE mount's anonymous device (major 0).
+    libc_name = Path(libc).name
+    mapped = [line.split() for line in sections["maps"].splitlines()
+              if len(line.split()) == 6 and line.split()[5].startswith(libc)]
+    files = {f[5] for f in mapped}
+    assert files == {f"{libc}/lib/libc.so.6", f"{libc}/lib/ld-linux-x86-64.so.2"}, detail
+    assert all(f[3].startswith("00:") for f in mapped), detail
+    assert sections["static"] == "static hello ns\n", detail
+    assert sections["script"] == "static hello script ns\n", detail
+    # Only what was looked up is there: the host's store is hidden.
+    assert sorted(sections["store"].split()) == sorted([Path(prog).name, libc_name]), detail
+    stats = json.loads(sections["stats"])
+    assert stats["storePaths"] == 2 and stats["chunksFetched"] > 0, stats
+    # Nothing left behind: trovefs unmounted and exited cleanly.
+    assert "trovefs-exit 0" in out, detail
+    pid = int(out.split("trovefs-pid ")[1].split()[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert "unmounted; counters: {" in log.read_text()
+    with open("/proc/self/mounts") as f:
+        assert str(tmp_path) not in f.read()
+
+
+def drop_kernel_caches():
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")
+
+
+def test_forgotten_paths_are_dropped(test_closure, mount):
+    tree = test_closure["tree"]
+    m = mount()
+    want = tree_entries(tree)
+    assert tree_entries(m.path(tree)) == want
+    assert m.stats()["storePaths"] == 1
+    # Reclaiming dentries and inodes makes the kernel forget them: the
+    # store path and its manifest go.
+    deadline = time.monotonic() + 20
+    while True:
+        drop_kernel_caches()
+        s = m.stats()
+        if s["storePaths"] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert s["storePaths"] == 0 and s["storePathsDropped"] == 1, s
+    assert s["forgets"] > 1, s
+    assert os.listdir(m.mnt) == []
+    # Looked up again: a new manifest fetch, the same content.
+    assert tree_entries(m.path(tree)) == want
+    s = m.stats()
+    assert s["storePaths"] == 1 and s["manifestsFetched"] == 2, s
+    # The kernel rereads the root listing once the root's attributes (1 s)
+    # show that it changed.
+    time.sleep(1.2)
+    assert os.listdir(m.mnt) == [Path(tree).name]
+    trovetest.run(["diff", "-r", "--no-dereference", tree, m.path(tree)])
+
+
+def test_shared_cache_bounded_jointly(test_closure, tmp_path, mount):
+    """Two mounts on one --cache-dir: each alone stays under the bound, the
+    bound still holds for the directory."""
+    big = Path(test_closure["big"]) / "big.bin"
+    bound = 12 << 20
+    cache = tmp_path / "shared"
+    a = mount(cache, "--cache-size", "12M")
+    b = mount(cache, "--cache-size", "12M")
+    step = 8 << 20
+
+    def read(m, start):
+        with open(big, "rb") as src, open(m.path(test_closure["big"]) / "big.bin", "rb") as f:
+            for off in range(start, start + step, 1 << 20):
+                assert os.pread(f.fileno(), 1 << 20, off) == os.pread(src.fileno(), 1 << 20, off)
+
+    def settled():
+        """The directory's total once read-ahead stores are done."""
+        last = None
+        for _ in range(50):
+            s = (a.stats(), b.stats())
+            key = [(x["chunksFetched"], x["cacheBytes"]) for x in s]
+            if key == last:
+                break
+            last = key
+            time.sleep(0.2)
+        return sum(f.stat().st_size for f in cache_files(cache)), s
+
+    for i, m in enumerate([a, b, a, b]):
+        read(m, i * step)
+        on_disk, (sa, sb) = settled()
+        # Each mount alone stored less than the bound; together more.
+        assert on_disk <= bound, (i, on_disk)
+        assert sa["cacheBytes"] == sb["cacheBytes"] == on_disk, (on_disk, sa, sb)
+    assert sa["cacheEvicted"] > 0 and sb["cacheEvicted"] > 0, (sa, sb)
 
 
 # Last: stops the module's server.

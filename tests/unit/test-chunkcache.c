@@ -170,6 +170,18 @@ static void set_mtime(struct chunkcache *cc, size_t i, time_t t) {
         CHECK(utimes(path, tv) == 0);
 }
 
+static size_t count_files(void) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < N_CHUNKS; i++) {
+                char path[4200], hex[65];
+                hex_encode(chunks[i].id, 32, hex);
+                snprintf(path, sizeof path, "%s/%.2s/%s", dir, hex, hex);
+                n += access(path, F_OK) == 0;
+        }
+        return n;
+}
+
 static void test_eviction(struct chunkcodec *codec) {
         _cleanup_(chunkcache_freep) struct chunkcache *cc = NULL;
         uint64_t frame = chunks[0].frame_len;
@@ -285,8 +297,66 @@ static void test_shared_threads(void) {
         struct chunkcache_stats st;
         chunkcache_get_stats(a, &st);
         CHECK(st.bytes <= max);
+        CHECK(count_files() <= 3);
         CHECK(st.hits > 0);
         CHECK_EQ_U64(st.corrupt, 0);
+}
+
+/* Two mounts of one directory, each storing what the other does not know:
+ * the bound holds for the directory, not per mount, and what goes first is
+ * the directory's least recently used, whoever stored it. */
+static void test_joint_bound(struct chunkcodec *codec) {
+        _cleanup_(chunkcache_freep) struct chunkcache *a = NULL;
+        _cleanup_(chunkcache_freep) struct chunkcache *b = NULL;
+        _cleanup_(chunkcache_freep) struct chunkcache *later = NULL;
+        uint64_t frame = chunks[0].frame_len;
+        uint64_t max = 3 * frame + frame / 2; /* room for 3 chunks */
+        struct chunkcache_stats sa, sb;
+
+        wipe();
+        CHECK_OK(chunkcache_open(dir, max, &a));
+        CHECK_OK(chunkcache_open(dir, max, &b));
+        /* a stores two chunks, used long ago. */
+        CHECK_OK(chunkcache_put(a, chunks[0].id, chunks[0].frame, chunks[0].frame_len));
+        CHECK_OK(chunkcache_put(a, chunks[1].id, chunks[1].frame, chunks[1].frame_len));
+        set_mtime(a, 0, 1000);
+        set_mtime(a, 1, 2000);
+        /* b stores three: each mount alone is under the bound, together
+         * they are not. */
+        for (size_t i = 2; i < 5; i++) {
+                CHECK_OK(chunkcache_put(b, chunks[i].id, chunks[i].frame, chunks[i].frame_len));
+                CHECK(count_files() <= 3);
+        }
+        CHECK(!file_exists(b, chunks[0].id));
+        CHECK(!file_exists(b, chunks[1].id));
+        for (size_t i = 2; i < 5; i++)
+                check_hit(b, codec, i);
+        /* Both report the directory's total. */
+        chunkcache_get_stats(a, &sa);
+        chunkcache_get_stats(b, &sb);
+        CHECK_EQ_U64(sa.bytes, 3 * frame);
+        CHECK_EQ_U64(sb.bytes, 3 * frame);
+        CHECK_EQ_U64(sa.files, 3);
+        CHECK_EQ_U64(sb.evicted, 2);
+        /* a misses what b evicted, and stores it again within the bound. */
+        check_miss(a, codec, 0);
+        CHECK_OK(chunkcache_put(a, chunks[0].id, chunks[0].frame, chunks[0].frame_len));
+        CHECK(count_files() <= 3);
+        check_hit(a, codec, 0);
+        /* Alternating stores through both never exceed the bound. */
+        for (size_t k = 0; k < 3 * N_CHUNKS; k++) {
+                struct chunkcache *cc = k % 2 ? a : b;
+                size_t i = (k * 3) % N_CHUNKS;
+                CHECK_OK(chunkcache_put(cc, chunks[i].id, chunks[i].frame, chunks[i].frame_len));
+                CHECK(count_files() <= 3);
+                chunkcache_get_stats(cc, &sa);
+                CHECK(sa.bytes <= max);
+                CHECK_EQ_U64(sa.files, count_files());
+        }
+        /* A third mount opened now agrees with the directory. */
+        CHECK_OK(chunkcache_open(dir, max, &later));
+        chunkcache_get_stats(later, &sa);
+        CHECK_EQ_U64(sa.files, count_files());
 }
 
 int main(void) {
@@ -301,6 +371,7 @@ int main(void) {
         test_eviction(codec);
         test_remount(codec);
         test_shared_threads();
+        test_joint_bound(codec);
         (void) nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
         for (size_t i = 0; i < N_CHUNKS; i++)
                 free(chunks[i].frame);
