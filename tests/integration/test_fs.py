@@ -178,6 +178,26 @@ class Mount:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise trovetest.CommandError(f"trovefs did not mount\n{self.output()}")
             time.sleep(0.05)
+        self.dev = os.stat(mnt).st_dev
+
+    def holders(self):
+        """Other processes whose mount namespace has a copy of this mount
+        (e.g. a concurrent `nix copy --to local?root=…` that unshared its
+        namespace while the mount existed)."""
+        out = []
+        for mi in Path("/proc").glob("[0-9]*/mountinfo"):
+            try:
+                if f" {self.mnt} " in mi.read_text():
+                    out.append(mi.parent.name)
+            except OSError:
+                pass
+        return out
+
+    def abort_connection(self):
+        conns = Path("/sys/fs/fuse/connections")
+        if not any(conns.iterdir()):
+            trovetest.run(["mount", "-t", "fusectl", "fusectl", conns], expect=None)
+        (conns / str(os.minor(self.dev)) / "abort").write_text("1")
 
     def output(self):
         self.log.seek(0)
@@ -195,6 +215,17 @@ class Mount:
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
+                holders = self.holders()
+                if holders:
+                    # Unmounted here, but another process's namespace still
+                    # holds a copy, which keeps the connection alive: not
+                    # trovefs's doing. End the connection.
+                    self.abort_connection()
+                    try:
+                        self.proc.wait(30)
+                    except subprocess.TimeoutExpired:
+                        pass
+            if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
                 raise trovetest.CommandError(f"trovefs did not exit\n{self.output()}")
@@ -514,6 +545,27 @@ def test_programs_at_nix_store_in_namespace(fs_prog, server, tmp_path):
     with open("/proc/self/mounts") as f:
         assert str(tmp_path) not in f.read()
 
+
+def test_overlay_lower_layer(test_closure, fs_prog, tmp_path, mount):
+    """trovefs as the lower layer of an overlay: cached paths read and run
+    through it, new files land in the upper directory."""
+    tree, prog = test_closure["tree"], fs_prog[0]
+    m = mount()
+    upper, work, merged = tmp_path / "upper", tmp_path / "work", tmp_path / "merged"
+    for d in (upper, work, merged):
+        d.mkdir()
+    trovetest.run(["mount", "-t", "overlay", "overlay", "-o",
+                   f"lowerdir={m.mnt},upperdir={upper},workdir={work}", merged])
+    try:
+        trovetest.run(["diff", "-r", "--no-dereference", tree, merged / Path(tree).name])
+        out = trovetest.run([merged / Path(prog).name / "bin" / "script", "o"], env={},
+                            text=True).stdout
+        assert out == "static hello script o\n"
+        (merged / "local-build").write_text("new\n")
+        assert (upper / "local-build").read_text() == "new\n"
+        assert not (m.mnt / "local-build").exists()
+    finally:
+        trovetest.run(["umount", merged])
 
 def drop_kernel_caches():
     with open("/proc/sys/vm/drop_caches", "w") as f:
