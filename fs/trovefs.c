@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "trove/util.h"
 #include "trove/buf.h"
 #include "trove/storepath.h"
 #include "trovefs.h"
@@ -67,36 +68,6 @@ static void help(void) {
                "\n"
                "Counters: getfattr -n user.trove.stats MOUNTPOINT (JSON); logged at unmount.\n",
                STORE_DIR_DEFAULT);
-}
-
-static int parse_size(const char *s, uint64_t *ret) {
-        uint64_t v = 0, mul = 1;
-        const char *p = s;
-
-        if (!*p)
-                return -EINVAL;
-        for (; *p >= '0' && *p <= '9'; p++) {
-                if (MUL_OVERFLOW(v, 10, &v) || ADD_OVERFLOW(v, (uint64_t) (*p - '0'), &v))
-                        return -ERANGE;
-        }
-        if (p == s)
-                return -EINVAL;
-        switch (*p) {
-        case '\0': break;
-        case 'k': case 'K': mul = 1ULL << 10; p++; break;
-        case 'm': case 'M': mul = 1ULL << 20; p++; break;
-        case 'g': case 'G': mul = 1ULL << 30; p++; break;
-        case 't': case 'T': mul = 1ULL << 40; p++; break;
-        default: return -EINVAL;
-        }
-        if (mul > 1 && (streq(p, "iB") || streq(p, "B")))
-                p += strlen(p);
-        if (*p)
-                return -EINVAL;
-        if (MUL_OVERFLOW(v, mul, &v))
-                return -ERANGE;
-        *ret = v;
-        return 0;
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *ret) {

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "trove/chunkcache.h"
+#include "trove/util.h"
 
 /* Temporary files older than this are leftovers of a crashed writer. */
 #define TMP_STALE_SECONDS 3600
@@ -202,24 +203,6 @@ void chunkcache_path(const struct chunkcache *c, const uint8_t id[SHA256_DIGEST_
         memcpy(out + c->dir_len + 1, hex, 2);
         out[c->dir_len + 3] = '/';
         memcpy(out + c->dir_len + 4, hex, HASH_BASE16_LEN + 1);
-}
-
-static int mkdir_p(const char *path) {
-        _cleanup_free_ char *p = strdup(path);
-
-        if (!p)
-                return -ENOMEM;
-        for (char *s = p + 1; *s; s++) {
-                if (*s != '/')
-                        continue;
-                *s = '\0';
-                if (mkdir(p, 0755) < 0 && errno != EEXIST)
-                        return -errno;
-                *s = '/';
-        }
-        if (mkdir(p, 0755) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
 }
 
 static bool is_hex_name(const char *s) {
@@ -578,7 +561,7 @@ int chunkcache_open(const char *dir, uint64_t max_bytes, struct chunkcache **ret
                 chunkcache_free(c);
                 return -ENOMEM;
         }
-        r = mkdir_p(tmp);
+        r = mkdir_parents(tmp, 0755);
         if (r < 0) {
                 chunkcache_free(c);
                 return r;
@@ -807,7 +790,7 @@ int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], co
                 /* Someone removed the tmp directory: recreate it. */
                 char *slash = strrchr(tmp, '/');
                 *slash = '\0';
-                r = mkdir_p(tmp);
+                r = mkdir_parents(tmp, 0755);
                 *slash = '/';
                 if (r < 0)
                         return r;
@@ -836,7 +819,7 @@ int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], co
         if (r == -ENOENT) {
                 char *slash = path + c->dir_len + 3;
                 *slash = '\0';
-                r = mkdir_p(path);
+                r = mkdir_parents(path, 0755);
                 *slash = '/';
                 if (r == 0)
                         r = move_into_place(tmp, path);
