@@ -85,30 +85,18 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *ret) {
 }
 
 static int read_token(const char *path, char **ret) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
         char buf[TOKEN_MAX + 1];
-        size_t n = 0;
+        size_t n;
+        int r = read_text_file(path, buf, sizeof buf, &n);
 
-        if (fd < 0)
-                return -errno;
-        for (;;) {
-                ssize_t k = read(fd, buf + n, sizeof buf - n);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (k == 0)
-                        break;
-                n += (size_t) k;
-                if (n == sizeof buf)
-                        return -E2BIG;
-        }
-        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-                n--;
-        if (n == 0 || memchr(buf, '\n', n) || memchr(buf, '\0', n))
+        if (r == -EFBIG)
+                return -E2BIG;
+        if (r < 0)
+                return r;
+        if (n == 0 || memchr(buf, '\n', n))
                 return -EINVAL;
         *ret = strndup(buf, n);
+        explicit_bzero(buf, sizeof buf);
         return *ret ? 0 : -ENOMEM;
 }
 

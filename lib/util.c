@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include "trove/util.h"
@@ -86,5 +87,52 @@ int mkdir_parents(const char *path, mode_t mode) {
         }
         if (mkdir(buf, mode) < 0 && errno != EEXIST)
                 return -errno;
+        return 0;
+}
+
+int read_text_file(const char *path, char *out, size_t cap, size_t *ret_len) {
+        _cleanup_close_ int fd = -1;
+        int in = STDIN_FILENO;
+        size_t n = 0;
+        int r = 0;
+
+        if (cap == 0)
+                return -EINVAL;
+        if (path && !streq(path, "-")) {
+                fd = open(path, O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                        return -errno;
+                in = fd;
+        }
+        for (;;) {
+                ssize_t k;
+                if (n == cap) {
+                        r = -EFBIG;
+                        break;
+                }
+                k = read(in, out + n, cap - n);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        r = -errno;
+                        break;
+                }
+                if (k == 0)
+                        break;
+                n += (size_t) k;
+        }
+        while (r == 0 && n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' ' || out[n - 1] == '\t'))
+                n--;
+        if (r == 0 && memchr(out, 0, n))
+                r = -EINVAL;
+        if (r == 0 && n == cap)
+                r = -EFBIG; /* no room for the NUL */
+        if (r < 0) {
+                explicit_bzero(out, cap);
+                return r;
+        }
+        out[n] = 0;
+        if (ret_len)
+                *ret_len = n;
         return 0;
 }

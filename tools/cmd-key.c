@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "trove/util.h"
 #include "trove/signing.h"
 #include "trove.h"
 
@@ -65,38 +66,15 @@ static int write_new_file(const char *path, const char *text, mode_t mode) {
 /* Reads a whole small file (or stdin for "-"/NULL), strips trailing
  * whitespace. */
 static int read_key_text(const char *path, char *out, size_t out_size) {
-        _cleanup_close_ int fd = -1;
         char buf[KEY_FILE_MAX + 1];
-        size_t n = 0;
-        int in = STDIN_FILENO;
+        int r = read_text_file(path, buf, sizeof buf, NULL);
 
-        if (path && !streq(path, "-")) {
-                fd = open(path, O_RDONLY | O_CLOEXEC);
-                if (fd < 0)
-                        return -errno;
-                in = fd;
-        }
-        for (;;) {
-                if (n == sizeof buf)
-                        return -EFBIG;
-                ssize_t k = read(in, buf + n, sizeof buf - n);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (k == 0)
-                        break;
-                n += (size_t) k;
-        }
-        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
-                n--;
-        if (memchr(buf, 0, n) || n + 1 > out_size)
-                return -EINVAL;
-        memcpy(out, buf, n);
-        out[n] = 0;
+        if (r == 0 && strlen(buf) + 1 > out_size)
+                r = -EINVAL;
+        if (r == 0)
+                memcpy(out, buf, strlen(buf) + 1);
         explicit_bzero(buf, sizeof buf);
-        return 0;
+        return r;
 }
 
 static int key_generate(int argc, char **argv) {
@@ -213,19 +191,9 @@ static int key_public(int argc, char **argv) {
 }
 
 int cmd_key(int argc, char **argv) {
-        if (argc < 2) {
-                usage(stderr);
-                return 2;
-        }
-        if (streq(argv[1], "--help") || streq(argv[1], "-h") || streq(argv[1], "help")) {
-                usage(stdout);
-                return 0;
-        }
-        if (streq(argv[1], "generate"))
-                return key_generate(argc - 1, argv + 1);
-        if (streq(argv[1], "public"))
-                return key_public(argc - 1, argv + 1);
-        fprintf(stderr, "trove key: unknown subcommand '%s'\n", argv[1]);
-        usage(stderr);
-        return 2;
+        static const struct subcommand subs[] = {
+                { "generate", key_generate },
+                { "public", key_public },
+        };
+        return subcommand_dispatch("trove key", subs, ELEMENTSOF(subs), usage, argc, argv);
 }

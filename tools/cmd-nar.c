@@ -162,21 +162,10 @@ static void usage(FILE *f) {
 }
 
 int cmd_nar(int argc, char **argv) {
-        if (argc < 2) {
-                usage(stderr);
-                return 2;
-        }
-        if (streq(argv[1], "--help") || streq(argv[1], "-h") || streq(argv[1], "help")) {
-                usage(stdout);
-                return 0;
-        }
-        if (streq(argv[1], "dump"))
-                return nar_dump(argc - 1, argv + 1);
-        if (streq(argv[1], "ls"))
-                return nar_ls(argc - 1, argv + 1);
-        if (streq(argv[1], "chunks"))
-                return cmd_nar_chunks(argc - 1, argv + 1);
-        fprintf(stderr, "trove nar: unknown command '%s'\n", argv[1]);
-        usage(stderr);
-        return 2;
+        static const struct subcommand subs[] = {
+                { "dump", nar_dump },
+                { "ls", nar_ls },
+                { "chunks", cmd_nar_chunks },
+        };
+        return subcommand_dispatch("trove nar", subs, ELEMENTSOF(subs), usage, argc, argv);
 }

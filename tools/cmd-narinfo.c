@@ -369,21 +369,10 @@ static int narinfo_fingerprint_cmd(int argc, char **argv) {
 }
 
 int cmd_narinfo(int argc, char **argv) {
-        if (argc < 2) {
-                usage(stderr);
-                return 2;
-        }
-        if (streq(argv[1], "--help") || streq(argv[1], "-h") || streq(argv[1], "help")) {
-                usage(stdout);
-                return 0;
-        }
-        if (streq(argv[1], "sign"))
-                return narinfo_sign_cmd(argc - 1, argv + 1);
-        if (streq(argv[1], "verify"))
-                return narinfo_verify_cmd(argc - 1, argv + 1);
-        if (streq(argv[1], "fingerprint"))
-                return narinfo_fingerprint_cmd(argc - 1, argv + 1);
-        fprintf(stderr, "trove narinfo: unknown subcommand '%s'\n", argv[1]);
-        usage(stderr);
-        return 2;
+        static const struct subcommand subs[] = {
+                { "sign", narinfo_sign_cmd },
+                { "verify", narinfo_verify_cmd },
+                { "fingerprint", narinfo_fingerprint_cmd },
+        };
+        return subcommand_dispatch("trove narinfo", subs, ELEMENTSOF(subs), usage, argc, argv);
 }

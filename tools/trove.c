@@ -21,6 +21,24 @@ static const struct {
         { "token", cmd_token, "mint an access token from the server secret" },
 };
 
+int subcommand_dispatch(const char *prog, const struct subcommand *table, size_t n, void (*usage_fn)(FILE *f),
+                        int argc, char **argv) {
+        if (argc < 2) {
+                usage_fn(stderr);
+                return 2;
+        }
+        if (streq(argv[1], "--help") || streq(argv[1], "-h") || streq(argv[1], "help")) {
+                usage_fn(stdout);
+                return 0;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (streq(argv[1], table[i].name))
+                        return table[i].run(argc - 1, argv + 1);
+        fprintf(stderr, "%s: unknown subcommand '%s'\n", prog, argv[1]);
+        usage_fn(stderr);
+        return 2;
+}
+
 static void usage(FILE *f) {
         fprintf(f, "usage: trove [-v] COMMAND [ARGS...]\n\ncommands:\n");
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)

@@ -5,6 +5,18 @@
  */
 #pragma once
 
+#include <stdio.h>
+
+/* A command with subcommands: runs the one named by argv[1] with argv
+ * shifted by one; "help", -h and --help print usage to stdout; anything
+ * else is a usage error (status 2) naming the program. */
+struct subcommand {
+        const char *name;
+        int (*run)(int argc, char **argv);
+};
+int subcommand_dispatch(const char *prog, const struct subcommand *table, size_t n, void (*usage)(FILE *f),
+                        int argc, char **argv);
+
 int cmd_nar(int argc, char **argv);  /* trove nar dump|ls|chunks ... */
 int cmd_hash(int argc, char **argv); /* trove hash FILE|- */
 int cmd_key(int argc, char **argv);  /* trove key generate|public ... */

@@ -23,5 +23,11 @@ int parse_duration(const char *s, int64_t *ret);
 #define CACHE_NAME_MAX 64
 bool cache_name_valid(const char *s, size_t n);
 
+/* Reads a small text file (path NULL or "-": standard input) into out
+ * (capacity cap, NUL-terminated), without trailing whitespace. -EFBIG if it
+ * does not fit, -EINVAL if it holds a NUL byte. For keys and tokens: the
+ * read buffer is wiped. */
+int read_text_file(const char *path, char *out, size_t cap, size_t *ret_len);
+
 /* mkdir -p: creates path and its missing parents with mode. */
 int mkdir_parents(const char *path, mode_t mode);

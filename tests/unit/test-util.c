@@ -56,6 +56,27 @@ int main(void) {
         CHECK(cache_name_valid("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 64));
 
         CHECK(mkdtemp(dir));
+        {
+                char file[300], text[16];
+                size_t len;
+                FILE *f;
+                snprintf(file, sizeof file, "%s/key", dir);
+                f = fopen(file, "w");
+                CHECK(f);
+                fputs("name:abc=\n\n", f);
+                fclose(f);
+                CHECK_OK(read_text_file(file, text, sizeof text, &len));
+                CHECK_STREQ(text, "name:abc=");
+                CHECK_EQ_U64(len, 9);
+                CHECK_RC(read_text_file(file, text, 9, &len), -EFBIG);
+                f = fopen(file, "w");
+                CHECK(f);
+                fwrite("a\0b", 1, 3, f);
+                fclose(f);
+                CHECK_RC(read_text_file(file, text, sizeof text, &len), -EINVAL);
+                snprintf(file, sizeof file, "%s/missing", dir);
+                CHECK_RC(read_text_file(file, text, sizeof text, &len), -ENOENT);
+        }
         snprintf(path, sizeof path, "%s/a/b/c", dir);
         CHECK_OK(mkdir_parents(path, 0755));
         CHECK(stat(path, &st) == 0 && S_ISDIR(st.st_mode));
