@@ -311,8 +311,8 @@ static int check_path(struct listing_builder *b, const char *path, const char **
 
 static int cb_directory(void *ud, const char *path, uint64_t offset) {
         struct listing_builder *b = ud;
-        const char *name;
-        size_t len;
+        const char *name = NULL;
+        size_t len = 0;
         uint32_t idx;
         int r = check_path(b, path, &name, &len);
         return r < 0 ? r : builder_add(b, name, len, NAR_DIRECTORY, &idx);
@@ -325,16 +325,16 @@ static int cb_directory_end(void *ud, const char *path) {
 static int cb_regular(void *ud, const char *path, uint64_t size, bool executable,
                       uint64_t contents_offset) {
         struct listing_builder *b = ud;
-        const char *name;
-        size_t len;
+        const char *name = NULL;
+        size_t len = 0;
         int r = check_path(b, path, &name, &len);
         return r < 0 ? r : builder_regular(b, name, len, size, executable, contents_offset);
 }
 
 static int cb_symlink(void *ud, const char *path, const char *target, size_t target_len) {
         struct listing_builder *b = ud;
-        const char *name;
-        size_t len;
+        const char *name = NULL;
+        size_t len = 0;
         int r = check_path(b, path, &name, &len);
         return r < 0 ? r : builder_symlink(b, name, len, target, target_len);
 }
