@@ -58,11 +58,19 @@ struct chunkstore *chunkstore_free(struct chunkstore *cs) {
         return NULL;
 }
 
-int chunkstore_put(struct chunkstore *cs, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,
-                   size_t n) {
+int chunkstore_put_flags(struct chunkstore *cs, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,
+                   size_t n, unsigned flags) {
         if (chunkstore_check_frame(id, frame, n, 0) < 0)
                 return -EBADMSG;
-        return cs->ops->put(cs, id, frame, n);
+        return cs->ops->put(cs, id, frame, n, flags);
+}
+
+int chunkstore_put(struct chunkstore *cs, const uint8_t id[SHA256_DIGEST_LEN], const void *frame, size_t n) {
+        return chunkstore_put_flags(cs, id, frame, n, 0);
+}
+
+int chunkstore_sync(struct chunkstore *cs) {
+        return cs->ops->sync ? cs->ops->sync(cs) : 0;
 }
 
 int chunkstore_get(struct chunkstore *cs, const uint8_t id[SHA256_DIGEST_LEN], unsigned flags,
@@ -279,7 +287,7 @@ static int write_all(int fd, const uint8_t *p, size_t n) {
 }
 
 static int local_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN],
-                     const void *frame, size_t n) {
+                     const void *frame, size_t n, unsigned flags) {
         struct chunkstore_local *cs = (struct chunkstore_local *) base;
         char path[LOCAL_PATH_MAX], tmp[LOCAL_PATH_MAX + 32], dir[6];
         _cleanup_close_ int fd = -1;
@@ -303,7 +311,7 @@ static int local_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN
         if (fd < 0)
                 return negative_errno();
         r = write_all(fd, frame, n);
-        if (r >= 0 && fsync(fd) < 0)
+        if (r >= 0 && !(flags & CHUNKSTORE_PUT_NOSYNC) && fsync(fd) < 0)
                 r = negative_errno();
         if (r >= 0 && close(TAKE_FD(fd)) < 0)
                 r = negative_errno();
@@ -315,9 +323,17 @@ static int local_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN
                 (void) unlinkat(cs->chunks_fd, tmp, 0);
                 return r;
         }
+        if (flags & CHUNKSTORE_PUT_NOSYNC)
+                return 0;
         memcpy(dir, path, 5);
         dir[5] = 0;
         return fsync_dirat(cs->chunks_fd, dir);
+}
+
+/* One syncfs for a whole batch of NOSYNC puts: data, inodes, renames. */
+static int local_sync(struct chunkstore *base) {
+        struct chunkstore_local *cs = (struct chunkstore_local *) base;
+        return syncfs(cs->chunks_fd) < 0 ? negative_errno() : 0;
 }
 
 static int local_get(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN],
@@ -513,6 +529,7 @@ static void local_free(struct chunkstore *base) {
 static const struct chunkstore_ops local_ops = {
         .name = "local",
         .put = local_put,
+        .sync = local_sync,
         .get = local_get,
         .exists = local_exists,
         .delete = local_delete,
@@ -582,7 +599,7 @@ static int s3_key(struct chunkstore_s3 *cs, const uint8_t id[SHA256_DIGEST_LEN],
 }
 
 static int s3cs_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN],
-                    const void *frame, size_t n) {
+                    const void *frame, size_t n, unsigned flags) {
         struct chunkstore_s3 *cs = (struct chunkstore_s3 *) base;
         char key[S3_CHUNK_KEY_MAX];
         int r;

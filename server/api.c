@@ -441,7 +441,7 @@ static int chunk_put_end(struct http_request *req, const void *body, size_t n) {
         r = chunkcodec_decode(codec, body, n, id, API_CHUNK_MAX, data, size, &len);
         if (r < 0)
                 return http_reply_error(req, 400, "chunk does not match its id: %s", strerror(-r));
-        r = troved_store_put(t, id, body, n);
+        r = troved_store_put(t, id, body, n, 0);
         if (r < 0)
                 return r;
         row = (struct db_chunk){ .length = (uint32_t) len, .stored_size = (uint32_t) n };
@@ -452,6 +452,148 @@ static int chunk_put_end(struct http_request *req, const void *body, size_t n) {
         METRIC_ADD(t, chunks_uploaded, 1);
         METRIC_ADD(t, chunk_bytes_uploaded, len);
         return http_reply_buf(req, 201, "text/plain", "", 0);
+}
+
+/* POST chunks: many chunks in one request. The body is a sequence of
+ * records [32-byte id][u32 little-endian frame length][frame]. Each frame is
+ * decoded and checked against its id; the new objects are written without
+ * a sync each, made durable together by one chunkstore_sync(), and only
+ * then recorded, in one transaction. */
+#define API_BATCH_BODY_MAX (16u * 1024 * 1024)
+#define API_BATCH_RECORDS_MAX 4096
+
+struct batch_rec {
+        const uint8_t *id;
+        const uint8_t *frame;
+        uint32_t len;
+};
+
+struct batch_store {
+        struct troved *t;
+        const struct db_chunk *rows;
+        const struct batch_rec *recs;
+};
+
+static int batch_ensure_stored(void *userdata, size_t i) {
+        struct batch_store *b = userdata;
+        int r = chunkstore_exists(b->t->store, b->rows[i].id, NULL);
+        if (r < 0)
+                return r;
+        return r > 0 ? 0 : troved_store_put(b->t, b->rows[i].id, b->recs[i].frame, b->recs[i].len, 0);
+}
+
+static int chunk_batch_end(struct http_request *req, const void *body, size_t n) {
+        struct body_ctx *ctx = http_request_state(req);
+        struct troved *t = ctx->t;
+        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+        _cleanup_json_ json_t *out = NULL;
+        struct batch_rec *recs = NULL, *fresh = NULL;
+        struct db_chunk *rows = NULL;
+        uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
+        bool *present = NULL;
+        uint8_t *data = NULL;
+        size_t count = 0, n_fresh = 0, pos = 0;
+        uint64_t dedup_bytes = 0, fresh_bytes = 0;
+        int r;
+
+        METRIC_ADD(t, bytes_in, n);
+        recs = calloc(API_BATCH_RECORDS_MAX, sizeof *recs);
+        if (!recs)
+                return -ENOMEM;
+        while (pos < n) {
+                const uint8_t *p = (const uint8_t *) body + pos;
+                uint32_t len;
+                if (count == API_BATCH_RECORDS_MAX) {
+                        r = http_reply_error(req, 413, "more than %u chunks in one batch", API_BATCH_RECORDS_MAX);
+                        goto out;
+                }
+                if (n - pos < SHA256_DIGEST_LEN + 4) {
+                        r = http_reply_error(req, 400, "truncated record header at byte %zu", pos);
+                        goto out;
+                }
+                len = (uint32_t) p[32] | (uint32_t) p[33] << 8 | (uint32_t) p[34] << 16 | (uint32_t) p[35] << 24;
+                if (len == 0 || len > n - pos - SHA256_DIGEST_LEN - 4) {
+                        r = http_reply_error(req, 400, "bad frame length %" PRIu32 " at byte %zu", len, pos);
+                        goto out;
+                }
+                recs[count++] = (struct batch_rec){ p, p + SHA256_DIGEST_LEN + 4, len };
+                pos += SHA256_DIGEST_LEN + 4 + len;
+        }
+        ids = calloc(count + 1, sizeof *ids);
+        present = calloc(count + 1, sizeof *present);
+        fresh = calloc(count + 1, sizeof *fresh);
+        rows = calloc(count + 1, sizeof *rows);
+        data = malloc(API_CHUNK_MAX);
+        if (!ids || !present || !fresh || !rows || !data) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < count; i++)
+                memcpy(ids[i], recs[i].id, SHA256_DIGEST_LEN);
+        r = db_chunks_present(t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, count, present);
+        if (r < 0)
+                goto out;
+        r = chunkcodec_new(t->cfg.compression_level, &codec);
+        if (r < 0)
+                goto out;
+        for (size_t i = 0; i < count; i++) {
+                char hex[2 * SHA256_DIGEST_LEN + 1];
+                uint64_t size;
+                size_t len;
+
+                hex_encode(recs[i].id, SHA256_DIGEST_LEN, hex);
+                if (chunkcodec_frame_size(recs[i].frame, recs[i].len, &size) < 0) {
+                        r = http_reply_error(req, 400, "chunk %s: not a zstd frame with a declared size", hex);
+                        goto out;
+                }
+                if (size == 0 || size > API_CHUNK_MAX) {
+                        r = http_reply_error(req, 413, "chunk %s: %" PRIu64 " bytes outside 1..%u", hex, size,
+                                             API_CHUNK_MAX);
+                        goto out;
+                }
+                /* Every frame is checked, also those the server has. */
+                r = chunkcodec_decode(codec, recs[i].frame, recs[i].len, recs[i].id, API_CHUNK_MAX, data,
+                                      API_CHUNK_MAX, &len);
+                if (r < 0) {
+                        r = http_reply_error(req, 400, "chunk %s does not match its id: %s", hex, strerror(-r));
+                        goto out;
+                }
+                if (present[i]) {
+                        dedup_bytes += len;
+                        continue;
+                }
+                r = troved_store_put(t, recs[i].id, recs[i].frame, recs[i].len, CHUNKSTORE_PUT_NOSYNC);
+                if (r < 0)
+                        goto out;
+                fresh[n_fresh] = recs[i];
+                rows[n_fresh] = (struct db_chunk){ .length = (uint32_t) len, .stored_size = recs[i].len };
+                memcpy(rows[n_fresh].id, recs[i].id, SHA256_DIGEST_LEN);
+                n_fresh++;
+                fresh_bytes += len;
+        }
+        if (n_fresh > 0) {
+                struct batch_store bs = { t, rows, fresh };
+                r = chunkstore_sync(t->store);
+                if (r < 0)
+                        goto out;
+                r = db_chunks_insert(t->db, rows, n_fresh, batch_ensure_stored, &bs);
+                if (r < 0)
+                        goto out;
+        }
+        METRIC_ADD(t, chunks_uploaded, n_fresh);
+        METRIC_ADD(t, chunk_bytes_uploaded, fresh_bytes);
+        METRIC_ADD(t, chunks_deduped, count - n_fresh);
+        METRIC_ADD(t, chunk_bytes_deduped, dedup_bytes);
+        out = json_pack("{s:I, s:I}", "stored", (json_int_t) n_fresh, "present", (json_int_t) (count - n_fresh));
+        r = out ? reply_json(req, 200, out) : -ENOMEM;
+out:
+        free(recs);
+        free(ids);
+        free(present);
+        free(fresh);
+        free(rows);
+        free(data);
+        return r;
 }
 
 static int chunk_get(struct troved *t, struct http_request *req, const struct auth *a, const char *cache,
@@ -842,6 +984,20 @@ int api_route(struct troved *t, struct http_request *req, const struct auth *a, 
                                           streq(sub, "missing-paths")    ? missing_paths_end
                                           : streq(sub, "missing-chunks") ? missing_chunks_end
                                                                          : path_commit_end);
+                return 0;
+        }
+        if (streq(sub, "chunks") && !arg[0] && streq(method, "POST")) {
+                struct db_cache c;
+                struct body_ctx *ctx;
+                int r = cache_open(t, req, a, cache, TOKEN_PERM_PUSH, &c);
+                if (r < 0)
+                        return r;
+                db_cache_free(&c);
+                ctx = body_ctx_new(t, a, cache, NULL);
+                if (!ctx)
+                        return -ENOMEM;
+                http_request_set_state(req, ctx, body_ctx_free);
+                http_request_collect_body(req, API_BATCH_BODY_MAX, chunk_batch_end);
                 return 0;
         }
         if (streq(sub, "chunks") && arg[0]) {

@@ -779,6 +779,65 @@ int db_chunk_insert(struct db *db, const struct db_chunk *c, int (*ensure_stored
         return streq(PQcmdTuples(res), "1") ? 1 : 0;
 }
 
+int db_chunks_insert(struct db *db, const struct db_chunk *c, size_t n,
+                     int (*ensure_stored)(void *userdata, size_t i), void *userdata) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        struct buf hashes = BUF_INIT((size_t) 1 << 30), lens = BUF_INIT((size_t) 1 << 30);
+        uint64_t added;
+        int r;
+
+        if (n == 0)
+                return 0;
+        for (size_t i = 0; i < n; i++) {
+                char hex[2 * SHA256_DIGEST_LEN + 1];
+                hex_encode(c[i].id, SHA256_DIGEST_LEN, hex);
+                r = buf_printf(&hashes, "%s%s", i ? "," : "", hex);
+                if (r >= 0)
+                        r = buf_printf(&lens, "%s%" PRIu32 ":%" PRIu32, i ? "," : "", c[i].length, c[i].stored_size);
+                if (r < 0)
+                        goto out;
+        }
+        r = db_get(db, &h);
+        if (r < 0)
+                goto out;
+        r = tx_begin(&h);
+        if (r < 0)
+                goto out;
+        r = q(&h, NULL, "SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock_shared(" DB_GC_LOCK ")",
+              0, NULL);
+        if (r < 0)
+                goto out;
+        for (size_t i = 0; ensure_stored && i < n; i++) {
+                r = ensure_stored(userdata, i);
+                if (r < 0)
+                        goto out;
+        }
+        {
+                const char *p[] = { (const char *) hashes.data, (const char *) lens.data };
+                r = q(&h, &res,
+                      "INSERT INTO chunks (hash, length, stored_size)"
+                      " SELECT decode(hh.x, 'hex'), split_part(ll.x, ':', 1)::integer, split_part(ll.x, ':', 2)::integer"
+                      " FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS hh(x, ord)"
+                      " JOIN unnest(string_to_array($2, ',')) WITH ORDINALITY AS ll(x, ord) USING (ord)"
+                      " ON CONFLICT (hash) DO NOTHING",
+                      2, p);
+                if (r < 0)
+                        goto out;
+        }
+        if (parse_i64(PQcmdTuples(res), (int64_t *) &added) < 0) {
+                r = -EIO;
+                goto out;
+        }
+        r = tx_commit(&h);
+        if (r >= 0)
+                r = (int) MIN(added, (uint64_t) INT32_MAX);
+out:
+        buf_free(&hashes);
+        buf_free(&lens);
+        return r;
+}
+
 int db_chunk_get(struct db *db, const uint8_t id[SHA256_DIGEST_LEN], struct db_chunk *ret) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;

@@ -85,6 +85,10 @@ struct db_chunk {
  * it). */
 int db_chunk_insert(struct db *db, const struct db_chunk *c, int (*ensure_stored)(void *userdata),
                     void *userdata);
+/* The same for n chunks in one transaction; ensure_stored(userdata, i) is
+ * called for each under the GC lock. Returns how many rows were new. */
+int db_chunks_insert(struct db *db, const struct db_chunk *c, size_t n,
+                     int (*ensure_stored)(void *userdata, size_t i), void *userdata);
 /* 1 and *ret filled if known, 0 if not. */
 int db_chunk_get(struct db *db, const uint8_t id[SHA256_DIGEST_LEN], struct db_chunk *ret);
 /* Sets present[i] for each id that has a row. */

@@ -188,7 +188,7 @@ static int store_cut_chunk(struct ingest *in) {
         r = chunkcodec_encode(in->codec, in->cbuf, in->clen, in->frame, in->frame_cap, &flen);
         if (r < 0)
                 return r;
-        r = troved_store_put(t, id, in->frame, flen);
+        r = troved_store_put(t, id, in->frame, flen, 0);
         if (r < 0)
                 return r;
         row = (struct db_chunk){ .length = (uint32_t) in->clen, .stored_size = (uint32_t) flen };

@@ -157,9 +157,10 @@ int troved_store_get(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], stru
         return r;
 }
 
-int troved_store_put(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const void *frame, size_t n) {
+int troved_store_put(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const void *frame, size_t n,
+                     unsigned flags) {
         uint64_t t0 = now_usec();
-        int r = chunkstore_put(t->store, id, frame, n);
+        int r = chunkstore_put_flags(t->store, id, frame, n, flags);
         METRIC_ADD(t, store_ops, 1);
         METRIC_ADD(t, store_usec, now_usec() - t0);
         if (r < 0)
@@ -179,7 +180,7 @@ static int chunk_ensure_stored(void *userdata) {
         int r = chunkstore_exists(c->t->store, c->row->id, NULL);
         if (r < 0)
                 return r;
-        return r > 0 ? 0 : troved_store_put(c->t, c->row->id, c->frame, c->n);
+        return r > 0 ? 0 : troved_store_put(c->t, c->row->id, c->frame, c->n, 0);
 }
 
 int troved_chunk_record(struct troved *t, const struct db_chunk *row, const void *frame, size_t n) {

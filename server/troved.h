@@ -76,7 +76,9 @@ int troved_route(struct http_request *req, void *userdata);
 
 /* Chunk store calls with latency accounting. */
 int troved_store_get(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], struct buf *out);
-int troved_store_put(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const void *frame, size_t n);
+/* flags: CHUNKSTORE_PUT_NOSYNC (then chunkstore_sync() before any row). */
+int troved_store_put(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const void *frame, size_t n,
+                     unsigned flags);
 /* Writes the row of a chunk just stored; re-stores the frame if garbage
  * collection deleted the object in between. */
 int troved_chunk_record(struct troved *t, const struct db_chunk *row, const void *frame, size_t n);

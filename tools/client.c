@@ -48,49 +48,15 @@ int client_config_dir(char **ret) {
 }
 
 int read_small_file(const char *path, size_t max, char **ret) {
-        _cleanup_close_ int fd = -1;
-        struct buf b = BUF_INIT(max);
-        int in = STDIN_FILENO, r;
-        char *s;
+        _cleanup_free_ char *text = malloc(max + 1);
+        int r;
 
-        if (!streq(path, "-")) {
-                fd = open(path, O_RDONLY | O_CLOEXEC);
-                if (fd < 0)
-                        return -errno;
-                in = fd;
-        }
-        for (;;) {
-                r = buf_reserve(&b, 4096);
-                if (r < 0) {
-                        buf_free(&b);
-                        return r;
-                }
-                ssize_t k = read(in, b.data + b.len, 4096);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        r = -errno;
-                        buf_free(&b);
-                        return r;
-                }
-                if (k == 0)
-                        break;
-                b.len += (size_t) k;
-        }
-        while (b.len > 0 && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == ' ' ||
-                             b.data[b.len - 1] == '\t' || b.data[b.len - 1] == '\r'))
-                b.len--;
-        r = buf_append(&b, "", 0); /* allocate even when empty */
-        if (r < 0) {
-                buf_free(&b);
-                return r;
-        }
-        b.data[b.len] = 0;
-        r = buf_steal(&b, &s, NULL);
-        buf_free(&b);
+        if (!text)
+                return -ENOMEM;
+        r = read_text_file(path, text, max + 1, NULL);
         if (r < 0)
-                return r;
-        *ret = s;
+                return r == -EFBIG ? -E2BIG : r;
+        *ret = TAKE_PTR(text);
         return 0;
 }
 

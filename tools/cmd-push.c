@@ -46,7 +46,13 @@
 #define PATHS_BATCH 50000
 /* NARs up to this size are kept from pass 1 instead of being dumped twice. */
 #define KEEP_NAR_MAX ((uint64_t) 16 << 20)
-#define QUEUE_SLOTS 16
+/* Chunks waiting for an uploader (each holds its uncompressed bytes, at
+ * most the chunking maximum: 128 x 256 KiB = 32 MiB by default). */
+#define QUEUE_SLOTS 128
+/* An uploader sends what is queued in batches of up to this many bytes of
+ * frames / chunks per request (POST .../chunks). */
+#define BATCH_BYTES (4u * 1024 * 1024)
+#define BATCH_ITEMS 256
 #define HTTP_ATTEMPTS 5
 
 enum path_state {
@@ -651,10 +657,80 @@ static bool queue_get(struct pusher *p, struct upload_item *ret) {
         return true;
 }
 
+/* Like queue_get, without waiting: false when nothing is queued now. */
+static bool queue_try_get(struct pusher *p, struct upload_item *ret) {
+        bool got = false;
+
+        pthread_mutex_lock(&p->lock);
+        if (p->q_len > 0) {
+                *ret = p->queue[p->q_head];
+                p->q_head = (p->q_head + 1) % QUEUE_SLOTS;
+                p->q_len--;
+                pthread_cond_signal(&p->q_put);
+                got = true;
+        }
+        pthread_mutex_unlock(&p->lock);
+        return got;
+}
+
 struct uploader {
         struct pusher *p;
         pthread_t thread;
 };
+
+/* Accounts for one chunk of a batch, sent or failed. */
+static void upload_done(struct pusher *p, struct upload_item *it, size_t flen, int r, const struct trove_error *err) {
+        pthread_mutex_lock(&p->lock);
+        if (r >= 0) {
+                it->job->chunks[it->index].stored_size = (uint32_t) flen;
+                it->job->sent += flen;
+                it->job->new_bytes += it->len;
+                it->job->new_chunks++;
+        } else if (!it->job->upload_error) {
+                static const char pre[] = "chunk upload failed: ";
+                const char *m = err && err->msg[0] ? err->msg : strerror(-r);
+                size_t ml = MIN(strlen(m), sizeof it->job->upload_msg - sizeof pre);
+                it->job->upload_error = r;
+                memcpy(it->job->upload_msg, pre, sizeof pre - 1);
+                memcpy(it->job->upload_msg + sizeof pre - 1, m, ml);
+                it->job->upload_msg[sizeof pre - 1 + ml] = 0;
+        }
+        it->job->outstanding--;
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->lock);
+        free(it->data);
+        it->data = NULL;
+}
+
+/* Appends one chunk as a batch record: [32-byte id][u32 LE length][frame]. */
+static int batch_append(struct buf *body, struct chunkcodec *codec, const struct upload_item *it, uint8_t *frame,
+                        size_t cap, size_t *ret_flen, struct trove_error *err) {
+        uint8_t id[SHA256_DIGEST_LEN], le[4];
+        size_t flen;
+        int r;
+
+        r = sha256_buf(it->data, it->len, id);
+        if (r < 0)
+                return r;
+        if (memcmp(id, it->job->chunks[it->index].id, SHA256_DIGEST_LEN) != 0)
+                return trove_error_set(err, EIO, "the NAR changed between the two reads (chunk at offset %" PRIu64 ")",
+                                       it->job->chunks[it->index].offset);
+        r = chunkcodec_encode(codec, it->data, it->len, frame, cap, &flen);
+        if (r < 0)
+                return r;
+        le[0] = (uint8_t) flen;
+        le[1] = (uint8_t) (flen >> 8);
+        le[2] = (uint8_t) (flen >> 16);
+        le[3] = (uint8_t) (flen >> 24);
+        r = buf_append(body, id, sizeof id);
+        if (r >= 0)
+                r = buf_append(body, le, sizeof le);
+        if (r >= 0)
+                r = buf_append(body, frame, flen);
+        if (r >= 0)
+                *ret_flen = flen;
+        return r;
+}
 
 static void *upload_main(void *ud) {
         struct uploader *u = ud;
@@ -662,68 +738,55 @@ static void *upload_main(void *ud) {
         _cleanup_(http_client_freep) struct http_client *hc = NULL;
         _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
         _cleanup_free_ uint8_t *frame = NULL;
+        _cleanup_free_ struct upload_item *items = NULL;
+        _cleanup_free_ size_t *flens = NULL;
         size_t cap = chunkcodec_bound(p->cp.max_size);
+        struct buf body = BUF_INIT(BATCH_BYTES + chunkcodec_bound(p->cp.max_size) + 64);
         struct http_client_options ho = {};
+        char path[512];
         int setup;
 
+        snprintf(path, sizeof path, "%s/chunks", p->cache_path);
         setup = http_client_new(&ho, &hc);
         if (setup >= 0)
                 setup = chunkcodec_new(p->o->level, &codec);
         if (setup >= 0) {
                 frame = malloc(cap);
-                if (!frame)
+                items = calloc(BATCH_ITEMS, sizeof *items);
+                flens = calloc(BATCH_ITEMS, sizeof *flens);
+                if (!frame || !items || !flens)
                         setup = -ENOMEM;
         }
         for (;;) {
-                struct upload_item it;
                 struct trove_error err = {};
-                uint8_t id[SHA256_DIGEST_LEN];
-                size_t flen = 0;
+                size_t n = 0, i;
                 long status = 0;
                 int r = setup;
 
-                if (!queue_get(p, &it))
+                /* Wait for one chunk, then take whatever else is queued, up
+                 * to a batch. */
+                if (!queue_get(p, &items[0]))
                         break;
-                if (r >= 0)
-                        r = sha256_buf(it.data, it.len, id);
-                if (r >= 0 && memcmp(id, it.job->chunks[it.index].id, SHA256_DIGEST_LEN) != 0)
-                        r = trove_error_set(&err, EIO,
-                                            "the NAR changed between the two reads (chunk at offset %" PRIu64 ")",
-                                            it.job->chunks[it.index].offset);
-                if (r >= 0)
-                        r = chunkcodec_encode(codec, it.data, it.len, frame, cap, &flen);
+                n = 1;
+                buf_reset(&body);
+                for (i = 0; r >= 0; i++) {
+                        r = batch_append(&body, codec, &items[i], frame, cap, &flens[i], &err);
+                        if (r < 0 || n == BATCH_ITEMS || body.len >= BATCH_BYTES || !queue_try_get(p, &items[n]))
+                                break;
+                        n++;
+                }
                 if (r >= 0) {
-                        char path[512], hex[2 * SHA256_DIGEST_LEN + 1];
-                        hex_encode(id, SHA256_DIGEST_LEN, hex);
-                        snprintf(path, sizeof path, "%s/chunks/%s", p->cache_path, hex);
-                        r = api_call(hc, &p->rm, "PUT", path, "application/zstd", frame, flen, HTTP_ATTEMPTS,
-                                     &status, NULL, &err);
+                        r = api_call(hc, &p->rm, "POST", path, "application/octet-stream", body.data, body.len,
+                                     HTTP_ATTEMPTS, &status, NULL, &err);
                         if (r >= 0)
                                 r = api_check(status, &err);
                 }
                 if (r >= 0)
-                        atomic_fetch_add(&p->bytes_sent, flen);
-                free(it.data);
-                pthread_mutex_lock(&p->lock);
-                if (r >= 0) {
-                        it.job->chunks[it.index].stored_size = (uint32_t) flen;
-                        it.job->sent += flen;
-                        it.job->new_bytes += it.len;
-                        it.job->new_chunks++;
-                } else if (!it.job->upload_error) {
-                        it.job->upload_error = r;
-                        const char *m = err.msg[0] ? err.msg : strerror(-r);
-                        size_t ml = strlen(m);
-                        static const char pre[] = "chunk upload failed: ";
-                        memcpy(it.job->upload_msg, pre, sizeof pre - 1);
-                        ml = MIN(ml, sizeof it.job->upload_msg - sizeof pre);
-                        memcpy(it.job->upload_msg + sizeof pre - 1, m, ml);
-                        it.job->upload_msg[sizeof pre - 1 + ml] = 0;
-                }
-                it.job->outstanding--;
-                pthread_cond_broadcast(&p->cond);
-                pthread_mutex_unlock(&p->lock);
+                        atomic_fetch_add(&p->bytes_sent, body.len);
+                for (i = 0; i < n; i++)
+                        upload_done(p, &items[i], flens[i], r, &err);
         }
+        buf_free(&body);
         return NULL;
 }
 

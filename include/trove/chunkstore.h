@@ -34,7 +34,9 @@ typedef int (*chunkstore_list_fn)(const uint8_t id[SHA256_DIGEST_LEN], uint64_t 
 struct chunkstore_ops {
         const char *name;
         int (*put)(struct chunkstore *cs, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,
-                   size_t n);
+                   size_t n, unsigned flags);
+        /* Makes every put so far durable; NULL: puts are durable at once. */
+        int (*sync)(struct chunkstore *cs);
         int (*get)(struct chunkstore *cs, const uint8_t id[SHA256_DIGEST_LEN], struct buf *out);
         int (*exists)(struct chunkstore *cs, const uint8_t id[SHA256_DIGEST_LEN],
                       uint64_t *ret_size);
@@ -83,6 +85,19 @@ const char *chunkstore_backend(const struct chunkstore *cs);
  * caller has verified its content against id. */
 int chunkstore_put(struct chunkstore *cs, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,
                    size_t n);
+
+enum {
+        /* The object need not be durable when put returns; a later
+         * chunkstore_sync() makes it so (local: one syncfs for a whole batch
+         * instead of two fsyncs per object). Visible under its final name
+         * either way, never partially. */
+        CHUNKSTORE_PUT_NOSYNC = 1 << 0,
+};
+
+int chunkstore_put_flags(struct chunkstore *cs, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,
+                         size_t n, unsigned flags);
+/* Makes all objects put so far durable. */
+int chunkstore_sync(struct chunkstore *cs);
 
 enum {
         /* Also decode the frame and check that its content hashes to id. */

@@ -218,6 +218,29 @@ def test_server_refuses_lying_pushes(server, client, test_closure, tmp_path):
     r = server.request("PUT", f"{api}/chunks/{wrong_id}", zstd_frame(nar), token=tok)
     assert r.status == 400 and b"does not match its id" in r.body, r
 
+    # The same lie inside a batch (the way trove push uploads): the whole
+    # batch is refused, even the honest record before it, and nothing of it
+    # is recorded.
+    honest = os.urandom(5000)
+    honest_id = hashlib.sha256(honest).hexdigest()
+
+    def record(chunk_id, frame):
+        return bytes.fromhex(chunk_id) + len(frame).to_bytes(4, "little") + frame
+
+    body = record(honest_id, zstd_frame(honest)) + record(wrong_id, zstd_frame(nar))
+    r = server.request("POST", f"{api}/chunks", body, token=tok)
+    assert r.status == 400 and b"does not match its id" in r.body, r
+    r = server.request("POST", f"{api}/missing-chunks", json.dumps({"chunks": [honest_id, wrong_id]}), token=tok)
+    assert r.status == 200 and sorted(json.loads(r.body)["missing"]) == sorted([honest_id, wrong_id]), r
+    # A truncated batch record is refused too.
+    r = server.request("POST", f"{api}/chunks", record(honest_id, zstd_frame(honest))[:-3], token=tok)
+    assert r.status == 400, r
+    # The honest record alone is stored.
+    r = server.request("POST", f"{api}/chunks", record(honest_id, zstd_frame(honest)), token=tok)
+    assert r.status == 200 and json.loads(r.body) == {"stored": 1, "present": 0}, r
+    r = server.request("POST", f"{api}/missing-chunks", json.dumps({"chunks": [honest_id]}), token=tok)
+    assert r.status == 200 and json.loads(r.body)["missing"] == [], r
+
     def manifest(nar_hash, nar_size, chunk_id, length):
         return json.dumps({
             "version": 1, "storePath": path, "narHash": nar_hash, "narSize": nar_size,
