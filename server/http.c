@@ -307,6 +307,13 @@ static enum MHD_Result queue_pending(struct http_request *req) {
                 return MHD_YES;
         if (req->server->observe)
                 req->server->observe(req->server->userdata, req->status);
+        /* Connections that carried an upload are not reused: a client that
+         * gave up waiting for "100 Continue" and sent its body anyway (curl
+         * does, under load) must not have the next request read in the
+         * middle of that exchange. Downloads, the hot path, keep the
+         * connection alive. */
+        if (http_request_content_length(req) > 0 || http_request_header(req, "Transfer-Encoding"))
+                MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONNECTION, "close");
         r = MHD_queue_response(req->conn, req->status, req->response);
         MHD_destroy_response(req->response);
         req->response = NULL;
@@ -401,12 +408,14 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
                 }
                 if (req->body_mode == BODY_NONE && !http_replied(req))
                         reply_errno(req, -EIO); /* a bodiless request whose route did not reply */
-                /* A reply queued during this first call ("early") makes MHD
-                 * close the connection; only do that when a request body
-                 * would have to be refused. Bodiless requests are answered
-                 * in the next call, which keeps the connection alive. */
-                len = http_request_content_length(req);
-                if (http_replied(req) && (len > 0 || http_request_header(req, "Transfer-Encoding")))
+                /* Replies are queued here, in MHD's first call, whenever
+                 * they are ready. MHD then closes the connection after the
+                 * reply; answering bodiless requests in its second call
+                 * instead keeps connections alive, but with curl clients
+                 * under load it let an upload that followed on the same
+                 * connection read a reply that was not a status line
+                 * (curl: "Unsupported protocol"), so that is not done. */
+                if (http_replied(req))
                         return queue_pending(req);
                 return MHD_YES;
         }

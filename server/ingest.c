@@ -8,6 +8,10 @@
 #include "trove/manifest.h"
 #include "trove/nar.h"
 
+/* Chunks per batch, and the bytes after which a batch is resolved early. */
+#define INGEST_BATCH 64
+#define INGEST_BATCH_BYTES (8u * 1024 * 1024)
+
 struct ingest {
         struct troved *t;
         struct nar_reader *reader;
@@ -24,6 +28,18 @@ struct ingest {
         uint8_t *frame;
         size_t frame_cap;
         struct buf stored;       /* a deduplicated chunk's stored frame */
+
+        /* Chunks cut but not yet stored: resolved together (one presence
+         * query, one sync, one transaction for their rows). */
+        struct pending_chunk {
+                uint8_t id[SHA256_DIGEST_LEN];
+                uint8_t *data;
+                size_t len;
+                uint64_t nar_offset;
+                uint8_t *frame;  /* new chunks: their frame */
+                size_t frame_len;
+        } pending[INGEST_BATCH];
+        size_t n_pending, pending_bytes;
 
         struct db_nar_chunk *chunks;
         size_t n_chunks, cap_chunks;
@@ -42,6 +58,10 @@ void ingest_free(struct ingest *in) {
         chunkcodec_free(in->codec);
         sha256_done(&in->nar_sha);
         sha256_done(&in->file_sha);
+        for (size_t i = 0; i < in->n_pending; i++) {
+                free(in->pending[i].data);
+                free(in->pending[i].frame);
+        }
         free(in->cbuf);
         free(in->frame);
         buf_free(&in->stored);
@@ -120,7 +140,7 @@ static int consume_nar_bytes(struct ingest *in, const void *p, size_t n) {
         return 0;
 }
 
-static int append_chunk(struct ingest *in, const uint8_t id[SHA256_DIGEST_LEN], size_t len,
+static int append_chunk(struct ingest *in, const uint8_t id[SHA256_DIGEST_LEN], uint64_t nar_offset, size_t len,
                         const void *frame, size_t frame_len) {
         struct db_nar_chunk *c;
         int r;
@@ -136,7 +156,7 @@ static int append_chunk(struct ingest *in, const uint8_t id[SHA256_DIGEST_LEN], 
                 in->cap_chunks = ncap;
         }
         c = &in->chunks[in->n_chunks++];
-        c->nar_offset = in->nar_size - len;
+        c->nar_offset = nar_offset;
         c->length = (uint32_t) len;
         c->stored_size = (uint32_t) frame_len;
         memcpy(c->id, id, SHA256_DIGEST_LEN);
@@ -147,62 +167,135 @@ static int append_chunk(struct ingest *in, const uint8_t id[SHA256_DIGEST_LEN], 
         return 0;
 }
 
-/* A chunk cut from the raw NAR stream: store it unless stored already. The
- * FileHash must describe the frames actually served, so for a chunk that
- * was stored before, its stored frame is read back rather than assumed to
- * equal what this encoder would produce. */
-static int store_cut_chunk(struct ingest *in) {
+struct pending_store {
+        struct troved *t;
+        const struct db_chunk *rows;
+        struct pending_chunk *const *fresh;
+};
+
+static int pending_ensure_stored(void *userdata, size_t i) {
+        struct pending_store *ps = userdata;
+        int r = chunkstore_exists(ps->t->store, ps->rows[i].id, NULL);
+        if (r < 0)
+                return r;
+        return r > 0 ? 0 : troved_store_put(ps->t, ps->rows[i].id, ps->fresh[i]->frame, ps->fresh[i]->frame_len, 0);
+}
+
+/* Resolves the pending chunks, in NAR order: a chunk the server holds
+ * contributes its stored frame (the FileHash must describe the frames
+ * actually served, so it is read back rather than assumed to equal what
+ * this encoder would produce); a new one is compressed and stored. New
+ * objects are made durable by one sync, then recorded in one transaction. */
+static int flush_pending(struct ingest *in) {
         struct troved *t = in->t;
-        uint8_t id[SHA256_DIGEST_LEN];
-        struct db_chunk row;
-        size_t flen;
+        uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
+        struct pending_chunk *fresh[INGEST_BATCH];
+        struct db_chunk rows[INGEST_BATCH];
+        bool present[INGEST_BATCH];
+        size_t n = in->n_pending, n_fresh = 0;
+        int r;
+
+        if (n == 0)
+                return 0;
+        ids = malloc(n * sizeof *ids);
+        if (!ids)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                memcpy(ids[i], in->pending[i].id, SHA256_DIGEST_LEN);
+        r = db_chunks_present(t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, n, present);
+        free(ids);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                struct pending_chunk *pc = &in->pending[i];
+                size_t flen;
+
+                if (present[i]) {
+                        r = troved_store_get(t, pc->id, &in->stored);
+                        if (r >= 0) {
+                                in->res.dedup_chunks++;
+                                in->res.dedup_chunk_bytes += pc->len;
+                                METRIC_ADD(t, chunks_deduped, 1);
+                                METRIC_ADD(t, chunk_bytes_deduped, pc->len);
+                                r = append_chunk(in, pc->id, pc->nar_offset, pc->len, in->stored.data, in->stored.len);
+                                if (r < 0)
+                                        return r;
+                                continue;
+                        }
+                        if (r != -ENOENT && r != -EBADMSG)
+                                return r;
+                        /* The row outlived its object (lost or damaged): store it again. */
+                        log_warning("chunk object missing or damaged for a known chunk; storing it again");
+                }
+                r = chunkcodec_encode(in->codec, pc->data, pc->len, in->frame, in->frame_cap, &flen);
+                if (r < 0)
+                        return r;
+                pc->frame = malloc(flen);
+                if (!pc->frame)
+                        return -ENOMEM;
+                memcpy(pc->frame, in->frame, flen);
+                pc->frame_len = flen;
+                r = troved_store_put(t, pc->id, pc->frame, flen, CHUNKSTORE_PUT_NOSYNC);
+                if (r < 0)
+                        return r;
+                rows[n_fresh] = (struct db_chunk){ .length = (uint32_t) pc->len, .stored_size = (uint32_t) flen };
+                memcpy(rows[n_fresh].id, pc->id, SHA256_DIGEST_LEN);
+                fresh[n_fresh++] = pc;
+                in->res.new_chunks++;
+                in->res.new_chunk_bytes += pc->len;
+                METRIC_ADD(t, chunks_uploaded, 1);
+                METRIC_ADD(t, chunk_bytes_uploaded, pc->len);
+                r = append_chunk(in, pc->id, pc->nar_offset, pc->len, pc->frame, flen);
+                if (r < 0)
+                        return r;
+        }
+        if (n_fresh > 0) {
+                struct pending_store ps = { t, rows, fresh };
+                r = chunkstore_sync(t->store);
+                if (r < 0)
+                        return r;
+                r = db_chunks_insert(t->db, rows, n_fresh, pending_ensure_stored, &ps);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < n; i++) {
+                free(in->pending[i].data);
+                free(in->pending[i].frame);
+                in->pending[i].data = in->pending[i].frame = NULL;
+        }
+        in->n_pending = 0;
+        in->pending_bytes = 0;
+        return 0;
+}
+
+/* A chunk cut from the raw NAR stream: validated at once, stored with its
+ * batch. */
+static int store_cut_chunk(struct ingest *in) {
+        struct pending_chunk *pc;
         int r;
 
         /* Validate before storing anything: a malformed NAR stores nothing
-         * past the chunk in which it goes wrong. */
+         * past the batch in which it goes wrong. */
         r = consume_nar_bytes(in, in->cbuf, in->clen);
         if (r < 0)
                 return r;
-        r = sha256_buf(in->cbuf, in->clen, id);
+        pc = &in->pending[in->n_pending];
+        r = sha256_buf(in->cbuf, in->clen, pc->id);
         if (r < 0)
                 return r;
-        r = db_chunk_get(t->db, id, &row);
-        if (r < 0)
-                return r;
-        if (r > 0) {
-                r = troved_store_get(t, id, &in->stored);
-                if (r >= 0) {
-                        in->res.dedup_chunks++;
-                        in->res.dedup_chunk_bytes += in->clen;
-                        METRIC_ADD(t, chunks_deduped, 1);
-                        METRIC_ADD(t, chunk_bytes_deduped, in->clen);
-                        r = append_chunk(in, id, in->clen, in->stored.data, in->stored.len);
-                        in->clen = 0;
-                        return r;
-                }
-                if (r != -ENOENT && r != -EBADMSG)
-                        return r;
-                /* The row outlived its object (lost or damaged): store it again. */
-                log_warning("chunk object missing or damaged for a known chunk; storing it again");
-        }
-        r = chunkcodec_encode(in->codec, in->cbuf, in->clen, in->frame, in->frame_cap, &flen);
-        if (r < 0)
-                return r;
-        r = troved_store_put(t, id, in->frame, flen, 0);
-        if (r < 0)
-                return r;
-        row = (struct db_chunk){ .length = (uint32_t) in->clen, .stored_size = (uint32_t) flen };
-        memcpy(row.id, id, SHA256_DIGEST_LEN);
-        r = troved_chunk_record(t, &row, in->frame, flen);
-        if (r < 0)
-                return r;
-        in->res.new_chunks++;
-        in->res.new_chunk_bytes += in->clen;
-        METRIC_ADD(t, chunks_uploaded, 1);
-        METRIC_ADD(t, chunk_bytes_uploaded, in->clen);
-        r = append_chunk(in, id, in->clen, in->frame, flen);
+        pc->data = malloc(in->clen);
+        if (!pc->data)
+                return -ENOMEM;
+        memcpy(pc->data, in->cbuf, in->clen);
+        pc->len = in->clen;
+        pc->nar_offset = in->nar_size - in->clen;
+        pc->frame = NULL;
+        in->n_pending++;
+        in->pending_bytes += in->clen;
         in->clen = 0;
-        return r;
+        if (in->n_pending == INGEST_BATCH || in->pending_bytes >= INGEST_BATCH_BYTES)
+                return flush_pending(in);
+        return 0;
 }
 
 int ingest_feed_nar(struct ingest *in, const void *p, size_t n) {
@@ -238,7 +331,7 @@ int ingest_add_chunk(struct ingest *in, const uint8_t id[SHA256_DIGEST_LEN], con
         r = consume_nar_bytes(in, data, len);
         if (r < 0)
                 return r;
-        return append_chunk(in, id, len, frame, frame_len);
+        return append_chunk(in, id, in->nar_size - len, len, frame, frame_len);
 }
 
 int ingest_finish(struct ingest *in, struct ingest_result *ret) {
@@ -249,9 +342,13 @@ int ingest_finish(struct ingest *in, struct ingest_result *ret) {
                 if (r < 0)
                         return r;
         }
+        /* The NAR must be complete before its last batch is stored. */
         r = nar_reader_finish(in->reader);
         if (r < 0)
                 return fail_msg(in, r, "invalid NAR: ", nar_reader_error(in->reader));
+        r = flush_pending(in);
+        if (r < 0)
+                return r;
         if (in->n_chunks == 0)
                 return fail_msg(in, -EBADMSG, "empty NAR", "");
         r = sha256_final(&in->nar_sha, in->res.nar_hash);
