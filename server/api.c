@@ -972,6 +972,24 @@ int api_route(struct troved *t, struct http_request *req, const struct auth *a, 
                 return http_reply_error(req, 405, "method %s not allowed here", method);
         }
 
+        if (streq(sub, "paths") && arg[0] && streq(method, "DELETE")) {
+                struct db_cache c;
+                int r;
+                if (!storepath_is_hash_part(arg, strlen(arg)))
+                        return http_reply_error(req, 400, "bad store path hash");
+                r = cache_open(t, req, a, cache, TOKEN_PERM_DELETE, &c);
+                if (r < 0)
+                        return r;
+                r = db_path_delete(t->db, c.id, arg);
+                nicache_forget(t->narinfos, c.id, arg);
+                db_cache_free(&c);
+                if (r == -ENOENT)
+                        return http_reply_error(req, 404, "no such path in cache '%s'", cache);
+                if (r < 0)
+                        return r;
+                /* Its NAR and chunks stay while other paths use them; GC takes the rest. */
+                return http_reply_buf(req, 200, "application/json", "{}", 2);
+        }
         if (streq(sub, "missing-paths") || streq(sub, "missing-chunks") || streq(sub, "paths")) {
                 struct body_ctx *ctx;
                 if (!streq(method, "POST") || arg[0])

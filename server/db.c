@@ -660,28 +660,6 @@ int db_cache_destroy(struct db *db, const char *name) {
         return streq(PQcmdTuples(res), "1") ? 0 : -ENOENT;
 }
 
-int db_cache_list(struct db *db, char **ret) {
-        _cleanup_handle_ struct db_handle h = {};
-        _cleanup_pgresult_ PGresult *res = NULL;
-        struct buf b = BUF_INIT(64u * 1024 * 1024);
-        int r;
-
-        r = db_get(db, &h);
-        if (r < 0)
-                return r;
-        r = q(&h, &res, "SELECT name FROM caches ORDER BY name", 0, NULL);
-        if (r < 0)
-                return r;
-        for (int i = 0; i < PQntuples(res); i++) {
-                r = buf_printf(&b, "%s\n", PQgetvalue(res, i, 0));
-                if (r < 0) {
-                        buf_free(&b);
-                        return r;
-                }
-        }
-        return buf_steal(&b, ret, NULL);
-}
-
 int db_cache_stats(struct db *db, int64_t cache_id, struct db_cache_stats *ret) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;

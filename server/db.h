@@ -52,8 +52,6 @@ int db_cache_create(struct db *db, const struct db_cache *c, int64_t *ret_id);
 int db_cache_update(struct db *db, const struct db_cache *c);
 /* Removes the cache and its paths (NARs and chunks stay for GC). */
 int db_cache_destroy(struct db *db, const char *name);
-/* Names of all caches, newline-separated, heap string. */
-int db_cache_list(struct db *db, char **ret);
 
 struct db_cache_stats {
         uint64_t paths;

@@ -955,6 +955,15 @@ def test_auth_matrix(local, dirs, test_closure):
                  "anonymous cache create")
     expect_error(t.request("POST", "/_api/v1/gc?min-age=0", token=push), 403, 403,
                  "gc with a push token")
+    # Deleting a path needs delete; then it is gone (narinfo 404), once.
+    dpath = f"/_api/v1/caches/priv/paths/{store_hash_part(ppath)}"
+    expect_error(t.request("DELETE", dpath, token=push), 403, 403, "path delete with a push token")
+    expect_error(t.request("DELETE", dpath), 401, 401, "anonymous path delete")
+    assert t.get(pni, token=pull).status == 200
+    delete = t.token("priv", "pull,delete")
+    expect_status(t.request("DELETE", dpath, token=delete), 200, "path delete with a delete token")
+    expect_error(t.get(pni, token=pull), 404, 404, "narinfo of a deleted path")
+    expect_error(t.request("DELETE", dpath, token=delete), 404, 404, "deleting a deleted path")
 
 
 # ---- 8. PostgreSQL goes away and comes back ----
