@@ -502,7 +502,7 @@ int http_server_start(const struct http_server_config *c, struct http_server **r
                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &sa,
                 MHD_OPTION_CONNECTION_LIMIT, (unsigned) (c->max_connections ? c->max_connections : 1024),
                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) (c->connection_timeout_sec ? c->connection_timeout_sec : 300),
-                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 256 * 1024,
+                MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
                 MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
                 MHD_OPTION_END);
         if (!s->daemon) {
