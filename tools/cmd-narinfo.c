@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "trove/util.h"
 #include "trove/buf.h"
 #include "trove/narinfo.h"
 #include "trove/storepath.h"
@@ -138,21 +139,21 @@ static int replace_file(const char *path, const char *text) {
 }
 
 static int read_secret_key(const char *path, struct signing_secret *ret) {
-        _cleanup_(buf_free) struct buf b = BUF_INIT(KEY_FILE_MAX);
+        _cleanup_free_ char *text = malloc(KEY_FILE_MAX);
         int r;
 
-        r = read_file(path, KEY_FILE_MAX - 1, &b);
-        if (r < 0) {
+        if (!text)
+                return -ENOMEM;
+        /* Nix writes key files without a newline; editors add one. */
+        r = read_text_file(path, text, KEY_FILE_MAX, NULL);
+        if (r < 0 && r != -EINVAL) {
                 fprintf(stderr, "trove narinfo sign: cannot read key %s: %s\n", path,
-                        r == -EFBIG || r == -E2BIG ? "too large for a key file" : strerror(-r));
+                        r == -EFBIG ? "too large for a key file" : strerror(-r));
                 return r;
         }
-        /* Nix writes key files without a newline; editors add one. */
-        while (b.len > 0 && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r' || b.data[b.len - 1] == ' '))
-                b.data[--b.len] = 0;
-        r = (b.data && strlen((char *) b.data) == b.len) ? signing_secret_parse((char *) b.data, ret) : -EINVAL;
-        if (b.data)
-                explicit_bzero(b.data, b.len);
+        if (r >= 0)
+                r = signing_secret_parse(text, ret);
+        explicit_bzero(text, KEY_FILE_MAX);
         if (r < 0)
                 fprintf(stderr, "trove narinfo sign: %s is not a valid secret key\n", path);
         return r;
@@ -275,18 +276,20 @@ static int narinfo_verify_cmd(int argc, char **argv) {
                                 return 2;
                         break;
                 case 'f': {
-                        _cleanup_(buf_free) struct buf b = BUF_INIT(KEY_FILE_MAX);
-                        r = read_file(optarg, KEY_FILE_MAX - 1, &b);
+                        _cleanup_free_ char *text = malloc(KEY_FILE_MAX);
+                        if (!text)
+                                return 1;
+                        r = read_text_file(optarg, text, KEY_FILE_MAX, NULL);
+                        if (r == -EINVAL) {
+                                fprintf(stderr, "trove narinfo verify: %s: no key\n", optarg);
+                                return 1;
+                        }
                         if (r < 0) {
                                 fprintf(stderr, "trove narinfo verify: cannot read %s: %s\n", optarg,
                                         strerror(-r));
                                 return 1;
                         }
-                        if (!b.data || strlen((char *) b.data) != b.len) {
-                                fprintf(stderr, "trove narinfo verify: %s: no key\n", optarg);
-                                return 1;
-                        }
-                        if (add_keys((char *) b.data, optarg, keys, &n_keys) < 0)
+                        if (add_keys(text, optarg, keys, &n_keys) < 0)
                                 return 1;
                         break;
                 }
