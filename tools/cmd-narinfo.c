@@ -139,13 +139,11 @@ static int replace_file(const char *path, const char *text) {
 }
 
 static int read_secret_key(const char *path, struct signing_secret *ret) {
-        _cleanup_free_ char *text = malloc(KEY_FILE_MAX);
+        char text[KEY_FILE_MAX];
         int r;
 
-        if (!text)
-                return -ENOMEM;
         /* Nix writes key files without a newline; editors add one. */
-        r = read_text_file(path, text, KEY_FILE_MAX, NULL);
+        r = read_text_file(path, text, sizeof text, NULL);
         if (r < 0 && r != -EINVAL) {
                 fprintf(stderr, "trove narinfo sign: cannot read key %s: %s\n", path,
                         r == -EFBIG ? "too large for a key file" : strerror(-r));
@@ -153,7 +151,7 @@ static int read_secret_key(const char *path, struct signing_secret *ret) {
         }
         if (r >= 0)
                 r = signing_secret_parse(text, ret);
-        explicit_bzero(text, KEY_FILE_MAX);
+        explicit_bzero(text, sizeof text);
         if (r < 0)
                 fprintf(stderr, "trove narinfo sign: %s is not a valid secret key\n", path);
         return r;
