@@ -133,6 +133,54 @@ def test_push_closure_then_nix_copy_and_substitute(server, client, test_closure,
     assert (h, size) == want
 
 
+def test_same_machine_push_then_substitute(server, client, tmp_path):
+    """One machine pushes and later substitutes the same paths, with one Nix
+    narinfo cache (XDG_CACHE_HOME), as a developer box or a long-lived runner
+    does. Nix remembers the narinfo it uploaded and never asks the server for
+    its signed one: plain `nix copy --to` leaves paths that this machine cannot
+    substitute ("lacks a valid signature"); `trove push`, or `nix copy --to`
+    with `?secret-key=`, do not. README and docs/api.md say so."""
+    cache, info = new_cache(client)
+    key = info["publicKey"]
+    netrc = trovetest.write_netrc(tmp_path / "netrc", server.admin)
+    nix_key_sk, nix_key_pk = tmp_path / "uploader.sk", tmp_path / "uploader.pk"
+    run(["nix-store", "--generate-binary-cache-key", "uploader-1", nix_key_sk, nix_key_pk])
+    tag = os.urandom(8).hex()
+    paths = {}
+    for how in ("plain", "signed", "push"):
+        paths[how] = build(tmp_path, f"same-{how}", MK + f"""
+          mk "same-machine-{how}" "mkdir -p $out; echo {how}-{tag} > $out/id"
+        """)[0]
+    same = nix_env_for(tmp_path, "same-machine")  # one narinfo cache for all
+    url = f"{server.url}/{cache}"
+
+    def substitute(path, trusted, expect=0):
+        root = tmp_path / f"root-{Path(path).name}"
+        return run(["nix", "copy", "--from", url, "--to", f"local?root={root}",
+                    "--option", "trusted-public-keys", trusted,
+                    "--option", "netrc-file", netrc, path],
+                   env=same, expect=expect, text=True, timeout=300)
+
+    # The pitfall: uploaded unsigned, then refused on the same machine although
+    # the server serves it signed with the trusted cache key.
+    run(["nix", "copy", "--to", url + "?compression=zstd", "--option", "netrc-file", netrc,
+         paths["plain"]], env=same, timeout=300)
+    assert server.narinfo(cache, paths["plain"])["Sig"].startswith(cache + "-1:")
+    r = substitute(paths["plain"], key, expect=None)
+    assert r.returncode != 0 and "lacks a valid signature" in r.stderr, r.stderr
+
+    # Signed on upload: the local narinfo cache holds a signature this machine trusts.
+    run(["nix", "copy", "--to", f"{url}?compression=zstd&secret-key={nix_key_sk}",
+         "--option", "netrc-file", netrc, paths["signed"]], env=same, timeout=300)
+    substitute(paths["signed"], nix_key_pk.read_text().strip())
+
+    # trove push: Nix's narinfo cache is not involved; the cache key verifies.
+    push(client, cache, paths["push"])
+    r = substitute(paths["push"], key)
+    root = tmp_path / f"root-{Path(paths['push']).name}"
+    assert (root / paths["push"].lstrip("/") / "id").read_text() == f"push-{tag}\n"
+
+
 # ---- (2) chunk-level dedup on the wire ----
 
 def test_dedup_on_the_wire(server, client, tmp_path):
