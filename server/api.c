@@ -23,21 +23,21 @@
 
 #define _cleanup_json_ _cleanup_(json_decrefp)
 
-static int reply_json(struct http_request *req, unsigned status, json_t *j) {
+static int reply_json(struct httpd_request *req, unsigned status, json_t *j) {
         char *s = json_dumps(j, JSON_COMPACT);
         if (!s)
                 return -ENOMEM;
-        return http_reply_take(req, status, "application/json", s, strlen(s));
+        return httpd_reply_take(req, status, "application/json", s, strlen(s));
 }
 
-int api_health(struct troved *t, struct http_request *req) {
+int api_health(struct troved *t, struct httpd_request *req) {
         int r = db_ping(t->db);
         if (r < 0)
-                return http_reply_error(req, 503, "database unavailable: %s", strerror(-r));
-        return http_reply_buf(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
+                return httpd_reply_error(req, 503, "database unavailable: %s", strerror(-r));
+        return httpd_reply_buf(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
 }
 
-int api_metrics(struct troved *t, struct http_request *req) {
+int api_metrics(struct troved *t, struct httpd_request *req) {
         struct buf b = BUF_INIT(1u << 20);
         struct db_global_stats gs = {};
         unsigned busy, total;
@@ -95,7 +95,7 @@ int api_metrics(struct troved *t, struct http_request *req) {
         buf_free(&b);
         if (r < 0)
                 return r;
-        return http_reply_take(req, 200, "text/plain; version=0.0.4", s, strlen(s));
+        return httpd_reply_take(req, 200, "text/plain; version=0.0.4", s, strlen(s));
 }
 
 /* ---- caches ---- */
@@ -131,31 +131,31 @@ static json_t *cache_json(struct troved *t, const struct db_cache *c, bool with_
 }
 
 /* Applies the settable keys of a JSON config object to c. */
-static int cache_apply_config(struct http_request *req, json_t *body, struct db_cache *c) {
+static int cache_apply_config(struct httpd_request *req, json_t *body, struct db_cache *c) {
         json_t *v;
 
         if (!json_is_object(body))
-                return http_reply_error(req, 400, "expected a JSON object"), -EINVAL;
+                return httpd_reply_error(req, 400, "expected a JSON object"), -EINVAL;
         if ((v = json_object_get(body, "public"))) {
                 if (!json_is_boolean(v))
-                        return http_reply_error(req, 400, "'public' must be a boolean"), -EINVAL;
+                        return httpd_reply_error(req, 400, "'public' must be a boolean"), -EINVAL;
                 c->is_public = json_is_true(v);
         }
         if ((v = json_object_get(body, "priority"))) {
                 if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 10000)
-                        return http_reply_error(req, 400, "'priority' must be an integer 0..10000"), -EINVAL;
+                        return httpd_reply_error(req, 400, "'priority' must be an integer 0..10000"), -EINVAL;
                 c->priority = (int) json_integer_value(v);
         }
         if ((v = json_object_get(body, "retentionSeconds"))) {
                 if (!json_is_integer(v) || json_integer_value(v) < 0)
-                        return http_reply_error(req, 400, "'retentionSeconds' must be a non-negative integer"),
+                        return httpd_reply_error(req, 400, "'retentionSeconds' must be a non-negative integer"),
                                -EINVAL;
                 c->retention_sec = json_integer_value(v);
         }
         if ((v = json_object_get(body, "upstreamKeys"))) {
                 const char *s = json_string_value(v);
                 if (!s || strlen(s) > 4096 || strpbrk(s, "\n\r\t"))
-                        return http_reply_error(req, 400, "'upstreamKeys' must be a space-separated string"),
+                        return httpd_reply_error(req, 400, "'upstreamKeys' must be a space-separated string"),
                                -EINVAL;
                 free(c->upstream_keys);
                 c->upstream_keys = strdup(s);
@@ -165,11 +165,11 @@ static int cache_apply_config(struct http_request *req, json_t *body, struct db_
         return 0;
 }
 
-static json_t *parse_body(struct http_request *req, const void *body, size_t n) {
+static json_t *parse_body(struct httpd_request *req, const void *body, size_t n) {
         json_error_t e;
         json_t *j = json_loadb(body, n, JSON_REJECT_DUPLICATES, &e);
         if (!j)
-                (void) http_reply_error(req, 400, "invalid JSON: %s (line %d)", e.text, e.line);
+                (void) httpd_reply_error(req, 400, "invalid JSON: %s (line %d)", e.text, e.line);
         return j;
 }
 
@@ -188,8 +188,8 @@ static void body_ctx_free(void *p) {
         free(c);
 }
 
-static int cache_create_end(struct http_request *req, const void *body, size_t n) {
-        struct body_ctx *ctx = http_request_state(req);
+static int cache_create_end(struct httpd_request *req, const void *body, size_t n) {
+        struct body_ctx *ctx = httpd_request_state(req);
         struct troved *t = ctx->t;
         _cleanup_json_ json_t *j = NULL, *out = NULL;
         struct db_cache c = {};
@@ -209,7 +209,7 @@ static int cache_create_end(struct http_request *req, const void *body, size_t n
                 const char *sd = json_string_value(v);
                 if (!sd || sd[0] != '/' || strlen(sd) > 1024 || (strlen(sd) > 1 && sd[strlen(sd) - 1] == '/')) {
                         db_cache_free(&c);
-                        return http_reply_error(req, 400, "'storeDir' must be an absolute path");
+                        return httpd_reply_error(req, 400, "'storeDir' must be an absolute path");
                 }
                 free(c.store_dir);
                 c.store_dir = strdup(sd);
@@ -229,14 +229,14 @@ static int cache_create_end(struct http_request *req, const void *body, size_t n
                 const char *kn = json_string_value(v);
                 if (!kn || !*kn || strlen(kn) >= sizeof keyname) {
                         db_cache_free(&c);
-                        return http_reply_error(req, 400, "bad 'keyName'");
+                        return httpd_reply_error(req, 400, "bad 'keyName'");
                 }
                 snprintf(keyname, sizeof keyname, "%s", kn);
         }
         r = signing_generate(keyname, &sk);
         if (r < 0) {
                 db_cache_free(&c);
-                return http_reply_error(req, 400, "cannot make a signing key named '%s'", keyname);
+                return httpd_reply_error(req, 400, "cannot make a signing key named '%s'", keyname);
         }
         signing_secret_format(&sk, sktext);
         signing_secret_wipe(&sk);
@@ -249,7 +249,7 @@ static int cache_create_end(struct http_request *req, const void *body, size_t n
         r = db_cache_create(t->db, &c, &c.id);
         if (r == -EEXIST) {
                 db_cache_free(&c);
-                return http_reply_error(req, 409, "cache '%s' already exists", ctx->cache);
+                return httpd_reply_error(req, 409, "cache '%s' already exists", ctx->cache);
         }
         if (r < 0) {
                 db_cache_free(&c);
@@ -263,8 +263,8 @@ static int cache_create_end(struct http_request *req, const void *body, size_t n
         return reply_json(req, 201, out);
 }
 
-static int cache_configure_end(struct http_request *req, const void *body, size_t n) {
-        struct body_ctx *ctx = http_request_state(req);
+static int cache_configure_end(struct httpd_request *req, const void *body, size_t n) {
+        struct body_ctx *ctx = httpd_request_state(req);
         _cleanup_json_ json_t *j = NULL, *out = NULL;
         struct db_cache c;
         int r;
@@ -304,8 +304,8 @@ static struct body_ctx *body_ctx_new(struct troved *t, const struct auth *a, con
 
 /* ---- push protocol ---- */
 
-static int missing_paths_end(struct http_request *req, const void *body, size_t n) {
-        struct body_ctx *ctx = http_request_state(req);
+static int missing_paths_end(struct httpd_request *req, const void *body, size_t n) {
+        struct body_ctx *ctx = httpd_request_state(req);
         _cleanup_json_ json_t *j = NULL, *out = NULL;
         struct db_cache c;
         json_t *arr, *missing;
@@ -319,7 +319,7 @@ static int missing_paths_end(struct http_request *req, const void *body, size_t 
                 return -EINVAL;
         arr = json_object_get(j, "paths");
         if (!json_is_array(arr) || json_array_size(arr) > API_BATCH_MAX)
-                return http_reply_error(req, 400, "expected {\"paths\": [hash parts]} (at most %u)", API_BATCH_MAX);
+                return httpd_reply_error(req, 400, "expected {\"paths\": [hash parts]} (at most %u)", API_BATCH_MAX);
         r = cache_open(ctx->t, req, &ctx->auth, ctx->cache, TOKEN_PERM_PULL, &c);
         if (r < 0)
                 return r;
@@ -333,7 +333,7 @@ static int missing_paths_end(struct http_request *req, const void *body, size_t 
         for (i = 0; i < cnt; i++) {
                 const char *s = json_string_value(json_array_get(arr, i));
                 if (!s || !storepath_is_hash_part(s, strlen(s))) {
-                        r = http_reply_error(req, 400, "paths[%zu] is not a store path hash part", i);
+                        r = httpd_reply_error(req, 400, "paths[%zu] is not a store path hash part", i);
                         goto out;
                 }
                 hashes[i] = (char *) s;
@@ -354,8 +354,8 @@ out:
         return r;
 }
 
-static int missing_chunks_end(struct http_request *req, const void *body, size_t n) {
-        struct body_ctx *ctx = http_request_state(req);
+static int missing_chunks_end(struct httpd_request *req, const void *body, size_t n) {
+        struct body_ctx *ctx = httpd_request_state(req);
         _cleanup_json_ json_t *j = NULL, *out = NULL;
         struct db_cache c;
         json_t *arr, *missing;
@@ -369,7 +369,7 @@ static int missing_chunks_end(struct http_request *req, const void *body, size_t
                 return -EINVAL;
         arr = json_object_get(j, "chunks");
         if (!json_is_array(arr) || json_array_size(arr) > API_BATCH_MAX)
-                return http_reply_error(req, 400, "expected {\"chunks\": [hex ids]} (at most %u)", API_BATCH_MAX);
+                return httpd_reply_error(req, 400, "expected {\"chunks\": [hex ids]} (at most %u)", API_BATCH_MAX);
         r = cache_open(ctx->t, req, &ctx->auth, ctx->cache, TOKEN_PERM_PUSH, &c);
         if (r < 0)
                 return r;
@@ -383,7 +383,7 @@ static int missing_chunks_end(struct http_request *req, const void *body, size_t
         for (i = 0; i < cnt; i++) {
                 const char *s = json_string_value(json_array_get(arr, i));
                 if (!s || hex_decode(s, strlen(s), ids[i], SHA256_DIGEST_LEN) < 0) {
-                        r = http_reply_error(req, 400, "chunks[%zu] is not a 64-digit hex chunk id", i);
+                        r = httpd_reply_error(req, 400, "chunks[%zu] is not a 64-digit hex chunk id", i);
                         goto out;
                 }
         }
@@ -405,8 +405,8 @@ out:
 
 /* PUT chunk: the body is the chunk's zstd frame; it is decoded and checked
  * against its id before anything is stored. */
-static int chunk_put_end(struct http_request *req, const void *body, size_t n) {
-        struct body_ctx *ctx = http_request_state(req);
+static int chunk_put_end(struct httpd_request *req, const void *body, size_t n) {
+        struct body_ctx *ctx = httpd_request_state(req);
         struct troved *t = ctx->t;
         uint8_t id[SHA256_DIGEST_LEN];
         _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
@@ -418,20 +418,20 @@ static int chunk_put_end(struct http_request *req, const void *body, size_t n) {
 
         METRIC_ADD(t, bytes_in, n);
         if (hex_decode(ctx->arg, strlen(ctx->arg), id, SHA256_DIGEST_LEN) < 0)
-                return http_reply_error(req, 400, "bad chunk id");
+                return httpd_reply_error(req, 400, "bad chunk id");
         r = db_chunk_get(t->db, id, &row);
         if (r < 0)
                 return r;
         if (r > 0) {
                 METRIC_ADD(t, chunks_deduped, 1);
                 METRIC_ADD(t, chunk_bytes_deduped, row.length);
-                return http_reply_buf(req, 200, "text/plain", "", 0);
+                return httpd_reply_buf(req, 200, "text/plain", "", 0);
         }
         r = chunkcodec_frame_size(body, n, &size);
         if (r < 0)
-                return http_reply_error(req, 400, "not a zstd frame with a declared size");
+                return httpd_reply_error(req, 400, "not a zstd frame with a declared size");
         if (size == 0 || size > API_CHUNK_MAX)
-                return http_reply_error(req, 413, "chunk of %" PRIu64 " bytes outside 1..%u", size, API_CHUNK_MAX);
+                return httpd_reply_error(req, 413, "chunk of %" PRIu64 " bytes outside 1..%u", size, API_CHUNK_MAX);
         r = chunkcodec_new(t->cfg.compression_level, &codec);
         if (r < 0)
                 return r;
@@ -440,7 +440,7 @@ static int chunk_put_end(struct http_request *req, const void *body, size_t n) {
                 return -ENOMEM;
         r = chunkcodec_decode(codec, body, n, id, API_CHUNK_MAX, data, size, &len);
         if (r < 0)
-                return http_reply_error(req, 400, "chunk does not match its id: %s", strerror(-r));
+                return httpd_reply_error(req, 400, "chunk does not match its id: %s", strerror(-r));
         r = troved_store_put(t, id, body, n, 0);
         if (r < 0)
                 return r;
@@ -451,7 +451,7 @@ static int chunk_put_end(struct http_request *req, const void *body, size_t n) {
                 return r;
         METRIC_ADD(t, chunks_uploaded, 1);
         METRIC_ADD(t, chunk_bytes_uploaded, len);
-        return http_reply_buf(req, 201, "text/plain", "", 0);
+        return httpd_reply_buf(req, 201, "text/plain", "", 0);
 }
 
 /* POST chunks: many chunks in one request. The body is a sequence of
@@ -482,8 +482,8 @@ static int batch_ensure_stored(void *userdata, size_t i) {
         return r > 0 ? 0 : troved_store_put(b->t, b->rows[i].id, b->recs[i].frame, b->recs[i].len, 0);
 }
 
-static int chunk_batch_end(struct http_request *req, const void *body, size_t n) {
-        struct body_ctx *ctx = http_request_state(req);
+static int chunk_batch_end(struct httpd_request *req, const void *body, size_t n) {
+        struct body_ctx *ctx = httpd_request_state(req);
         struct troved *t = ctx->t;
         _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
         _cleanup_json_ json_t *out = NULL;
@@ -504,16 +504,16 @@ static int chunk_batch_end(struct http_request *req, const void *body, size_t n)
                 const uint8_t *p = (const uint8_t *) body + pos;
                 uint32_t len;
                 if (count == API_BATCH_RECORDS_MAX) {
-                        r = http_reply_error(req, 413, "more than %u chunks in one batch", API_BATCH_RECORDS_MAX);
+                        r = httpd_reply_error(req, 413, "more than %u chunks in one batch", API_BATCH_RECORDS_MAX);
                         goto out;
                 }
                 if (n - pos < SHA256_DIGEST_LEN + 4) {
-                        r = http_reply_error(req, 400, "truncated record header at byte %zu", pos);
+                        r = httpd_reply_error(req, 400, "truncated record header at byte %zu", pos);
                         goto out;
                 }
                 len = (uint32_t) p[32] | (uint32_t) p[33] << 8 | (uint32_t) p[34] << 16 | (uint32_t) p[35] << 24;
                 if (len == 0 || len > n - pos - SHA256_DIGEST_LEN - 4) {
-                        r = http_reply_error(req, 400, "bad frame length %" PRIu32 " at byte %zu", len, pos);
+                        r = httpd_reply_error(req, 400, "bad frame length %" PRIu32 " at byte %zu", len, pos);
                         goto out;
                 }
                 recs[count++] = (struct batch_rec){ p, p + SHA256_DIGEST_LEN + 4, len };
@@ -543,11 +543,11 @@ static int chunk_batch_end(struct http_request *req, const void *body, size_t n)
 
                 hex_encode(recs[i].id, SHA256_DIGEST_LEN, hex);
                 if (chunkcodec_frame_size(recs[i].frame, recs[i].len, &size) < 0) {
-                        r = http_reply_error(req, 400, "chunk %s: not a zstd frame with a declared size", hex);
+                        r = httpd_reply_error(req, 400, "chunk %s: not a zstd frame with a declared size", hex);
                         goto out;
                 }
                 if (size == 0 || size > API_CHUNK_MAX) {
-                        r = http_reply_error(req, 413, "chunk %s: %" PRIu64 " bytes outside 1..%u", hex, size,
+                        r = httpd_reply_error(req, 413, "chunk %s: %" PRIu64 " bytes outside 1..%u", hex, size,
                                              API_CHUNK_MAX);
                         goto out;
                 }
@@ -555,7 +555,7 @@ static int chunk_batch_end(struct http_request *req, const void *body, size_t n)
                 r = chunkcodec_decode(codec, recs[i].frame, recs[i].len, recs[i].id, API_CHUNK_MAX, data,
                                       API_CHUNK_MAX, &len);
                 if (r < 0) {
-                        r = http_reply_error(req, 400, "chunk %s does not match its id: %s", hex, strerror(-r));
+                        r = httpd_reply_error(req, 400, "chunk %s does not match its id: %s", hex, strerror(-r));
                         goto out;
                 }
                 if (present[i]) {
@@ -596,7 +596,7 @@ out:
         return r;
 }
 
-static int chunk_get(struct troved *t, struct http_request *req, const struct auth *a, const char *cache,
+static int chunk_get(struct troved *t, struct httpd_request *req, const struct auth *a, const char *cache,
                      const char *hex) {
         uint8_t id[SHA256_DIGEST_LEN];
         struct db_cache c;
@@ -605,30 +605,30 @@ static int chunk_get(struct troved *t, struct http_request *req, const struct au
         int r;
 
         if (hex_decode(hex, strlen(hex), id, SHA256_DIGEST_LEN) < 0)
-                return http_reply_error(req, 400, "bad chunk id");
+                return httpd_reply_error(req, 400, "bad chunk id");
         r = cache_open(t, req, a, cache, TOKEN_PERM_PULL, &c);
         if (r < 0)
                 return r;
         /* Chunks are shared between caches; a cache serves only its own. */
         r = db_chunk_in_cache(t->db, c.id, id);
         if (r == 0)
-                r = http_reply_error(req, 404, "no such chunk in cache '%s'", cache);
-        if (r <= 0 || http_replied(req))
+                r = httpd_reply_error(req, 404, "no such chunk in cache '%s'", cache);
+        if (r <= 0 || httpd_replied(req))
                 goto out;
-        http_add_header(req, "Cache-Control",
+        httpd_add_header(req, "Cache-Control",
                         c.is_public ? "public, max-age=31536000, immutable" : "private, max-age=31536000, immutable");
         if (t->cfg.chunk_redirect) {
                 char *url;
                 if (chunkstore_presign_get(t->store, id, 3600, &url) >= 0) {
-                        http_add_header(req, "Location", url);
+                        httpd_add_header(req, "Location", url);
                         free(url);
-                        r = http_reply_buf(req, 302, "text/plain", "", 0);
+                        r = httpd_reply_buf(req, 302, "text/plain", "", 0);
                         goto out;
                 }
         }
         r = troved_store_get(t, id, &frame);
         if (r == -ENOENT) {
-                r = http_reply_error(req, 503, "chunk is recorded but missing from the chunk store");
+                r = httpd_reply_error(req, 503, "chunk is recorded but missing from the chunk store");
                 goto out;
         }
         if (r < 0)
@@ -636,7 +636,7 @@ static int chunk_get(struct troved *t, struct http_request *req, const struct au
         METRIC_ADD(t, bytes_out, frame.len);
         data = frame.data;
         frame.data = NULL;
-        r = http_reply_take(req, 200, "application/zstd", data, frame.len);
+        r = httpd_reply_take(req, 200, "application/zstd", data, frame.len);
 out:
         buf_free(&frame);
         db_cache_free(&c);
@@ -646,8 +646,8 @@ out:
 /* POST paths: commit a store path whose chunks were uploaded. The server
  * reads the chunks back in order, checks they form a valid NAR with the
  * claimed hash and size, and only then makes the path visible. */
-static int path_commit_end(struct http_request *req, const void *body, size_t n) {
-        struct body_ctx *ctx = http_request_state(req);
+static int path_commit_end(struct httpd_request *req, const void *body, size_t n) {
+        struct body_ctx *ctx = httpd_request_state(req);
         struct troved *t = ctx->t;
         struct trove_error err = {};
         struct manifest m = {};
@@ -669,12 +669,12 @@ static int path_commit_end(struct http_request *req, const void *body, size_t n)
                 return r;
         r = manifest_decode(body, n, c.store_dir, &m, &err);
         if (r < 0) {
-                r = http_reply_error(req, 400, "invalid manifest: %s", err.msg);
+                r = httpd_reply_error(req, 400, "invalid manifest: %s", err.msg);
                 goto out;
         }
         r = storepath_parse(c.store_dir, m.info.store_path, &sp);
         if (r < 0) {
-                r = http_reply_error(req, 400, "bad store path");
+                r = httpd_reply_error(req, 400, "bad store path");
                 goto out;
         }
         r = db_nar_find(t->db, m.info.nar_hash, &nar);
@@ -701,7 +701,7 @@ static int path_commit_end(struct http_request *req, const void *body, size_t n)
                         if (!present[i]) {
                                 char hex[2 * SHA256_DIGEST_LEN + 1];
                                 hex_encode(m.chunks[i].id, SHA256_DIGEST_LEN, hex);
-                                r = http_reply_error(req, 400, "chunk %s (at NAR offset %" PRIu64 ") was never uploaded",
+                                r = httpd_reply_error(req, 400, "chunk %s (at NAR offset %" PRIu64 ") was never uploaded",
                                                      hex, m.chunks[i].nar_offset);
                                 goto out;
                         }
@@ -720,7 +720,7 @@ static int path_commit_end(struct http_request *req, const void *body, size_t n)
                         size_t len;
                         r = troved_store_get(t, m.chunks[i].id, &frame);
                         if (r == -ENOENT) {
-                                r = http_reply_error(req, 409, "chunk %zu is recorded but missing from the store", i);
+                                r = httpd_reply_error(req, 409, "chunk %zu is recorded but missing from the store", i);
                                 goto out;
                         }
                         if (r < 0)
@@ -728,27 +728,27 @@ static int path_commit_end(struct http_request *req, const void *body, size_t n)
                         r = chunkcodec_decode(codec, frame.data, frame.len, m.chunks[i].id, API_CHUNK_MAX, data,
                                               API_CHUNK_MAX, &len);
                         if (r < 0 || len != m.chunks[i].length) {
-                                r = http_reply_error(req, 400, "chunk %zu does not match the manifest", i);
+                                r = httpd_reply_error(req, 400, "chunk %zu does not match the manifest", i);
                                 goto out;
                         }
                         r = ingest_add_chunk(in, m.chunks[i].id, data, len, frame.data, frame.len);
                         if (r < 0) {
                                 const char *msg = ingest_error(in);
-                                r = http_reply_error(req, 400, "%s", msg[0] ? msg : strerror(-r));
+                                r = httpd_reply_error(req, 400, "%s", msg[0] ? msg : strerror(-r));
                                 goto out;
                         }
                 }
                 r = ingest_finish(in, &res);
                 if (r < 0) {
                         const char *msg = ingest_error(in);
-                        r = http_reply_error(req, 400, "%s", msg[0] ? msg : strerror(-r));
+                        r = httpd_reply_error(req, 400, "%s", msg[0] ? msg : strerror(-r));
                         goto out;
                 }
                 if (memcmp(res.nar_hash, m.info.nar_hash, SHA256_DIGEST_LEN) != 0 || res.nar_size != m.info.nar_size) {
                         char got[HASH_STRING_MAX], want[HASH_STRING_MAX];
                         hash_format(res.nar_hash, HASH_NIX32, got);
                         hash_format(m.info.nar_hash, HASH_NIX32, want);
-                        r = http_reply_error(req, 400,
+                        r = httpd_reply_error(req, 400,
                                              "chunks reassemble to %s (%" PRIu64 " bytes), not the claimed %s (%" PRIu64
                                              " bytes)",
                                              got, res.nar_size, want, m.info.nar_size);
@@ -759,8 +759,8 @@ static int path_commit_end(struct http_request *req, const void *body, size_t n)
                         goto out;
         }
         r = path_commit(t, req, &c, &m.info, nar_id);
-        if (r >= 0 && !http_replied(req))
-                r = http_reply_buf(req, 201, "application/json", "{}", 2);
+        if (r >= 0 && !httpd_replied(req))
+                r = httpd_reply_buf(req, 201, "application/json", "{}", 2);
 out:
         free(ids);
         free(present);
@@ -771,7 +771,7 @@ out:
         return r;
 }
 
-static int manifest_get(struct troved *t, struct http_request *req, const struct auth *a, const char *cache,
+static int manifest_get(struct troved *t, struct httpd_request *req, const struct auth *a, const char *cache,
                         const char *hash) {
         struct trove_error err = {};
         struct manifest m = {};
@@ -783,14 +783,14 @@ static int manifest_get(struct troved *t, struct http_request *req, const struct
         int r;
 
         if (!storepath_is_hash_part(hash, strlen(hash)))
-                return http_reply_error(req, 400, "bad store path hash");
+                return httpd_reply_error(req, 400, "bad store path hash");
         r = cache_open(t, req, a, cache, TOKEN_PERM_PULL, &c);
         if (r < 0)
                 return r;
         r = db_path_get(t->db, c.id, hash, &p);
         if (r == 0)
-                r = http_reply_error(req, 404, "no such path in cache '%s'", cache);
-        if (r <= 0 || http_replied(req))
+                r = httpd_reply_error(req, 404, "no such path in cache '%s'", cache);
+        if (r <= 0 || httpd_replied(req))
                 goto out;
         r = narinfo_from_path(&c, &p, &m.info);
         if (r < 0)
@@ -821,9 +821,9 @@ static int manifest_get(struct troved *t, struct http_request *req, const struct
         r = manifest_encode(&m, &text, &len);
         if (r < 0)
                 goto out;
-        http_add_header(req, "Cache-Control", c.is_public ? "public, max-age=31536000, immutable"
+        httpd_add_header(req, "Cache-Control", c.is_public ? "public, max-age=31536000, immutable"
                                                           : "private, max-age=31536000, immutable");
-        r = http_reply_take(req, 200, "application/json", text, len);
+        r = httpd_reply_take(req, 200, "application/json", text, len);
 out:
         free(ls);
         free(chunks);
@@ -857,21 +857,21 @@ static int gc_list_one(const uint8_t id[SHA256_DIGEST_LEN], uint64_t size, void 
         return l->n == GC_LIST_BATCH ? gc_list_flush(l) : 0;
 }
 
-static int gc_run(struct troved *t, struct http_request *req, const struct auth *a) {
+static int gc_run(struct troved *t, struct httpd_request *req, const struct auth *a) {
         _cleanup_json_ json_t *out = NULL;
-        const char *age = http_request_query(req, "min-age");
+        const char *age = httpd_request_query(req, "min-age");
         struct gc_list list = { .t = t };
         int64_t min_age = 3600;
         uint64_t n = 0, orphans = 0;
         int r;
 
         if (!a->present || !token_permits(a->claims, "*", TOKEN_PERM_DESTROY))
-                return http_reply_error(req, a->present ? 403 : 401, "garbage collection needs 'destroy' on all caches");
+                return httpd_reply_error(req, a->present ? 403 : 401, "garbage collection needs 'destroy' on all caches");
         if (age) {
                 char *end;
                 long long v = strtoll(age, &end, 10);
                 if (!*age || *end || v < 0)
-                        return http_reply_error(req, 400, "bad min-age");
+                        return httpd_reply_error(req, 400, "bad min-age");
                 min_age = v;
         }
         /* Objects without rows (left by a crash between the two) are noted
@@ -896,8 +896,8 @@ static int gc_run(struct troved *t, struct http_request *req, const struct auth 
         return out ? reply_json(req, 200, out) : -ENOMEM;
 }
 
-int api_route(struct troved *t, struct http_request *req, const struct auth *a, const char *rest) {
-        const char *method = http_request_method(req);
+int api_route(struct troved *t, struct httpd_request *req, const struct auth *a, const char *rest) {
+        const char *method = httpd_request_method(req);
         char cache[65], sub[32], arg[80];
         const char *s1, *s2;
         size_t n;
@@ -905,12 +905,12 @@ int api_route(struct troved *t, struct http_request *req, const struct auth *a, 
         if (streq(rest, "gc") && streq(method, "POST"))
                 return gc_run(t, req, a);
         if (!startswith(rest, "caches/"))
-                return http_reply_error(req, 404, "no such API endpoint");
+                return httpd_reply_error(req, 404, "no such API endpoint");
         rest += strlen("caches/");
         s1 = strchr(rest, '/');
         n = s1 ? (size_t) (s1 - rest) : strlen(rest);
         if (!cache_name_valid(rest, n))
-                return http_reply_error(req, 400, "bad cache name (1..64 of A-Z a-z 0-9 . _ -)");
+                return httpd_reply_error(req, 400, "bad cache name (1..64 of A-Z a-z 0-9 . _ -)");
         memcpy(cache, rest, n);
         cache[n] = 0;
         sub[0] = arg[0] = 0;
@@ -918,7 +918,7 @@ int api_route(struct troved *t, struct http_request *req, const struct auth *a, 
                 s2 = strchr(s1 + 1, '/');
                 n = s2 ? (size_t) (s2 - s1 - 1) : strlen(s1 + 1);
                 if (n >= sizeof sub || (s2 && (strlen(s2 + 1) >= sizeof arg || strchr(s2 + 1, '/'))))
-                        return http_reply_error(req, 404, "no such API endpoint");
+                        return httpd_reply_error(req, 404, "no such API endpoint");
                 memcpy(sub, s1 + 1, n);
                 sub[n] = 0;
                 if (s2)
@@ -944,16 +944,16 @@ int api_route(struct troved *t, struct http_request *req, const struct auth *a, 
                         ctx = body_ctx_new(t, a, cache, NULL);
                         if (!ctx)
                                 return -ENOMEM;
-                        http_request_set_state(req, ctx, body_ctx_free);
-                        http_request_collect_body(req, API_JSON_MAX, cache_create_end);
+                        httpd_request_set_state(req, ctx, body_ctx_free);
+                        httpd_request_collect_body(req, API_JSON_MAX, cache_create_end);
                         return 0;
                 }
                 if (streq(method, "PATCH")) {
                         struct body_ctx *ctx = body_ctx_new(t, a, cache, NULL);
                         if (!ctx)
                                 return -ENOMEM;
-                        http_request_set_state(req, ctx, body_ctx_free);
-                        http_request_collect_body(req, API_JSON_MAX, cache_configure_end);
+                        httpd_request_set_state(req, ctx, body_ctx_free);
+                        httpd_request_collect_body(req, API_JSON_MAX, cache_configure_end);
                         return 0;
                 }
                 if (streq(method, "DELETE")) {
@@ -967,16 +967,16 @@ int api_route(struct troved *t, struct http_request *req, const struct auth *a, 
                         if (r < 0)
                                 return r;
                         log_info("destroyed cache %s", cache);
-                        return http_reply_buf(req, 200, "application/json", "{}", 2);
+                        return httpd_reply_buf(req, 200, "application/json", "{}", 2);
                 }
-                return http_reply_error(req, 405, "method %s not allowed here", method);
+                return httpd_reply_error(req, 405, "method %s not allowed here", method);
         }
 
         if (streq(sub, "paths") && arg[0] && streq(method, "DELETE")) {
                 struct db_cache c;
                 int r;
                 if (!storepath_is_hash_part(arg, strlen(arg)))
-                        return http_reply_error(req, 400, "bad store path hash");
+                        return httpd_reply_error(req, 400, "bad store path hash");
                 r = cache_open(t, req, a, cache, TOKEN_PERM_DELETE, &c);
                 if (r < 0)
                         return r;
@@ -984,21 +984,21 @@ int api_route(struct troved *t, struct http_request *req, const struct auth *a, 
                 nicache_forget(t->narinfos, c.id, arg);
                 db_cache_free(&c);
                 if (r == -ENOENT)
-                        return http_reply_error(req, 404, "no such path in cache '%s'", cache);
+                        return httpd_reply_error(req, 404, "no such path in cache '%s'", cache);
                 if (r < 0)
                         return r;
                 /* Its NAR and chunks stay while other paths use them; GC takes the rest. */
-                return http_reply_buf(req, 200, "application/json", "{}", 2);
+                return httpd_reply_buf(req, 200, "application/json", "{}", 2);
         }
         if (streq(sub, "missing-paths") || streq(sub, "missing-chunks") || streq(sub, "paths")) {
                 struct body_ctx *ctx;
                 if (!streq(method, "POST") || arg[0])
-                        return http_reply_error(req, 405, "use POST");
+                        return httpd_reply_error(req, 405, "use POST");
                 ctx = body_ctx_new(t, a, cache, NULL);
                 if (!ctx)
                         return -ENOMEM;
-                http_request_set_state(req, ctx, body_ctx_free);
-                http_request_collect_body(req, API_JSON_MAX,
+                httpd_request_set_state(req, ctx, body_ctx_free);
+                httpd_request_collect_body(req, API_JSON_MAX,
                                           streq(sub, "missing-paths")    ? missing_paths_end
                                           : streq(sub, "missing-chunks") ? missing_chunks_end
                                                                          : path_commit_end);
@@ -1014,8 +1014,8 @@ int api_route(struct troved *t, struct http_request *req, const struct auth *a, 
                 ctx = body_ctx_new(t, a, cache, NULL);
                 if (!ctx)
                         return -ENOMEM;
-                http_request_set_state(req, ctx, body_ctx_free);
-                http_request_collect_body(req, API_BATCH_BODY_MAX, chunk_batch_end);
+                httpd_request_set_state(req, ctx, body_ctx_free);
+                httpd_request_collect_body(req, API_BATCH_BODY_MAX, chunk_batch_end);
                 return 0;
         }
         if (streq(sub, "chunks") && arg[0]) {
@@ -1031,13 +1031,13 @@ int api_route(struct troved *t, struct http_request *req, const struct auth *a, 
                         ctx = body_ctx_new(t, a, cache, arg);
                         if (!ctx)
                                 return -ENOMEM;
-                        http_request_set_state(req, ctx, body_ctx_free);
-                        http_request_collect_body(req, chunkcodec_bound(API_CHUNK_MAX), chunk_put_end);
+                        httpd_request_set_state(req, ctx, body_ctx_free);
+                        httpd_request_collect_body(req, chunkcodec_bound(API_CHUNK_MAX), chunk_put_end);
                         return 0;
                 }
-                return http_reply_error(req, 405, "method %s not allowed here", method);
+                return httpd_reply_error(req, 405, "method %s not allowed here", method);
         }
         if (streq(sub, "manifests") && arg[0] && (streq(method, "GET") || streq(method, "HEAD")))
                 return manifest_get(t, req, a, cache, arg);
-        return http_reply_error(req, 404, "no such API endpoint");
+        return httpd_reply_error(req, 404, "no such API endpoint");
 }

@@ -60,8 +60,8 @@ static int base64_decode_any(const char *s, char *out, size_t cap, size_t *ret_l
         return 0;
 }
 
-int auth_parse(struct troved *t, struct http_request *req, struct auth *ret) {
-        const char *h = http_request_header(req, "Authorization");
+int auth_parse(struct troved *t, struct httpd_request *req, struct auth *ret) {
+        const char *h = httpd_request_header(req, "Authorization");
         struct trove_error err = {};
         const char *token = NULL;
         char basic[TOKEN_TEXT_MAX + 512];
@@ -77,13 +77,13 @@ int auth_parse(struct troved *t, struct http_request *req, struct auth *ret) {
                 char *colon;
                 r = base64_decode_any(h + 6, basic, sizeof basic, &n);
                 if (r < 0 || memchr(basic, 0, n))
-                        return http_reply_error(req, 401, "malformed Basic authorization"), -EACCES;
+                        return httpd_reply_error(req, 401, "malformed Basic authorization"), -EACCES;
                 colon = strchr(basic, ':');
                 if (!colon)
-                        return http_reply_error(req, 401, "malformed Basic authorization"), -EACCES;
+                        return httpd_reply_error(req, 401, "malformed Basic authorization"), -EACCES;
                 token = colon + 1; /* the password is the token; the user name is free */
         } else {
-                return http_reply_error(req, 401, "unsupported authorization scheme (use Bearer or Basic)"),
+                return httpd_reply_error(req, 401, "unsupported authorization scheme (use Bearer or Basic)"),
                        -EACCES;
         }
         while (*token == ' ')
@@ -91,25 +91,25 @@ int auth_parse(struct troved *t, struct http_request *req, struct auth *ret) {
         ret->present = true;
         r = token_decode_verify(token, t->secret.key, t->secret.len, (int64_t) time(NULL), &ret->claims, &err);
         if (r < 0) {
-                http_add_header(req, "WWW-Authenticate", "Basic realm=\"trove\"");
-                return http_reply_error(req, 401, "invalid token: %s", err.msg[0] ? err.msg : strerror(-r)),
+                httpd_add_header(req, "WWW-Authenticate", "Basic realm=\"trove\"");
+                return httpd_reply_error(req, 401, "invalid token: %s", err.msg[0] ? err.msg : strerror(-r)),
                        -EACCES;
         }
         return 0;
 }
 
-int auth_require(struct http_request *req, const struct auth *a, const struct db_cache *cache,
+int auth_require(struct httpd_request *req, const struct auth *a, const struct db_cache *cache,
                  const char *cache_name, enum token_perm perm) {
         if (perm == TOKEN_PERM_PULL && cache && cache->is_public)
                 return 0;
         if (!a->present) {
-                http_add_header(req, "WWW-Authenticate", "Basic realm=\"trove\"");
-                return http_reply_error(req, 401, "authentication required to %s on cache '%s'",
+                httpd_add_header(req, "WWW-Authenticate", "Basic realm=\"trove\"");
+                return httpd_reply_error(req, 401, "authentication required to %s on cache '%s'",
                                         token_perm_to_string(perm), cache_name),
                        -EACCES;
         }
         if (!token_permits(a->claims, cache_name, perm))
-                return http_reply_error(req, 403, "token does not grant '%s' on cache '%s'",
+                return httpd_reply_error(req, 403, "token does not grant '%s' on cache '%s'",
                                         token_perm_to_string(perm), cache_name),
                        -EPERM;
         return 0;
@@ -118,16 +118,16 @@ int auth_require(struct http_request *req, const struct auth *a, const struct db
 /* Loads the cache and checks perm; replies on failure. Unknown caches are
  * 404 only for those allowed to know: anonymous callers get 401 as for a
  * private cache, so cache names do not leak. */
-int cache_open(struct troved *t, struct http_request *req, const struct auth *a, const char *name,
+int cache_open(struct troved *t, struct httpd_request *req, const struct auth *a, const char *name,
                enum token_perm perm, struct db_cache *ret) {
         int r = db_cache_get(t->db, name, ret);
         if (r == -ENOENT) {
                 if (!a->present)
                         return auth_require(req, a, NULL, name, perm);
                 if (!token_permits(a->claims, name, TOKEN_PERM_PULL) && !token_permits(a->claims, name, perm))
-                        return http_reply_error(req, 403, "token does not grant access to cache '%s'", name),
+                        return httpd_reply_error(req, 403, "token does not grant access to cache '%s'", name),
                                -EPERM;
-                return http_reply_error(req, 404, "no such cache '%s'", name), -ENOENT;
+                return httpd_reply_error(req, 404, "no such cache '%s'", name), -ENOENT;
         }
         if (r < 0)
                 return r;
@@ -269,7 +269,7 @@ int narinfo_from_path(const struct db_cache *cache, const struct db_path *p, str
         return 0;
 }
 
-static int serve_narinfo(struct troved *t, struct http_request *req, const struct db_cache *cache,
+static int serve_narinfo(struct troved *t, struct httpd_request *req, const struct db_cache *cache,
                          const char *hash) {
         struct db_path p;
         struct narinfo ni;
@@ -280,15 +280,15 @@ static int serve_narinfo(struct troved *t, struct http_request *req, const struc
         text = nicache_get(t->narinfos, cache->id, hash, &len);
         if (text) {
                 METRIC_ADD(t, narinfo_hits, 1);
-                http_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
-                return http_reply_take(req, 200, "text/x-nix-narinfo", text, len);
+                httpd_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
+                return httpd_reply_take(req, 200, "text/x-nix-narinfo", text, len);
         }
         r = db_path_get(t->db, cache->id, hash, &p);
         if (r < 0)
                 return r;
         if (r == 0) {
                 METRIC_ADD(t, narinfo_misses, 1);
-                return http_reply_error(req, 404, "no such path in cache '%s'", cache->name);
+                return httpd_reply_error(req, 404, "no such path in cache '%s'", cache->name);
         }
         r = narinfo_from_path(cache, &p, &ni);
         db_path_free(&p);
@@ -300,8 +300,8 @@ static int serve_narinfo(struct troved *t, struct http_request *req, const struc
                 return r;
         nicache_put(t->narinfos, cache->id, hash, text, strlen(text));
         METRIC_ADD(t, narinfo_hits, 1);
-        http_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
-        return http_reply_take(req, 200, "text/x-nix-narinfo", text, strlen(text));
+        httpd_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
+        return httpd_reply_take(req, 200, "text/x-nix-narinfo", text, strlen(text));
 }
 
 /* ---- serving NARs from chunk frames ---- */
@@ -473,7 +473,7 @@ static int parse_range(const char *h, uint64_t size, uint64_t *ret_start, uint64
         return 0;
 }
 
-static int serve_nar(struct troved *t, struct http_request *req, const struct db_cache *cache, const char *file) {
+static int serve_nar(struct troved *t, struct httpd_request *req, const struct db_cache *cache, const char *file) {
         uint8_t nar_hash[SHA256_DIGEST_LEN];
         struct db_nar nar;
         struct nar_stream *s;
@@ -505,15 +505,15 @@ static int serve_nar(struct troved *t, struct http_request *req, const struct db
         } else {
                 /* <nix32 NAR hash>.nar or .nar.zst */
                 if (strlen(file) < HASH_NIX32_LEN + 4 || strncmp(file + HASH_NIX32_LEN, ".nar", 4) != 0)
-                        return http_reply_error(req, 404, "no such NAR");
+                        return httpd_reply_error(req, 404, "no such NAR");
                 if (streq(file + HASH_NIX32_LEN + 4, ".zst"))
                         compressed = true;
                 else if (file[HASH_NIX32_LEN + 4] == 0)
                         compressed = false;
                 else
-                        return http_reply_error(req, 404, "no such NAR");
+                        return httpd_reply_error(req, 404, "no such NAR");
                 if (nix32_decode(file, HASH_NIX32_LEN, nar_hash, SHA256_DIGEST_LEN) < 0)
-                        return http_reply_error(req, 404, "no such NAR");
+                        return httpd_reply_error(req, 404, "no such NAR");
                 r = db_nar_find(t->db, nar_hash, &nar);
                 if (r < 0)
                         return r;
@@ -524,7 +524,7 @@ static int serve_nar(struct troved *t, struct http_request *req, const struct db
         if (r < 0)
                 return r;
         if (r == 0)
-                return http_reply_error(req, 404, "no such NAR");
+                return httpd_reply_error(req, 404, "no such NAR");
 
         s = calloc(1, sizeof *s);
         if (!s)
@@ -542,7 +542,7 @@ static int serve_nar(struct troved *t, struct http_request *req, const struct db
         r = check_chunks_stored(t, s->chunks, s->n_chunks);
         if (r < 0) {
                 nar_stream_free(s);
-                return http_reply_error(req, r == -ENODATA ? 503 : 500, "NAR is not fully stored: %s",
+                return httpd_reply_error(req, r == -ENODATA ? 503 : 500, "NAR is not fully stored: %s",
                                         strerror(-r));
         }
         total = compressed ? nar.file_size : nar.nar_size;
@@ -567,21 +567,21 @@ static int serve_nar(struct troved *t, struct http_request *req, const struct db
                         s->left = UINT64_MAX; /* length unknown: chunked */
                         goto reply;
                 }
-                http_add_header(req, "Accept-Ranges", "bytes");
-                range = http_request_header(req, "Range");
+                httpd_add_header(req, "Accept-Ranges", "bytes");
+                range = httpd_request_header(req, "Range");
                 if (range && total > 0) {
                         char cr[96];
                         size_t ci = 0, lo = 0, hi = s->n_chunks;
                         r = parse_range(range, total, &start, &end);
                         if (r == -ERANGE) {
                                 snprintf(cr, sizeof cr, "bytes */%" PRIu64, total);
-                                http_add_header(req, "Content-Range", cr);
+                                httpd_add_header(req, "Content-Range", cr);
                                 nar_stream_free(s);
-                                return http_reply_error(req, 416, "range not satisfiable");
+                                return httpd_reply_error(req, 416, "range not satisfiable");
                         }
                         if (r < 0) {
                                 nar_stream_free(s);
-                                return http_reply_error(req, 400, "unsupported Range header");
+                                return httpd_reply_error(req, 400, "unsupported Range header");
                         }
                         /* The chunk holding start. */
                         while (lo < hi) {
@@ -596,14 +596,14 @@ static int serve_nar(struct troved *t, struct http_request *req, const struct db
                         s->skip = start - s->chunks[ci].nar_offset;
                         s->left = end - start + 1;
                         snprintf(cr, sizeof cr, "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, start, end, total);
-                        http_add_header(req, "Content-Range", cr);
+                        httpd_add_header(req, "Content-Range", cr);
                         status = 206;
                 }
         }
 reply:
-        http_add_header(req, "Cache-Control",
+        httpd_add_header(req, "Cache-Control",
                         cache->is_public ? "public, max-age=31536000, immutable" : "private, max-age=31536000, immutable");
-        return http_reply_stream(req, status, compressed ? "application/zstd" : "application/x-nix-nar", s->left,
+        return httpd_reply_stream(req, status, compressed ? "application/zstd" : "application/x-nix-nar", s->left,
                                  nar_stream_read, s, nar_stream_free);
 fail:
         nar_stream_free(s);
@@ -639,16 +639,16 @@ static int nar_upload_sink(void *ud, const void *p, size_t n) {
         return ingest_feed_nar(u->ingest, p, n);
 }
 
-static int reply_ingest_error(struct http_request *req, struct ingest *in, int r) {
+static int reply_ingest_error(struct httpd_request *req, struct ingest *in, int r) {
         const char *msg = ingest_error(in);
         if (r == -EBADMSG || r == -EFBIG || r == -E2BIG || r == -EINVAL)
-                return http_reply_error(req, r == -EBADMSG || r == -EINVAL ? 400 : 413, "%s",
+                return httpd_reply_error(req, r == -EBADMSG || r == -EINVAL ? 400 : 413, "%s",
                                         msg[0] ? msg : strerror(-r));
         return r;
 }
 
-static int nar_upload_body(struct http_request *req, const void *p, size_t n) {
-        struct nar_upload *u = http_request_state(req);
+static int nar_upload_body(struct httpd_request *req, const void *p, size_t n) {
+        struct nar_upload *u = httpd_request_state(req);
         int r;
 
         METRIC_ADD(u->t, bytes_in, n);
@@ -657,14 +657,14 @@ static int nar_upload_body(struct http_request *req, const void *p, size_t n) {
                 return r;
         r = decompressor_feed(u->dec, p, n);
         if (r == -EBADMSG && !ingest_error(u->ingest)[0])
-                return http_reply_error(req, 400, "corrupt compressed NAR upload"), -EBADMSG;
+                return httpd_reply_error(req, 400, "corrupt compressed NAR upload"), -EBADMSG;
         if (r < 0)
                 return reply_ingest_error(req, u->ingest, r);
         return 0;
 }
 
-static int nar_upload_end(struct http_request *req) {
-        struct nar_upload *u = http_request_state(req);
+static int nar_upload_end(struct httpd_request *req) {
+        struct nar_upload *u = httpd_request_state(req);
         struct ingest_result res;
         uint8_t h[SHA256_DIGEST_LEN];
         int64_t nar_id;
@@ -672,12 +672,12 @@ static int nar_upload_end(struct http_request *req) {
 
         r = decompressor_finish(u->dec);
         if (r < 0)
-                return http_reply_error(req, 400, "truncated compressed NAR upload");
+                return httpd_reply_error(req, 400, "truncated compressed NAR upload");
         r = sha256_final(&u->body_sha, h);
         if (r < 0)
                 return r;
         if (u->check_name_hash && memcmp(h, u->name_hash, SHA256_DIGEST_LEN) != 0)
-                return http_reply_error(req, 400, "uploaded file does not match the hash in its name '%s'",
+                return httpd_reply_error(req, 400, "uploaded file does not match the hash in its name '%s'",
                                         u->file);
         r = ingest_finish(u->ingest, &res);
         if (r < 0)
@@ -690,10 +690,10 @@ static int nar_upload_end(struct http_request *req) {
                 return r;
         log_debug("ingested %s into cache %s: %" PRIu64 " bytes, %" PRIu64 " new chunks, %" PRIu64 " deduplicated",
                   u->file, u->cache.name, res.nar_size, res.new_chunks, res.dedup_chunks);
-        return http_reply_buf(req, 200, "text/plain", "", 0);
+        return httpd_reply_buf(req, 200, "text/plain", "", 0);
 }
 
-static int put_nar(struct troved *t, struct http_request *req, struct db_cache *cache, const char *file) {
+static int put_nar(struct troved *t, struct httpd_request *req, struct db_cache *cache, const char *file) {
         struct nar_upload *u;
         enum compression comp = COMPRESSION_NONE;
         const char *ext;
@@ -702,7 +702,7 @@ static int put_nar(struct troved *t, struct http_request *req, struct db_cache *
         /* <filehash>.nar[.xz|.zst|.bz2] as Nix names them. */
         ext = strstr(file, ".nar");
         if (!ext || ext == file || strlen(file) >= sizeof u->file)
-                return http_reply_error(req, 400, "bad NAR file name '%s'", file);
+                return httpd_reply_error(req, 400, "bad NAR file name '%s'", file);
         if (streq(ext, ".nar"))
                 comp = COMPRESSION_NONE;
         else if (streq(ext, ".nar.xz"))
@@ -712,10 +712,10 @@ static int put_nar(struct troved *t, struct http_request *req, struct db_cache *
         else if (streq(ext, ".nar.bz2"))
                 comp = COMPRESSION_BZIP2;
         else
-                return http_reply_error(req, 415, "unsupported NAR compression in '%s'", file);
+                return httpd_reply_error(req, 415, "unsupported NAR compression in '%s'", file);
         for (const char *p = file; p < ext; p++)
                 if (!nix32_is_char(*p))
-                        return http_reply_error(req, 400, "bad NAR file name '%s'", file);
+                        return httpd_reply_error(req, 400, "bad NAR file name '%s'", file);
 
         u = calloc(1, sizeof *u);
         if (!u)
@@ -736,10 +736,10 @@ static int put_nar(struct troved *t, struct http_request *req, struct db_cache *
                 nar_upload_free(u);
                 return r;
         }
-        http_request_set_state(req, u, nar_upload_free);
+        httpd_request_set_state(req, u, nar_upload_free);
         /* Compressed uploads may be larger than the NAR; bound the body by
          * the NAR limit plus slack, the NAR itself inside ingest. */
-        http_request_stream_body(req, t->cfg.max_nar_size + t->cfg.max_nar_size / 8 + 65536, nar_upload_body,
+        httpd_request_stream_body(req, t->cfg.max_nar_size + t->cfg.max_nar_size / 8 + 65536, nar_upload_body,
                                  nar_upload_end);
         return 0;
 }
@@ -780,7 +780,7 @@ static int join_sigs(char *const *sigs, size_t n, char **ret) {
         return r;
 }
 
-int path_commit(struct troved *t, struct http_request *req, const struct db_cache *cache,
+int path_commit(struct troved *t, struct httpd_request *req, const struct db_cache *cache,
                 const struct narinfo *ni, int64_t nar_id) {
         struct db_path p = {};
         struct storepath sp;
@@ -788,7 +788,7 @@ int path_commit(struct troved *t, struct http_request *req, const struct db_cach
 
         r = storepath_parse(cache->store_dir, ni->store_path, &sp);
         if (r < 0)
-                return http_reply_error(req, 400, "bad store path '%s'", ni->store_path);
+                return httpd_reply_error(req, 400, "bad store path '%s'", ni->store_path);
         p.store_path = ni->store_path;
         p.deriver = ni->deriver;
         p.ca = ni->ca;
@@ -804,7 +804,7 @@ int path_commit(struct troved *t, struct http_request *req, const struct db_cach
         free(p.references);
         free(p.sigs);
         if (r == -EEXIST)
-                return http_reply_error(req, 409, "%s is already in cache '%s' with different contents",
+                return httpd_reply_error(req, 409, "%s is already in cache '%s' with different contents",
                                         ni->store_path, cache->name);
         if (r < 0)
                 return r;
@@ -815,8 +815,8 @@ int path_commit(struct troved *t, struct http_request *req, const struct db_cach
         return 0;
 }
 
-static int narinfo_upload_end(struct http_request *req, const void *body, size_t n) {
-        struct narinfo_upload *u = http_request_state(req);
+static int narinfo_upload_end(struct httpd_request *req, const void *body, size_t n) {
+        struct narinfo_upload *u = httpd_request_state(req);
         struct troved *t = u->t;
         struct trove_error err = {};
         struct narinfo ni = {};
@@ -829,11 +829,11 @@ static int narinfo_upload_end(struct http_request *req, const void *body, size_t
         METRIC_ADD(t, bytes_in, n);
         r = narinfo_parse(body, n, u->cache.store_dir, &ni, &err);
         if (r < 0)
-                return http_reply_error(req, 400, "invalid narinfo: %s", err.msg);
+                return httpd_reply_error(req, 400, "invalid narinfo: %s", err.msg);
         r = storepath_parse(u->cache.store_dir, ni.store_path, &sp);
         if (r < 0 || !streq(sp.hash, u->hash)) {
                 narinfo_free(&ni);
-                return http_reply_error(req, 400, "narinfo StorePath does not match its name %s.narinfo", u->hash);
+                return httpd_reply_error(req, 400, "narinfo StorePath does not match its name %s.narinfo", u->hash);
         }
         /* The NAR must be here: uploaded under the narinfo's URL, or known
          * by its hash. Either way the server computed NarHash and NarSize
@@ -852,7 +852,7 @@ static int narinfo_upload_end(struct http_request *req, const void *body, size_t
                 if (r < 0)
                         goto out;
                 if (r == 0) {
-                        r = http_reply_error(req, 409, "the NAR of %s has not been uploaded", ni.store_path);
+                        r = httpd_reply_error(req, 409, "the NAR of %s has not been uploaded", ni.store_path);
                         goto out;
                 }
         }
@@ -860,16 +860,16 @@ static int narinfo_upload_end(struct http_request *req, const void *body, size_t
                 char got[HASH_STRING_MAX], want[HASH_STRING_MAX];
                 hash_format(nar.nar_hash, HASH_NIX32, got);
                 hash_format(ni.nar_hash, HASH_NIX32, want);
-                r = http_reply_error(req, 400,
+                r = httpd_reply_error(req, 400,
                                      "NAR hash or size mismatch for %s: narinfo says %s (%" PRIu64
                                      " bytes), the uploaded NAR is %s (%" PRIu64 " bytes)",
                                      ni.store_path, want, ni.nar_size, got, nar.nar_size);
                 goto out;
         }
         r = path_commit(t, req, &u->cache, &ni, nar.id);
-        if (r < 0 || http_replied(req))
+        if (r < 0 || httpd_replied(req))
                 goto out;
-        r = http_reply_buf(req, 200, "text/plain", "", 0);
+        r = httpd_reply_buf(req, 200, "text/plain", "", 0);
 out:
         narinfo_free(&ni);
         return r;
@@ -877,14 +877,14 @@ out:
 
 /* ---- the Nix binary cache routes ---- */
 
-static int nix_cache_info(struct http_request *req, const struct db_cache *cache) {
+static int nix_cache_info(struct httpd_request *req, const struct db_cache *cache) {
         char text[512];
         int n = snprintf(text, sizeof text, "StoreDir: %s\nWantMassQuery: 1\nPriority: %d\n", cache->store_dir,
                          cache->priority);
-        return http_reply_buf(req, 200, "text/x-nix-cache-info", text, (size_t) n);
+        return httpd_reply_buf(req, 200, "text/x-nix-cache-info", text, (size_t) n);
 }
 
-static int serve_listing(struct troved *t, struct http_request *req, const struct db_cache *cache,
+static int serve_listing(struct troved *t, struct httpd_request *req, const struct db_cache *cache,
                          const char *hash) {
         struct db_path p;
         char *ls;
@@ -894,31 +894,31 @@ static int serve_listing(struct troved *t, struct http_request *req, const struc
         if (r < 0)
                 return r;
         if (r == 0)
-                return http_reply_error(req, 404, "no such path in cache '%s'", cache->name);
+                return httpd_reply_error(req, 404, "no such path in cache '%s'", cache->name);
         r = db_nar_listing(t->db, p.nar.id, &ls);
         db_path_free(&p);
         if (r < 0)
                 return r;
-        return http_reply_take(req, 200, "application/json", ls, strlen(ls));
+        return httpd_reply_take(req, 200, "application/json", ls, strlen(ls));
 }
 
-static int discard_body(struct http_request *req, const void *body, size_t n) {
-        return http_reply_buf(req, 200, "text/plain", "", 0);
+static int discard_body(struct httpd_request *req, const void *body, size_t n) {
+        return httpd_reply_buf(req, 200, "text/plain", "", 0);
 }
 
-static int head_nar(struct troved *t, struct http_request *req, const struct db_cache *cache, const char *file) {
+static int head_nar(struct troved *t, struct httpd_request *req, const struct db_cache *cache, const char *file) {
         int64_t nar_id;
         int r = db_upload_get(t->db, cache->id, file, &nar_id);
         if (r < 0)
                 return r;
         if (r > 0)
-                return http_reply_buf(req, 200, "application/octet-stream", "", 0);
+                return httpd_reply_buf(req, 200, "application/octet-stream", "", 0);
         return serve_nar(t, req, cache, file);
 }
 
-static int route_cache(struct troved *t, struct http_request *req, const struct auth *a, const char *name,
+static int route_cache(struct troved *t, struct httpd_request *req, const struct auth *a, const char *name,
                        const char *rest) {
-        const char *method = http_request_method(req);
+        const char *method = httpd_request_method(req);
         bool get = streq(method, "GET") || streq(method, "HEAD");
         bool put = streq(method, "PUT");
         struct db_cache cache;
@@ -927,7 +927,7 @@ static int route_cache(struct troved *t, struct http_request *req, const struct 
         int r;
 
         if (!get && !put)
-                return http_reply_error(req, 405, "method %s not allowed here", method);
+                return httpd_reply_error(req, 405, "method %s not allowed here", method);
         r = cache_open(t, req, a, name, perm, &cache);
         if (r < 0)
                 return r;
@@ -950,8 +950,8 @@ static int route_cache(struct troved *t, struct http_request *req, const struct 
                                 u->cache = cache;
                                 cache = (struct db_cache){};
                                 memcpy(u->hash, hash, sizeof u->hash);
-                                http_request_set_state(req, u, narinfo_upload_free);
-                                http_request_collect_body(req, NARINFO_MAX_SIZE, narinfo_upload_end);
+                                httpd_request_set_state(req, u, narinfo_upload_free);
+                                httpd_request_collect_body(req, NARINFO_MAX_SIZE, narinfo_upload_end);
                                 r = 0;
                         }
                 }
@@ -965,30 +965,30 @@ static int route_cache(struct troved *t, struct http_request *req, const struct 
                 } else {
                         /* The listing is computed from the NAR itself; what the
                          * client sends is not needed. */
-                        http_request_collect_body(req, 64u * 1024 * 1024, discard_body);
+                        httpd_request_collect_body(req, 64u * 1024 * 1024, discard_body);
                         r = 0;
                 }
         } else if (startswith(rest, "nar/") && !strchr(rest + 4, '/')) {
                 if (put)
                         r = put_nar(t, req, &cache, rest + 4);
-                else if (http_request_is_head(req))
+                else if (httpd_request_is_head(req))
                         r = head_nar(t, req, &cache, rest + 4);
                 else
                         r = serve_nar(t, req, &cache, rest + 4);
         } else if (startswith(rest, "log/") && put) {
                 /* Build logs are not kept. */
-                http_request_collect_body(req, 64u * 1024 * 1024, discard_body);
+                httpd_request_collect_body(req, 64u * 1024 * 1024, discard_body);
                 r = 0;
         } else {
-                r = http_reply_error(req, 404, "not found");
+                r = httpd_reply_error(req, 404, "not found");
         }
         db_cache_free(&cache);
         return r;
 }
 
-int troved_route(struct http_request *req, void *userdata) {
+int troved_route(struct httpd_request *req, void *userdata) {
         struct troved *t = userdata;
-        const char *path = http_request_path(req);
+        const char *path = httpd_request_path(req);
         const char *slash;
         struct auth a;
         char name[65];
@@ -1000,7 +1000,7 @@ int troved_route(struct http_request *req, void *userdata) {
         if (streq(path, "/metrics"))
                 return api_metrics(t, req);
         if (strstr(path, "/../") || strstr(path, "/./") || strstr(path, "//"))
-                return http_reply_error(req, 400, "bad path");
+                return httpd_reply_error(req, 400, "bad path");
 
         r = auth_parse(t, req, &a);
         if (r < 0)
@@ -1010,14 +1010,14 @@ int troved_route(struct http_request *req, void *userdata) {
         else if (path[0] == '/' && (slash = strchr(path + 1, '/'))) {
                 size_t n = (size_t) (slash - path - 1);
                 if (!cache_name_valid(path + 1, n))
-                        r = http_reply_error(req, 400, "bad cache name");
+                        r = httpd_reply_error(req, 400, "bad cache name");
                 else {
                         memcpy(name, path + 1, n);
                         name[n] = 0;
                         r = route_cache(t, req, &a, name, slash + 1);
                 }
         } else
-                r = http_reply_error(req, 404, "not found");
+                r = httpd_reply_error(req, 404, "not found");
         auth_free(&a);
         return r;
 }

@@ -192,7 +192,7 @@ int main(int argc, char **argv) {
         if (r < 0)
                 goto out;
 
-        r = http_server_start(&(struct http_server_config){ .listen = t.cfg.listen,
+        r = httpd_server_start(&(struct httpd_server_config){ .listen = t.cfg.listen,
                                                             .max_connections = t.cfg.max_connections,
                                                             .route = troved_route,
                                                             .userdata = &t,
@@ -200,7 +200,7 @@ int main(int argc, char **argv) {
                               &t.http);
         if (r < 0)
                 goto out;
-        log_info("serving on %s (port %u), chunks in %s (%s)", t.cfg.listen, http_server_port(t.http), path,
+        log_info("serving on %s (port %u), chunks in %s (%s)", t.cfg.listen, httpd_server_port(t.http), path,
                  chunkstore_backend(t.store));
 
         for (;;) {
@@ -211,7 +211,7 @@ int main(int argc, char **argv) {
         log_info("shutting down");
         ret = 0;
 out:
-        http_server_stop(t.http);
+        httpd_server_stop(t.http);
         nicache_free(t.narinfos);
         chunkstore_free(t.store);
         db_close(t.db);

@@ -10,7 +10,7 @@
 
 #include "db.h"
 #include "nicache.h"
-#include "http.h"
+#include "httpd.h"
 #include "trove/chunker.h"
 #include "trove/chunkstore.h"
 #include "trove/token.h"
@@ -57,7 +57,7 @@ struct troved {
         struct chunkstore *store;
         struct token_secret secret;
         struct troved_metrics m;
-        struct http_server *http;
+        struct httpd_server *http;
         struct nicache *narinfos;   /* rendered narinfos, a few seconds */
 };
 
@@ -71,8 +71,8 @@ void troved_config_defaults(struct troved_config *c);
 int troved_config_load(struct troved_config *c, int argc, char **argv);
 void troved_config_free(struct troved_config *c);
 
-/* routes.c: the request router (http_route_fn). */
-int troved_route(struct http_request *req, void *userdata);
+/* routes.c: the request router (httpd_route_fn). */
+int troved_route(struct httpd_request *req, void *userdata);
 
 /* Chunk store calls with latency accounting. */
 int troved_store_get(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], struct buf *out);

@@ -7,14 +7,14 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
-#include "http.h"
+#include "httpd.h"
 #include "trove/buf.h"
 
 #define HTTP_HEADERS_MAX 16
 
-struct http_server {
+struct httpd_server {
         struct MHD_Daemon *daemon;
-        http_route_fn route;
+        httpd_route_fn route;
         void *userdata;
         void (*observe)(void *userdata, unsigned status);
         unsigned port;
@@ -26,8 +26,8 @@ enum body_mode {
         BODY_COLLECT,
 };
 
-struct http_request {
-        struct http_server *server;
+struct httpd_request {
+        struct httpd_server *server;
         struct MHD_Connection *conn;
         const char *method;
         char *path;
@@ -37,9 +37,9 @@ struct http_request {
         enum body_mode body_mode;
         uint64_t max_body;
         uint64_t body_seen;
-        http_body_fn on_body;
-        http_end_fn on_end;
-        http_collected_fn on_collected;
+        httpd_body_fn on_body;
+        httpd_end_fn on_end;
+        httpd_collected_fn on_collected;
         struct buf collected;
         int body_error;         /* first error from a body consumer */
 
@@ -55,7 +55,7 @@ struct http_request {
         bool queued;
 };
 
-unsigned http_status_from_errno(int err) {
+unsigned httpd_status_from_errno(int err) {
         switch (err < 0 ? -err : err) {
         case 0:
                 return 200;
@@ -100,7 +100,7 @@ unsigned http_status_from_errno(int err) {
         }
 }
 
-static void request_free(struct http_request *req) {
+static void request_free(struct httpd_request *req) {
         if (!req)
                 return;
         if (req->state_free && req->state)
@@ -116,28 +116,28 @@ static void request_free(struct http_request *req) {
         free(req);
 }
 
-const char *http_request_method(const struct http_request *req) {
+const char *httpd_request_method(const struct httpd_request *req) {
         return req->method;
 }
 
-const char *http_request_path(const struct http_request *req) {
+const char *httpd_request_path(const struct httpd_request *req) {
         return req->path;
 }
 
-const char *http_request_header(const struct http_request *req, const char *name) {
+const char *httpd_request_header(const struct httpd_request *req, const char *name) {
         return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
-const char *http_request_query(const struct http_request *req, const char *name) {
+const char *httpd_request_query(const struct httpd_request *req, const char *name) {
         return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
-bool http_request_is_head(const struct http_request *req) {
+bool httpd_request_is_head(const struct httpd_request *req) {
         return req->head;
 }
 
-int64_t http_request_content_length(const struct http_request *req) {
-        const char *v = http_request_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+int64_t httpd_request_content_length(const struct httpd_request *req) {
+        const char *v = httpd_request_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
         uint64_t n = 0;
 
         if (!v || !*v)
@@ -150,35 +150,35 @@ int64_t http_request_content_length(const struct http_request *req) {
         return n > INT64_MAX ? -1 : (int64_t) n;
 }
 
-void http_request_set_state(struct http_request *req, void *state, void (*free_fn)(void *)) {
+void httpd_request_set_state(struct httpd_request *req, void *state, void (*free_fn)(void *)) {
         req->state = state;
         req->state_free = free_fn;
 }
 
-void *http_request_state(const struct http_request *req) {
+void *httpd_request_state(const struct httpd_request *req) {
         return req->state;
 }
 
-void http_request_stream_body(struct http_request *req, uint64_t max_body, http_body_fn on_body,
-                              http_end_fn on_end) {
+void httpd_request_stream_body(struct httpd_request *req, uint64_t max_body, httpd_body_fn on_body,
+                              httpd_end_fn on_end) {
         req->body_mode = BODY_STREAM;
         req->max_body = max_body;
         req->on_body = on_body;
         req->on_end = on_end;
 }
 
-void http_request_collect_body(struct http_request *req, size_t max_body, http_collected_fn on_end) {
+void httpd_request_collect_body(struct httpd_request *req, size_t max_body, httpd_collected_fn on_end) {
         req->body_mode = BODY_COLLECT;
         req->max_body = max_body;
         req->on_collected = on_end;
         buf_init(&req->collected, max_body);
 }
 
-bool http_replied(const struct http_request *req) {
+bool httpd_replied(const struct httpd_request *req) {
         return req->response || req->queued;
 }
 
-int http_add_header(struct http_request *req, const char *name, const char *value) {
+int httpd_add_header(struct httpd_request *req, const char *name, const char *value) {
         if (req->n_headers >= HTTP_HEADERS_MAX)
                 return -E2BIG;
         req->header_names[req->n_headers] = strdup(name);
@@ -192,11 +192,11 @@ int http_add_header(struct http_request *req, const char *name, const char *valu
         return 0;
 }
 
-static int reply_set(struct http_request *req, unsigned status, const char *content_type,
+static int reply_set(struct httpd_request *req, unsigned status, const char *content_type,
                      struct MHD_Response *resp) {
         if (!resp)
                 return -ENOMEM;
-        if (http_replied(req)) {
+        if (httpd_replied(req)) {
                 /* A second reply is a bug in a handler; keep the first. */
                 MHD_destroy_response(resp);
                 log_error("BUG: second reply to %s %s", req->method, req->path);
@@ -211,13 +211,13 @@ static int reply_set(struct http_request *req, unsigned status, const char *cont
         return 0;
 }
 
-int http_reply_buf(struct http_request *req, unsigned status, const char *content_type,
+int httpd_reply_buf(struct httpd_request *req, unsigned status, const char *content_type,
                    const void *data, size_t n) {
         return reply_set(req, status, content_type,
                          MHD_create_response_from_buffer(n, (void *) data, MHD_RESPMEM_MUST_COPY));
 }
 
-int http_reply_take(struct http_request *req, unsigned status, const char *content_type, void *data,
+int httpd_reply_take(struct httpd_request *req, unsigned status, const char *content_type, void *data,
                     size_t n) {
         struct MHD_Response *resp = MHD_create_response_from_buffer(n, data, MHD_RESPMEM_MUST_FREE);
         if (!resp) {
@@ -228,7 +228,7 @@ int http_reply_take(struct http_request *req, unsigned status, const char *conte
 }
 
 struct stream_ctx {
-        http_reader_fn reader;
+        httpd_reader_fn reader;
         void *userdata;
         void (*free_fn)(void *);
 };
@@ -250,8 +250,8 @@ static void stream_free(void *cls) {
         free(s);
 }
 
-int http_reply_stream(struct http_request *req, unsigned status, const char *content_type,
-                      uint64_t size, http_reader_fn reader, void *userdata, void (*free_fn)(void *)) {
+int httpd_reply_stream(struct httpd_request *req, unsigned status, const char *content_type,
+                      uint64_t size, httpd_reader_fn reader, void *userdata, void (*free_fn)(void *)) {
         struct stream_ctx *s = malloc(sizeof *s);
         struct MHD_Response *resp;
 
@@ -270,7 +270,7 @@ int http_reply_stream(struct http_request *req, unsigned status, const char *con
         return reply_set(req, status, content_type, resp);
 }
 
-int http_reply_error(struct http_request *req, unsigned status, const char *fmt, ...) {
+int httpd_reply_error(struct httpd_request *req, unsigned status, const char *fmt, ...) {
         char msg[512];
         char *text;
         va_list ap;
@@ -286,21 +286,21 @@ int http_reply_error(struct http_request *req, unsigned status, const char *fmt,
                 log_warning("%s %s: %u %s", req->method, req->path, status, msg);
         else
                 log_debug("%s %s: %u %s", req->method, req->path, status, msg);
-        return http_reply_take(req, status, "text/plain; charset=utf-8", text, (size_t) n);
+        return httpd_reply_take(req, status, "text/plain; charset=utf-8", text, (size_t) n);
 }
 
-static void reply_errno(struct http_request *req, int err) {
-        unsigned status = http_status_from_errno(err);
+static void reply_errno(struct httpd_request *req, int err) {
+        unsigned status = httpd_status_from_errno(err);
         if (status == 503)
-                (void) http_reply_error(req, status, "service temporarily unavailable: %s",
+                (void) httpd_reply_error(req, status, "service temporarily unavailable: %s",
                                         strerror(-err));
         else
-                (void) http_reply_error(req, status, "%s", strerror(err < 0 ? -err : err));
+                (void) httpd_reply_error(req, status, "%s", strerror(err < 0 ? -err : err));
 }
 
 /* Queues the pending reply; MHD accepts it only right after the headers
  * or once the whole body has arrived, which is where this is called. */
-static enum MHD_Result queue_pending(struct http_request *req) {
+static enum MHD_Result queue_pending(struct httpd_request *req) {
         enum MHD_Result r;
 
         if (!req->response)
@@ -312,7 +312,7 @@ static enum MHD_Result queue_pending(struct http_request *req) {
          * does, under load) must not have the next request read in the
          * middle of that exchange. Downloads, the hot path, keep the
          * connection alive. */
-        if (http_request_content_length(req) > 0 || http_request_header(req, "Transfer-Encoding"))
+        if (httpd_request_content_length(req) > 0 || httpd_request_header(req, "Transfer-Encoding"))
                 MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONNECTION, "close");
         r = MHD_queue_response(req->conn, req->status, req->response);
         MHD_destroy_response(req->response);
@@ -321,18 +321,18 @@ static enum MHD_Result queue_pending(struct http_request *req) {
         return r;
 }
 
-static void body_fail(struct http_request *req, int err) {
+static void body_fail(struct httpd_request *req, int err) {
         if (!req->body_error)
                 req->body_error = err < 0 ? err : -EIO;
 }
 
-static void feed_body(struct http_request *req, const char *data, size_t n) {
+static void feed_body(struct httpd_request *req, const char *data, size_t n) {
         int r;
 
-        if (req->body_error || http_replied(req))
+        if (req->body_error || httpd_replied(req))
                 return; /* discard the rest */
         if (req->body_seen + n > req->max_body || req->body_seen + n < req->body_seen) {
-                (void) http_reply_error(req, 413, "request body larger than %" PRIu64 " bytes",
+                (void) httpd_reply_error(req, 413, "request body larger than %" PRIu64 " bytes",
                                         req->max_body);
                 body_fail(req, -EFBIG);
                 return;
@@ -345,16 +345,16 @@ static void feed_body(struct http_request *req, const char *data, size_t n) {
         } else if (req->body_mode == BODY_COLLECT) {
                 r = buf_append(&req->collected, data, n);
                 if (r < 0) {
-                        (void) http_reply_error(req, 413, "request body too large");
+                        (void) httpd_reply_error(req, 413, "request body too large");
                         body_fail(req, r);
                 }
         }
 }
 
-static void finish_body(struct http_request *req) {
+static void finish_body(struct httpd_request *req) {
         int r = 0;
 
-        if (!req->body_error && !http_replied(req)) {
+        if (!req->body_error && !httpd_replied(req)) {
                 if (req->body_mode == BODY_STREAM && req->on_end)
                         r = req->on_end(req);
                 else if (req->body_mode == BODY_COLLECT && req->on_collected)
@@ -363,15 +363,15 @@ static void finish_body(struct http_request *req) {
                 if (r < 0)
                         body_fail(req, r);
         }
-        if (!http_replied(req))
+        if (!httpd_replied(req))
                 reply_errno(req, req->body_error ? req->body_error : -EIO);
 }
 
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                       const char *method, const char *version, const char *upload_data,
                                       size_t *upload_data_size, void **con_cls) {
-        struct http_server *s = cls;
-        struct http_request *req = *con_cls;
+        struct httpd_server *s = cls;
+        struct httpd_request *req = *con_cls;
         int r;
 
         if (!req) {
@@ -393,20 +393,20 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 
                 r = s->route(req, s->userdata);
                 req->routed = true;
-                if (r < 0 && !http_replied(req))
+                if (r < 0 && !httpd_replied(req))
                         reply_errno(req, r);
-                if (!http_replied(req)) {
-                        len = http_request_content_length(req);
+                if (!httpd_replied(req)) {
+                        len = httpd_request_content_length(req);
                         if (req->body_mode == BODY_NONE) {
                                 if (len > 0)
-                                        (void) http_reply_error(req, 400, "this request takes no body");
+                                        (void) httpd_reply_error(req, 400, "this request takes no body");
                         } else if (len > 0 && (uint64_t) len > req->max_body) {
-                                (void) http_reply_error(req, 413,
+                                (void) httpd_reply_error(req, 413,
                                                         "request body of %" PRId64 " bytes exceeds the limit of %" PRIu64,
                                                         len, req->max_body);
                         }
                 }
-                if (req->body_mode == BODY_NONE && !http_replied(req))
+                if (req->body_mode == BODY_NONE && !httpd_replied(req))
                         reply_errno(req, -EIO); /* a bodiless request whose route did not reply */
                 /* Replies are queued here, in MHD's first call, whenever
                  * they are ready. MHD then closes the connection after the
@@ -415,7 +415,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
                  * under load it let an upload that followed on the same
                  * connection read a reply that was not a status line
                  * (curl: "Unsupported protocol"), so that is not done. */
-                if (http_replied(req))
+                if (httpd_replied(req))
                         return queue_pending(req);
                 return MHD_YES;
         }
@@ -476,10 +476,10 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
         log_debug("http: %s", msg);
 }
 
-int http_server_start(const struct http_server_config *c, struct http_server **ret) {
+int httpd_server_start(const struct httpd_server_config *c, struct httpd_server **ret) {
         struct sockaddr_storage sa;
         socklen_t sa_len;
-        struct http_server *s;
+        struct httpd_server *s;
         unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
         const union MHD_DaemonInfo *info;
         int r;
@@ -522,11 +522,11 @@ int http_server_start(const struct http_server_config *c, struct http_server **r
         return 0;
 }
 
-unsigned http_server_port(const struct http_server *s) {
+unsigned httpd_server_port(const struct httpd_server *s) {
         return s->port;
 }
 
-void http_server_stop(struct http_server *s) {
+void httpd_server_stop(struct httpd_server *s) {
         if (!s)
                 return;
         if (s->daemon)
