@@ -83,3 +83,21 @@ int storepath_parse(const char *store_dir, const char *path, struct storepath *r
                 return -EINVAL;
         return storepath_parse_basename(base, len, ret);
 }
+
+bool storepath_dir_valid(const char *dir) {
+        size_t n = strlen(dir);
+
+        if (n < 2 || n > STOREDIR_MAX || dir[0] != '/' || dir[n - 1] == '/')
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (dir[i] < 0x21 || dir[i] > 0x7e)
+                        return false;
+        for (const char *p = dir; *p;) {
+                const char *e = strchr(p + 1, '/');
+                size_t len = (e ? (size_t) (e - p) : strlen(p)) - 1;
+                if (len == 0 || (len == 1 && p[1] == '.') || (len == 2 && p[1] == '.' && p[2] == '.'))
+                        return false;
+                p = e ? e : p + len + 1;
+        }
+        return true;
+}

@@ -9,17 +9,16 @@
 #include <stdio.h>
 
 #include "api.h"
+#include "commit.h"
+#include "gc.h"
 #include "ingest.h"
+#include "storage.h"
+#include "usage.h"
 #include "trove/chunkcodec.h"
 #include "trove/manifest.h"
 #include "trove/signing.h"
 #include "trove/storepath.h"
 
-/* A chunk upload is at most this big uncompressed; clients use the
- * server's chunking parameters (max 256 KiB by default). */
-#define API_CHUNK_MAX (16u * 1024 * 1024)
-#define API_BATCH_MAX 100000
-#define API_JSON_MAX (64u * 1024 * 1024)
 
 #define _cleanup_json_ _cleanup_(json_decrefp)
 
@@ -30,14 +29,17 @@ static int reply_json(struct httpd_request *req, unsigned status, json_t *j) {
         return httpd_reply_take(req, status, "application/json", s, strlen(s));
 }
 
-int api_health(struct troved *t, struct httpd_request *req) {
-        int r = db_ping(t->db);
+int api_health(struct troved_request *rq) {
+        struct httpd_request *req = rq->http;
+        int r = db_ping(rq->t->db);
         if (r < 0)
                 return httpd_reply_error(req, 503, "database unavailable: %s", strerror(-r));
         return httpd_reply_buf(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
 }
 
-int api_metrics(struct troved *t, struct httpd_request *req) {
+int api_metrics(struct troved_request *rq) {
+        struct troved *t = rq->t;
+        struct httpd_request *req = rq->http;
         struct buf b = BUF_INIT(1u << 20);
         struct db_global_stats gs = {};
         unsigned busy, total;
@@ -63,6 +65,7 @@ int api_metrics(struct troved *t, struct httpd_request *req) {
         COUNTER("paths_committed_total", "Store paths made visible.", paths_committed);
         COUNTER("chunk_store_operations_total", "Chunk store get/put calls.", store_ops);
         COUNTER("chunk_store_errors_total", "Chunk store calls that failed.", store_errors);
+        COUNTER("usage_queries_total", "Storage statistics computed (at most one per 30 s each).", usage_queries);
 #undef COUNTER
         buf_printf(&b,
                    "# HELP trove_chunk_store_seconds_total Time spent in chunk store calls.\n"
@@ -77,7 +80,7 @@ int api_metrics(struct troved *t, struct httpd_request *req) {
                    "# HELP trove_db_pool_waits_total Requests that waited for a database connection.\n"
                    "# TYPE trove_db_pool_waits_total counter\ntrove_db_pool_waits_total %" PRIu64 "\n",
                    busy, total, waits);
-        r = db_global_stats(t->db, &gs);
+        r = usage_global(t, &gs);
         buf_printf(&b, "# HELP trove_up Whether the database answered this scrape.\n# TYPE trove_up gauge\ntrove_up %d\n",
                    r >= 0);
         if (r >= 0)
@@ -119,7 +122,7 @@ static json_t *cache_json(struct troved *t, const struct db_cache *c, bool with_
                       (json_int_t) t->cfg.chunking.avg_size, "max", (json_int_t) t->cfg.chunking.max_size);
         if (j && with_stats) {
                 struct db_cache_stats s;
-                if (db_cache_stats(t->db, c->id, &s) >= 0)
+                if (usage_cache(t, c->id, &s) >= 0)
                         json_object_set_new(
                                 j, "usage",
                                 json_pack("{s:I, s:I, s:I, s:I, s:f}", "paths", (json_int_t) s.paths, "narBytes",
@@ -147,8 +150,9 @@ static int cache_apply_config(struct httpd_request *req, json_t *body, struct db
                 c->priority = (int) json_integer_value(v);
         }
         if ((v = json_object_get(body, "retentionSeconds"))) {
-                if (!json_is_integer(v) || json_integer_value(v) < 0)
-                        return httpd_reply_error(req, 400, "'retentionSeconds' must be a non-negative integer"),
+                if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > DB_RETENTION_MAX)
+                        return httpd_reply_error(req, 400, "'retentionSeconds' must be an integer 0..%lld (100 years)",
+                                                 DB_RETENTION_MAX),
                                -EINVAL;
                 c->retention_sec = json_integer_value(v);
         }
@@ -165,32 +169,46 @@ static int cache_apply_config(struct httpd_request *req, json_t *body, struct db
         return 0;
 }
 
-static json_t *parse_body(struct httpd_request *req, const void *body, size_t n) {
+/* How many JSON values a body may hold at most: counted before parsing, so
+ * a small body of "[[],[],...]" cannot make the parser allocate many times
+ * its size. */
+static size_t json_value_count(const char *p, size_t n) {
+        size_t count = 1;
+        bool in_string = false;
+        for (size_t i = 0; i < n; i++) {
+                if (in_string) {
+                        if (p[i] == '\\')
+                                i++;
+                        else if (p[i] == '"')
+                                in_string = false;
+                } else if (p[i] == '"') {
+                        in_string = true;
+                } else if (p[i] == '[' || p[i] == '{' || p[i] == ',') {
+                        count++;
+                }
+        }
+        return count;
+}
+
+static json_t *parse_body(struct httpd_request *req, const void *body, size_t n, size_t max_values) {
         json_error_t e;
-        json_t *j = json_loadb(body, n, JSON_REJECT_DUPLICATES, &e);
+        json_t *j;
+
+        if (json_value_count(body, n) > max_values) {
+                (void) httpd_reply_error(req, 400, "JSON body with more than %zu values", max_values);
+                return NULL;
+        }
+        j = json_loadb(body, n, JSON_REJECT_DUPLICATES, &e);
         if (!j)
                 (void) httpd_reply_error(req, 400, "invalid JSON: %s (line %d)", e.text, e.line);
         return j;
 }
 
-struct body_ctx {
-        struct troved *t;
-        struct auth auth;          /* claims borrowed for the request's life */
-        char cache[65];
-        char arg[80];
-};
+#define CONFIG_VALUES_MAX 64
 
-static void body_ctx_free(void *p) {
-        struct body_ctx *c = p;
-        if (!c)
-                return;
-        auth_free(&c->auth);
-        free(c);
-}
-
-static int cache_create_end(struct httpd_request *req, const void *body, size_t n) {
-        struct body_ctx *ctx = httpd_request_state(req);
-        struct troved *t = ctx->t;
+static int cache_create_end(struct troved_request *rq, const void *body, size_t n) {
+        struct httpd_request *req = rq->http;
+        struct troved *t = rq->t;
         _cleanup_json_ json_t *j = NULL, *out = NULL;
         struct db_cache c = {};
         struct signing_secret sk;
@@ -198,18 +216,21 @@ static int cache_create_end(struct httpd_request *req, const void *body, size_t 
         json_t *v;
         int r;
 
-        j = n ? parse_body(req, body, n) : json_object();
+        j = n ? parse_body(req, body, n, CONFIG_VALUES_MAX) : json_object();
         if (!j)
                 return -EINVAL;
-        c.name = strdup(ctx->cache);
+        c.name = strdup(rq->cache_name);
         c.store_dir = strdup(t->cfg.store_dir);
         c.upstream_keys = strdup("cache.nixos.org-1");
         c.priority = 41;
         if ((v = json_object_get(j, "storeDir"))) {
                 const char *sd = json_string_value(v);
-                if (!sd || sd[0] != '/' || strlen(sd) > 1024 || (strlen(sd) > 1 && sd[strlen(sd) - 1] == '/')) {
+                if (!sd || !storepath_dir_valid(sd)) {
                         db_cache_free(&c);
-                        return httpd_reply_error(req, 400, "'storeDir' must be an absolute path");
+                        return httpd_reply_error(req, 400,
+                                                 "'storeDir' must be an absolute path of at most %d printable "
+                                                 "characters, without '//', '.' or '..' components",
+                                                 STOREDIR_MAX);
                 }
                 free(c.store_dir);
                 c.store_dir = strdup(sd);
@@ -224,7 +245,7 @@ static int cache_create_end(struct httpd_request *req, const void *body, size_t 
                 return r;
         }
         /* Each cache signs with its own key, made here. */
-        snprintf(keyname, sizeof keyname, "%s-1", ctx->cache);
+        snprintf(keyname, sizeof keyname, "%s-1", rq->cache_name);
         if ((v = json_object_get(j, "keyName"))) {
                 const char *kn = json_string_value(v);
                 if (!kn || !*kn || strlen(kn) >= sizeof keyname) {
@@ -249,7 +270,7 @@ static int cache_create_end(struct httpd_request *req, const void *body, size_t 
         r = db_cache_create(t->db, &c, &c.id);
         if (r == -EEXIST) {
                 db_cache_free(&c);
-                return httpd_reply_error(req, 409, "cache '%s' already exists", ctx->cache);
+                return httpd_reply_error(req, 409, "cache '%s' already exists", rq->cache_name);
         }
         if (r < 0) {
                 db_cache_free(&c);
@@ -263,66 +284,46 @@ static int cache_create_end(struct httpd_request *req, const void *body, size_t 
         return reply_json(req, 201, out);
 }
 
-static int cache_configure_end(struct httpd_request *req, const void *body, size_t n) {
-        struct body_ctx *ctx = httpd_request_state(req);
+static int cache_configure_end(struct troved_request *rq, const void *body, size_t n) {
+        struct httpd_request *req = rq->http;
         _cleanup_json_ json_t *j = NULL, *out = NULL;
-        struct db_cache c;
         int r;
 
-        j = parse_body(req, body, n);
+        j = parse_body(req, body, n, CONFIG_VALUES_MAX);
         if (!j)
                 return -EINVAL;
-        r = cache_open(ctx->t, req, &ctx->auth, ctx->cache, TOKEN_PERM_CONFIGURE, &c);
-        if (r < 0)
-                return r;
-        r = cache_apply_config(req, j, &c);
+        r = cache_apply_config(req, j, &rq->cache);
         if (r >= 0) {
-                r = db_cache_update(ctx->t->db, &c);
-                nicache_forget(ctx->t->narinfos, c.id, NULL);
+                r = db_cache_update(rq->t->db, &rq->cache);
+                nicache_forget(rq->t->narinfos, rq->cache.id, NULL);
+                nicache_forget(rq->t->manifests, rq->cache.id, NULL);
         }
         if (r >= 0) {
-                out = cache_json(ctx->t, &c, false);
+                out = cache_json(rq->t, &rq->cache, false);
                 r = out ? reply_json(req, 200, out) : -ENOMEM;
         }
-        db_cache_free(&c);
         return r;
-}
-
-static struct body_ctx *body_ctx_new(struct troved *t, const struct auth *a, const char *cache, const char *arg) {
-        struct body_ctx *c = calloc(1, sizeof *c);
-        if (!c)
-                return NULL;
-        c->t = t;
-        /* The request's auth is freed when routing returns; keep a copy of
-         * the claims for the body handlers by taking them over. */
-        c->auth = *a;
-        ((struct auth *) a)->claims = NULL;
-        snprintf(c->cache, sizeof c->cache, "%s", cache);
-        snprintf(c->arg, sizeof c->arg, "%s", arg ? arg : "");
-        return c;
 }
 
 /* ---- push protocol ---- */
 
-static int missing_paths_end(struct httpd_request *req, const void *body, size_t n) {
-        struct body_ctx *ctx = httpd_request_state(req);
+#define BATCH_VALUES_MAX (API_BATCH_MAX + 16)
+
+static int missing_paths_end(struct troved_request *rq, const void *body, size_t n) {
+        struct httpd_request *req = rq->http;
         _cleanup_json_ json_t *j = NULL, *out = NULL;
-        struct db_cache c;
         json_t *arr, *missing;
         char **hashes = NULL;
         bool *miss = NULL;
         size_t cnt, i;
         int r;
 
-        j = parse_body(req, body, n);
+        j = parse_body(req, body, n, BATCH_VALUES_MAX);
         if (!j)
                 return -EINVAL;
         arr = json_object_get(j, "paths");
         if (!json_is_array(arr) || json_array_size(arr) > API_BATCH_MAX)
                 return httpd_reply_error(req, 400, "expected {\"paths\": [hash parts]} (at most %u)", API_BATCH_MAX);
-        r = cache_open(ctx->t, req, &ctx->auth, ctx->cache, TOKEN_PERM_PULL, &c);
-        if (r < 0)
-                return r;
         cnt = json_array_size(arr);
         hashes = calloc(cnt + 1, sizeof *hashes);
         miss = calloc(cnt + 1, sizeof *miss);
@@ -338,7 +339,7 @@ static int missing_paths_end(struct httpd_request *req, const void *body, size_t
                 }
                 hashes[i] = (char *) s;
         }
-        r = db_paths_missing(ctx->t->db, c.id, hashes, cnt, miss);
+        r = db_paths_missing(rq->t->db, rq->cache.id, hashes, cnt, miss);
         if (r < 0)
                 goto out;
         missing = json_array();
@@ -350,27 +351,27 @@ static int missing_paths_end(struct httpd_request *req, const void *body, size_t
 out:
         free(hashes);
         free(miss);
-        db_cache_free(&c);
         return r;
 }
 
-static int missing_chunks_end(struct httpd_request *req, const void *body, size_t n) {
-        struct body_ctx *ctx = httpd_request_state(req);
+static int missing_chunks_end(struct troved_request *rq, const void *body, size_t n) {
+        struct httpd_request *req = rq->http;
         _cleanup_json_ json_t *j = NULL, *out = NULL;
-        struct db_cache c;
+        const int64_t *caches;
+        size_t n_caches;
         json_t *arr, *missing;
         uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
         bool *present = NULL;
         size_t cnt, i;
         int r;
 
-        j = parse_body(req, body, n);
+        j = parse_body(req, body, n, BATCH_VALUES_MAX);
         if (!j)
                 return -EINVAL;
         arr = json_object_get(j, "chunks");
         if (!json_is_array(arr) || json_array_size(arr) > API_BATCH_MAX)
                 return httpd_reply_error(req, 400, "expected {\"chunks\": [hex ids]} (at most %u)", API_BATCH_MAX);
-        r = cache_open(ctx->t, req, &ctx->auth, ctx->cache, TOKEN_PERM_PUSH, &c);
+        r = auth_pullable_caches(rq->t, &rq->auth, &caches, &n_caches);
         if (r < 0)
                 return r;
         cnt = json_array_size(arr);
@@ -387,7 +388,12 @@ static int missing_chunks_end(struct httpd_request *req, const void *body, size_
                         goto out;
                 }
         }
-        r = db_chunks_present(ctx->t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, cnt, present);
+        /* Present means: this caller proved it holds the chunk (uploaded it
+         * to this cache, or may read a cache that has it). Chunks only other
+         * tenants hold are reported missing, and their upload is verified
+         * and then deduplicated like any other. */
+        r = db_chunks_visible(rq->t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, cnt, caches, n_caches,
+                              rq->cache.id, present);
         if (r < 0)
                 goto out;
         missing = json_array();
@@ -399,34 +405,28 @@ static int missing_chunks_end(struct httpd_request *req, const void *body, size_
 out:
         free(ids);
         free(present);
-        db_cache_free(&c);
         return r;
 }
 
 /* PUT chunk: the body is the chunk's zstd frame; it is decoded and checked
- * against its id before anything is stored. */
-static int chunk_put_end(struct httpd_request *req, const void *body, size_t n) {
-        struct body_ctx *ctx = httpd_request_state(req);
-        struct troved *t = ctx->t;
+ * against its id before anything is stored, also when the server has the
+ * chunk already (the upload is then the proof that this cache's uploader
+ * holds it). The answer is the same either way: whether a chunk exists on
+ * the server is not for the uploader to learn. */
+static int chunk_put_end(struct troved_request *rq, const void *body, size_t n) {
+        struct httpd_request *req = rq->http;
+        struct troved *t = rq->t;
         uint8_t id[SHA256_DIGEST_LEN];
         _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
         _cleanup_free_ uint8_t *data = NULL;
+        struct buf stored = BUF_INIT(chunkcodec_bound(CHUNK_SIZE_MAX));
         struct db_chunk row;
         uint64_t size;
         size_t len;
         int r;
 
-        METRIC_ADD(t, bytes_in, n);
-        if (hex_decode(ctx->arg, strlen(ctx->arg), id, SHA256_DIGEST_LEN) < 0)
+        if (hex_decode(rq->arg, strlen(rq->arg), id, SHA256_DIGEST_LEN) < 0)
                 return httpd_reply_error(req, 400, "bad chunk id");
-        r = db_chunk_get(t->db, id, &row);
-        if (r < 0)
-                return r;
-        if (r > 0) {
-                METRIC_ADD(t, chunks_deduped, 1);
-                METRIC_ADD(t, chunk_bytes_deduped, row.length);
-                return httpd_reply_buf(req, 200, "text/plain", "", 0);
-        }
         r = chunkcodec_frame_size(body, n, &size);
         if (r < 0)
                 return httpd_reply_error(req, 400, "not a zstd frame with a declared size");
@@ -441,17 +441,31 @@ static int chunk_put_end(struct httpd_request *req, const void *body, size_t n) 
         r = chunkcodec_decode(codec, body, n, id, API_CHUNK_MAX, data, size, &len);
         if (r < 0)
                 return httpd_reply_error(req, 400, "chunk does not match its id: %s", strerror(-r));
-        r = troved_store_put(t, id, body, n, 0);
+        r = db_chunk_get(t->db, id, &row);
         if (r < 0)
                 return r;
-        row = (struct db_chunk){ .length = (uint32_t) len, .stored_size = (uint32_t) n };
-        memcpy(row.id, id, SHA256_DIGEST_LEN);
-        r = troved_chunk_record(t, &row, body, n);
-        if (r < 0)
-                return r;
-        METRIC_ADD(t, chunks_uploaded, 1);
-        METRIC_ADD(t, chunk_bytes_uploaded, len);
-        return httpd_reply_buf(req, 201, "text/plain", "", 0);
+        if (r > 0) {
+                METRIC_ADD(t, chunks_deduped, 1);
+                METRIC_ADD(t, chunk_bytes_deduped, row.length);
+        } else {
+                r = storage_put(t, id, body, n, 0, &stored);
+                if (r < 0)
+                        goto out;
+                row = (struct db_chunk){ .length = (uint32_t) len,
+                                         .stored_size = (uint32_t) (r > 0 ? stored.len : n) };
+                memcpy(row.id, id, SHA256_DIGEST_LEN);
+                r = storage_chunk_record(t, &row, body, n);
+                if (r < 0)
+                        goto out;
+                METRIC_ADD(t, chunks_uploaded, 1);
+                METRIC_ADD(t, chunk_bytes_uploaded, len);
+        }
+        r = db_chunk_claims_add(t->db, rq->cache.id, (const uint8_t(*)[SHA256_DIGEST_LEN]) & id, 1);
+        if (r >= 0)
+                r = httpd_reply_buf(req, 201, "text/plain", "", 0);
+out:
+        buf_free(&stored);
+        return r;
 }
 
 /* POST chunks: many chunks in one request. The body is a sequence of
@@ -459,7 +473,6 @@ static int chunk_put_end(struct httpd_request *req, const void *body, size_t n) 
  * decoded and checked against its id; the new objects are written without
  * a sync each, made durable together by one chunkstore_sync(), and only
  * then recorded, in one transaction. */
-#define API_BATCH_BODY_MAX (16u * 1024 * 1024)
 #define API_BATCH_RECORDS_MAX 4096
 
 struct batch_rec {
@@ -479,12 +492,16 @@ static int batch_ensure_stored(void *userdata, size_t i) {
         int r = chunkstore_exists(b->t->store, b->rows[i].id, NULL);
         if (r < 0)
                 return r;
-        return r > 0 ? 0 : troved_store_put(b->t, b->rows[i].id, b->recs[i].frame, b->recs[i].len, 0);
+        if (r > 0)
+                return 0;
+        r = storage_put(b->t, b->rows[i].id, b->recs[i].frame, b->recs[i].len, 0, NULL);
+        return r < 0 ? r : 0;
 }
 
-static int chunk_batch_end(struct httpd_request *req, const void *body, size_t n) {
-        struct body_ctx *ctx = httpd_request_state(req);
-        struct troved *t = ctx->t;
+static int chunk_batch_end(struct troved_request *rq, const void *body, size_t n) {
+        struct httpd_request *req = rq->http;
+        struct troved *t = rq->t;
+        struct buf stored = BUF_INIT(chunkcodec_bound(CHUNK_SIZE_MAX));
         _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
         _cleanup_json_ json_t *out = NULL;
         struct batch_rec *recs = NULL, *fresh = NULL;
@@ -496,7 +513,6 @@ static int chunk_batch_end(struct httpd_request *req, const void *body, size_t n
         uint64_t dedup_bytes = 0, fresh_bytes = 0;
         int r;
 
-        METRIC_ADD(t, bytes_in, n);
         recs = calloc(API_BATCH_RECORDS_MAX, sizeof *recs);
         if (!recs)
                 return -ENOMEM;
@@ -562,11 +578,12 @@ static int chunk_batch_end(struct httpd_request *req, const void *body, size_t n
                         dedup_bytes += len;
                         continue;
                 }
-                r = troved_store_put(t, recs[i].id, recs[i].frame, recs[i].len, CHUNKSTORE_PUT_NOSYNC);
+                r = storage_put(t, recs[i].id, recs[i].frame, recs[i].len, CHUNKSTORE_PUT_NOSYNC, &stored);
                 if (r < 0)
                         goto out;
                 fresh[n_fresh] = recs[i];
-                rows[n_fresh] = (struct db_chunk){ .length = (uint32_t) len, .stored_size = recs[i].len };
+                rows[n_fresh] = (struct db_chunk){ .length = (uint32_t) len,
+                                                   .stored_size = r > 0 ? (uint32_t) stored.len : recs[i].len };
                 memcpy(rows[n_fresh].id, recs[i].id, SHA256_DIGEST_LEN);
                 n_fresh++;
                 fresh_bytes += len;
@@ -580,13 +597,18 @@ static int chunk_batch_end(struct httpd_request *req, const void *body, size_t n
                 if (r < 0)
                         goto out;
         }
+        r = db_chunk_claims_add(t->db, rq->cache.id, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, count);
+        if (r < 0)
+                goto out;
         METRIC_ADD(t, chunks_uploaded, n_fresh);
         METRIC_ADD(t, chunk_bytes_uploaded, fresh_bytes);
         METRIC_ADD(t, chunks_deduped, count - n_fresh);
         METRIC_ADD(t, chunk_bytes_deduped, dedup_bytes);
-        out = json_pack("{s:I, s:I}", "stored", (json_int_t) n_fresh, "present", (json_int_t) (count - n_fresh));
+        /* How many were new is not said: that would tell what others hold. */
+        out = json_pack("{s:I}", "accepted", (json_int_t) count);
         r = out ? reply_json(req, 200, out) : -ENOMEM;
 out:
+        buf_free(&stored);
         free(recs);
         free(ids);
         free(present);
@@ -596,27 +618,25 @@ out:
         return r;
 }
 
-static int chunk_get(struct troved *t, struct httpd_request *req, const struct auth *a, const char *cache,
-                     const char *hex) {
+int api_chunk_get(struct troved_request *rq) {
+        struct troved *t = rq->t;
+        struct httpd_request *req = rq->http;
+        const char *cache = rq->cache_name;
+        const struct db_cache c = rq->cache;
         uint8_t id[SHA256_DIGEST_LEN];
-        struct db_cache c;
         struct buf frame = BUF_INIT(chunkcodec_bound(API_CHUNK_MAX));
         uint8_t *data;
         int r;
 
-        if (hex_decode(hex, strlen(hex), id, SHA256_DIGEST_LEN) < 0)
+        if (hex_decode(rq->arg, strlen(rq->arg), id, SHA256_DIGEST_LEN) < 0)
                 return httpd_reply_error(req, 400, "bad chunk id");
-        r = cache_open(t, req, a, cache, TOKEN_PERM_PULL, &c);
-        if (r < 0)
-                return r;
         /* Chunks are shared between caches; a cache serves only its own. */
         r = db_chunk_in_cache(t->db, c.id, id);
         if (r == 0)
                 r = httpd_reply_error(req, 404, "no such chunk in cache '%s'", cache);
         if (r <= 0 || httpd_replied(req))
                 goto out;
-        httpd_add_header(req, "Cache-Control",
-                        c.is_public ? "public, max-age=31536000, immutable" : "private, max-age=31536000, immutable");
+        troved_cache_immutable(rq);
         if (t->cfg.chunk_redirect) {
                 char *url;
                 if (chunkstore_presign_get(t->store, id, 3600, &url) >= 0) {
@@ -626,7 +646,7 @@ static int chunk_get(struct troved *t, struct httpd_request *req, const struct a
                         goto out;
                 }
         }
-        r = troved_store_get(t, id, &frame);
+        r = storage_get(t, id, 0, &frame);
         if (r == -ENOENT) {
                 r = httpd_reply_error(req, 503, "chunk is recorded but missing from the chunk store");
                 goto out;
@@ -639,19 +659,20 @@ static int chunk_get(struct troved *t, struct httpd_request *req, const struct a
         r = httpd_reply_take(req, 200, "application/zstd", data, frame.len);
 out:
         buf_free(&frame);
-        db_cache_free(&c);
         return r;
 }
 
 /* POST paths: commit a store path whose chunks were uploaded. The server
  * reads the chunks back in order, checks they form a valid NAR with the
  * claimed hash and size, and only then makes the path visible. */
-static int path_commit_end(struct httpd_request *req, const void *body, size_t n) {
-        struct body_ctx *ctx = httpd_request_state(req);
-        struct troved *t = ctx->t;
+static int path_commit_end(struct troved_request *rq, const void *body, size_t n) {
+        struct httpd_request *req = rq->http;
+        struct troved *t = rq->t;
+        const struct db_cache c = rq->cache;
+        const int64_t *caches;
+        size_t n_caches;
         struct trove_error err = {};
         struct manifest m = {};
-        struct db_cache c;
         struct db_nar nar;
         _cleanup_(ingest_freep) struct ingest *in = NULL;
         _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
@@ -663,8 +684,7 @@ static int path_commit_end(struct httpd_request *req, const void *body, size_t n
         int64_t nar_id;
         int r;
 
-        METRIC_ADD(t, bytes_in, n);
-        r = cache_open(t, req, &ctx->auth, ctx->cache, TOKEN_PERM_PUSH, &c);
+        r = auth_pullable_caches(t, &rq->auth, &caches, &n_caches);
         if (r < 0)
                 return r;
         r = manifest_decode(body, n, c.store_dir, &m, &err);
@@ -677,11 +697,13 @@ static int path_commit_end(struct httpd_request *req, const void *body, size_t n
                 r = httpd_reply_error(req, 400, "bad store path");
                 goto out;
         }
-        r = db_nar_find(t->db, m.info.nar_hash, &nar);
+        r = db_nar_find_visible(t->db, m.info.nar_hash, caches, n_caches, &nar);
         if (r < 0)
                 goto out;
         if (r > 0 && nar.nar_size == m.info.nar_size) {
-                /* The server already holds this NAR, verified when it was stored. */
+                /* A cache this caller may read holds this NAR, verified when
+                 * it was stored. A NAR only other tenants hold must be proved
+                 * chunk by chunk, like one the server has never seen. */
                 nar_id = nar.id;
         } else {
                 struct ingest_result res;
@@ -694,7 +716,8 @@ static int path_commit_end(struct httpd_request *req, const void *body, size_t n
                 }
                 for (size_t i = 0; i < m.n_chunks; i++)
                         memcpy(ids[i], m.chunks[i].id, SHA256_DIGEST_LEN);
-                r = db_chunks_present(t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, m.n_chunks, present);
+                r = db_chunks_visible(t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, m.n_chunks, caches, n_caches,
+                                      c.id, present);
                 if (r < 0)
                         goto out;
                 for (size_t i = 0; i < m.n_chunks; i++)
@@ -718,7 +741,7 @@ static int path_commit_end(struct httpd_request *req, const void *body, size_t n
                 }
                 for (size_t i = 0; i < m.n_chunks; i++) {
                         size_t len;
-                        r = troved_store_get(t, m.chunks[i].id, &frame);
+                        r = storage_get(t, m.chunks[i].id, 0, &frame);
                         if (r == -ENOENT) {
                                 r = httpd_reply_error(req, 409, "chunk %zu is recorded but missing from the store", i);
                                 goto out;
@@ -758,7 +781,7 @@ static int path_commit_end(struct httpd_request *req, const void *body, size_t n
                 if (r < 0)
                         goto out;
         }
-        r = path_commit(t, req, &c, &m.info, nar_id);
+        r = commit_path(t, req, &c, &m.info, nar_id);
         if (r >= 0 && !httpd_replied(req))
                 r = httpd_reply_buf(req, 201, "application/json", "{}", 2);
 out:
@@ -767,32 +790,33 @@ out:
         free(data);
         buf_free(&frame);
         manifest_free(&m);
-        db_cache_free(&c);
         return r;
 }
 
-static int manifest_get(struct troved *t, struct httpd_request *req, const struct auth *a, const char *cache,
-                        const char *hash) {
+/* The manifest text of rq's path: from memory when this process built it
+ * recently (a large listing is parsed once, not on every request), else
+ * built from the database. 0 with *ret NULL when the path is unknown. */
+static int manifest_text(struct troved_request *rq, char **ret, size_t *ret_len) {
+        struct troved *t = rq->t;
         struct trove_error err = {};
         struct manifest m = {};
-        struct db_cache c;
         struct db_path p = {};
         struct db_nar_chunk *chunks = NULL;
-        char *ls = NULL, *text = NULL;
+        char *ls = NULL, *text;
         size_t n_chunks = 0, len;
         int r;
 
-        if (!storepath_is_hash_part(hash, strlen(hash)))
-                return httpd_reply_error(req, 400, "bad store path hash");
-        r = cache_open(t, req, a, cache, TOKEN_PERM_PULL, &c);
-        if (r < 0)
+        text = nicache_get(t->manifests, rq->cache.id, rq->hash, &len);
+        if (text) {
+                *ret = text;
+                *ret_len = len;
+                return 1;
+        }
+        *ret = NULL;
+        r = db_path_get(t->db, rq->cache.id, rq->hash, &p);
+        if (r <= 0)
                 return r;
-        r = db_path_get(t->db, c.id, hash, &p);
-        if (r == 0)
-                r = httpd_reply_error(req, 404, "no such path in cache '%s'", cache);
-        if (r <= 0 || httpd_replied(req))
-                goto out;
-        r = narinfo_from_path(&c, &p, &m.info);
+        r = commit_narinfo(&rq->cache, &p, &m.info);
         if (r < 0)
                 goto out;
         r = db_nar_listing(t->db, p.nar.id, &ls);
@@ -806,7 +830,7 @@ static int manifest_get(struct troved *t, struct httpd_request *req, const struc
         r = db_nar_chunks(t->db, p.nar.id, &chunks, &n_chunks);
         if (r < 0)
                 goto out;
-        m.chunks = calloc(n_chunks, sizeof *m.chunks);
+        m.chunks = calloc(n_chunks + 1, sizeof *m.chunks);
         if (!m.chunks) {
                 r = -ENOMEM;
                 goto out;
@@ -821,223 +845,120 @@ static int manifest_get(struct troved *t, struct httpd_request *req, const struc
         r = manifest_encode(&m, &text, &len);
         if (r < 0)
                 goto out;
-        httpd_add_header(req, "Cache-Control", c.is_public ? "public, max-age=31536000, immutable"
-                                                          : "private, max-age=31536000, immutable");
-        r = httpd_reply_take(req, 200, "application/json", text, len);
+        nicache_put(t->manifests, rq->cache.id, rq->hash, text, len);
+        *ret = text;
+        *ret_len = len;
+        r = 1;
 out:
         free(ls);
         free(chunks);
         manifest_free(&m);
         db_path_free(&p);
-        db_cache_free(&c);
         return r;
 }
 
-static int gc_delete_object(void *userdata, const uint8_t id[SHA256_DIGEST_LEN]) {
-        return chunkstore_delete(((struct troved *) userdata)->store, id);
-}
-
-#define GC_LIST_BATCH 10000
-
-struct gc_list {
-        struct troved *t;
-        uint8_t (*ids)[SHA256_DIGEST_LEN];
-        size_t n;
-};
-
-static int gc_list_flush(struct gc_list *l) {
-        int r = db_orphans_note(l->t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) l->ids, l->n);
-        l->n = 0;
-        return r;
-}
-
-static int gc_list_one(const uint8_t id[SHA256_DIGEST_LEN], uint64_t size, void *userdata) {
-        struct gc_list *l = userdata;
-        memcpy(l->ids[l->n++], id, SHA256_DIGEST_LEN);
-        return l->n == GC_LIST_BATCH ? gc_list_flush(l) : 0;
-}
-
-static int gc_run(struct troved *t, struct httpd_request *req, const struct auth *a) {
-        _cleanup_json_ json_t *out = NULL;
-        const char *age = httpd_request_query(req, "min-age");
-        struct gc_list list = { .t = t };
-        int64_t min_age = 3600;
-        uint64_t n = 0, orphans = 0;
+int api_manifest_get(struct troved_request *rq) {
+        char *text;
+        size_t len;
         int r;
 
-        if (!a->present || !token_permits(a->claims, "*", TOKEN_PERM_DESTROY))
-                return httpd_reply_error(req, a->present ? 403 : 401, "garbage collection needs 'destroy' on all caches");
-        if (age) {
-                char *end;
-                long long v = strtoll(age, &end, 10);
-                if (!*age || *end || v < 0)
-                        return httpd_reply_error(req, 400, "bad min-age");
-                min_age = v;
-        }
-        /* Objects without rows (left by a crash between the two) are noted
-         * first; db_gc deletes them once they are old enough. */
-        list.ids = malloc(GC_LIST_BATCH * sizeof *list.ids);
-        if (!list.ids)
-                return -ENOMEM;
-        r = chunkstore_list(t->store, gc_list_one, &list);
-        if (r >= 0)
-                r = gc_list_flush(&list);
-        free(list.ids);
+        r = manifest_text(rq, &text, &len);
         if (r < 0)
                 return r;
-        r = db_gc(t->db, min_age, gc_delete_object, t, &n, &orphans);
-        nicache_forget(t->narinfos, -1, NULL); /* retention may have removed paths */
-        if (r < 0)
-                return r;
-        log_info("garbage collection deleted %" PRIu64 " chunks and %" PRIu64 " orphaned objects", n, orphans);
-        /* An object is deleted exactly when its row is. */
-        out = json_pack("{s:I, s:I, s:I}", "chunksDeleted", (json_int_t) n, "objectsDeleted", (json_int_t) (n + orphans),
-                        "orphansDeleted", (json_int_t) orphans);
-        return out ? reply_json(req, 200, out) : -ENOMEM;
+        if (r == 0)
+                return httpd_reply_error(rq->http, 404, "no such path in cache '%s'", rq->cache.name);
+        troved_cache_immutable(rq);
+        return httpd_reply_take(rq->http, 200, "application/json", text, len);
 }
 
-int api_route(struct troved *t, struct httpd_request *req, const struct auth *a, const char *rest) {
-        const char *method = httpd_request_method(req);
-        char cache[65], sub[32], arg[80];
-        const char *s1, *s2;
-        size_t n;
+int api_gc(struct troved_request *rq) {
+        _cleanup_json_ json_t *out = NULL;
+        const char *age = httpd_request_query(rq->http, "min-age");
+        struct gc_result res;
+        int64_t min_age = 3600;
+        int r;
 
-        if (streq(rest, "gc") && streq(method, "POST"))
-                return gc_run(t, req, a);
-        if (!startswith(rest, "caches/"))
-                return httpd_reply_error(req, 404, "no such API endpoint");
-        rest += strlen("caches/");
-        s1 = strchr(rest, '/');
-        n = s1 ? (size_t) (s1 - rest) : strlen(rest);
-        if (!cache_name_valid(rest, n))
-                return httpd_reply_error(req, 400, "bad cache name (1..64 of A-Z a-z 0-9 . _ -)");
-        memcpy(cache, rest, n);
-        cache[n] = 0;
-        sub[0] = arg[0] = 0;
-        if (s1) {
-                s2 = strchr(s1 + 1, '/');
-                n = s2 ? (size_t) (s2 - s1 - 1) : strlen(s1 + 1);
-                if (n >= sizeof sub || (s2 && (strlen(s2 + 1) >= sizeof arg || strchr(s2 + 1, '/'))))
-                        return httpd_reply_error(req, 404, "no such API endpoint");
-                memcpy(sub, s1 + 1, n);
-                sub[n] = 0;
-                if (s2)
-                        snprintf(arg, sizeof arg, "%s", s2 + 1);
+        if (age) {
+                char *end;
+                long long v;
+                errno = 0;
+                v = strtoll(age, &end, 10);
+                if (!*age || *end || v < 0 || errno || v > DB_RETENTION_MAX)
+                        return httpd_reply_error(rq->http, 400, "bad min-age (seconds, 0..%lld)", DB_RETENTION_MAX);
+                min_age = v;
         }
+        r = gc_collect(rq->t, min_age, &res);
+        if (r < 0)
+                return r;
+        /* An object is deleted exactly when its row is. */
+        out = json_pack("{s:I, s:I, s:I}", "chunksDeleted", (json_int_t) res.chunks_deleted, "objectsDeleted",
+                        (json_int_t) (res.chunks_deleted + res.orphans_deleted), "orphansDeleted",
+                        (json_int_t) res.orphans_deleted);
+        return out ? reply_json(rq->http, 200, out) : -ENOMEM;
+}
 
-        if (!sub[0]) {
-                if (streq(method, "GET")) {
-                        struct db_cache c;
-                        _cleanup_json_ json_t *out = NULL;
-                        int r = cache_open(t, req, a, cache, TOKEN_PERM_PULL, &c);
-                        if (r < 0)
-                                return r;
-                        out = cache_json(t, &c, true);
-                        db_cache_free(&c);
-                        return out ? reply_json(req, 200, out) : -ENOMEM;
-                }
-                if (streq(method, "POST") || streq(method, "PUT")) {
-                        int r = auth_require(req, a, NULL, cache, TOKEN_PERM_CREATE);
-                        struct body_ctx *ctx;
-                        if (r < 0)
-                                return r;
-                        ctx = body_ctx_new(t, a, cache, NULL);
-                        if (!ctx)
-                                return -ENOMEM;
-                        httpd_request_set_state(req, ctx, body_ctx_free);
-                        httpd_request_collect_body(req, API_JSON_MAX, cache_create_end);
-                        return 0;
-                }
-                if (streq(method, "PATCH")) {
-                        struct body_ctx *ctx = body_ctx_new(t, a, cache, NULL);
-                        if (!ctx)
-                                return -ENOMEM;
-                        httpd_request_set_state(req, ctx, body_ctx_free);
-                        httpd_request_collect_body(req, API_JSON_MAX, cache_configure_end);
-                        return 0;
-                }
-                if (streq(method, "DELETE")) {
-                        struct db_cache c;
-                        int r = cache_open(t, req, a, cache, TOKEN_PERM_DESTROY, &c);
-                        if (r < 0)
-                                return r;
-                        nicache_forget(t->narinfos, c.id, NULL);
-                        db_cache_free(&c);
-                        r = db_cache_destroy(t->db, cache);
-                        if (r < 0)
-                                return r;
-                        log_info("destroyed cache %s", cache);
-                        return httpd_reply_buf(req, 200, "application/json", "{}", 2);
-                }
-                return httpd_reply_error(req, 405, "method %s not allowed here", method);
-        }
+/* ---- handlers of the caches routes ---- */
 
-        if (streq(sub, "paths") && arg[0] && streq(method, "DELETE")) {
-                struct db_cache c;
-                int r;
-                if (!storepath_is_hash_part(arg, strlen(arg)))
-                        return httpd_reply_error(req, 400, "bad store path hash");
-                r = cache_open(t, req, a, cache, TOKEN_PERM_DELETE, &c);
-                if (r < 0)
-                        return r;
-                r = db_path_delete(t->db, c.id, arg);
-                nicache_forget(t->narinfos, c.id, arg);
-                db_cache_free(&c);
-                if (r == -ENOENT)
-                        return httpd_reply_error(req, 404, "no such path in cache '%s'", cache);
-                if (r < 0)
-                        return r;
-                /* Its NAR and chunks stay while other paths use them; GC takes the rest. */
-                return httpd_reply_buf(req, 200, "application/json", "{}", 2);
-        }
-        if (streq(sub, "missing-paths") || streq(sub, "missing-chunks") || streq(sub, "paths")) {
-                struct body_ctx *ctx;
-                if (!streq(method, "POST") || arg[0])
-                        return httpd_reply_error(req, 405, "use POST");
-                ctx = body_ctx_new(t, a, cache, NULL);
-                if (!ctx)
-                        return -ENOMEM;
-                httpd_request_set_state(req, ctx, body_ctx_free);
-                httpd_request_collect_body(req, API_JSON_MAX,
-                                          streq(sub, "missing-paths")    ? missing_paths_end
-                                          : streq(sub, "missing-chunks") ? missing_chunks_end
-                                                                         : path_commit_end);
-                return 0;
-        }
-        if (streq(sub, "chunks") && !arg[0] && streq(method, "POST")) {
-                struct db_cache c;
-                struct body_ctx *ctx;
-                int r = cache_open(t, req, a, cache, TOKEN_PERM_PUSH, &c);
-                if (r < 0)
-                        return r;
-                db_cache_free(&c);
-                ctx = body_ctx_new(t, a, cache, NULL);
-                if (!ctx)
-                        return -ENOMEM;
-                httpd_request_set_state(req, ctx, body_ctx_free);
-                httpd_request_collect_body(req, API_BATCH_BODY_MAX, chunk_batch_end);
-                return 0;
-        }
-        if (streq(sub, "chunks") && arg[0]) {
-                if (streq(method, "GET") || streq(method, "HEAD"))
-                        return chunk_get(t, req, a, cache, arg);
-                if (streq(method, "PUT")) {
-                        struct db_cache c;
-                        struct body_ctx *ctx;
-                        int r = cache_open(t, req, a, cache, TOKEN_PERM_PUSH, &c);
-                        if (r < 0)
-                                return r;
-                        db_cache_free(&c);
-                        ctx = body_ctx_new(t, a, cache, arg);
-                        if (!ctx)
-                                return -ENOMEM;
-                        httpd_request_set_state(req, ctx, body_ctx_free);
-                        httpd_request_collect_body(req, chunkcodec_bound(API_CHUNK_MAX), chunk_put_end);
-                        return 0;
-                }
-                return httpd_reply_error(req, 405, "method %s not allowed here", method);
-        }
-        if (streq(sub, "manifests") && arg[0] && (streq(method, "GET") || streq(method, "HEAD")))
-                return manifest_get(t, req, a, cache, arg);
-        return httpd_reply_error(req, 404, "no such API endpoint");
+int api_cache_get(struct troved_request *rq) {
+        _cleanup_json_ json_t *out = cache_json(rq->t, &rq->cache, true);
+        return out ? reply_json(rq->http, 200, out) : -ENOMEM;
+}
+
+int api_cache_create(struct troved_request *rq) {
+        troved_collect_body(rq, cache_create_end);
+        return 0;
+}
+
+int api_cache_configure(struct troved_request *rq) {
+        troved_collect_body(rq, cache_configure_end);
+        return 0;
+}
+
+int api_cache_destroy(struct troved_request *rq) {
+        int r;
+
+        nicache_forget(rq->t->narinfos, rq->cache.id, NULL);
+        nicache_forget(rq->t->manifests, rq->cache.id, NULL);
+        r = db_cache_destroy(rq->t->db, rq->cache_name);
+        if (r < 0)
+                return r;
+        log_info("destroyed cache %s", rq->cache_name);
+        return httpd_reply_buf(rq->http, 200, "application/json", "{}", 2);
+}
+
+int api_path_delete(struct troved_request *rq) {
+        int r = db_path_delete(rq->t->db, rq->cache.id, rq->hash);
+        nicache_forget(rq->t->narinfos, rq->cache.id, rq->hash);
+        nicache_forget(rq->t->manifests, rq->cache.id, rq->hash);
+        if (r == -ENOENT)
+                return httpd_reply_error(rq->http, 404, "no such path in cache '%s'", rq->cache_name);
+        if (r < 0)
+                return r;
+        /* Its NAR and chunks stay while other paths use them; GC takes the rest. */
+        return httpd_reply_buf(rq->http, 200, "application/json", "{}", 2);
+}
+
+int api_missing_paths(struct troved_request *rq) {
+        troved_collect_body(rq, missing_paths_end);
+        return 0;
+}
+
+int api_missing_chunks(struct troved_request *rq) {
+        troved_collect_body(rq, missing_chunks_end);
+        return 0;
+}
+
+int api_path_commit(struct troved_request *rq) {
+        troved_collect_body(rq, path_commit_end);
+        return 0;
+}
+
+int api_chunks_post(struct troved_request *rq) {
+        troved_collect_body(rq, chunk_batch_end);
+        return 0;
+}
+
+int api_chunk_put(struct troved_request *rq) {
+        troved_collect_body(rq, chunk_put_end);
+        return 0;
 }

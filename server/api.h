@@ -1,38 +1,38 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * api.h - trove's own API under /_api/v1/ (documented in docs/api.md), and
- * the request helpers routes.c and api.c share: authentication, cache
- * lookup with permission checks, committing a path.
- *
- * Every helper that refuses a request has already replied (401/403/404...)
- * when it returns a negative errno.
+ * api.h - handlers of trove's own API under /_api/v1/ (documented in
+ * docs/api.md), and of /health and /metrics. routes.c's table names them
+ * with their permissions and body caps.
  */
 #pragma once
 
-#include "troved.h"
-#include "trove/narinfo.h"
-#include "trove/util.h"
+#include "request.h"
 
-struct auth {
-        bool present;                 /* a token was sent (and verified) */
-        struct token_claims *claims;
-};
+/* A chunk upload is at most this big uncompressed; clients use the
+ * server's chunking parameters (max 256 KiB by default). */
+#define API_CHUNK_MAX (16u * 1024 * 1024)
+/* Entries in one missing-paths / missing-chunks question. */
+#define API_BATCH_MAX 100000
+/* Body caps (the route table applies them before a body byte is read). */
+#define API_CONFIG_BODY_MAX (64u * 1024)           /* cache create / configure */
+#define API_LIST_BODY_MAX (8u * 1024 * 1024)       /* missing-paths, missing-chunks */
+#define API_MANIFEST_BODY_MAX (64u * 1024 * 1024)  /* path commit */
+#define API_BATCH_BODY_MAX (16u * 1024 * 1024)     /* chunk batch */
+#define API_BATCH_RECORDS_MAX 4096
+#define API_CHUNK_PUT_BODY_MAX (API_CHUNK_MAX + API_CHUNK_MAX / 128 + 4096) /* a zstd frame of a chunk */
 
-/* Parses Authorization (Bearer, or Basic with the token as password). A
- * token that is present but invalid is refused here with 401. */
-int auth_parse(struct troved *t, struct httpd_request *req, struct auth *ret);
-void auth_free(struct auth *a);
-int auth_require(struct httpd_request *req, const struct auth *a, const struct db_cache *cache,
-                 const char *cache_name, enum token_perm perm);
-int cache_open(struct troved *t, struct httpd_request *req, const struct auth *a, const char *name,
-               enum token_perm perm, struct db_cache *ret);
-/* Makes ni's store path visible in the cache with NAR nar_id (whose hash
- * and size the caller checked against ni). */
-int path_commit(struct troved *t, struct httpd_request *req, const struct db_cache *cache,
-                const struct narinfo *ni, int64_t nar_id);
-/* The narinfo the cache serves for p, signed with the cache's key. */
-int narinfo_from_path(const struct db_cache *cache, const struct db_path *p, struct narinfo *ret);
-
-int api_health(struct troved *t, struct httpd_request *req);
-int api_metrics(struct troved *t, struct httpd_request *req);
-int api_route(struct troved *t, struct httpd_request *req, const struct auth *a, const char *rest);
+int api_health(struct troved_request *rq);
+int api_metrics(struct troved_request *rq);
+int api_gc(struct troved_request *rq);
+int api_cache_get(struct troved_request *rq);
+int api_cache_create(struct troved_request *rq);
+int api_cache_configure(struct troved_request *rq);
+int api_cache_destroy(struct troved_request *rq);
+int api_path_delete(struct troved_request *rq);
+int api_missing_paths(struct troved_request *rq);
+int api_missing_chunks(struct troved_request *rq);
+int api_path_commit(struct troved_request *rq);
+int api_chunks_post(struct troved_request *rq);
+int api_chunk_get(struct troved_request *rq);
+int api_chunk_put(struct troved_request *rq);
+int api_manifest_get(struct troved_request *rq);

@@ -15,6 +15,7 @@ static const char *const keys[] = {
         "listen",        "database-url",   "state-dir",      "storage",        "token-secret-file",
         "store-dir",     "chunk-min",      "chunk-avg",      "chunk-max",      "compression-level",
         "db-pool-size",  "max-nar-size",   "max-connections", "chunk-redirect", "log-level",
+        "max-connections-per-client", "idle-timeout",
 };
 
 void troved_config_defaults(struct troved_config *c) {
@@ -27,6 +28,8 @@ void troved_config_defaults(struct troved_config *c) {
         c->db_pool_size = 16;
         c->max_nar_size = (uint64_t) 64 << 30;
         c->max_connections = 1024;
+        c->max_connections_per_client = 64;
+        c->idle_timeout_sec = 60;
         c->log_level = TROVE_LOG_INFO;
 }
 
@@ -109,6 +112,16 @@ static int set_key(struct troved_config *c, const char *key, const char *v, cons
                                 r = -ERANGE;
                         else
                                 c->max_connections = (unsigned) n;
+                } else if (streq(key, "max-connections-per-client")) {
+                        if (n < 1 || n > 65536)
+                                r = -ERANGE;
+                        else
+                                c->max_connections_per_client = (unsigned) n;
+                } else if (streq(key, "idle-timeout")) {
+                        if (n < 1 || n > 3600)
+                                r = -ERANGE;
+                        else
+                                c->idle_timeout_sec = (unsigned) n;
                 } else
                         return log_error_errno(EINVAL, "%s: unknown setting '%s'", where, key);
         }
@@ -193,6 +206,8 @@ static void usage(FILE *f) {
                 "  --db-pool-size N             database connections (16)\n"
                 "  --max-nar-size SIZE          largest NAR accepted (64G)\n"
                 "  --max-connections N          concurrent HTTP connections (1024)\n"
+                "  --max-connections-per-client N   concurrent connections from one address (64)\n"
+                "  --idle-timeout SECONDS       close a connection idle this long, 1..3600 (60)\n"
                 "  --chunk-redirect BOOL        redirect chunk downloads to presigned S3 URLs (false)\n"
                 "  --log-level LEVEL            debug, info, warning, error (info)\n"
                 "  -h, --help                   this text\n"

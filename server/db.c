@@ -103,6 +103,16 @@ static const char *const migrations[] = {
         "CREATE TABLE orphan_objects ("
         "  hash bytea PRIMARY KEY,"
         "  first_seen timestamptz NOT NULL DEFAULT now());",
+        /* 3: proof of possession. Storage is shared by all caches, so a
+         * chunk counts as present for an upload to a cache only if that
+         * cache's uploader sent (and the server verified) its bytes, or a
+         * cache the uploader may pull holds it. A claim lives until GC. */
+        "CREATE TABLE chunk_claims ("
+        "  cache_id bigint NOT NULL REFERENCES caches(id) ON DELETE CASCADE,"
+        "  chunk_id bigint NOT NULL REFERENCES chunks(id) ON DELETE CASCADE,"
+        "  created_at timestamptz NOT NULL DEFAULT now(),"
+        "  PRIMARY KEY (cache_id, chunk_id));"
+        "CREATE INDEX chunk_claims_chunk ON chunk_claims (chunk_id);",
 };
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(PGresult *, PQclear);
@@ -915,6 +925,118 @@ int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_D
         return PQntuples(res) > 0 ? 1 : 0;
 }
 
+/* "{1,2,3}" of n ids, for a bigint[] parameter. */
+static int id_array(const int64_t *ids, size_t n, char **ret) {
+        struct buf b = BUF_INIT((size_t) 64 << 20);
+        int r = buf_printf(&b, "{");
+        for (size_t i = 0; i < n && r >= 0; i++)
+                r = buf_printf(&b, "%s%" PRId64, i ? "," : "", ids[i]);
+        if (r >= 0)
+                r = buf_printf(&b, "}");
+        if (r >= 0)
+                r = buf_steal(&b, ret, NULL);
+        buf_free(&b);
+        return r;
+}
+
+int db_chunks_visible(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, const int64_t *cache_ids,
+                      size_t n_caches, int64_t claim_cache_id, bool *present) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        _cleanup_free_ char *list = NULL, *caches = NULL;
+        char claim[24];
+        int r;
+
+        for (size_t i = 0; i < n; i++)
+                present[i] = false;
+        if (n == 0)
+                return 0;
+        r = hash_list(ids, n, &list);
+        if (r < 0)
+                return r;
+        r = id_array(cache_ids, n_caches, &caches);
+        if (r < 0)
+                return r;
+        snprintf(claim, sizeof claim, "%" PRId64, claim_cache_id);
+        const char *p[] = { list, caches, claim };
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "SELECT t.ord - 1 FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS t(x, ord)"
+              " JOIN chunks c ON c.hash = decode(t.x, 'hex') WHERE"
+              " EXISTS (SELECT 1 FROM chunk_claims cl WHERE cl.chunk_id = c.id AND cl.cache_id = $3::bigint)"
+              " OR EXISTS (SELECT 1 FROM nar_chunks nc JOIN paths p ON p.nar_id = nc.nar_id"
+              "            WHERE nc.chunk_id = c.id AND p.cache_id = ANY($2::bigint[]))"
+              " OR EXISTS (SELECT 1 FROM nar_chunks nc JOIN uploads u ON u.nar_id = nc.nar_id"
+              "            WHERE nc.chunk_id = c.id AND u.cache_id = ANY($2::bigint[]))",
+              3, p);
+        if (r < 0)
+                return r;
+        for (int i = 0; i < PQntuples(res); i++) {
+                uint64_t idx;
+                if (get_u64(res, i, 0, &idx) < 0 || idx >= n)
+                        return -EIO;
+                present[idx] = true;
+        }
+        return 0;
+}
+
+int db_chunk_claims_add(struct db *db, int64_t cache_id, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_free_ char *list = NULL;
+        char cid[24];
+        int r;
+
+        if (n == 0)
+                return 0;
+        r = hash_list(ids, n, &list);
+        if (r < 0)
+                return r;
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
+        const char *p[] = { list, cid };
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        /* A refreshed claim keeps the chunk's proof young for GC. */
+        return q(&h, NULL,
+                 "INSERT INTO chunk_claims (cache_id, chunk_id)"
+                 " SELECT $2::bigint, c.id FROM unnest(string_to_array($1, ',')) AS t(x)"
+                 " JOIN chunks c ON c.hash = decode(t.x, 'hex')"
+                 " ON CONFLICT (cache_id, chunk_id) DO UPDATE SET created_at = now()",
+                 2, p);
+}
+
+int db_cache_list(struct db *db, struct db_cache_ref **ret, size_t *ret_n) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        struct db_cache_ref *v;
+        int r, n;
+
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res, "SELECT id, name, is_public FROM caches ORDER BY id", 0, NULL);
+        if (r < 0)
+                return r;
+        n = PQntuples(res);
+        v = calloc((size_t) n + 1, sizeof *v);
+        if (!v)
+                return -ENOMEM;
+        for (int i = 0; i < n; i++) {
+                const char *name = PQgetvalue(res, i, 1);
+                if (get_i64(res, i, 0, &v[i].id) < 0 || strlen(name) >= sizeof v[i].name) {
+                        free(v);
+                        return -EIO;
+                }
+                memcpy(v[i].name, name, strlen(name) + 1);
+                v[i].is_public = PQgetvalue(res, i, 2)[0] == 't';
+        }
+        *ret = v;
+        *ret_n = (size_t) n;
+        return 0;
+}
+
 /* ---- NARs ---- */
 
 static int nar_from_row(PGresult *res, int row, int col, struct db_nar *n) {
@@ -1062,6 +1184,35 @@ int db_nar_find(struct db *db, const uint8_t nar_hash[SHA256_DIGEST_LEN], struct
         if (r < 0)
                 return r;
         r = q(&h, &res, "SELECT " NAR_COLUMNS " FROM nars n WHERE n.nar_hash = $1", 1, p);
+        if (r < 0)
+                return r;
+        if (PQntuples(res) != 1)
+                return 0;
+        r = nar_from_row(res, 0, 0, ret);
+        return r < 0 ? r : 1;
+}
+
+int db_nar_find_visible(struct db *db, const uint8_t nar_hash[SHA256_DIGEST_LEN], const int64_t *cache_ids,
+                        size_t n_caches, struct db_nar *ret) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        _cleanup_free_ char *caches = NULL;
+        char hash[BYTEA_HASH_LEN];
+        int r;
+
+        bytea_hash(nar_hash, hash);
+        r = id_array(cache_ids, n_caches, &caches);
+        if (r < 0)
+                return r;
+        const char *p[] = { hash, caches };
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "SELECT " NAR_COLUMNS " FROM nars n WHERE n.nar_hash = $1 AND ("
+              " EXISTS (SELECT 1 FROM paths p WHERE p.nar_id = n.id AND p.cache_id = ANY($2::bigint[]))"
+              " OR EXISTS (SELECT 1 FROM uploads u WHERE u.nar_id = n.id AND u.cache_id = ANY($2::bigint[])))",
+              2, p);
         if (r < 0)
                 return r;
         if (PQntuples(res) != 1)
@@ -1377,11 +1528,14 @@ int db_gc(struct db *db, int64_t min_age_sec,
                 return r;
         r = q(&h, NULL,
               "DELETE FROM paths p USING caches c WHERE p.cache_id = c.id AND c.retention_sec > 0"
-              " AND p.created_at < now() - make_interval(secs => c.retention_sec)",
+              " AND p.created_at < now() - make_interval(secs => LEAST(c.retention_sec, " DB_RETENTION_MAX_STR "))",
               0, NULL);
         if (r < 0)
                 return r;
         r = q(&h, NULL, "DELETE FROM uploads WHERE created_at < now() - make_interval(secs => $1::bigint)", 1, p);
+        if (r < 0)
+                return r;
+        r = q(&h, NULL, "DELETE FROM chunk_claims WHERE created_at < now() - make_interval(secs => $1::bigint)", 1, p);
         if (r < 0)
                 return r;
         r = q(&h, NULL,

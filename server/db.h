@@ -45,7 +45,20 @@ struct db_cache {
         int64_t retention_sec;   /* 0 = keep forever */
 };
 
+/* Longest retention a cache may have (100 years); GC arithmetic stays in range. */
+#define DB_RETENTION_MAX 3153600000LL
+#define DB_RETENTION_MAX_STR "3153600000"
+
 void db_cache_free(struct db_cache *c);
+
+/* Every cache's id, name and visibility (for deciding which caches a token
+ * may read); *ret is malloc()ed. */
+struct db_cache_ref {
+        int64_t id;
+        char name[65];
+        bool is_public;
+};
+int db_cache_list(struct db *db, struct db_cache_ref **ret, size_t *ret_n);
 int db_cache_get(struct db *db, const char *name, struct db_cache *ret);
 /* -EEXIST if the name is taken. */
 int db_cache_create(struct db *db, const struct db_cache *c, int64_t *ret_id);
@@ -91,6 +104,15 @@ int db_chunks_insert(struct db *db, const struct db_chunk *c, size_t n,
 int db_chunk_get(struct db *db, const uint8_t id[SHA256_DIGEST_LEN], struct db_chunk *ret);
 /* Sets present[i] for each id that has a row. */
 int db_chunks_present(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, bool *present);
+/* Sets present[i] for each id that the caller has proved to hold: a chunk
+ * of a path or upload of one of cache_ids (the caches the caller may pull),
+ * or claimed for claim_cache_id by a verified upload. Chunks held only for
+ * other caches are absent, so this answers nothing about other tenants. */
+int db_chunks_visible(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, const int64_t *cache_ids,
+                      size_t n_caches, int64_t claim_cache_id, bool *present);
+/* Records that an upload to cache_id proved the chunks (their bytes were
+ * sent and verified); ids without a chunk row are skipped. */
+int db_chunk_claims_add(struct db *db, int64_t cache_id, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n);
 /* 1 if the chunk belongs to a NAR of a path in the cache. */
 int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_DIGEST_LEN]);
 
@@ -120,6 +142,9 @@ int db_nar_insert(struct db *db, const struct db_nar *n, const struct db_nar_chu
 int db_nar_get(struct db *db, int64_t id, struct db_nar *ret);
 /* 1 if found. */
 int db_nar_find(struct db *db, const uint8_t nar_hash[SHA256_DIGEST_LEN], struct db_nar *ret);
+/* The same, but only a NAR used by a path or upload of one of cache_ids. */
+int db_nar_find_visible(struct db *db, const uint8_t nar_hash[SHA256_DIGEST_LEN], const int64_t *cache_ids,
+                        size_t n_caches, struct db_nar *ret);
 /* The chunk table in NAR order; *ret is malloc()ed. */
 int db_nar_chunks(struct db *db, int64_t nar_id, struct db_nar_chunk **ret, size_t *ret_n);
 int db_nar_listing(struct db *db, int64_t nar_id, char **ret);

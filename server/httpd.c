@@ -501,7 +501,9 @@ int httpd_server_start(const struct httpd_server_config *c, struct httpd_server 
                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &sa,
                 MHD_OPTION_CONNECTION_LIMIT, (unsigned) (c->max_connections ? c->max_connections : 1024),
-                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) (c->connection_timeout_sec ? c->connection_timeout_sec : 300),
+                MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                (unsigned) (c->max_connections_per_client ? c->max_connections_per_client : 64),
+                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) (c->connection_timeout_sec ? c->connection_timeout_sec : 60),
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
                 MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
                 MHD_OPTION_END);

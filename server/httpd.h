@@ -31,6 +31,7 @@ typedef ssize_t (*httpd_reader_fn)(void *userdata, uint64_t pos, char *buf, size
 struct httpd_server_config {
         const char *listen;       /* "HOST:PORT", "[V6]:PORT" or ":PORT" */
         unsigned max_connections;
+        unsigned max_connections_per_client;
         unsigned connection_timeout_sec;
         httpd_route_fn route;
         void *userdata;

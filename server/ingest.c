@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include "ingest.h"
+#include "storage.h"
 #include "trove/chunkcodec.h"
 #include "trove/listing.h"
 #include "trove/manifest.h"
@@ -178,7 +179,10 @@ static int pending_ensure_stored(void *userdata, size_t i) {
         int r = chunkstore_exists(ps->t->store, ps->rows[i].id, NULL);
         if (r < 0)
                 return r;
-        return r > 0 ? 0 : troved_store_put(ps->t, ps->rows[i].id, ps->fresh[i]->frame, ps->fresh[i]->frame_len, 0);
+        if (r > 0)
+                return 0;
+        r = storage_put(ps->t, ps->rows[i].id, ps->fresh[i]->frame, ps->fresh[i]->frame_len, 0, NULL);
+        return r < 0 ? r : 0;
 }
 
 /* Resolves the pending chunks, in NAR order: a chunk the server holds
@@ -211,7 +215,8 @@ static int flush_pending(struct ingest *in) {
                 size_t flen;
 
                 if (present[i]) {
-                        r = troved_store_get(t, pc->id, &in->stored);
+                        /* Verified: the bytes served must decode to the chunk. */
+                        r = storage_get(t, pc->id, CHUNKSTORE_GET_VERIFY, &in->stored);
                         if (r >= 0) {
                                 in->res.dedup_chunks++;
                                 in->res.dedup_chunk_bytes += pc->len;
@@ -235,9 +240,19 @@ static int flush_pending(struct ingest *in) {
                         return -ENOMEM;
                 memcpy(pc->frame, in->frame, flen);
                 pc->frame_len = flen;
-                r = troved_store_put(t, pc->id, pc->frame, flen, CHUNKSTORE_PUT_NOSYNC);
+                r = storage_put(t, pc->id, pc->frame, flen, CHUNKSTORE_PUT_NOSYNC, &in->stored);
                 if (r < 0)
                         return r;
+                if (r > 0) {
+                        /* Stored meanwhile by someone else, perhaps as another
+                         * frame: that object is what will be served. */
+                        void *f = realloc(pc->frame, in->stored.len);
+                        if (!f)
+                                return -ENOMEM;
+                        memcpy(f, in->stored.data, in->stored.len);
+                        pc->frame = f;
+                        pc->frame_len = flen = in->stored.len;
+                }
                 rows[n_fresh] = (struct db_chunk){ .length = (uint32_t) pc->len, .stored_size = (uint32_t) flen };
                 memcpy(rows[n_fresh].id, pc->id, SHA256_DIGEST_LEN);
                 fresh[n_fresh++] = pc;

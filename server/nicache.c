@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 
 #include "nicache.h"
@@ -17,9 +18,20 @@ struct entry {
 
 struct nicache {
         unsigned n, ttl;
+        size_t max_bytes;
+        atomic_size_t bytes;
         pthread_mutex_t locks[NICACHE_STRIPES];
         struct entry *e;
 };
+
+/* Called with the entry's stripe locked. */
+static void entry_drop(struct nicache *c, struct entry *e) {
+        if (!e->text)
+                return;
+        atomic_fetch_sub(&c->bytes, e->len);
+        free(e->text);
+        e->text = NULL;
+}
 
 static unsigned slot_of(const struct nicache *c, int64_t cache_id, const char *hash) {
         uint64_t h = 1469598103934665603ULL ^ (uint64_t) cache_id;
@@ -28,7 +40,7 @@ static unsigned slot_of(const struct nicache *c, int64_t cache_id, const char *h
         return (unsigned) (h % c->n);
 }
 
-int nicache_new(unsigned slots, unsigned ttl_sec, struct nicache **ret) {
+int nicache_new(unsigned slots, unsigned ttl_sec, size_t max_bytes, struct nicache **ret) {
         struct nicache *c = calloc(1, sizeof *c);
 
         if (!c || slots == 0)
@@ -40,6 +52,7 @@ int nicache_new(unsigned slots, unsigned ttl_sec, struct nicache **ret) {
         }
         c->n = slots;
         c->ttl = ttl_sec;
+        c->max_bytes = max_bytes;
         for (unsigned i = 0; i < NICACHE_STRIPES; i++)
                 pthread_mutex_init(&c->locks[i], NULL);
         *ret = c;
@@ -79,7 +92,7 @@ void nicache_put(struct nicache *c, int64_t cache_id, const char *hash, const ch
         struct entry *e = &c->e[s];
         char *copy;
 
-        if (strlen(hash) > STOREPATH_HASH_LEN)
+        if (strlen(hash) > STOREPATH_HASH_LEN || len > c->max_bytes)
                 return;
         copy = malloc(len + 1);
         if (!copy)
@@ -87,7 +100,13 @@ void nicache_put(struct nicache *c, int64_t cache_id, const char *hash, const ch
         memcpy(copy, text, len);
         copy[len] = 0;
         pthread_mutex_lock(&c->locks[s % NICACHE_STRIPES]);
-        free(e->text);
+        entry_drop(c, e);
+        if (atomic_fetch_add(&c->bytes, len) + len > c->max_bytes) {
+                atomic_fetch_sub(&c->bytes, len);
+                pthread_mutex_unlock(&c->locks[s % NICACHE_STRIPES]);
+                free(copy);
+                return;
+        }
         e->text = copy;
         e->len = len;
         e->cache_id = cache_id;
@@ -100,19 +119,15 @@ void nicache_forget(struct nicache *c, int64_t cache_id, const char *hash) {
         if (hash) {
                 unsigned s = slot_of(c, cache_id, hash);
                 pthread_mutex_lock(&c->locks[s % NICACHE_STRIPES]);
-                if (c->e[s].text && c->e[s].cache_id == cache_id && streq(c->e[s].hash, hash)) {
-                        free(c->e[s].text);
-                        c->e[s].text = NULL;
-                }
+                if (c->e[s].text && c->e[s].cache_id == cache_id && streq(c->e[s].hash, hash))
+                        entry_drop(c, &c->e[s]);
                 pthread_mutex_unlock(&c->locks[s % NICACHE_STRIPES]);
                 return;
         }
         for (unsigned i = 0; i < c->n; i++) {
                 pthread_mutex_lock(&c->locks[i % NICACHE_STRIPES]);
-                if (c->e[i].text && (cache_id < 0 || c->e[i].cache_id == cache_id)) {
-                        free(c->e[i].text);
-                        c->e[i].text = NULL;
-                }
+                if (c->e[i].text && (cache_id < 0 || c->e[i].cache_id == cache_id))
+                        entry_drop(c, &c->e[i]);
                 pthread_mutex_unlock(&c->locks[i % NICACHE_STRIPES]);
         }
 }

@@ -12,6 +12,8 @@
 #include "trove/pgembed.h"
 #include "trove/util.h"
 #include "troved.h"
+#include "storage.h"
+#include "usage.h"
 
 static int log_oom(void) {
         return log_error_errno(ENOMEM, "out of memory");
@@ -188,12 +190,21 @@ int main(int argc, char **argv) {
         r = load_secret(&t.cfg, &t.secret);
         if (r < 0)
                 goto out;
-        r = nicache_new(16384, 10, &t.narinfos);
+        r = nicache_new(16384, 10, (size_t) 64 << 20, &t.narinfos);
+        if (r >= 0)
+                r = nicache_new(1024, 300, (size_t) 256 << 20, &t.manifests);
+        if (r >= 0)
+                r = storage_memo_new(&t.present);
+        if (r >= 0)
+                r = usage_memo_new(&t.usage);
         if (r < 0)
                 goto out;
 
         r = httpd_server_start(&(struct httpd_server_config){ .listen = t.cfg.listen,
                                                             .max_connections = t.cfg.max_connections,
+                                                            .max_connections_per_client =
+                                                                    t.cfg.max_connections_per_client,
+                                                            .connection_timeout_sec = t.cfg.idle_timeout_sec,
                                                             .route = troved_route,
                                                             .userdata = &t,
                                                             .observe = observe_status },
@@ -213,6 +224,9 @@ int main(int argc, char **argv) {
 out:
         httpd_server_stop(t.http);
         nicache_free(t.narinfos);
+        nicache_free(t.manifests);
+        storage_memo_free(t.present);
+        usage_memo_free(t.usage);
         chunkstore_free(t.store);
         db_close(t.db);
         if (pg) {

@@ -28,6 +28,8 @@ struct troved_config {
         unsigned db_pool_size;
         uint64_t max_nar_size;    /* largest NAR accepted, uncompressed */
         unsigned max_connections;
+        unsigned max_connections_per_client;
+        unsigned idle_timeout_sec;   /* a connection silent this long is closed */
         bool chunk_redirect;      /* redirect chunk downloads to presigned URLs */
         int log_level;
 };
@@ -49,6 +51,7 @@ struct troved_metrics {
         atomic_uint_fast64_t store_ops;         /* chunk store calls */
         atomic_uint_fast64_t store_usec;        /* time spent in them */
         atomic_uint_fast64_t store_errors;
+        atomic_uint_fast64_t usage_queries;     /* aggregate statistics computed */
 };
 
 struct troved {
@@ -59,6 +62,9 @@ struct troved {
         struct troved_metrics m;
         struct httpd_server *http;
         struct nicache *narinfos;   /* rendered narinfos, a few seconds */
+        struct nicache *manifests;  /* encoded, signed manifests, bounded by bytes */
+        struct storage_memo *present; /* chunk objects recently seen in the store */
+        struct usage_memo *usage;   /* aggregate statistics, recomputed at most every few seconds */
 };
 
 #define METRIC_ADD(t, field, n) atomic_fetch_add_explicit(&(t)->m.field, (n), memory_order_relaxed)
@@ -73,12 +79,3 @@ void troved_config_free(struct troved_config *c);
 
 /* routes.c: the request router (httpd_route_fn). */
 int troved_route(struct httpd_request *req, void *userdata);
-
-/* Chunk store calls with latency accounting. */
-int troved_store_get(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], struct buf *out);
-/* flags: CHUNKSTORE_PUT_NOSYNC (then chunkstore_sync() before any row). */
-int troved_store_put(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const void *frame, size_t n,
-                     unsigned flags);
-/* Writes the row of a chunk just stored; re-stores the frame if garbage
- * collection deleted the object in between. */
-int troved_chunk_record(struct troved *t, const struct db_chunk *row, const void *frame, size_t n);

@@ -31,3 +31,9 @@ int storepath_parse_basename(const char *s, size_t len, struct storepath *ret);
  * Nix does; anything else that is not exactly that shape ("..", ".", "//",
  * further components, another directory) is -EINVAL. */
 int storepath_parse(const char *store_dir, const char *path, struct storepath *ret);
+
+/* A store directory a cache may declare: absolute, at most STOREDIR_MAX
+ * bytes of printable ASCII, no empty, "." or ".." component, no trailing
+ * slash (except "/" alone, which Nix does not use and is refused too). */
+#define STOREDIR_MAX 256
+bool storepath_dir_valid(const char *dir);

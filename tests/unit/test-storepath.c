@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <stdio.h>
+#include <string.h>
 
 #include "trove/storepath.h"
 #include "test.h"
@@ -207,8 +208,32 @@ static void test_paths(void) {
         check_path_bad("", "/467mxjn776qs58j748809359zrra1zdi-hello-2.12");
 }
 
+static void test_store_dirs(void) {
+        char longdir[STOREDIR_MAX + 2];
+        const char *good[] = { "/nix/store", "/a", "/gnu/store", "/opt/nix-2.8/store" };
+        const char *bad[] = { "", "/", "nix/store", "/nix/store/", "//nix", "/nix//store", "/nix/./store",
+                              "/nix/../store", "/nix/.", "/nix/store\n", "/nix store", "/nix/st\x7fore" };
+
+        for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+                if (!storepath_dir_valid(good[i]))
+                        TEST_FAIL("store dir \"%s\" refused", good[i]);
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+                if (storepath_dir_valid(bad[i]))
+                        TEST_FAIL("store dir \"%s\" accepted", bad[i]);
+        longdir[0] = '/';
+        memset(longdir + 1, 'a', STOREDIR_MAX - 1);
+        longdir[STOREDIR_MAX] = 0;
+        if (!storepath_dir_valid(longdir))
+                TEST_FAIL("store dir of %d bytes refused", STOREDIR_MAX);
+        longdir[STOREDIR_MAX] = 'a';
+        longdir[STOREDIR_MAX + 1] = 0;
+        if (storepath_dir_valid(longdir))
+                TEST_FAIL("store dir of %d bytes accepted", STOREDIR_MAX + 1);
+}
+
 int main(void) {
         test_names();
+        test_store_dirs();
         test_hash_part();
         test_basename();
         test_paths();

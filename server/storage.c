@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * storage.c - chunk store calls for the handlers (storage.h).
+ */
+#include <pthread.h>
+#include <time.h>
+
+#include "storage.h"
+#include "trove/chunkcodec.h"
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
+
+static void account(struct troved *t, uint64_t t0, int r) {
+        METRIC_ADD(t, store_ops, 1);
+        METRIC_ADD(t, store_usec, now_usec() - t0);
+        if (r < 0 && r != -ENOENT && r != -EEXIST)
+                METRIC_ADD(t, store_errors, 1);
+}
+
+int storage_get(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], unsigned flags, struct buf *out) {
+        uint64_t t0 = now_usec();
+        int r = chunkstore_get(t->store, id, flags, out);
+        account(t, t0, r);
+        return r;
+}
+
+static int put_once(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const void *frame, size_t n,
+                    unsigned flags) {
+        uint64_t t0 = now_usec();
+        int r = chunkstore_put_flags(t->store, id, frame, n, flags);
+        account(t, t0, r);
+        return r;
+}
+
+int storage_put(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const void *frame, size_t n, unsigned flags,
+                struct buf *stored) {
+        struct buf tmp = BUF_INIT(chunkcodec_bound(CHUNK_SIZE_MAX));
+        struct buf *b = stored ? stored : &tmp;
+        int r;
+
+        r = put_once(t, id, frame, n, flags);
+        if (r != -EEXIST)
+                return r;
+        /* Someone stored this chunk first, perhaps as another frame (another
+         * compression level): that object stays, and is what gets served. */
+        r = storage_get(t, id, CHUNKSTORE_GET_VERIFY, b);
+        if (r == -EBADMSG || r == -ENOENT) {
+                log_warning("stored object of a chunk does not verify; replacing it");
+                r = chunkstore_delete(t->store, id);
+                if (r >= 0)
+                        r = put_once(t, id, frame, n, flags);
+                if (r >= 0 && stored)
+                        r = buf_append(b, frame, n) < 0 ? -ENOMEM : 0;
+                buf_free(&tmp);
+                return r < 0 ? r : (stored ? 1 : 0);
+        }
+        buf_free(&tmp);
+        return r < 0 ? r : 1;
+}
+
+struct chunk_record {
+        struct troved *t;
+        const struct db_chunk *row;
+        const void *frame;
+        size_t n;
+};
+
+static int chunk_ensure_stored(void *userdata) {
+        struct chunk_record *c = userdata;
+        int r = chunkstore_exists(c->t->store, c->row->id, NULL);
+        if (r < 0)
+                return r;
+        if (r > 0)
+                return 0;
+        r = storage_put(c->t, c->row->id, c->frame, c->n, 0, NULL);
+        return r < 0 ? r : 0;
+}
+
+int storage_chunk_record(struct troved *t, const struct db_chunk *row, const void *frame, size_t n) {
+        struct chunk_record c = { t, row, frame, n };
+        return db_chunk_insert(t->db, row, chunk_ensure_stored, &c);
+}
+
+/* ---- objects recently seen present ---- */
+
+/* A direct-mapped table of id prefixes with the time they were seen; a
+ * collision only costs one more question to the store. */
+#define PRESENT_SLOTS (1u << 16)
+#define PRESENT_TTL_SEC 300
+
+struct present_slot {
+        uint64_t key;
+        uint32_t seen;  /* monotonic seconds; 0 = empty */
+};
+
+struct storage_memo {
+        pthread_mutex_t lock;
+        struct present_slot slots[PRESENT_SLOTS];
+};
+
+int storage_memo_new(struct storage_memo **ret) {
+        struct storage_memo *m = calloc(1, sizeof *m);
+        if (!m)
+                return -ENOMEM;
+        pthread_mutex_init(&m->lock, NULL);
+        *ret = m;
+        return 0;
+}
+
+void storage_memo_free(struct storage_memo *m) {
+        if (!m)
+                return;
+        pthread_mutex_destroy(&m->lock);
+        free(m);
+}
+
+static uint32_t mono_sec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint32_t) ts.tv_sec + 1;
+}
+
+static uint64_t present_key(const uint8_t id[SHA256_DIGEST_LEN]) {
+        uint64_t k;
+        memcpy(&k, id, sizeof k);
+        return k;
+}
+
+static bool present_recall(struct storage_memo *m, const uint8_t id[SHA256_DIGEST_LEN], uint32_t now) {
+        uint64_t k = present_key(id);
+        struct present_slot *s = &m->slots[k % PRESENT_SLOTS];
+        bool hit;
+
+        pthread_mutex_lock(&m->lock);
+        hit = s->seen && s->key == k && now - s->seen < PRESENT_TTL_SEC;
+        pthread_mutex_unlock(&m->lock);
+        return hit;
+}
+
+static void present_note(struct storage_memo *m, const uint8_t id[SHA256_DIGEST_LEN], uint32_t now) {
+        uint64_t k = present_key(id);
+        struct present_slot *s = &m->slots[k % PRESENT_SLOTS];
+
+        pthread_mutex_lock(&m->lock);
+        *s = (struct present_slot){ k, now };
+        pthread_mutex_unlock(&m->lock);
+}
+
+void storage_forget_present(struct troved *t) {
+        pthread_mutex_lock(&t->present->lock);
+        memset(t->present->slots, 0, sizeof t->present->slots);
+        pthread_mutex_unlock(&t->present->lock);
+}
+
+int storage_check_present(struct troved *t, const struct db_nar_chunk *chunks, size_t n) {
+        uint32_t now = mono_sec();
+
+        for (size_t i = 0; i < n; i++) {
+                int r;
+                if (present_recall(t->present, chunks[i].id, now))
+                        continue;
+                uint64_t t0 = now_usec();
+                r = chunkstore_exists(t->store, chunks[i].id, NULL);
+                account(t, t0, r);
+                if (r < 0)
+                        return r;
+                if (r == 0) {
+                        char hex[2 * SHA256_DIGEST_LEN + 1];
+                        hex_encode(chunks[i].id, SHA256_DIGEST_LEN, hex);
+                        log_error("chunk %s of a NAR is missing from the chunk store", hex);
+                        return -ENODATA;
+                }
+                present_note(t->present, chunks[i].id, now);
+        }
+        return 0;
+}

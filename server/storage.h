@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * storage.h - the chunk store as the handlers use it: latency and error
+ * accounting, write-once puts whose callers always learn the bytes that are
+ * actually stored, chunk rows written only once their object is there, and
+ * a short-lived memory of objects seen present (so serving a NAR does not
+ * ask the store about every chunk on every request).
+ */
+#pragma once
+
+#include "troved.h"
+
+/* Replaces out's contents with the stored frame; flags as chunkstore_get()
+ * (CHUNKSTORE_GET_VERIFY decodes and checks it against id). */
+int storage_get(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], unsigned flags, struct buf *out);
+
+/* Stores frame (already verified against id) under id. Objects are
+ * write-once: if one is already stored, nothing is replaced; its bytes are
+ * read back, verified, and put into *stored (if not NULL), and 1 is
+ * returned: FileHash, FileSize and stored_size must describe those bytes,
+ * not frame. An existing object that does not verify is replaced. 0 when
+ * frame was stored. flags: CHUNKSTORE_PUT_NOSYNC. */
+int storage_put(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const void *frame, size_t n, unsigned flags,
+                struct buf *stored);
+
+/* Writes the row of a chunk just stored; stores the frame again if garbage
+ * collection deleted the object in between. */
+int storage_chunk_record(struct troved *t, const struct db_chunk *row, const void *frame, size_t n);
+
+/* 0 if every chunk's object is in the store, -ENODATA (logged) if one is
+ * missing. Objects seen within the last few minutes are not asked again. */
+int storage_check_present(struct troved *t, const struct db_nar_chunk *chunks, size_t n);
+struct storage_memo;
+int storage_memo_new(struct storage_memo **ret);
+void storage_memo_free(struct storage_memo *m);
+/* Forgets what storage_check_present() remembered (after GC deletes). */
+void storage_forget_present(struct troved *t);
