@@ -163,7 +163,7 @@ int main(int argc, char **argv) {
                 goto out;
         }
         if (!t.cfg.database_url) {
-                r = pgembed_start(t.cfg.state_dir, &pg, &err);
+                r = pgembed_start(t.cfg.state_dir, NULL, &pg, &err);
                 if (r < 0) {
                         log_error_errno(r, "cannot start the embedded PostgreSQL in %s: %s", t.cfg.state_dir,
                                         err.msg[0] ? err.msg : strerror(-r));
