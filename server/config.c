@@ -15,6 +15,7 @@ static const char *const keys[] = {
         "listen",        "database-url",   "state-dir",      "storage",        "token-secret-file",
         "store-dir",     "chunk-min",      "chunk-avg",      "chunk-max",      "compression-level",
         "db-pool-size",  "max-nar-size",   "max-connections", "chunk-redirect", "log-level",
+        "user",
 };
 
 void troved_config_defaults(struct troved_config *c) {
@@ -38,6 +39,7 @@ void troved_config_free(struct troved_config *c) {
         free(c->storage);
         free(c->token_secret_file);
         free(c->store_dir);
+        free(c->user);
         *c = (struct troved_config){};
 }
 
@@ -66,6 +68,8 @@ static int set_key(struct troved_config *c, const char *key, const char *v, cons
                 r = set_str(&c->token_secret_file, v);
         else if (streq(key, "store-dir"))
                 r = set_str(&c->store_dir, v);
+        else if (streq(key, "user"))
+                r = *v && strlen(v) < 256 ? set_str(&c->user, v) : -EINVAL;
         else if (streq(key, "chunk-redirect"))
                 c->chunk_redirect = streq(v, "1") || streq(v, "true") || streq(v, "yes");
         else if (streq(key, "log-level")) {
@@ -195,6 +199,9 @@ static void usage(FILE *f) {
                 "  --max-connections N          concurrent HTTP connections (1024)\n"
                 "  --chunk-redirect BOOL        redirect chunk downloads to presigned S3 URLs (false)\n"
                 "  --log-level LEVEL            debug, info, warning, error (info)\n"
+                "  --user NAME                  started as root: the user to run as once the database,\n"
+                "                               the secret and the listening socket are set up (trove;\n"
+                "                               'root' keeps root); the embedded PostgreSQL runs as it too\n"
                 "  -h, --help                   this text\n"
                 "  --version                    print the version\n");
 }
