@@ -45,8 +45,9 @@ static int load_secret(struct troved_config *c, struct token_secret *ret) {
 }
 
 /* Who troved runs as once it is set up. Started as root it drops to
- * cfg->user (default "trove", the embedded PostgreSQL's user too), unless
- * that is "root". Started as anyone else it stays who it is. */
+ * cfg->user, by default the embedded PostgreSQL's user ($TROVE_PG_USER,
+ * else "trove"), unless that is "root". Started as anyone else it stays
+ * who it is. */
 struct run_as {
         bool drop;
         const char *name;
@@ -56,7 +57,8 @@ struct run_as {
 
 static int resolve_run_as(const struct troved_config *c, struct run_as *ret) {
         struct trove_error err = {};
-        const char *name = c->user ? c->user : "trove";
+        const char *env = getenv("TROVE_PG_USER");
+        const char *name = c->user ? c->user : env && *env ? env : "trove";
         int r;
 
         *ret = (struct run_as){ .name = name };
