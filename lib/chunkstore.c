@@ -259,12 +259,12 @@ static int mkdir_shard(int chunks_fd, const char *path) {
         char d1[3] = { path[0], path[1], 0 };
         char d2[6] = { path[0], path[1], '/', path[3], path[4], 0 };
 
-        if (mkdirat(chunks_fd, d1, 0755) == 0) {
+        if (mkdirat(chunks_fd, d1, 0700) == 0) {
                 if (fsync_dirat(chunks_fd, ".") < 0)
                         return negative_errno();
         } else if (errno != EEXIST)
                 return negative_errno();
-        if (mkdirat(chunks_fd, d2, 0755) == 0) {
+        if (mkdirat(chunks_fd, d2, 0700) == 0) {
                 if (fsync_dirat(chunks_fd, d1) < 0)
                         return negative_errno();
         } else if (errno != EEXIST)
@@ -286,6 +286,20 @@ static int write_all(int fd, const uint8_t *p, size_t n) {
         return 0;
 }
 
+/* Publishes tmp under path without ever replacing an object there:
+ * renameat2(RENAME_NOREPLACE), or where the file system lacks it, link()
+ * (which also fails on an existing name) and unlink of tmp. */
+static int publish_noreplace(int dir_fd, const char *tmp, const char *path) {
+        if (renameat2(dir_fd, tmp, dir_fd, path, RENAME_NOREPLACE) == 0)
+                return 0;
+        if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+                return negative_errno();
+        if (linkat(dir_fd, tmp, dir_fd, path, 0) < 0)
+                return negative_errno();
+        (void) unlinkat(dir_fd, tmp, 0);
+        return 0;
+}
+
 static int local_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN],
                      const void *frame, size_t n, unsigned flags) {
         struct chunkstore_local *cs = (struct chunkstore_local *) base;
@@ -296,8 +310,10 @@ static int local_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN
         int r;
 
         local_path(id, path);
+        /* Cheap early answer; the no-replace publish below is what makes it
+         * true under concurrency. */
         if (fstatat(cs->chunks_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0)
-                return 0;
+                return -EEXIST;
         if (errno != ENOENT)
                 return negative_errno();
         r = mkdir_shard(cs->chunks_fd, path);
@@ -305,9 +321,9 @@ static int local_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN
                 return r;
         if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
                 return -EIO;
-        /* Same directory as the final name, so rename() is atomic. */
+        /* Same directory as the final name, so publishing it is atomic. */
         snprintf(tmp, sizeof tmp, "%.6s" TMP_PREFIX "%s.%016" PRIx64, path, path + 6, rnd);
-        fd = openat(cs->chunks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        fd = openat(cs->chunks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0)
                 return negative_errno();
         r = write_all(fd, frame, n);
@@ -315,10 +331,11 @@ static int local_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN
                 r = negative_errno();
         if (r >= 0 && close(TAKE_FD(fd)) < 0)
                 r = negative_errno();
-        /* Replacing a file a concurrent put just renamed there is harmless:
-         * both hold the same frame. */
-        if (r >= 0 && renameat(cs->chunks_fd, tmp, cs->chunks_fd, path) < 0)
-                r = negative_errno();
+        /* A concurrent put of the same id may have published first, possibly
+         * with another frame (another compression level): that object wins
+         * and stays as it is (-EEXIST). */
+        if (r >= 0)
+                r = publish_noreplace(cs->chunks_fd, tmp, path);
         if (r < 0) {
                 (void) unlinkat(cs->chunks_fd, tmp, 0);
                 return r;
@@ -545,17 +562,17 @@ int chunkstore_local_open(const char *root, struct chunkstore **ret) {
 
         if (!root || !root[0])
                 return -EINVAL;
-        if (mkdir(root, 0755) < 0 && errno != EEXIST)
+        if (mkdir(root, 0700) < 0 && errno != EEXIST)
                 return negative_errno();
         root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (root_fd < 0)
                 return negative_errno();
-        if (mkdirat(root_fd, "chunks", 0755) < 0 && errno != EEXIST)
+        if (mkdirat(root_fd, "chunks", 0700) < 0 && errno != EEXIST)
                 return negative_errno();
         chunks_fd = openat(root_fd, "chunks", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (chunks_fd < 0)
                 return negative_errno();
-        lock_fd = openat(chunks_fd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        lock_fd = openat(chunks_fd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (lock_fd < 0)
                 return negative_errno();
         if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0)
@@ -607,9 +624,9 @@ static int s3cs_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN]
         r = s3_key(cs, id, key);
         if (r < 0)
                 return r;
-        /* S3 PUT replaces atomically: storing the same frame again is a no-op
-         * for readers, so no existence check is needed. */
-        return s3_put_object(cs->s3, key, frame, n);
+        /* Conditional PUT (If-None-Match: *): an object already stored, with
+         * whatever frame, is never replaced (-EEXIST). */
+        return s3_put_object_new(cs->s3, key, frame, n);
 }
 
 static int s3cs_get(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN],

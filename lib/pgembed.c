@@ -8,12 +8,14 @@
 #include <signal.h>
 #include <stdio.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 
 #include "trove/buf.h"
+#include "trove/hash.h"
 #include "trove/pgembed.h"
 
 #define PG_SYSTEM_USER "trove"
@@ -22,6 +24,16 @@
 #define OUTPUT_TAIL_MAX 8192
 #define MSG_TAIL 160
 #define START_ATTEMPTS 20
+/* 32 random bytes, hex: no quoting needed in SQL, conninfo or a pwfile. */
+#define PASSWORD_BYTES 32
+#define PASSWORD_LEN (2 * PASSWORD_BYTES)
+#define PASSWORD_FILE "pg-password"
+/* pg_hba.conf, rewritten when it differs (clusters made before password
+ * authentication trusted every local connection of the OS user). */
+#define HBA_TEXT                                                                             \
+        "# Written by trove: the embedded cluster listens on a private Unix socket only,\n" \
+        "# and every connection authenticates with the password in <state>/" PASSWORD_FILE ".\n" \
+        "local all all scram-sha-256\n"
 
 struct pgembed {
         char *state_dir;
@@ -30,6 +42,8 @@ struct pgembed {
         char *log_path;
         char *bindir;
         char *conninfo;
+        char *password_path;
+        char password[PASSWORD_LEN + 1];
         char *user_name;
         uid_t uid;
         gid_t gid;
@@ -49,7 +63,9 @@ static void pgembed_free(struct pgembed *pg) {
         free(pg->log_path);
         free(pg->bindir);
         free(pg->conninfo);
+        free(pg->password_path);
         free(pg->user_name);
+        explicit_bzero(pg->password, sizeof pg->password);
         free(pg);
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct pgembed *, pgembed_free);
@@ -245,6 +261,10 @@ static int run_tool(const struct pgembed *pg, bool drop, char *const argv[], con
         int devnull = -1, status, r;
         pid_t pid;
 
+        /* After troved itself dropped to the cluster's user (see troved.c),
+         * the tools simply run as that user. */
+        if (geteuid() != 0)
+                drop = false;
         if (asprintf(&env_path, "PATH=%s%s/usr/sbin:/usr/bin:/sbin:/bin", pg->bindir ? pg->bindir : "",
                      pg->bindir ? ":" : "") < 0 ||
             asprintf(&env_home, "HOME=%s", pg->state_dir) < 0 ||
@@ -384,9 +404,10 @@ static int lookup_user(const char *name, uid_t *ret_uid, gid_t *ret_gid) {
         return 0;
 }
 
-static int resolve_user(struct pgembed *pg, struct trove_error *err) {
+static int resolve_user(struct pgembed *pg, const char *want, struct trove_error *err) {
         const char *env = getenv("TROVE_PG_USER");
-        const char *name = env && *env ? env : PG_SYSTEM_USER;
+        const char *name = want && *want ? want : env && *env ? env : PG_SYSTEM_USER;
+        bool named = (want && *want) || (env && *env);
         int r;
 
         if (geteuid() != 0) {
@@ -403,7 +424,7 @@ static int resolve_user(struct pgembed *pg, struct trove_error *err) {
         if (!pg->user_name)
                 return -ENOMEM;
         r = lookup_user(name, &pg->uid, &pg->gid);
-        if (r == -ENOENT && !(env && *env)) {
+        if (r == -ENOENT && (!named || streq(name, PG_SYSTEM_USER))) {
                 _cleanup_(buf_free) struct buf out = BUF_INIT(OUTPUT_TAIL_MAX);
                 const char *useradd = access("/usr/sbin/useradd", X_OK) == 0 ? "/usr/sbin/useradd"
                                                                               : "/sbin/useradd";
@@ -427,7 +448,7 @@ static int resolve_user(struct pgembed *pg, struct trove_error *err) {
         if (r < 0)
                 return trove_error_set(err, r, "user %s for the embedded PostgreSQL: %s%s", name,
                                        r == -ENOENT ? "does not exist" : strerror(-r),
-                                       env && *env ? " (from TROVE_PG_USER)" : "");
+                                       !(want && *want) && env && *env ? " (from TROVE_PG_USER)" : "");
         if (pg->uid == 0)
                 return trove_error_set(err, EPERM,
                                        "user %s is root; PostgreSQL refuses to run as root", name);
@@ -552,10 +573,69 @@ static int append_file(const char *path, const char *text, struct trove_error *e
         return 0;
 }
 
+/* A fresh password in pg->password, written (0600, the cluster user's) to
+ * the password file before anything uses it. */
+static int new_password(struct pgembed *pg, struct trove_error *err) {
+        uint8_t raw[PASSWORD_BYTES];
+        char text[PASSWORD_LEN + 2];
+        int r;
+
+        if (getrandom(raw, sizeof raw, 0) != (ssize_t) sizeof raw)
+                return trove_error_set(err, EIO, "cannot get random bytes for the database password");
+        hex_encode(raw, sizeof raw, pg->password);
+        explicit_bzero(raw, sizeof raw);
+        memcpy(text, pg->password, PASSWORD_LEN);
+        text[PASSWORD_LEN] = '\n';
+        text[PASSWORD_LEN + 1] = 0;
+        r = write_owned_file(pg, pg->password_path, text, err);
+        explicit_bzero(text, sizeof text);
+        return r;
+}
+
+/* Reads the password file into pg->password: 1 if it holds a valid
+ * password, 0 if it is missing or not one (then a new one is set). */
+static int load_password(struct pgembed *pg, struct trove_error *err) {
+        _cleanup_close_ int fd = open(pg->password_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        char text[PASSWORD_LEN + 8];
+        struct stat st;
+        ssize_t n;
+
+        if (fd < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                return trove_error_set(err, errno, "cannot open %s: %m", pg->password_path);
+        }
+        if (fstat(fd, &st) < 0)
+                return trove_error_set(err, errno, "cannot stat %s: %m", pg->password_path);
+        if (!S_ISREG(st.st_mode))
+                return 0;
+        /* Someone loosened it: the password guards every signing key. */
+        if ((st.st_mode & 077) && fchmod(fd, 0600) < 0)
+                return trove_error_set(err, errno, "cannot chmod %s: %m", pg->password_path);
+        n = read(fd, text, sizeof text);
+        if (n < 0)
+                return trove_error_set(err, errno, "cannot read %s: %m", pg->password_path);
+        if (n > PASSWORD_LEN && text[PASSWORD_LEN] == '\n')
+                n--;
+        if (n != PASSWORD_LEN) {
+                explicit_bzero(text, sizeof text);
+                return 0;
+        }
+        for (int i = 0; i < PASSWORD_LEN; i++)
+                if (!((text[i] >= '0' && text[i] <= '9') || (text[i] >= 'a' && text[i] <= 'f'))) {
+                        explicit_bzero(text, sizeof text);
+                        return 0;
+                }
+        memcpy(pg->password, text, PASSWORD_LEN);
+        pg->password[PASSWORD_LEN] = 0;
+        explicit_bzero(text, sizeof text);
+        return 1;
+}
+
 static int init_cluster(struct pgembed *pg, struct trove_error *err) {
         _cleanup_(buf_free) struct buf out = BUF_INIT(OUTPUT_TAIL_MAX);
         _cleanup_free_ char *tmp = path_join(pg->state_dir, "pg.init"), *initdb = NULL,
-                            *postgres = NULL, *hba = NULL, *conf = NULL;
+                            *postgres = NULL, *hba = NULL, *conf = NULL, *pwfile_arg = NULL;
         int r;
 
         if (!tmp)
@@ -573,24 +653,32 @@ static int init_cluster(struct pgembed *pg, struct trove_error *err) {
         r = make_owned_dir(pg, tmp, 0700, err);
         if (r < 0)
                 return r;
+        /* Written before the cluster exists: a cluster is never without
+         * the file that holds its password. */
+        r = new_password(pg, err);
+        if (r < 0)
+                return r;
+        if (asprintf(&pwfile_arg, "--pwfile=%s", pg->password_path) < 0) {
+                pwfile_arg = NULL;
+                return -ENOMEM;
+        }
 
         log_debug("initialising the embedded PostgreSQL cluster in %s", pg->data_dir);
         {
                 char *argv[] = { initdb, (char *) "-D", tmp, (char *) "-U", (char *) PGEMBED_DB_USER,
                                  (char *) "-E", (char *) "UTF8", (char *) "--locale=C",
-                                 (char *) "--auth-local=trust", (char *) "--auth-host=reject", NULL };
+                                 (char *) "--auth-local=scram-sha-256", (char *) "--auth-host=reject",
+                                 pwfile_arg, NULL };
                 r = run_tool(pg, pg->drop, argv, NULL, &out);
         }
         if (r != 0)
                 return trove_error_set(err, r < 0 ? r : EIO, "initdb %s failed (%s%d): %s", tmp,
                                        r < 0 ? "error " : "exit ", r, msg_tail(&out));
 
-        /* Only the Unix socket, only trust there: the socket directory's
-         * mode is the access control. */
-        r = write_owned_file(pg, hba,
-                             "# Written by trove: the embedded cluster listens on a private Unix socket only.\n"
-                             "local all all trust\n",
-                             err);
+        /* Only the Unix socket, and a password there: the socket
+         * directory's mode keeps other users out, the password keeps out
+         * anything else that runs as the cluster's user. */
+        r = write_owned_file(pg, hba, HBA_TEXT, err);
         if (r < 0)
                 return r;
         r = append_file(conf, "\n# trove: socket settings, rewritten at every start\ninclude_if_exists = 'trove.conf'\n",
@@ -711,6 +799,78 @@ static void log_tail(const char *path, struct buf *out) {
                 (void) tail_append(out, chunk, (size_t) k);
 }
 
+static int pg_ctl_stop(const struct pgembed *pg, struct buf *out) {
+        _cleanup_free_ char *pg_ctl = path_join(pg->bindir, "pg_ctl");
+
+        if (!pg_ctl)
+                return -ENOMEM;
+        char *argv[] = { pg_ctl, (char *) "stop", (char *) "-D", pg->data_dir, (char *) "-m",
+                         (char *) "fast", (char *) "-w", (char *) "-t", (char *) "60", (char *) "-s", NULL };
+        return run_tool(pg, pg->drop, argv, NULL, out);
+}
+
+/* Makes sure the cluster asks for the password in the password file.
+ * Clusters made by older versions trusted every local connection and have
+ * no password: they are upgraded in place, as is a cluster whose password
+ * file was lost. The order makes a crash at any point harmless: the
+ * password file is written first, the role's password set next (the
+ * single-user backend, no server running), and pg_hba.conf, whose content
+ * decides whether this is needed, last. */
+static int secure_cluster(struct pgembed *pg, struct trove_error *err) {
+        _cleanup_(buf_free) struct buf out = BUF_INIT(OUTPUT_TAIL_MAX);
+        _cleanup_free_ char *hba = path_join(pg->data_dir, "pg_hba.conf"),
+                            *postgres = path_join(pg->bindir, "postgres");
+        char current[sizeof(HBA_TEXT) + 1];
+        char sql[128 + PASSWORD_LEN];
+        bool hba_ok;
+        pid_t pid;
+        int r;
+
+        if (!hba || !postgres)
+                return -ENOMEM;
+        r = read_small_file(hba, current, sizeof current);
+        if (r < 0 && r != -ENOENT)
+                return trove_error_set(err, -r, "cannot read %s: %s", hba, strerror(-r));
+        hba_ok = r >= 0 && streq(current, HBA_TEXT);
+        r = load_password(pg, err);
+        if (r < 0)
+                return r;
+        if (hba_ok && r > 0)
+                return 0;
+
+        log_info("setting up password authentication for the embedded PostgreSQL in %s",
+                 pg->data_dir);
+        if (r == 0) {
+                r = new_password(pg, err);
+                if (r < 0)
+                        return r;
+        }
+        /* A server left running by a killed troved still trusts everyone. */
+        pid = read_postmaster_pid(pg->data_dir);
+        if (pid > 0 && is_our_postmaster(pid, pg->uid, pg->data_dir)) {
+                r = pg_ctl_stop(pg, &out);
+                if (r != 0)
+                        return trove_error_set(err, r < 0 ? r : EIO,
+                                               "stopping the running embedded PostgreSQL in %s failed (%d): %s",
+                                               pg->data_dir, r, msg_tail(&out));
+                buf_reset(&out);
+        }
+        snprintf(sql, sizeof sql, "ALTER ROLE " PGEMBED_DB_USER " PASSWORD '%s';\n", pg->password);
+        {
+                char *argv[] = { postgres, (char *) "--single", (char *) "-D", pg->data_dir, (char *) "-F",
+                                 (char *) "-c", (char *) "exit_on_error=true", (char *) "-c",
+                                 (char *) "password_encryption=scram-sha-256", (char *) PGEMBED_DB_NAME,
+                                 NULL };
+                r = run_tool(pg, pg->drop, argv, sql, &out);
+        }
+        explicit_bzero(sql, sizeof sql);
+        if (r != 0 || (out.data && strstr((const char *) out.data, "ERROR")))
+                return trove_error_set(err, r < 0 ? r : EIO,
+                                       "setting the password of role " PGEMBED_DB_USER " failed (%d): %s", r,
+                                       msg_tail(&out));
+        return write_owned_file(pg, hba, HBA_TEXT, err);
+}
+
 static int start_server(struct pgembed *pg, struct trove_error *err) {
         _cleanup_free_ char *pg_ctl = path_join(pg->bindir, "pg_ctl");
         int r = 0;
@@ -763,7 +923,34 @@ static int start_server(struct pgembed *pg, struct trove_error *err) {
         return r;
 }
 
-int pgembed_start(const char *state_dir, struct pgembed **ret, struct trove_error *err) {
+int pgembed_resolve_user(const char *name, uid_t *ret_uid, gid_t *ret_gid, struct trove_error *err) {
+        _cleanup_(pgembed_freep) struct pgembed *pg = calloc(1, sizeof *pg);
+        int r;
+
+        if (!pg)
+                return -ENOMEM;
+        if (geteuid() != 0) {
+                const char *env = getenv("TROVE_PG_USER");
+                r = lookup_user(name && *name ? name : env && *env ? env : PG_SYSTEM_USER, ret_uid,
+                                ret_gid);
+                return r < 0 ? trove_error_set(err, -r, "user %s: %s", name ? name : PG_SYSTEM_USER,
+                                               r == -ENOENT ? "does not exist" : strerror(-r))
+                             : 0;
+        }
+        pg->lock_fd = -1;
+        pg->state_dir = strdup("/");
+        if (!pg->state_dir)
+                return -ENOMEM;
+        r = resolve_user(pg, name, err);
+        if (r < 0)
+                return r;
+        *ret_uid = pg->uid;
+        *ret_gid = pg->gid;
+        return 0;
+}
+
+int pgembed_start(const char *state_dir, const char *user, struct pgembed **ret,
+                  struct trove_error *err) {
         _cleanup_(pgembed_freep) struct pgembed *pg = NULL;
         char real[PATH_MAX], version[32];
         _cleanup_free_ char *version_path = NULL, *lock_path = NULL, *log_dir = NULL;
@@ -785,8 +972,9 @@ int pgembed_start(const char *state_dir, struct pgembed **ret, struct trove_erro
         pg->state_dir = strdup(real);
         pg->data_dir = path_join(real, "pg");
         pg->run_dir = path_join(real, "pg-run");
+        pg->password_path = path_join(real, PASSWORD_FILE);
         lock_path = path_join(real, "pg.lock");
-        if (!pg->state_dir || !pg->data_dir || !pg->run_dir || !lock_path)
+        if (!pg->state_dir || !pg->data_dir || !pg->run_dir || !pg->password_path || !lock_path)
                 return -ENOMEM;
         log_dir = path_join(pg->data_dir, "log");
         if (!log_dir)
@@ -810,7 +998,7 @@ int pgembed_start(const char *state_dir, struct pgembed **ret, struct trove_erro
                                        "the embedded PostgreSQL of %s is in use by another process (%s is locked)",
                                        real, lock_path);
 
-        r = resolve_user(pg, err);
+        r = resolve_user(pg, user, err);
         if (r < 0)
                 return r;
 
@@ -854,6 +1042,9 @@ int pgembed_start(const char *state_dir, struct pgembed **ret, struct trove_erro
         r = make_owned_dir(pg, log_dir, 0700, err);
         if (r < 0)
                 return r;
+        r = secure_cluster(pg, err);
+        if (r < 0)
+                return r;
 
         r = start_server(pg, err);
         if (r < 0)
@@ -870,14 +1061,14 @@ int pgembed_start(const char *state_dir, struct pgembed **ret, struct trove_erro
                                 r = buf_append(&ci, p, 1);
                 }
                 if (r >= 0)
-                        r = buf_printf(&ci, "' port=%d dbname=%s user=%s", PGEMBED_PORT,
-                                       PGEMBED_DB_NAME, PGEMBED_DB_USER);
+                        r = buf_printf(&ci, "' port=%d dbname=%s user=%s password=%s", PGEMBED_PORT,
+                                       PGEMBED_DB_NAME, PGEMBED_DB_USER, pg->password);
                 if (r >= 0)
                         r = buf_steal(&ci, &pg->conninfo, NULL);
                 if (r < 0)
                         return r;
         }
-        log_debug("embedded PostgreSQL running: %s", pg->conninfo);
+        log_debug("embedded PostgreSQL running, socket in %s", pg->run_dir);
         *ret = TAKE_PTR(pg);
         return 0;
 }
@@ -885,14 +1076,10 @@ int pgembed_start(const char *state_dir, struct pgembed **ret, struct trove_erro
 int pgembed_stop(struct pgembed *pg, struct trove_error *err) {
         _cleanup_(pgembed_freep) _unused_ struct pgembed *owned = pg; /* frees pg on every return */
         _cleanup_(buf_free) struct buf out = BUF_INIT(OUTPUT_TAIL_MAX);
-        _cleanup_free_ char *pg_ctl = NULL;
         int r;
 
         if (!pg)
                 return 0;
-        pg_ctl = path_join(pg->bindir, "pg_ctl");
-        if (!pg_ctl)
-                return -ENOMEM;
         /* A killed server leaves postmaster.pid behind (and, when nothing
          * reaps it, a zombie that pg_ctl would wait for): not running. */
         pid_t pid = read_postmaster_pid(pg->data_dir);
@@ -900,9 +1087,7 @@ int pgembed_stop(struct pgembed *pg, struct trove_error *err) {
                 return trove_error_set(err, ESRCH,
                                        "the embedded PostgreSQL in %s is not running (it was stopped or killed)",
                                        pg->data_dir);
-        char *argv[] = { pg_ctl, (char *) "stop", (char *) "-D", pg->data_dir, (char *) "-m",
-                         (char *) "fast", (char *) "-w", (char *) "-t", (char *) "60", (char *) "-s", NULL };
-        r = run_tool(pg, pg->drop, argv, NULL, &out);
+        r = pg_ctl_stop(pg, &out);
         if (r != 0)
                 return trove_error_set(err, r < 0 ? r : EIO,
                                        "stopping the embedded PostgreSQL in %s failed (%d): %s",

@@ -239,6 +239,7 @@ struct s3_call {
         const char *key;   /* NULL: the bucket itself */
         const char *query; /* canonical form */
         const char *range; /* "bytes=…" or NULL */
+        const char *condition; /* a whole "If-…: …" header or NULL */
         const void *body;
         size_t body_len;
         struct buf *response;
@@ -252,7 +253,8 @@ static int s3_call(struct s3 *s, const struct s3_call *call, struct http_respons
         _cleanup_(buf_free) struct buf errbody = BUF_INIT(S3_ERROR_BODY_MAX);
         char sha_header[sizeof("x-amz-content-sha256: ") + HASH_BASE16_LEN];
         char range_header[96];
-        const char *headers[3] = { sha_header, NULL, NULL };
+        const char *headers[4] = { sha_header, NULL, NULL, NULL };
+        size_t n_headers = 1;
         struct http_client *c = NULL;
         struct http_response resp = {};
         struct http_request req;
@@ -274,8 +276,10 @@ static int s3_call(struct s3 *s, const struct s3_call *call, struct http_respons
                 snprintf(sha_header, sizeof sha_header, "x-amz-content-sha256: %s", EMPTY_SHA256);
         if (call->range) {
                 snprintf(range_header, sizeof range_header, "Range: %s", call->range);
-                headers[1] = range_header;
+                headers[n_headers++] = range_header;
         }
+        if (call->condition)
+                headers[n_headers++] = call->condition;
 
         r = client_take(s, &c);
         if (r < 0)
@@ -339,6 +343,31 @@ int s3_put_object(struct s3 *s, const char *key, const void *data, size_t n) {
                     &resp);
         if (r < 0)
                 return r;
+        return http_status_to_errno(resp.status);
+}
+
+int s3_put_object_new(struct s3 *s, const char *key, const void *data, size_t n) {
+        static const char empty[1];
+        struct http_response resp;
+        int r;
+
+        if (!key_valid(key))
+                return -EINVAL;
+        for (unsigned attempt = 0;; attempt++) {
+                r = s3_call(s, &(struct s3_call){ .method = "PUT", .key = key,
+                                                  .condition = "If-None-Match: *",
+                                                  .body = data ? data : empty, .body_len = n },
+                            &resp);
+                if (r < 0)
+                        return r;
+                /* 409: another conditional write of the key is in flight
+                 * (AWS asks to retry); the retry then sees 412 or wins. */
+                if (resp.status != 409 || attempt + 1 >= s->max_attempts)
+                        break;
+                backoff_sleep(s, attempt);
+        }
+        if (resp.status == 412)
+                return -EEXIST;
         return http_status_to_errno(resp.status);
 }
 

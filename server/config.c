@@ -15,7 +15,7 @@ static const char *const keys[] = {
         "listen",        "database-url",   "state-dir",      "storage",        "token-secret-file",
         "store-dir",     "chunk-min",      "chunk-avg",      "chunk-max",      "compression-level",
         "db-pool-size",  "max-nar-size",   "max-connections", "chunk-redirect", "log-level",
-        "max-connections-per-client", "idle-timeout",
+        "max-connections-per-client", "idle-timeout", "user",
 };
 
 void troved_config_defaults(struct troved_config *c) {
@@ -41,6 +41,7 @@ void troved_config_free(struct troved_config *c) {
         free(c->storage);
         free(c->token_secret_file);
         free(c->store_dir);
+        free(c->user);
         *c = (struct troved_config){};
 }
 
@@ -69,6 +70,8 @@ static int set_key(struct troved_config *c, const char *key, const char *v, cons
                 r = set_str(&c->token_secret_file, v);
         else if (streq(key, "store-dir"))
                 r = set_str(&c->store_dir, v);
+        else if (streq(key, "user"))
+                r = *v && strlen(v) < 256 ? set_str(&c->user, v) : -EINVAL;
         else if (streq(key, "chunk-redirect"))
                 c->chunk_redirect = streq(v, "1") || streq(v, "true") || streq(v, "yes");
         else if (streq(key, "log-level")) {
@@ -210,6 +213,9 @@ static void usage(FILE *f) {
                 "  --idle-timeout SECONDS       close a connection idle this long, 1..3600 (60)\n"
                 "  --chunk-redirect BOOL        redirect chunk downloads to presigned S3 URLs (false)\n"
                 "  --log-level LEVEL            debug, info, warning, error (info)\n"
+                "  --user NAME                  started as root: the user to run as once the database,\n"
+                "                               the secret and the listening socket are set up (trove;\n"
+                "                               'root' keeps root); the embedded PostgreSQL runs as it too\n"
                 "  -h, --help                   this text\n"
                 "  --version                    print the version\n");
 }

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "httpd.h"
 #include "trove/buf.h"
@@ -476,6 +477,27 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
         log_debug("http: %s", msg);
 }
 
+int httpd_listen(const char *listen_addr, int *ret_fd) {
+        struct sockaddr_storage sa;
+        socklen_t sa_len;
+        int fd, one = 1, r;
+
+        r = parse_listen(listen_addr, &sa, &sa_len);
+        if (r < 0)
+                return log_error_errno(r, "invalid listen address '%s' (want HOST:PORT)", listen_addr);
+        fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return log_error_errno(errno, "socket: %m");
+        (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *) &sa, sa_len) < 0 || listen(fd, 1024) < 0) {
+                r = -errno;
+                close(fd);
+                return log_error_errno(r, "cannot listen on %s: %s", listen_addr, strerror(-r));
+        }
+        *ret_fd = fd;
+        return 0;
+}
+
 int httpd_server_start(const struct httpd_server_config *c, struct httpd_server **ret) {
         struct sockaddr_storage sa;
         socklen_t sa_len;
@@ -499,7 +521,8 @@ int httpd_server_start(const struct httpd_server_config *c, struct httpd_server 
         s->daemon = MHD_start_daemon(
                 flags, 0, NULL, NULL, access_handler, s,
                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-                MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &sa,
+                c->listen_fd > 0 ? MHD_OPTION_LISTEN_SOCKET : MHD_OPTION_SOCK_ADDR,
+                c->listen_fd > 0 ? (intptr_t) c->listen_fd : (intptr_t) &sa,
                 MHD_OPTION_CONNECTION_LIMIT, (unsigned) (c->max_connections ? c->max_connections : 1024),
                 MHD_OPTION_PER_IP_CONNECTION_LIMIT,
                 (unsigned) (c->max_connections_per_client ? c->max_connections_per_client : 64),

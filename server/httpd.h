@@ -30,6 +30,7 @@ typedef ssize_t (*httpd_reader_fn)(void *userdata, uint64_t pos, char *buf, size
 
 struct httpd_server_config {
         const char *listen;       /* "HOST:PORT", "[V6]:PORT" or ":PORT" */
+        int listen_fd;            /* a socket from httpd_listen(), taken over; <= 0: bind listen here */
         unsigned max_connections;
         unsigned max_connections_per_client;
         unsigned connection_timeout_sec;
@@ -39,6 +40,9 @@ struct httpd_server_config {
         void (*observe)(void *userdata, unsigned status);
 };
 
+/* Binds and listens on "HOST:PORT" (for a process that binds a privileged
+ * port, then drops privileges, then starts serving). */
+int httpd_listen(const char *listen, int *ret_fd);
 int httpd_server_start(const struct httpd_server_config *c, struct httpd_server **ret);
 /* The port actually bound (useful with port 0). */
 unsigned httpd_server_port(const struct httpd_server *s);

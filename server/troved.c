@@ -4,8 +4,14 @@
  * PostgreSQL, the chunk store, the token secret, the HTTP server; and the
  * `troved token` subcommand that mints tokens from the server secret.
  */
+#include <ftw.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
 #include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -38,6 +44,109 @@ static int load_secret(struct troved_config *c, struct token_secret *ret) {
         }
         if (r < 0)
                 return log_error_errno(r, "cannot load token secret %s: %s", path, err.msg[0] ? err.msg : strerror(-r));
+        return 0;
+}
+
+/* Who troved runs as once it is set up. Started as root it drops to
+ * cfg->user, by default the embedded PostgreSQL's user ($TROVE_PG_USER,
+ * else "trove"), unless that is "root". Started as anyone else it stays
+ * who it is. */
+struct run_as {
+        bool drop;
+        const char *name;
+        uid_t uid;
+        gid_t gid;
+};
+
+static int resolve_run_as(const struct troved_config *c, struct run_as *ret) {
+        struct trove_error err = {};
+        const char *env = getenv("TROVE_PG_USER");
+        const char *name = c->user ? c->user : env && *env ? env : "trove";
+        int r;
+
+        *ret = (struct run_as){ .name = name };
+        if (geteuid() != 0) {
+                struct passwd *pw = getpwuid(geteuid());
+                if (c->user && (!pw || !streq(pw->pw_name, c->user)))
+                        return log_error_errno(EPERM, "--user %s needs troved to be started as root (it runs as %s)",
+                                               c->user, pw ? pw->pw_name : "an unnamed user");
+                return 0;
+        }
+        if (streq(name, "root")) {
+                log_warning("running as root, as asked (--user root)");
+                return 0;
+        }
+        r = pgembed_resolve_user(name, &ret->uid, &ret->gid, &err);
+        if (r < 0)
+                return log_error_errno(r, "cannot run as user %s: %s", name, err.msg[0] ? err.msg : strerror(-r));
+        if (ret->uid == 0 || ret->gid == 0)
+                return log_error_errno(EPERM, "user %s has uid or gid 0; pass --user root to keep root", name);
+        ret->drop = true;
+        return 0;
+}
+
+static uid_t handover_uid;
+static gid_t handover_gid;
+
+static int handover_one(const char *path, const struct stat *st, int type, struct FTW *f) {
+        if (S_ISLNK(st->st_mode))
+                return 0;
+        if ((st->st_uid != handover_uid || st->st_gid != handover_gid) &&
+            lchown(path, handover_uid, handover_gid) < 0)
+                return -1;
+        if ((st->st_mode & 077) && chmod(path, st->st_mode & 0700) < 0)
+                return -1;
+        return 0;
+}
+
+/* Hands the local chunk store at root over to the user troved drops to,
+ * private to it (directories 0700, objects 0600): stores made by a troved
+ * that kept running as root are root's and world-readable. The walk is
+ * skipped when the top is already in order, so it happens once. Not
+ * thread-safe (nftw has no context); runs before the drop, once. */
+static int handover_chunk_store(const char *root, const struct run_as *as) {
+        char chunks[PATH_MAX + 16];
+        struct stat a, b;
+
+        if (strlen(root) >= PATH_MAX)
+                return log_error_errno(ENAMETOOLONG, "chunk store path too long");
+        snprintf(chunks, sizeof chunks, "%s/chunks", root);
+        if (lstat(root, &a) == 0 && lstat(chunks, &b) == 0 && a.st_uid == as->uid && b.st_uid == as->uid &&
+            a.st_gid == as->gid && b.st_gid == as->gid && !(a.st_mode & 077) && !(b.st_mode & 077))
+                return 0;
+        log_info("handing the chunk store %s over to user %s", root, as->name);
+        handover_uid = as->uid;
+        handover_gid = as->gid;
+        if (nftw(root, handover_one, 16, FTW_PHYS | FTW_MOUNT) < 0)
+                return log_error_errno(errno, "cannot hand %s over to user %s: %m", root, as->name);
+        return 0;
+}
+
+/* Drops root for good: no supplementary groups, gid before uid (setgid
+ * needs the privilege the setuid gives up), real, effective and saved ids
+ * all changed, then checked, including that root cannot be regained.
+ * glibc applies each call to every thread of the process (the HTTP
+ * threads already run). */
+static int drop_privileges(const struct run_as *as) {
+        uid_t ru, eu, su;
+        gid_t rg, eg, sg;
+
+        if (setgroups(0, NULL) < 0)
+                return log_error_errno(errno, "cannot clear the supplementary groups: %m");
+        if (setresgid(as->gid, as->gid, as->gid) < 0)
+                return log_error_errno(errno, "cannot set gid %u: %m", (unsigned) as->gid);
+        if (setresuid(as->uid, as->uid, as->uid) < 0)
+                return log_error_errno(errno, "cannot set uid %u: %m", (unsigned) as->uid);
+        if (getresuid(&ru, &eu, &su) < 0 || getresgid(&rg, &eg, &sg) < 0 || ru != as->uid || eu != as->uid ||
+            su != as->uid || rg != as->gid || eg != as->gid || sg != as->gid || getgroups(0, NULL) != 0)
+                return log_error_errno(EPERM, "the switch to user %s did not take", as->name);
+        if (setuid(0) == 0 || seteuid(0) == 0 || setgid(0) == 0 || setegid(0) == 0 ||
+            setgroups(0, NULL) == 0)
+                return log_error_errno(EPERM, "user %s can regain root; refusing to run", as->name);
+        /* Nothing troved executes (pg_ctl) may gain privileges either. */
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+                return log_error_errno(errno, "cannot set no_new_privs: %m");
+        log_info("running as user %s (uid %u, gid %u)", as->name, (unsigned) as->uid, (unsigned) as->gid);
         return 0;
 }
 
@@ -132,9 +241,11 @@ int main(int argc, char **argv) {
         struct troved t = {};
         struct pgembed *pg = NULL;
         struct trove_error err = {};
+        struct run_as as;
         char path[4096];
+        const char *local_root = NULL;
         sigset_t mask;
-        int r, sig, ret = 1;
+        int r, sig, ret = 1, listen_fd = -1;
 
         log_set_ident("troved");
         troved_config_defaults(&t.cfg);
@@ -159,13 +270,20 @@ int main(int argc, char **argv) {
         pthread_sigmask(SIG_BLOCK, &mask, NULL);
         signal(SIGPIPE, SIG_IGN);
 
+        r = resolve_run_as(&t.cfg, &as);
+        if (r < 0)
+                goto out;
         r = mkdir_parents(t.cfg.state_dir, 0711);
         if (r < 0) {
                 log_error_errno(r, "cannot create state directory %s: %s", t.cfg.state_dir, strerror(-r));
                 goto out;
         }
+        /* Everything troved creates from here on is its user's alone. */
+        umask(077);
         if (!t.cfg.database_url) {
-                r = pgembed_start(t.cfg.state_dir, &pg, &err);
+                /* The cluster runs as the user troved drops to, so that
+                 * troved can still stop it after the drop. */
+                r = pgembed_start(t.cfg.state_dir, as.drop ? as.name : NULL, &pg, &err);
                 if (r < 0) {
                         log_error_errno(r, "cannot start the embedded PostgreSQL in %s: %s", t.cfg.state_dir,
                                         err.msg[0] ? err.msg : strerror(-r));
@@ -187,6 +305,13 @@ int main(int argc, char **argv) {
                 log_error_errno(r, "cannot open chunk store %s: %s", path, strerror(-r));
                 goto out;
         }
+        if (streq(chunkstore_backend(t.store), "local"))
+                local_root = startswith(path, "file://") ? path + strlen("file://") : path;
+        if (as.drop && local_root) {
+                r = handover_chunk_store(local_root, &as);
+                if (r < 0)
+                        goto out;
+        }
         r = load_secret(&t.cfg, &t.secret);
         if (r < 0)
                 goto out;
@@ -200,7 +325,18 @@ int main(int argc, char **argv) {
         if (r < 0)
                 goto out;
 
+        /* The socket is bound first (a port below 1024 works), privileges
+         * are dropped, and only then does any request thread start. */
+        r = httpd_listen(t.cfg.listen, &listen_fd);
+        if (r < 0)
+                goto out;
+        if (as.drop) {
+                r = drop_privileges(&as);
+                if (r < 0)
+                        goto out;
+        }
         r = httpd_server_start(&(struct httpd_server_config){ .listen = t.cfg.listen,
+                                                            .listen_fd = listen_fd,
                                                             .max_connections = t.cfg.max_connections,
                                                             .max_connections_per_client =
                                                                     t.cfg.max_connections_per_client,
@@ -211,6 +347,7 @@ int main(int argc, char **argv) {
                               &t.http);
         if (r < 0)
                 goto out;
+        listen_fd = -1; /* the server owns it now */
         log_info("serving on %s (port %u), chunks in %s (%s)", t.cfg.listen, httpd_server_port(t.http), path,
                  chunkstore_backend(t.store));
 
@@ -223,6 +360,8 @@ int main(int argc, char **argv) {
         ret = 0;
 out:
         httpd_server_stop(t.http);
+        if (listen_fd >= 0)
+                close(listen_fd);
         nicache_free(t.narinfos);
         nicache_free(t.manifests);
         storage_memo_free(t.present);

@@ -23,6 +23,7 @@ struct troved_config {
         char *storage;            /* chunk store spec; NULL: <state_dir>/chunks */
         char *token_secret_file;  /* NULL: <state_dir>/token-secret (made on first start) */
         char *store_dir;          /* default for new caches: /nix/store */
+        char *user;               /* started as root: drop to it after start-up; NULL: "trove", "root": keep root */
         struct chunker_params chunking;
         int compression_level;
         unsigned db_pool_size;

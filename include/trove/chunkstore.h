@@ -5,8 +5,9 @@
  * the uncompressed bytes). Two backends behind one interface:
  *
  *   local  <root>/chunks/ab/cd/<64 hex>. Written to a temporary file in the
- *          same directory, fsync'd, renamed: a reader never sees a partial
- *          object under its final name. One process uses a root at a time
+ *          same directory, fsync'd, renamed without replacing: a reader
+ *          never sees a partial object under its final name. Directories
+ *          are made 0700 and objects 0600 (the process's user only). One process uses a root at a time
  *          (an flock on <root>/chunks/.lock; a second open gets -EBUSY), so
  *          the temporary files found at open are leftovers of a crash and
  *          are removed.
@@ -80,7 +81,18 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct chunkstore *, chunkstore_free);
 
 const char *chunkstore_backend(const struct chunkstore *cs);
 
-/* Stores frame under id. Idempotent: an id already stored is success (0).
+/* Stores frame under id, write-once: an object already stored under id is
+ * never replaced, and the call returns -EEXIST, whether the stored bytes
+ * equal frame or not (the same chunk compressed at another level is
+ * another frame). A caller that gets -EEXIST must read the stored object
+ * (chunkstore_get) and use its bytes and size for anything it records, such
+ * as a NAR's FileHash/FileSize, never the frame it tried to put. This holds
+ * under concurrency: of two puts of one id exactly one stores its frame.
+ *   local  the frame goes to a temporary file that is published with
+ *          renameat2(RENAME_NOREPLACE) (link() + unlink() where the file
+ *          system lacks it).
+ *   s3     a conditional PUT, If-None-Match: * (HTTP 412 -> -EEXIST); see
+ *          s3_put_object_new() for what the server must support.
  * The frame must look like a chunk frame (header check, -EBADMSG); the
  * caller has verified its content against id. */
 int chunkstore_put(struct chunkstore *cs, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,

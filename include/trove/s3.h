@@ -49,6 +49,14 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct s3 *, s3_free);
 
 /* Keys: 1..1024 bytes, no NUL, no leading '/'. */
 int s3_put_object(struct s3 *s, const char *key, const void *data, size_t n);
+/* Like s3_put_object(), but only creates: the PUT carries "If-None-Match: *"
+ * and an existing key is left as it is and answered with -EEXIST (HTTP 412;
+ * 409, a concurrent conditional write, is retried). A retry after a lost
+ * reply may meet the object its own first attempt stored: -EEXIST too. The
+ * server must honour the condition (AWS S3 does since August 2024; Ceph
+ * radosgw does, see tests/integration/test_s3.py); one that ignores it
+ * overwrites. */
+int s3_put_object_new(struct s3 *s, const char *key, const void *data, size_t n);
 
 /* A byte range [offset, offset+length) for GET; length 0: to the end. */
 struct s3_range {

@@ -3,7 +3,9 @@
  * chunkstore-tool - drives a chunk store from the command line, for the
  * integration tests.
  *
- *   chunkstore-tool SPEC put FILE          encode FILE as one chunk, store it, print its id
+ *   chunkstore-tool SPEC put FILE [LEVEL]  encode FILE as one chunk (zstd LEVEL, default 3),
+ *                                          store it, print its id; exit 4 if an object
+ *                                          is already stored under that id (not replaced)
  *   chunkstore-tool SPEC get ID            print the chunk's content (frame verified)
  *   chunkstore-tool SPEC get-frame ID      print the stored frame as is
  *   chunkstore-tool SPEC exists ID         print the stored size; exit 1 if absent
@@ -82,8 +84,9 @@ int main(int argc, char **argv) {
         if (getenv("TROVE_DEBUG"))
                 log_set_max_level(TROVE_LOG_DEBUG);
         cmd = argv[2];
-        if ((streq(cmd, "put") || streq(cmd, "get") || streq(cmd, "get-frame") ||
-             streq(cmd, "exists") || streq(cmd, "delete")) != (argc == 4) ||
+        if ((streq(cmd, "get") || streq(cmd, "get-frame") || streq(cmd, "exists") ||
+             streq(cmd, "delete")) != (argc == 4 && !streq(cmd, "put")) ||
+            (streq(cmd, "put") && argc != 4 && argc != 5) ||
             (streq(cmd, "list") && argc != 3) || (streq(cmd, "presign") && argc != 5)) {
                 fprintf(stderr, "chunkstore-tool: wrong arguments for %s\n", cmd);
                 return 2;
@@ -98,13 +101,23 @@ int main(int argc, char **argv) {
                 return fail("open", r);
 
         if (streq(cmd, "put")) {
+                int level = CHUNK_LEVEL_DEFAULT;
                 size_t n;
+                if (argc == 5) {
+                        const char *l = argv[4];
+                        if (!((l[0] >= '1' && l[0] <= '9' && !l[1]) ||
+                              (l[0] == '1' && l[1] >= '0' && l[1] <= '9' && !l[2]))) {
+                                fprintf(stderr, "chunkstore-tool: bad level '%s' (1..19)\n", l);
+                                return 2;
+                        }
+                        level = l[1] ? 10 + (l[1] - '0') : l[0] - '0';
+                }
                 r = read_file(argv[3], &data);
                 if (r < 0)
                         return fail(argv[3], r);
                 r = sha256_buf(data.data, data.len, id);
                 if (r >= 0)
-                        r = chunkcodec_new(CHUNK_LEVEL_DEFAULT, &codec);
+                        r = chunkcodec_new(level, &codec);
                 if (r >= 0)
                         r = buf_reserve(&frame, chunkcodec_bound(data.len));
                 if (r >= 0)
@@ -114,6 +127,8 @@ int main(int argc, char **argv) {
                         return fail("encode", r);
                 frame.len = n;
                 r = chunkstore_put(cs, id, frame.data, frame.len);
+                if (r == -EEXIST)
+                        return fail("put", r), 4;
                 if (r < 0)
                         return fail("put", r);
                 hex_encode(id, sizeof id, hex);

@@ -79,8 +79,9 @@ def test_roundtrip(radosgw, bucket, workdir):
     for path, data, digest in chunks:
         out = tool(radosgw, store, "put", path).stdout.decode().strip()
         assert out == digest
-    # Idempotent: putting again is success.
-    tool(radosgw, store, "put", chunks[0][0])
+    # Write-once: putting again is refused (exit 4, -EEXIST), nothing changes.
+    r = tool(radosgw, store, "put", chunks[0][0], expect=4)
+    assert b"File exists" in r.stderr
 
     for path, data, digest in chunks:
         assert tool(radosgw, store, "get", digest).stdout == data
@@ -133,6 +134,43 @@ def test_list_pages(radosgw, bucket, workdir):
     got = {line.split()[0] for line in lines}
     assert len(lines) == 1100
     assert got == ids
+
+
+def test_write_once(radosgw, bucket, workdir):
+    """A chunk stored as frame A (zstd level 1) is not replaced by frame B
+    (level 19) of the same content: the second put is refused with -EEXIST
+    (radosgw answers If-None-Match: * with 412) and the object is still A,
+    as seen by another client."""
+    store = spec(radosgw, bucket, prefix="wo/")
+    ((path, data, digest),) = make_chunks(workdir, 1, size=200000)
+    key = f"/{bucket}/wo/chunks/{digest[:2]}/{digest}"
+
+    assert tool(radosgw, store, "put", path, 1).stdout.decode().strip() == digest
+    frame_a = curl_s3(radosgw, key)
+    r = tool(radosgw, store, "put", path, 19, expect=4)
+    assert b"File exists" in r.stderr
+    assert curl_s3(radosgw, key) == frame_a
+    assert tool(radosgw, store, "get-frame", digest).stdout == frame_a
+    assert tool(radosgw, store, "get", digest).stdout == data
+
+    # The level-19 frame really is another frame: stored under a fresh id
+    # space it differs from A, so the check above could have failed.
+    other = spec(radosgw, bucket, prefix="wo-b/")
+    tool(radosgw, other, "put", path, 19)
+    assert tool(radosgw, other, "get-frame", digest).stdout != frame_a
+
+    # Racing puts of different frames: exactly one stores, the rest get -EEXIST.
+    race = spec(radosgw, bucket, prefix="wo-race/")
+    procs = [subprocess.Popen([str(trovetest.binary("tests/integration/chunkstore-tool")),
+                               race, "put", str(path), str(level)], env=tool_env(radosgw),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for level in (1, 3, 9, 19, 1, 3, 9, 19)]
+    codes = [p.wait(timeout=120) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    assert sorted(codes) == [0] + [4] * 7, codes
+    assert tool(radosgw, race, "get", digest).stdout == data
 
 
 def test_presigned_url(radosgw, bucket, workdir):

@@ -757,7 +757,8 @@ class Troved:
     def psql(self, sql):
         """Runs sql against the embedded PostgreSQL; returns rows as lists."""
         assert not self.database_url, "psql() is for the embedded database"
-        dsn = f"host={self.state_dir / 'pg-run'} user=trove dbname=trove"
+        password = (self.state_dir / "pg-password").read_text().strip()
+        dsn = f"host={self.state_dir / 'pg-run'} user=trove dbname=trove password={password}"
         out = run([PG_BIN / "psql", "-X", "-v", "ON_ERROR_STOP=1", "-At", "-F", "\t",
                    "-d", dsn, "-c", sql], text=True).stdout
         return [line.split("\t") for line in out.splitlines()]

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Tests for the local chunk store: round trips, idempotence, concurrent
- * writers of one id, atomic writes (no temporary files left behind, stale
+ * writers of one id, write-once objects (-EEXIST, never replaced), atomic writes (no temporary files left behind, stale
  * ones removed at open), corrupt objects reported, the on-disk layout. */
 #include <fcntl.h>
 #include <ftw.h>
@@ -19,7 +19,8 @@ struct chunk {
         size_t frame_len;
 };
 
-static void make_chunk(struct chunk *c, size_t size, uint64_t seed) {
+/* The same content at another zstd level is another frame under the same id. */
+static void make_chunk_level(struct chunk *c, size_t size, uint64_t seed, int level) {
         _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
         uint8_t *data = malloc(size ? size : 1);
 
@@ -29,12 +30,16 @@ static void make_chunk(struct chunk *c, size_t size, uint64_t seed) {
         memset(data, 'a', size / 2);
         CHECK_OK(sha256_buf(data, size, c->id));
         hex_encode(c->id, sizeof c->id, c->hex);
-        CHECK_OK(chunkcodec_new(CHUNK_LEVEL_DEFAULT, &codec));
+        CHECK_OK(chunkcodec_new(level, &codec));
         c->frame = malloc(chunkcodec_bound(size));
         CHECK(c->frame);
         CHECK_OK(chunkcodec_encode(codec, data, size, c->frame, chunkcodec_bound(size),
                                    &c->frame_len));
         free(data);
+}
+
+static void make_chunk(struct chunk *c, size_t size, uint64_t seed) {
+        make_chunk_level(c, size, seed, CHUNK_LEVEL_DEFAULT);
 }
 
 static void chunk_done(struct chunk *c) {
@@ -113,7 +118,7 @@ static void test_roundtrip(void) {
         CHECK_RC(chunkstore_get(cs, a.id, 0, &out), -ENOENT);
 
         CHECK_OK(chunkstore_put(cs, a.id, a.frame, a.frame_len));
-        CHECK_OK(chunkstore_put(cs, a.id, a.frame, a.frame_len)); /* idempotent */
+        CHECK_RC(chunkstore_put(cs, a.id, a.frame, a.frame_len), -EEXIST); /* write-once */
         CHECK_OK(chunkstore_put(cs, b.id, b.frame, b.frame_len));
         CHECK_OK(chunkstore_put(cs, c.id, c.frame, c.frame_len));
 
@@ -276,6 +281,7 @@ struct worker {
         struct chunkstore *cs;
         struct chunk *chunks; /* ROUNDS of them, shared by all threads */
         int failures;
+        int stored; /* puts that returned 0 */
 };
 
 static void *worker_main(void *arg) {
@@ -284,7 +290,10 @@ static void *worker_main(void *arg) {
 
         for (int i = 0; i < ROUNDS; i++) {
                 struct chunk *c = &w->chunks[i];
-                if (chunkstore_put(w->cs, c->id, c->frame, c->frame_len) != 0)
+                int p = chunkstore_put(w->cs, c->id, c->frame, c->frame_len);
+                if (p == 0)
+                        w->stored++;
+                else if (p != -EEXIST)
                         w->failures++;
                 /* Whenever it is visible, it is complete. */
                 int r = chunkstore_get(w->cs, c->id, CHUNKSTORE_GET_VERIFY, &out);
@@ -312,10 +321,14 @@ static void test_concurrent_puts(void) {
                 w[i] = (struct worker){ .cs = cs, .chunks = chunks };
                 CHECK(pthread_create(&t[i], NULL, worker_main, &w[i]) == 0);
         }
+        int stored = 0;
         for (int i = 0; i < THREADS; i++) {
                 pthread_join(t[i], NULL);
                 CHECK_EQ_U64(w[i].failures, 0);
+                stored += w[i].stored;
         }
+        /* Exactly one put per id stored it; the others got -EEXIST. */
+        CHECK_EQ_U64(stored, ROUNDS);
         /* Each id stored exactly once, no temporary file left. */
         count_files();
         CHECK_EQ_U64(tmp_files, 0);
@@ -323,6 +336,102 @@ static void test_concurrent_puts(void) {
         (void) col;
         for (int i = 0; i < ROUNDS; i++)
                 chunk_done(&chunks[i]);
+}
+
+/* Write-once: a second frame for a stored id (the same chunk at another
+ * zstd level) is refused with -EEXIST and the stored object stays byte for
+ * byte the first one; objects and directories are the owner's only. */
+static void test_write_once(void) {
+        _cleanup_(chunkstore_freep) struct chunkstore *cs = NULL;
+        struct buf out = BUF_INIT(1 << 20);
+        struct chunk a, b;
+        char path[512];
+        struct stat st;
+
+        make_chunk_level(&a, 80000, 30, 1);
+        make_chunk_level(&b, 80000, 30, 19);
+        CHECK(memcmp(a.id, b.id, SHA256_DIGEST_LEN) == 0);
+        CHECK(a.frame_len != b.frame_len || memcmp(a.frame, b.frame, a.frame_len) != 0);
+
+        CHECK_OK(chunkstore_local_open(root, &cs));
+        CHECK_OK(chunkstore_put(cs, a.id, a.frame, a.frame_len));
+        CHECK_RC(chunkstore_put(cs, b.id, b.frame, b.frame_len), -EEXIST);
+        CHECK_RC(chunkstore_put_flags(cs, b.id, b.frame, b.frame_len, CHUNKSTORE_PUT_NOSYNC), -EEXIST);
+        CHECK_RC(chunkstore_put(cs, a.id, a.frame, a.frame_len), -EEXIST);
+        CHECK_OK(chunkstore_get(cs, a.id, CHUNKSTORE_GET_VERIFY, &out));
+        CHECK_EQ_U64(out.len, a.frame_len);
+        CHECK_MEMEQ(out.data, a.frame, a.frame_len);
+        count_files();
+        CHECK_EQ_U64(tmp_files, 0);
+
+        snprintf(path, sizeof path, "%s/chunks/%.2s/%.2s/%s", root, a.hex, a.hex + 2, a.hex);
+        CHECK(stat(path, &st) == 0);
+        CHECK_EQ_U64(st.st_mode & 07777, 0600);
+        snprintf(path, sizeof path, "%s/chunks/%.2s/%.2s", root, a.hex, a.hex + 2);
+        CHECK(stat(path, &st) == 0);
+        CHECK_EQ_U64(st.st_mode & 07777, 0700);
+        snprintf(path, sizeof path, "%s/chunks/%.2s", root, a.hex);
+        CHECK(stat(path, &st) == 0);
+        CHECK_EQ_U64(st.st_mode & 07777, 0700);
+        buf_free(&out);
+        chunk_done(&a);
+        chunk_done(&b);
+}
+
+struct racer {
+        struct chunkstore *cs;
+        struct chunk *c; /* this thread's frame of the shared id */
+        pthread_barrier_t *start;
+        int r;
+};
+
+static void *racer_main(void *arg) {
+        struct racer *x = arg;
+        pthread_barrier_wait(x->start);
+        x->r = chunkstore_put(x->cs, x->c->id, x->c->frame, x->c->frame_len);
+        return NULL;
+}
+
+/* Racing puts of one id with different frames: exactly one wins, and the
+ * stored object is the winner's frame, whole. */
+static void test_write_once_race(void) {
+        _cleanup_(chunkstore_freep) struct chunkstore *cs = NULL;
+        struct buf out = BUF_INIT(1 << 20);
+        static const int levels[] = { 1, 3, 9, 19 };
+        struct chunk c[ELEMENTSOF(levels)];
+        struct racer x[ELEMENTSOF(levels)];
+        pthread_t t[ELEMENTSOF(levels)];
+        pthread_barrier_t start;
+
+        CHECK_OK(chunkstore_local_open(root, &cs));
+        for (int round = 0; round < 10; round++) {
+                int winner = -1;
+
+                CHECK(pthread_barrier_init(&start, NULL, ELEMENTSOF(levels)) == 0);
+                for (size_t i = 0; i < ELEMENTSOF(levels); i++) {
+                        make_chunk_level(&c[i], 60000, 500 + (uint64_t) round, levels[i]);
+                        x[i] = (struct racer){ .cs = cs, .c = &c[i], .start = &start };
+                        CHECK(pthread_create(&t[i], NULL, racer_main, &x[i]) == 0);
+                }
+                for (size_t i = 0; i < ELEMENTSOF(levels); i++) {
+                        pthread_join(t[i], NULL);
+                        if (x[i].r == 0) {
+                                CHECK(winner < 0);
+                                winner = (int) i;
+                        } else
+                                CHECK_RC(x[i].r, -EEXIST);
+                }
+                CHECK(winner >= 0);
+                CHECK_OK(chunkstore_get(cs, c[0].id, CHUNKSTORE_GET_VERIFY, &out));
+                CHECK_EQ_U64(out.len, c[winner].frame_len);
+                CHECK_MEMEQ(out.data, c[winner].frame, c[winner].frame_len);
+                pthread_barrier_destroy(&start);
+                for (size_t i = 0; i < ELEMENTSOF(levels); i++)
+                        chunk_done(&c[i]);
+        }
+        count_files();
+        CHECK_EQ_U64(tmp_files, 0);
+        buf_free(&out);
 }
 
 static void test_spec(void) {
@@ -366,6 +475,8 @@ int main(void) {
         test_exclusive_and_stale_tmp();
         test_corrupt();
         test_concurrent_puts();
+        test_write_once();
+        test_write_once_race();
         test_spec();
         CHECK(nftw(root, rm_visit, 16, FTW_DEPTH | FTW_PHYS) == 0);
         return 0;

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Starts a real PostgreSQL cluster in a temporary directory and checks it
  * with psql from the same bindir: start, restart (reuse), restart after
- * SIGKILL, adoption of a server left by a killed process, and (as root)
- * the non-root code path. */
+ * SIGKILL, adoption of a server left by a killed process, password
+ * authentication and the upgrade of trusting clusters, and (as root) the
+ * non-root code path. */
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
@@ -45,6 +46,8 @@ static void cleanup(void) {
         snprintf(path, sizeof path, "%s/state", tmp_base);
         kill_servers_in(path);
         snprintf(path, sizeof path, "%s/nonroot", tmp_base);
+        kill_servers_in(path);
+        snprintf(path, sizeof path, "%s/auth", tmp_base);
         kill_servers_in(path);
         snprintf(path, sizeof path, "/bin/rm -rf '%s'", tmp_base);
         if (system(path) != 0)
@@ -135,7 +138,7 @@ static void wait_gone(pid_t pid) {
 static struct pgembed *start(const char *dir) {
         struct pgembed *pg = NULL;
         struct trove_error e = {};
-        int r = pgembed_start(dir, &pg, &e);
+        int r = pgembed_start(dir, NULL, &pg, &e);
         if (r < 0)
                 TEST_FAIL("pgembed_start(%s): %s: %s", dir, strerror(-r), e.msg);
         CHECK(pg);
@@ -181,7 +184,7 @@ static void test_lifecycle(const char *base) {
         CHECK(stat(path, &st) < 0 && errno == ENOENT);
 
         /* A second user of the same state directory is refused. */
-        CHECK_RC(pgembed_start(state, &other, &e), -EBUSY);
+        CHECK_RC(pgembed_start(state, NULL, &other, &e), -EBUSY);
         CHECK(other == NULL);
         CHECK(strstr(e.msg, "in use"));
 
@@ -240,7 +243,7 @@ static void test_lifecycle(const char *base) {
                 struct pgembed *cpg = NULL;
                 pid_t server;
                 close(fds[0]);
-                if (pgembed_start(state, &cpg, NULL) < 0)
+                if (pgembed_start(state, NULL, &cpg, NULL) < 0)
                         _exit(1);
                 server = pgembed_pid(cpg);
                 if (write(fds[1], &server, sizeof server) != sizeof server)
@@ -269,7 +272,7 @@ static void test_unreachable(const char *base) {
         snprintf(locked, sizeof locked, "%s/locked", base);
         CHECK(mkdir(locked, 0700) == 0);
         snprintf(state, sizeof state, "%s/state", locked);
-        CHECK_RC(pgembed_start(state, &pg, &e), -EACCES);
+        CHECK_RC(pgembed_start(state, NULL, &pg, &e), -EACCES);
         CHECK(pg == NULL);
         CHECK(strstr(e.msg, "searchable"));
         rm_rf(locked);
@@ -308,12 +311,172 @@ static void test_as_non_root(const char *base) {
         CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+/* psql with a conninfo; exit status, output in out. */
+static int psql_ci(const char *ci, const char *sql, char *out, size_t size) {
+        char bin[4096];
+        snprintf(bin, sizeof bin, "%s/psql", found_bindir);
+        char *argv[] = { bin, (char *) "-X", (char *) "-A", (char *) "-t", (char *) "-w", (char *) "-d",
+                         (char *) ci, (char *) "-c", (char *) sql, NULL };
+        return run(argv, out, size);
+}
+
+/* The conninfo with its password cut off (it comes last). */
+static void without_password(const struct pgembed *pg, char *out, size_t size) {
+        const char *ci = pgembed_conninfo(pg), *p = strstr(ci, " password=");
+        CHECK(p);
+        CHECK(strlen(p) == strlen(" password=") + 64);
+        snprintf(out, size, "%.*s", (int) (p - ci), ci);
+}
+
+static void read_text(const char *path, char *out, size_t size) {
+        FILE *f = fopen(path, "re");
+        size_t n;
+        CHECK(f);
+        n = fread(out, 1, size - 1, f);
+        out[n] = 0;
+        fclose(f);
+}
+
+static void write_as_owner_of(const char *path, const char *text, const char *like) {
+        struct stat st;
+        FILE *f;
+        CHECK(stat(like, &st) == 0);
+        f = fopen(path, "we");
+        CHECK(f);
+        CHECK(fputs(text, f) >= 0);
+        CHECK(fclose(f) == 0);
+        CHECK(chown(path, st.st_uid, st.st_gid) == 0);
+}
+
+/* What a state directory made by the old code looks like: pg_hba.conf
+ * trusting local connections, no password file. */
+static void make_old_style(const char *state) {
+        char hba[4096], ver[4096], pw[4096];
+        snprintf(hba, sizeof hba, "%s/pg/pg_hba.conf", state);
+        snprintf(ver, sizeof ver, "%s/pg/PG_VERSION", state);
+        snprintf(pw, sizeof pw, "%s/pg-password", state);
+        write_as_owner_of(hba, "local all all trust\n", ver);
+        CHECK(unlink(pw) == 0);
+}
+
+static void expect_refused(const char *ci, const char *why) {
+        char out[4096];
+        if (psql_ci(ci, "select 1", out, sizeof out) == 0)
+                TEST_FAIL("connected with '%s' (%s)", ci, why);
+        if (!strstr(out, "password"))
+                TEST_FAIL("refused for another reason than the password (%s): %s", why, out);
+}
+
+/* Password authentication: a connection without the password, or with a
+ * wrong one, is refused; the password file is private; state directories
+ * of the old trusting kind are upgraded in place, also when their server is
+ * still running from a killed process. */
+static void test_auth(const char *base) {
+        char state[512], path[4096], text[4096], nopw[2048], oldci[4096], wrong[4096], out[4096];
+        struct pgembed *pg;
+        struct stat st, ver;
+        int fds[2], status;
+
+        snprintf(state, sizeof state, "%s/auth", base);
+        pg = start(state);
+        psql_expect(pg, "create table marker (v text); insert into marker values ('kept')",
+                    "CREATE TABLE\nINSERT 0 1");
+        psql_expect(pg, "select rolpassword like 'SCRAM-SHA-256$%' from pg_authid where rolname = 'trove'", "t");
+        psql_expect(pg, "show listen_addresses", "");
+
+        snprintf(path, sizeof path, "%s/pg/pg_hba.conf", state);
+        read_text(path, text, sizeof text);
+        CHECK(!strstr(text, "trust"));
+        CHECK(strstr(text, "\nlocal all all scram-sha-256\n"));
+        snprintf(path, sizeof path, "%s/pg/PG_VERSION", state);
+        CHECK(stat(path, &ver) == 0);
+        snprintf(path, sizeof path, "%s/pg-password", state);
+        CHECK(stat(path, &st) == 0);
+        CHECK_EQ_U64(st.st_mode & 07777, 0600);
+        CHECK_EQ_U64(st.st_uid, ver.st_uid);
+        read_text(path, text, sizeof text);
+        CHECK_EQ_U64(strlen(text), 65);
+        CHECK(text[64] == '\n');
+        text[64] = 0;
+        /* The conninfo carries the file's password. */
+        CHECK(strstr(pgembed_conninfo(pg), text));
+        snprintf(path, sizeof path, "%s/pg-run", state);
+        CHECK(stat(path, &st) == 0);
+        CHECK_EQ_U64(st.st_mode & 07777, 0700);
+        CHECK_EQ_U64(st.st_uid, ver.st_uid);
+
+        without_password(pg, nopw, sizeof nopw);
+        expect_refused(nopw, "no password");
+        snprintf(wrong, sizeof wrong, "%s password=%064d", nopw, 0);
+        expect_refused(wrong, "wrong password");
+
+        /* Restart: the same password. */
+        snprintf(oldci, sizeof oldci, "%s", pgembed_conninfo(pg));
+        stop(pg);
+        pg = start(state);
+        CHECK_STREQ(pgembed_conninfo(pg), oldci);
+        stop(pg);
+
+        /* An old-style state directory, stopped. */
+        make_old_style(state);
+        pg = start(state);
+        CHECK(strcmp(pgembed_conninfo(pg), oldci) != 0);
+        psql_expect(pg, "select v from marker", "kept");
+        expect_refused(nopw, "no password after upgrade");
+        expect_refused(oldci, "the old password after upgrade");
+        snprintf(path, sizeof path, "%s/pg/pg_hba.conf", state);
+        read_text(path, text, sizeof text);
+        CHECK(!strstr(text, "trust"));
+        snprintf(oldci, sizeof oldci, "%s", pgembed_conninfo(pg));
+        stop(pg);
+
+        /* An old-style state directory whose trusting server still runs,
+         * left by a killed process: it is stopped, upgraded, restarted. */
+        make_old_style(state);
+        CHECK(pipe(fds) == 0);
+        pid_t child = fork();
+        CHECK(child >= 0);
+        if (child == 0) {
+                struct pgembed *cpg = NULL;
+                pid_t server;
+                close(fds[0]);
+                /* Starting upgrades; put the trusting file back and reload
+                 * so the running server trusts again, as an old one did. */
+                if (pgembed_start(state, NULL, &cpg, NULL) < 0)
+                        _exit(1);
+                server = pgembed_pid(cpg);
+                make_old_style(state);
+                if (kill(server, SIGHUP) < 0)
+                        _exit(1);
+                if (write(fds[1], &server, sizeof server) != sizeof server)
+                        _exit(1);
+                _exit(0);
+        }
+        close(fds[1]);
+        pid_t server = 0;
+        CHECK(read(fds[0], &server, sizeof server) == sizeof server);
+        close(fds[0]);
+        CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        /* The running server accepts anyone now (give the reload a moment). */
+        for (int i = 0; i < 100 && psql_ci(nopw, "select 1", out, sizeof out) != 0; i++)
+                nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
+        CHECK_RC(psql_ci(nopw, "select 1", out, sizeof out), 0);
+        pg = start(state);
+        CHECK(pgembed_pid(pg) != server);
+        psql_expect(pg, "select v from marker", "kept");
+        expect_refused(nopw, "no password after upgrading a running server");
+        stop(pg);
+}
+
 int main(void) {
         struct trove_error e = {};
 
         CHECK_OK(pgembed_find_bindir(&found_bindir, &e));
         CHECK(access(found_bindir, X_OK) == 0);
 
+        /* No password from anywhere but the conninfo. */
+        unsetenv("PGPASSWORD");
+        setenv("PGPASSFILE", "/dev/null", 1);
         main_pid = getpid();
         CHECK(mkdtemp(tmp_base));
         CHECK(atexit(cleanup) == 0);
@@ -323,6 +486,7 @@ int main(void) {
         if (geteuid() == 0)
                 test_unreachable(tmp_base);
         test_lifecycle(tmp_base);
+        test_auth(tmp_base);
         if (geteuid() == 0)
                 test_as_non_root(tmp_base);
 

@@ -159,6 +159,8 @@ static void test_config(void) {
         CHECK_OK(s3_new(&c, &s));
         CHECK_RC(s3_put_object(s, "/leading-slash", "x", 1), -EINVAL);
         CHECK_RC(s3_put_object(s, "", "x", 1), -EINVAL);
+        CHECK_RC(s3_put_object_new(s, "/leading-slash", "x", 1), -EINVAL);
+        CHECK_RC(s3_put_object_new(s, "", "x", 1), -EINVAL);
         s3_free(s);
 }
 
