@@ -779,6 +779,8 @@ static int manifest_get(struct troved *t, struct http_request *req, const struct
         struct db_path p = {};
         struct db_nar_chunk *chunks = NULL;
         char *ls = NULL, *text = NULL;
+        struct signing_secret key = {};
+        char sig[MANIFEST_SIG_TEXT_MAX];
         size_t n_chunks = 0, len;
         int r;
 
@@ -821,6 +823,15 @@ static int manifest_get(struct troved *t, struct http_request *req, const struct
         r = manifest_encode(&m, &text, &len);
         if (r < 0)
                 goto out;
+        /* Signed as narinfo is, so a client can refuse a changed manifest. */
+        r = signing_secret_parse(c.secret_key, &key);
+        if (r >= 0)
+                r = manifest_sign(text, len, &key, sig);
+        signing_secret_wipe(&key);
+        if (r < 0 || (r = http_add_header(req, MANIFEST_SIG_HEADER, sig)) < 0) {
+                free(text);
+                goto out;
+        }
         http_add_header(req, "Cache-Control", c.is_public ? "public, max-age=31536000, immutable"
                                                           : "private, max-age=31536000, immutable");
         r = http_reply_take(req, 200, "application/json", text, len);
