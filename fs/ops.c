@@ -319,9 +319,14 @@ static int lookup_store_path(struct trovefs *fs, const char *name, struct trovef
         if (r == -ENOENT)
                 return r;
         if (r < 0) {
-                log_error_errno(r, "lookup of %s failed: %s", name,
-                                err.msg[0] ? err.msg : strerror(-r));
-                return r == -EBADMSG || r == -EACCES ? -EIO : r;
+                /* One line per failed lookup; the kernel does not cache
+                 * the error, so the next access asks (and fetches) again. */
+                if (r == -EKEYREJECTED)
+                        log_error_errno(r, "refusing %s: %s", name, err.msg);
+                else
+                        log_error_errno(r, "lookup of %s failed: %s", name,
+                                        err.msg[0] ? err.msg : strerror(-r));
+                return r == -EBADMSG || r == -EACCES || r == -EKEYREJECTED ? -EIO : r;
         }
         /* The server must answer for exactly this path: same hash and same
          * name (another name with this hash is not this path). */
@@ -833,7 +838,8 @@ int trovefs_stats_json(struct trovefs *fs, char **ret, size_t *ret_len) {
                        "{\"lookups\":%" PRIu64 ",\"rootLookups\":%" PRIu64
                        ",\"storePaths\":%zu,\"forgets\":%" PRIu64
                        ",\"storePathsDropped\":%" PRIu64 ",\"manifestsFetched\":%" PRIu64
-                       ",\"manifestBytes\":%" PRIu64 ",\"reads\":%" PRIu64
+                       ",\"manifestBytes\":%" PRIu64 ",\"manifestsRefused\":%" PRIu64
+                       ",\"reads\":%" PRIu64
                        ",\"readBytes\":%" PRIu64 ",\"chunksFetched\":%" PRIu64
                        ",\"bytesFetched\":%" PRIu64 ",\"cacheHits\":%" PRIu64
                        ",\"cacheMisses\":%" PRIu64 ",\"memoryHits\":%" PRIu64
@@ -845,7 +851,7 @@ int trovefs_stats_json(struct trovefs *fs, char **ret, size_t *ret_len) {
                        __atomic_load_n(&fs->root_lookups, __ATOMIC_RELAXED), n_paths,
                        __atomic_load_n(&fs->forgets, __ATOMIC_RELAXED),
                        __atomic_load_n(&fs->paths_dropped, __ATOMIC_RELAXED),
-                       f.manifests_fetched, f.manifest_bytes,
+                       f.manifests_fetched, f.manifest_bytes, f.manifests_refused,
                        __atomic_load_n(&fs->reads, __ATOMIC_RELAXED),
                        __atomic_load_n(&fs->read_bytes, __ATOMIC_RELAXED), f.chunks_fetched,
                        f.bytes_fetched, f.cache_hits, f.cache_misses, f.mem_hits, f.prefetches,
