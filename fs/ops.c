@@ -167,11 +167,30 @@ static void path_unref(struct trovefs_path *p) {
 }
 
 /* The kernel now holds one more reference to a node of p (an entry reply
- * is about to go out). The caller holds a reference to p, and either the
- * table lock or a kernel reference to a node of p (the parent), so p
- * cannot be dropped in between. */
+ * is about to go out).
+ *
+ * The nlookup invariant: p->nlookup is at least the number of kernel
+ * references to nodes of p, and p is in the table while it is > 0.
+ *
+ * - Every change of nlookup is atomic. Increments run concurrently with
+ *   each other and, for children, without the table lock; the decrement
+ *   in forget_one is a compare-and-swap loop, so no increment is ever
+ *   lost (a plain read-modify-write there would overwrite one that ran in
+ *   between, and drop a path whose nodes the kernel still holds: the next
+ *   request for them fails with ESTALE).
+ * - nlookup reaches 0 only in forget_one, under the write lock, and the
+ *   path leaves the table in the same critical section.
+ * - An increment happens either under the table lock (read or write) on a
+ *   path found in the table (lookup or readdirplus at the root), so no
+ *   forget_one runs at the same time; or without the lock for a child of a
+ *   node of p the kernel holds (lookup in, readdirplus of, that node): that
+ *   node's references keep nlookup >= 1, and the kernel does not forget a
+ *   node while a request on it runs, so the count cannot reach 0 between
+ *   the caller's ino_resolve and this increment.
+ * The increment comes before the entry reply goes out, so a FORGET for
+ * the new reference always finds it counted. */
 static void path_looked_up(struct trovefs_path *p) {
-        __atomic_add_fetch(&p->nlookup, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&p->nlookup, 1, __ATOMIC_ACQ_REL);
 }
 
 /* Resolves an inode inside a store path, taking a reference to the path:
@@ -319,9 +338,14 @@ static int lookup_store_path(struct trovefs *fs, const char *name, struct trovef
         if (r == -ENOENT)
                 return r;
         if (r < 0) {
-                log_error_errno(r, "lookup of %s failed: %s", name,
-                                err.msg[0] ? err.msg : strerror(-r));
-                return r == -EBADMSG || r == -EACCES ? -EIO : r;
+                /* One line per failed lookup; the kernel does not cache
+                 * the error, so the next access asks (and fetches) again. */
+                if (r == -EKEYREJECTED)
+                        log_error_errno(r, "refusing %s: %s", name, err.msg);
+                else
+                        log_error_errno(r, "lookup of %s failed: %s", name,
+                                        err.msg[0] ? err.msg : strerror(-r));
+                return r == -EBADMSG || r == -EACCES || r == -EKEYREJECTED ? -EIO : r;
         }
         /* The server must answer for exactly this path: same hash and same
          * name (another name with this hash is not this path). */
@@ -424,8 +448,13 @@ static struct trovefs_path *forget_one(struct trovefs *fs, fuse_ino_t ino, uint6
         if (hi == 0 || hi - 1 >= fs->n_paths || !(p = fs->paths[hi - 1]))
                 return NULL;
         COUNT(fs, forgets, 1);
-        p->nlookup = p->nlookup > n ? p->nlookup - n : 0;
-        if (p->nlookup > 0)
+        /* See path_looked_up: increments may run concurrently. */
+        uint64_t old = __atomic_load_n(&p->nlookup, __ATOMIC_ACQUIRE), left;
+        do
+                left = old > n ? old - n : 0;
+        while (!__atomic_compare_exchange_n(&p->nlookup, &old, left, false, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE));
+        if (left > 0)
                 return NULL;
         index_remove(fs, p);
         fs->paths[hi - 1] = NULL;
@@ -833,7 +862,8 @@ int trovefs_stats_json(struct trovefs *fs, char **ret, size_t *ret_len) {
                        "{\"lookups\":%" PRIu64 ",\"rootLookups\":%" PRIu64
                        ",\"storePaths\":%zu,\"forgets\":%" PRIu64
                        ",\"storePathsDropped\":%" PRIu64 ",\"manifestsFetched\":%" PRIu64
-                       ",\"manifestBytes\":%" PRIu64 ",\"reads\":%" PRIu64
+                       ",\"manifestBytes\":%" PRIu64 ",\"manifestsRefused\":%" PRIu64
+                       ",\"reads\":%" PRIu64
                        ",\"readBytes\":%" PRIu64 ",\"chunksFetched\":%" PRIu64
                        ",\"bytesFetched\":%" PRIu64 ",\"cacheHits\":%" PRIu64
                        ",\"cacheMisses\":%" PRIu64 ",\"memoryHits\":%" PRIu64
@@ -845,7 +875,7 @@ int trovefs_stats_json(struct trovefs *fs, char **ret, size_t *ret_len) {
                        __atomic_load_n(&fs->root_lookups, __ATOMIC_RELAXED), n_paths,
                        __atomic_load_n(&fs->forgets, __ATOMIC_RELAXED),
                        __atomic_load_n(&fs->paths_dropped, __ATOMIC_RELAXED),
-                       f.manifests_fetched, f.manifest_bytes,
+                       f.manifests_fetched, f.manifest_bytes, f.manifests_refused,
                        __atomic_load_n(&fs->reads, __ATOMIC_RELAXED),
                        __atomic_load_n(&fs->read_bytes, __ATOMIC_RELAXED), f.chunks_fetched,
                        f.bytes_fetched, f.cache_hits, f.cache_misses, f.mem_hits, f.prefetches,

@@ -3,13 +3,15 @@
  * trovefs - mounts a trove cache as a read-only, lazily fetched store
  * directory:
  *
- *   trovefs --server http://cache:8080 --cache main MOUNTPOINT
+ *   trovefs --server https://cache.example.org --cache main \
+ *           --trusted-key main-1:<base64 public key> MOUNTPOINT
  *
  * Option parsing and session setup; the filesystem is in ops.c.
  */
 #define FUSE_USE_VERSION 35
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <arpa/inet.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -21,6 +23,9 @@
 
 #define CACHE_SIZE_DEFAULT ((uint64_t) 10 << 30)
 #define TOKEN_MAX 8192
+/* Several keys allow rotation; more than this is a mistake. */
+#define TRUSTED_KEYS_MAX 64
+#define KEY_FILE_MAX (TRUSTED_KEYS_MAX * SIGNING_PUBLIC_TEXT_MAX)
 
 struct options {
         const char *server;
@@ -34,6 +39,8 @@ struct options {
         long timeout_ms;
         double negative_timeout;
         unsigned readahead;
+        struct signing_public trusted_keys[TRUSTED_KEYS_MAX];
+        size_t n_trusted_keys;
         bool foreground;
         bool debug;
         struct buf fuse_opts; /* comma-separated -o options */
@@ -53,6 +60,11 @@ static void help(void) {
                "                      root, else $XDG_CACHE_HOME/trovefs or ~/.cache/trovefs)\n"
                "  --cache-size SIZE   bound of the local chunk cache, e.g. 500M, 10G\n"
                "                      (default 10G; 0: unbounded)\n"
+               "  --trusted-key KEY   public key (name:base64, `trove cache info`) that must\n"
+               "                      have signed every manifest; repeatable. Without one,\n"
+               "                      manifests are not verified (a warning says so)\n"
+               "  --trusted-key-file FILE\n"
+               "                      file of such keys, separated by whitespace\n"
                "  --store-dir DIR     store directory manifests must name (default %s)\n"
                "  --workers N         parallel chunk downloads (default 8)\n"
                "  --timeout SECONDS   give up on the server after this long (default 30);\n"
@@ -100,6 +112,89 @@ static int read_token(const char *path, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
+static int add_trusted_key(struct options *o, const char *text, size_t len) {
+        char k[SIGNING_PUBLIC_TEXT_MAX];
+        int r;
+
+        if (len >= sizeof k)
+                return log_error_errno(EINVAL, "not a public key (name:base64): %.*s",
+                                       (int) MIN(len, (size_t) 64), text);
+        if (o->n_trusted_keys >= TRUSTED_KEYS_MAX)
+                return log_error_errno(E2BIG, "more than %d trusted keys", TRUSTED_KEYS_MAX);
+        memcpy(k, text, len);
+        k[len] = 0;
+        r = signing_public_parse(k, &o->trusted_keys[o->n_trusted_keys]);
+        if (r < 0)
+                return log_error_errno(r, "not a public key (name:base64): %s", k);
+        o->n_trusted_keys++;
+        return 0;
+}
+
+/* Keys separated by whitespace, as in nix.conf's trusted-public-keys. */
+static int add_trusted_key_file(struct options *o, const char *path) {
+        char buf[KEY_FILE_MAX];
+        size_t n, i = 0;
+        int r = read_text_file(path, buf, sizeof buf, &n);
+
+        if (r < 0)
+                return log_error_errno(r, "--trusted-key-file: cannot read %s: %s", path,
+                                       strerror(-r));
+        while (i < n) {
+                size_t k;
+                while (i < n && strchr(" \t\r\n", buf[i]))
+                        i++;
+                for (k = i; k < n && !strchr(" \t\r\n", buf[k]); k++)
+                        ;
+                if (k > i) {
+                        r = add_trusted_key(o, buf + i, k - i);
+                        if (r < 0)
+                                return r;
+                }
+                i = k;
+        }
+        return 0;
+}
+
+/* Whether the host of url (http[s]://[user@]host[:port][/...]) is this
+ * machine: 127.0.0.0/8, ::1 (also as ::ffff:127.x.y.z) or "localhost". */
+static bool url_is_loopback(const char *url) {
+        const char *h = strstr(url, "://"), *end, *at;
+        char host[256];
+        struct in_addr a4;
+        struct in6_addr a6;
+        size_t n;
+
+        if (!h)
+                return false;
+        h += 3;
+        end = h + strcspn(h, "/?#");
+        at = memchr(h, '@', (size_t) (end - h));
+        while (at) { /* the last '@' ends the user info */
+                h = at + 1;
+                at = memchr(h, '@', (size_t) (end - h));
+        }
+        if (*h == '[') {
+                const char *close = memchr(h, ']', (size_t) (end - h));
+                if (!close)
+                        return false;
+                n = (size_t) (close - h - 1);
+                h++;
+        } else
+                n = strcspn(h, ":/?#");
+        if (n == 0 || n >= sizeof host || h + n > end)
+                return false;
+        memcpy(host, h, n);
+        host[n] = 0;
+        if (strcasecmp(host, "localhost") == 0 || strcasecmp(host, "localhost.") == 0)
+                return true;
+        if (inet_pton(AF_INET, host, &a4) == 1)
+                return (ntohl(a4.s_addr) >> 24) == 127;
+        if (inet_pton(AF_INET6, host, &a6) == 1)
+                return IN6_IS_ADDR_LOOPBACK(&a6) ||
+                       (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+        return false;
+}
+
 static char *default_cache_dir(void) {
         const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
         char *s = NULL;
@@ -123,6 +218,8 @@ enum {
         OPT_CACHE_DIR,
         OPT_CACHE_SIZE,
         OPT_STORE_DIR,
+        OPT_TRUSTED_KEY,
+        OPT_TRUSTED_KEY_FILE,
         OPT_WORKERS,
         OPT_TIMEOUT,
         OPT_NEGATIVE_TIMEOUT,
@@ -138,6 +235,8 @@ static int parse_args(int argc, char **argv, struct options *o) {
                 { "cache-dir", required_argument, NULL, OPT_CACHE_DIR },
                 { "cache-size", required_argument, NULL, OPT_CACHE_SIZE },
                 { "store-dir", required_argument, NULL, OPT_STORE_DIR },
+                { "trusted-key", required_argument, NULL, OPT_TRUSTED_KEY },
+                { "trusted-key-file", required_argument, NULL, OPT_TRUSTED_KEY_FILE },
                 { "workers", required_argument, NULL, OPT_WORKERS },
                 { "timeout", required_argument, NULL, OPT_TIMEOUT },
                 { "negative-timeout", required_argument, NULL, OPT_NEGATIVE_TIMEOUT },
@@ -162,6 +261,14 @@ static int parse_args(int argc, char **argv, struct options *o) {
                         }
                         break;
                 case OPT_STORE_DIR: o->store_dir = optarg; break;
+                case OPT_TRUSTED_KEY:
+                        if (add_trusted_key(o, optarg, strlen(optarg)) < 0)
+                                return -EINVAL;
+                        break;
+                case OPT_TRUSTED_KEY_FILE:
+                        if (add_trusted_key_file(o, optarg) < 0)
+                                return -EINVAL;
+                        break;
                 case OPT_WORKERS:
                         if (parse_uint(optarg, 64, &v) < 0 || v == 0) {
                                 log_error("--workers: expected 1..64: %s", optarg);
@@ -272,6 +379,18 @@ int main(int argc, char **argv) {
                 goto out;
         }
 
+        /* Said before mounting, on the terminal that started the mount. */
+        if (o.n_trusted_keys == 0)
+                log_warning("WARNING: no --trusted-key given: manifests are NOT verified. "
+                            "Whoever can change the traffic between here and %s can put any "
+                            "program into %s. Pass the cache's public key (trove cache info) "
+                            "with --trusted-key.", o.server, o.mountpoint);
+        if (startswith(o.server, "http://") && !url_is_loopback(o.server))
+                log_warning("WARNING: %s is plain http to another machine: anyone on the path "
+                            "can read the token and what is fetched%s. Use https://.", o.server,
+                            o.n_trusted_keys == 0 ? ", and change it unnoticed"
+                                                  : " (changes are refused: manifests are signed)");
+
         r = trovefs_init(&fs);
         if (r < 0)
                 goto out;
@@ -317,6 +436,8 @@ int main(int argc, char **argv) {
                         .token = token,
                         .n_workers = o.workers,
                         .timeout_ms = o.timeout_ms,
+                        .trusted_keys = o.trusted_keys,
+                        .n_trusted_keys = o.n_trusted_keys,
                 };
                 r = fetcher_new(&fo, fs.cache, &fs.fetcher);
                 if (r < 0) {
@@ -325,8 +446,9 @@ int main(int argc, char **argv) {
                         goto out_unmount;
                 }
         }
-        log_info("mounted cache %s of %s on %s (chunk cache %s)", o.cache, o.server,
-                 o.mountpoint, cache_dir);
+        log_info("mounted cache %s of %s on %s (chunk cache %s; manifests %s)", o.cache,
+                 o.server, o.mountpoint, cache_dir,
+                 o.n_trusted_keys > 0 ? "verified" : "NOT verified");
 
         {
                 struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 16 };

@@ -25,7 +25,8 @@
 struct trovefs_path {
         char *name;             /* base name <hash>-<name> */
         uint64_t index;         /* k: slot, in order of lookup */
-        uint64_t nlookup;       /* kernel lookup count, all nodes together */
+        uint64_t nlookup;       /* kernel lookup count, all nodes together;
+                                 * atomic, see path_looked_up in ops.c */
         uint32_t refs;          /* 1 for the table + operations in flight */
         struct manifest m;
         uint64_t ra_node[TROVEFS_RA_SLOTS];

@@ -222,6 +222,36 @@ struct scanned {
         time_t mtime;
 };
 
+/* Private: chunks of a private cache are its content, readable by the mount
+ * only. Directories DIR_MODE, files FILE_MODE, also those an older version
+ * created world-readable (fixed when the directory is scanned). */
+#define DIR_MODE 0700
+#define FILE_MODE 0600
+
+/* fd's mode becomes mode unless it is already. */
+static int fix_mode(int fd, mode_t mode) {
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if ((st.st_mode & 07777) != mode && fchmod(fd, mode) < 0)
+                return -errno;
+        return 0;
+}
+
+/* The directory path, created if needed (with its parents), as DIR_MODE. */
+static int make_private_dir(const char *path) {
+        _cleanup_close_ int fd = -1;
+        int r = mkdir_parents(path, DIR_MODE);
+
+        if (r < 0)
+                return r;
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        return fix_mode(fd, DIR_MODE);
+}
+
 static int scanned_cmp(const void *a, const void *b) {
         const struct scanned *x = a, *y = b;
 
@@ -267,6 +297,8 @@ static int scan_dir(struct chunkcache *c, struct scanned **ret, size_t *ret_n) {
                                 continue;
                         return -errno;
                 }
+                if (fix_mode(dirfd(d), DIR_MODE) < 0)
+                        log_debug("chunk cache: cannot make %s private", sub);
                 while ((de = readdir(d))) {
                         struct stat st;
                         if (!is_hex_name(de->d_name) ||
@@ -275,6 +307,10 @@ static int scan_dir(struct chunkcache *c, struct scanned **ret, size_t *ret_n) {
                         if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
                             !S_ISREG(st.st_mode))
                                 continue;
+                        if ((st.st_mode & 07777) != FILE_MODE &&
+                            fchmodat(dirfd(d), de->d_name, FILE_MODE, 0) < 0)
+                                log_debug("chunk cache: cannot make %s/%s private", sub,
+                                          de->d_name);
                         if (n == cap) {
                                 size_t ncap = cap ? cap * 2 : 1024;
                                 struct scanned *nv = reallocarray(v, ncap, sizeof *v);
@@ -358,13 +394,15 @@ static int usage_map(struct chunkcache *c) {
                 path = NULL;
                 return -ENOMEM;
         }
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, FILE_MODE);
         if (fd < 0)
                 return -errno;
         if (fstat(fd, &st) < 0)
                 return -errno;
         if (!S_ISREG(st.st_mode))
                 return -EINVAL;
+        if ((st.st_mode & 07777) != FILE_MODE && fchmod(fd, FILE_MODE) < 0)
+                return -errno;
         if (st.st_size != USAGE_FILE_SIZE && ftruncate(fd, USAGE_FILE_SIZE) < 0)
                 return -errno;
         p = mmap(NULL, USAGE_FILE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -561,7 +599,10 @@ int chunkcache_open(const char *dir, uint64_t max_bytes, struct chunkcache **ret
                 chunkcache_free(c);
                 return -ENOMEM;
         }
-        r = mkdir_parents(tmp, 0755);
+        /* The cache directory itself decides who can read the chunks. */
+        r = make_private_dir(c->dir);
+        if (r >= 0)
+                r = make_private_dir(tmp);
         if (r < 0) {
                 chunkcache_free(c);
                 return r;
@@ -790,7 +831,7 @@ int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], co
                 /* Someone removed the tmp directory: recreate it. */
                 char *slash = strrchr(tmp, '/');
                 *slash = '\0';
-                r = mkdir_parents(tmp, 0755);
+                r = mkdir_parents(tmp, DIR_MODE);
                 *slash = '/';
                 if (r < 0)
                         return r;
@@ -800,7 +841,7 @@ int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], co
         if (fd < 0)
                 return -errno;
         r = write_all(fd, frame, n);
-        if (r == 0 && fchmod(fd, 0644) < 0)
+        if (r == 0 && fchmod(fd, FILE_MODE) < 0)
                 r = -errno;
         if (close(fd) < 0 && r == 0)
                 r = -errno;
@@ -819,7 +860,7 @@ int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], co
         if (r == -ENOENT) {
                 char *slash = path + c->dir_len + 3;
                 *slash = '\0';
-                r = mkdir_parents(path, 0755);
+                r = mkdir_parents(path, DIR_MODE);
                 *slash = '/';
                 if (r == 0)
                         r = move_into_place(tmp, path);

@@ -49,6 +49,8 @@ struct fetcher_chunk {
 struct fetcher {
         char *base_url;        /* <server>/_api/v1/caches/<cache> */
         char *auth_header;     /* "Authorization: Bearer …" or NULL */
+        struct signing_public *trusted_keys; /* manifests must be signed by one */
+        size_t n_trusted_keys;
         struct chunkcache *cache;
         long timeout_ms;
         unsigned max_attempts;
@@ -125,8 +127,11 @@ static bool retryable(int r) {
  * returned as is. Returns 0 with the body in b. */
 typedef int (*check_fn)(void *userdata, const struct buf *b);
 
+/* GET url into b. If capture is set, that response header of the
+ * successful answer is kept in *ret_resp. */
 static int get_with_retries(struct fetcher *f, struct http_client *client, const char *url,
-                            struct buf *b, check_fn check, void *userdata) {
+                            struct buf *b, check_fn check, void *userdata, const char *capture,
+                            struct http_response *ret_resp) {
         const char *headers[] = { f->auth_header, NULL };
         uint64_t deadline = now_ms() + (uint64_t) f->timeout_ms;
         uint64_t backoff = BACKOFF_FIRST_MS;
@@ -138,6 +143,7 @@ static int get_with_retries(struct fetcher *f, struct http_client *client, const
                         .url = url,
                         .headers = f->auth_header ? headers : NULL,
                         .response = b,
+                        .capture_header = capture,
                 };
 
                 if (attempt > 0) {
@@ -173,6 +179,8 @@ static int get_with_retries(struct fetcher *f, struct http_client *client, const
                         if (r < 0)
                                 return r;
                 }
+                if (ret_resp)
+                        *ret_resp = resp;
                 return 0;
         }
         return r < 0 ? r : -EIO;
@@ -389,7 +397,7 @@ static int load_chunk(struct fetcher *f, struct http_client *client, struct chun
         hex_encode(e->id, SHA256_DIGEST_LEN, hex);
         if (snprintf(url, sizeof url, "%s/chunks/%s", f->base_url, hex) >= (int) sizeof url)
                 return -ENAMETOOLONG;
-        r = get_with_retries(f, client, url, &b, check_chunk, &cc);
+        r = get_with_retries(f, client, url, &b, check_chunk, &cc, NULL, NULL);
         if (r == -EBADMSG)
                 r = -EIO; /* never verified within the budget */
         if (r < 0) {
@@ -472,6 +480,8 @@ int fetcher_new(const struct fetcher_options *o, struct chunkcache *cache, struc
                 return -EINVAL;
         if (o->token && (strpbrk(o->token, "\r\n") || strlen(o->token) > 8192))
                 return -EINVAL;
+        if (o->n_trusted_keys > 0 && !o->trusted_keys)
+                return -EINVAL;
         r = http_global_init();
         if (r < 0)
                 return r;
@@ -495,9 +505,18 @@ int fetcher_new(const struct fetcher_options *o, struct chunkcache *cache, struc
                 f->base_url = NULL;
         if (o->token && asprintf(&f->auth_header, "Authorization: Bearer %s", o->token) < 0)
                 f->auth_header = NULL;
+        if (o->n_trusted_keys > 0) {
+                f->trusted_keys = calloc(o->n_trusted_keys, sizeof *f->trusted_keys);
+                if (f->trusted_keys) {
+                        memcpy(f->trusted_keys, o->trusted_keys,
+                               o->n_trusted_keys * sizeof *f->trusted_keys);
+                        f->n_trusted_keys = o->n_trusted_keys;
+                }
+        }
         f->n_buckets = 1024;
         f->buckets = calloc(f->n_buckets, sizeof *f->buckets);
-        if (!f->base_url || (o->token && !f->auth_header) || !f->buckets) {
+        if (!f->base_url || (o->token && !f->auth_header) || !f->buckets ||
+            (o->n_trusted_keys > 0 && !f->trusted_keys)) {
                 fetcher_free(f);
                 return -ENOMEM;
         }
@@ -545,6 +564,7 @@ struct fetcher *fetcher_free(struct fetcher *f) {
                 http_client_free(f->idle_clients[i]);
         free(f->base_url);
         free(f->auth_header);
+        free(f->trusted_keys);
         pthread_cond_destroy(&f->work_cond);
         pthread_cond_destroy(&f->done_cond);
         pthread_mutex_destroy(&f->lock);
@@ -576,10 +596,42 @@ static void client_release(struct fetcher *f, struct http_client *c) {
         http_client_free(c);
 }
 
+/* A manifest from the server must carry MANIFEST_SIG_HEADER exactly once
+ * with a signature of its body by a trusted key. -EKEYREJECTED with err
+ * saying why. */
+static int verify_manifest(struct fetcher *f, const char *url, const struct buf *b,
+                           const struct http_response *resp, struct trove_error *err) {
+        int r;
+
+        if (resp->captured_count == 0)
+                return trove_error_set(err, -EKEYREJECTED,
+                                       "GET %s: no %s header: the manifest is not signed", url,
+                                       MANIFEST_SIG_HEADER);
+        if (resp->captured_count > 1 || resp->captured_len >= sizeof resp->captured)
+                return trove_error_set(err, -EKEYREJECTED, "GET %s: malformed %s header", url,
+                                       MANIFEST_SIG_HEADER);
+        r = manifest_verify((const char *) b->data, b->len, resp->captured, f->trusted_keys,
+                            f->n_trusted_keys);
+        if (r == -EBADMSG)
+                return trove_error_set(err, -EKEYREJECTED, "GET %s: malformed %s header", url,
+                                       MANIFEST_SIG_HEADER);
+        if (r == -EKEYREJECTED)
+                return trove_error_set(err, -EKEYREJECTED,
+                                       "GET %s: the manifest's signature (%.*s) does not verify "
+                                       "with any trusted key: changed in transit, or signed by "
+                                       "another key", url,
+                                       (int) strcspn(resp->captured, ":"), resp->captured);
+        if (r < 0)
+                return trove_error_set(err, r, "GET %s: cannot verify the manifest: %s", url,
+                                       strerror(-r));
+        return 0;
+}
+
 int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *store_dir,
                          struct manifest *ret, struct trove_error *err) {
         struct http_client *client = NULL;
         struct buf b = BUF_INIT(MANIFEST_MAX_SIZE);
+        struct http_response resp = {};
         char url[URL_MAX];
         int r;
 
@@ -591,7 +643,8 @@ int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *s
         r = client_acquire(f, &client);
         if (r < 0)
                 return r;
-        r = get_with_retries(f, client, url, &b, NULL, NULL);
+        r = get_with_retries(f, client, url, &b, NULL, NULL,
+                             f->n_trusted_keys > 0 ? MANIFEST_SIG_HEADER : NULL, &resp);
         if (r < 0)
                 trove_error_set(err, r, "GET %s: %s", url,
                                 http_client_last_error(client)[0]
@@ -606,6 +659,16 @@ int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *s
         }
         STAT_ADD(f, manifests_fetched, 1);
         STAT_ADD(f, manifest_bytes, b.len);
+        /* Before parsing: what does not verify is not even looked at. */
+        if (f->n_trusted_keys > 0) {
+                r = verify_manifest(f, url, &b, &resp, err);
+                if (r < 0) {
+                        STAT_ADD(f, manifests_refused, 1);
+                        STAT_ADD(f, errors, 1);
+                        buf_free(&b);
+                        return r;
+                }
+        }
         r = manifest_decode((const char *) b.data, b.len, store_dir, ret, err);
         buf_free(&b);
         if (r < 0)
@@ -717,6 +780,7 @@ void fetcher_get_stats(struct fetcher *f, struct fetcher_stats *ret) {
 
         s.manifests_fetched = __atomic_load_n(&f->stats.manifests_fetched, __ATOMIC_RELAXED);
         s.manifest_bytes = __atomic_load_n(&f->stats.manifest_bytes, __ATOMIC_RELAXED);
+        s.manifests_refused = __atomic_load_n(&f->stats.manifests_refused, __ATOMIC_RELAXED);
         s.chunks_fetched = __atomic_load_n(&f->stats.chunks_fetched, __ATOMIC_RELAXED);
         s.bytes_fetched = __atomic_load_n(&f->stats.bytes_fetched, __ATOMIC_RELAXED);
         s.cache_hits = __atomic_load_n(&f->stats.cache_hits, __ATOMIC_RELAXED);

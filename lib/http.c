@@ -124,6 +124,19 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata) 
                 resp->content_length = -1;
                 resp->etag[0] = 0;
                 resp->content_type[0] = 0;
+                resp->captured[0] = 0;
+                resp->captured_count = 0;
+                resp->captured_len = 0;
+        } else if (c->req->capture_header && header_is(line, n, c->req->capture_header, &v, &vn)) {
+                /* Not copied when it does not fit or comes twice: a value
+                 * the caller relies on is never silently cut or chosen. */
+                resp->captured_count++;
+                resp->captured_len = vn;
+                if (resp->captured_count == 1 && vn < sizeof resp->captured) {
+                        memcpy(resp->captured, v, vn);
+                        resp->captured[vn] = 0;
+                } else
+                        resp->captured[0] = 0;
         } else if (header_is(line, n, "ETag", &v, &vn))
                 copy_field(resp->etag, sizeof resp->etag, v, vn);
         else if (header_is(line, n, "Content-Type", &v, &vn))

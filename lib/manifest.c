@@ -393,3 +393,62 @@ int manifest_find_chunk(const struct manifest *m, uint64_t off, size_t *ret) {
         *ret = lo - 1;
         return 0;
 }
+
+/* MANIFEST_SIG_DOMAIN followed by the body: the message signed. Heap
+ * copy: a manifest is bounded by MANIFEST_MAX_SIZE, and signing.h takes
+ * one contiguous message. */
+static int sig_message(const char *body, size_t len, char **ret, size_t *ret_len) {
+        size_t plen = strlen(MANIFEST_SIG_DOMAIN);
+        char *msg;
+
+        if (len > MANIFEST_MAX_SIZE)
+                return -E2BIG;
+        msg = malloc(plen + len + 1);
+        if (!msg)
+                return -ENOMEM;
+        memcpy(msg, MANIFEST_SIG_DOMAIN, plen);
+        if (len > 0)
+                memcpy(msg + plen, body, len);
+        *ret = msg;
+        *ret_len = plen + len;
+        return 0;
+}
+
+int manifest_sign(const char *body, size_t len, const struct signing_secret *key,
+                  char out[MANIFEST_SIG_TEXT_MAX]) {
+        _cleanup_free_ char *msg = NULL;
+        size_t n;
+        int r;
+
+        r = sig_message(body, len, &msg, &n);
+        if (r < 0)
+                return r;
+        return signing_sign(key, msg, n, out);
+}
+
+int manifest_verify(const char *body, size_t len, const char *sig,
+                    const struct signing_public *keys, size_t n_keys) {
+        _cleanup_free_ char *msg = NULL;
+        size_t slen, n;
+        int r;
+
+        if (!sig)
+                return -EBADMSG;
+        slen = strnlen(sig, MANIFEST_SIG_TEXT_MAX);
+        if (slen == 0 || slen == MANIFEST_SIG_TEXT_MAX)
+                return -EBADMSG;
+        r = signing_sig_check(sig, slen, NULL);
+        if (r < 0)
+                return r == -EINVAL ? -EBADMSG : r;
+        if (n_keys == 0)
+                return -EKEYREJECTED;
+        r = sig_message(body, len, &msg, &n);
+        if (r == -E2BIG)
+                return -EKEYREJECTED; /* nothing that large was ever signed */
+        if (r < 0)
+                return r;
+        r = signing_verify(keys, n_keys, sig, msg, n);
+        if (r < 0)
+                return r == -EINVAL ? -EBADMSG : r;
+        return r > 0 ? 0 : -EKEYREJECTED;
+}

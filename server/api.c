@@ -858,8 +858,10 @@ out:
 }
 
 int api_manifest_get(struct troved_request *rq) {
-        char *text;
-        size_t len;
+        struct signing_secret key = {};
+        char sig[MANIFEST_SIG_TEXT_MAX];
+        char *text = NULL;
+        size_t len = 0;
         int r;
 
         r = manifest_text(rq, &text, &len);
@@ -867,6 +869,17 @@ int api_manifest_get(struct troved_request *rq) {
                 return r;
         if (r == 0)
                 return httpd_reply_error(rq->http, 404, "no such path in cache '%s'", rq->cache.name);
+        /* Signed as narinfo is, so a client can refuse a changed manifest. */
+        r = signing_secret_parse(rq->cache.secret_key, &key);
+        if (r >= 0)
+                r = manifest_sign(text, len, &key, sig);
+        signing_secret_wipe(&key);
+        if (r >= 0)
+                r = httpd_add_header(rq->http, MANIFEST_SIG_HEADER, sig);
+        if (r < 0) {
+                free(text);
+                return r;
+        }
         troved_cache_immutable(rq);
         return httpd_reply_take(rq->http, 200, "application/json", text, len);
 }

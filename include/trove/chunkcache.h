@@ -14,6 +14,10 @@
  *   reported as a miss, never served;
  * - a file that vanishes (another mount evicted it) is a miss; an open file
  *   that is unlinked still reads completely.
+ * - the cache is private to its owner: directories are 0700 and files 0600
+ *   whatever the umask; open and every rescan fix the modes an older
+ *   version left world-readable (mounts sharing a directory run as the
+ *   same user).
  *
  * The bound holds for the directory, jointly for every mount sharing it:
  * <dir>/usage holds the directory's total (bytes and files), mapped

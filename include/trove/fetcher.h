@@ -43,11 +43,17 @@ struct fetcher_options {
         unsigned max_attempts;    /* per operation; 0: 5 */
         uint64_t mem_cache_bytes; /* decoded chunks kept in memory; 0: 64 MiB */
         unsigned max_prefetch;    /* read-ahead requests queued at most; 0: 64 */
+        /* If n_trusted_keys > 0, every manifest must carry a valid
+         * MANIFEST_SIG_HEADER signature (include/trove/manifest.h) by one of
+         * these keys (copied). */
+        const struct signing_public *trusted_keys;
+        size_t n_trusted_keys;
 };
 
 struct fetcher_stats {
         uint64_t manifests_fetched;
         uint64_t manifest_bytes;
+        uint64_t manifests_refused; /* signature missing or not verifying */
         uint64_t chunks_fetched;  /* chunks downloaded from the server */
         uint64_t bytes_fetched;   /* their stored (compressed) bytes */
         uint64_t cache_hits;      /* chunks read from the local chunk cache */
@@ -67,7 +73,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct fetcher *, fetcher_free);
 
 /* Fetches and decodes the manifest of the store path with hash part
  * hash_part (32 nix32 characters). -ENOENT: the cache does not have it;
- * -EBADMSG: the manifest does not parse (err says why); -EACCES; -EIO /
+ * -EBADMSG: the manifest does not parse (err says why); -EKEYREJECTED:
+ * trusted keys are set and the manifest's signature is missing or does not
+ * verify (err says why; nothing of it was parsed); -EACCES; -EIO /
  * -ETIMEDOUT / -ECONNREFUSED etc. when the server could not be reached in
  * time. */
 int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *store_dir,

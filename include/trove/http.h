@@ -69,10 +69,14 @@ struct http_request {
         /* If set, the body of a non-2xx response goes here instead (as much
          * as fits its max; the rest is dropped), e.g. an S3 error document. */
         struct buf *error_body;
+        /* If set, the value of this response header is kept in the
+         * response's captured fields (e.g. a signature header). */
+        const char *capture_header;
 };
 
 #define HTTP_ETAG_MAX 128
 #define HTTP_CONTENT_TYPE_MAX 128
+#define HTTP_CAPTURED_MAX 512
 
 struct http_response {
         long status;
@@ -80,6 +84,13 @@ struct http_response {
         char etag[HTTP_ETAG_MAX];            /* "" if absent */
         char content_type[HTTP_CONTENT_TYPE_MAX];
         uint64_t body_bytes;    /* response body bytes received */
+        /* The capture_header's value (trimmed), if it came exactly once and
+         * fits: captured_count says how often it came, captured_len its
+         * full length; captured holds it only if captured_count == 1 and
+         * captured_len < HTTP_CAPTURED_MAX (else ""). */
+        unsigned captured_count;
+        size_t captured_len;
+        char captured[HTTP_CAPTURED_MAX];
 };
 
 int http_global_init(void);

@@ -359,6 +359,53 @@ static void test_joint_bound(struct chunkcodec *codec) {
         CHECK_EQ_U64(sa.files, count_files());
 }
 
+static mode_t mode_of(const char *path) {
+        struct stat st;
+
+        CHECK(lstat(path, &st) == 0);
+        return st.st_mode & 07777;
+}
+
+/* Directories 0700 and files 0600, whatever the umask; an old cache with
+ * world-readable modes is made private when opened. */
+static void test_permissions(struct chunkcodec *codec) {
+        char sub[4300], path[4200], tmp[4300], usage[4300], cdir[4200];
+        struct chunkcache *cc = NULL;
+        mode_t old_umask = umask(0);
+
+        snprintf(cdir, sizeof cdir, "%s/perm/cache", dir);
+        CHECK_OK(chunkcache_open(cdir, 0, &cc));
+        CHECK_OK(chunkcache_put(cc, chunks[0].id, chunks[0].frame, chunks[0].frame_len));
+        CHECK_OK(chunkcache_put(cc, chunks[1].id, chunks[1].frame, chunks[1].frame_len));
+        chunkcache_path(cc, chunks[0].id, path);
+        snprintf(sub, sizeof sub, "%.*s", (int) (strrchr(path, '/') - path), path);
+        snprintf(tmp, sizeof tmp, "%s/tmp", cdir);
+        snprintf(usage, sizeof usage, "%s/usage", cdir);
+        CHECK_EQ_U64(mode_of(cdir), 0700);
+        CHECK_EQ_U64(mode_of(tmp), 0700);
+        CHECK_EQ_U64(mode_of(sub), 0700);
+        CHECK_EQ_U64(mode_of(path), 0600);
+        CHECK_EQ_U64(mode_of(usage), 0600);
+        cc = chunkcache_free(cc);
+
+        /* As an older version left it: everything world-readable. */
+        CHECK(chmod(cdir, 0755) == 0);
+        CHECK(chmod(tmp, 0755) == 0);
+        CHECK(chmod(sub, 0755) == 0);
+        CHECK(chmod(path, 0644) == 0);
+        CHECK(chmod(usage, 0644) == 0);
+        CHECK_OK(chunkcache_open(cdir, 0, &cc));
+        CHECK_EQ_U64(mode_of(cdir), 0700);
+        CHECK_EQ_U64(mode_of(tmp), 0700);
+        CHECK_EQ_U64(mode_of(sub), 0700);
+        CHECK_EQ_U64(mode_of(path), 0600);
+        CHECK_EQ_U64(mode_of(usage), 0600);
+        check_hit(cc, codec, 0);
+        check_hit(cc, codec, 1);
+        cc = chunkcache_free(cc);
+        umask(old_umask);
+}
+
 int main(void) {
         _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
 
@@ -372,6 +419,7 @@ int main(void) {
         test_remount(codec);
         test_shared_threads();
         test_joint_bound(codec);
+        test_permissions(codec);
         (void) nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
         for (size_t i = 0; i < N_CHUNKS; i++)
                 free(chunks[i].frame);

@@ -43,6 +43,8 @@ struct server {
         int fail_next;          /* answer this many chunk requests with 503 */
         int delay_ms;           /* before each chunk answer */
         int corrupt;            /* serve chunk 0's frame for every other id */
+        char manifest_headers[1024]; /* extra header lines for manifests */
+        bool manifest_flip;     /* change one byte of the manifest body */
         /* counters */
         int chunk_requests[N_CHUNKS];
         int manifest_requests;
@@ -63,12 +65,17 @@ static bool send_all(int fd, const void *p, size_t n) {
         return true;
 }
 
-static void answer(int c, int status, const void *body, size_t n) {
-        char hdr[256];
+static void answer_with(int c, int status, const char *extra, const void *body, size_t n) {
+        char hdr[2048];
 
-        snprintf(hdr, sizeof hdr, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\n\r\n", status, n);
+        snprintf(hdr, sizeof hdr, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\n%s\r\n", status, n,
+                 extra);
         if (send_all(c, hdr, strlen(hdr)))
                 (void) send_all(c, body, n);
+}
+
+static void answer(int c, int status, const void *body, size_t n) {
+        answer_with(c, status, "", body, n);
 }
 
 static void *conn_main(void *arg) {
@@ -105,8 +112,18 @@ static void *conn_main(void *arg) {
                 if (strncmp(what, "manifests/" MANIFEST_HASH " ", 43) == 0) {
                         pthread_mutex_lock(&srv.lock);
                         srv.manifest_requests++;
+                        char headers[sizeof srv.manifest_headers];
+                        bool flip = srv.manifest_flip;
+                        memcpy(headers, srv.manifest_headers, sizeof headers);
                         pthread_mutex_unlock(&srv.lock);
-                        answer(c, 200, manifest_text, manifest_len);
+                        char *body = malloc(manifest_len);
+                        CHECK(body);
+                        memcpy(body, manifest_text, manifest_len);
+                        char *target = strstr(body, "\"target\":\"bin/hi\"");
+                        if (flip && target) /* a symlink pointing elsewhere: still valid */
+                                memcpy(target + strlen("\"target\":\"bin/"), "HI", 2);
+                        answer_with(c, 200, headers, body, manifest_len);
+                        free(body);
                         continue;
                 }
                 if (strncmp(what, "chunks/", 7) != 0) {
@@ -170,6 +187,8 @@ static int listen_socket(int *ret_port, bool do_listen) {
 static void reset_server(void) {
         pthread_mutex_lock(&srv.lock);
         srv.fail_next = srv.delay_ms = srv.corrupt = 0;
+        srv.manifest_headers[0] = 0;
+        srv.manifest_flip = false;
         memset(srv.chunk_requests, 0, sizeof srv.chunk_requests);
         srv.manifest_requests = srv.unauthorized = 0;
         pthread_mutex_unlock(&srv.lock);
@@ -244,6 +263,85 @@ static void test_manifest(void) {
         CHECK(srv.unauthorized == 1);
         fetcher_get_stats(f, &st);
         CHECK_EQ_U64(st.manifests_fetched, 2);
+}
+
+static void set_manifest_headers(const char *h, bool flip) {
+        pthread_mutex_lock(&srv.lock);
+        snprintf(srv.manifest_headers, sizeof srv.manifest_headers, "%s", h);
+        srv.manifest_flip = flip;
+        pthread_mutex_unlock(&srv.lock);
+}
+
+/* With trusted keys, a manifest must carry a valid signature header. */
+static void test_manifest_signature(void) {
+        struct signing_secret sk, other_sk;
+        struct signing_public pk, other_pk;
+        char sig[MANIFEST_SIG_TEXT_MAX], h[1024], longsig[700];
+        struct fetcher *f = NULL, *wrong = NULL;
+        struct manifest m = { 0 };
+        struct trove_error err = { "" };
+        struct fetcher_stats st;
+
+        CHECK_OK(signing_generate("c-1", &sk));
+        CHECK_OK(signing_generate("c-1", &other_sk));
+        signing_secret_to_public(&sk, &pk);
+        signing_secret_to_public(&other_sk, &other_pk);
+        CHECK_OK(manifest_sign(manifest_text, manifest_len, &sk, sig));
+        struct fetcher_options o = { .server_url = url, .cache = "c", .token = TOKEN,
+                                     .timeout_ms = 5000, .max_attempts = 2,
+                                     .trusted_keys = &pk, .n_trusted_keys = 1 };
+        CHECK_OK(fetcher_new(&o, NULL, &f));
+        o.trusted_keys = &other_pk;
+        CHECK_OK(fetcher_new(&o, NULL, &wrong));
+        reset_server();
+
+        /* Unsigned (an older troved, or stripped on the way). */
+        CHECK_RC(fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err), -EKEYREJECTED);
+        CHECK(strstr(err.msg, "no " MANIFEST_SIG_HEADER " header"));
+
+        /* Signed: accepted (header names are case-insensitive). */
+        snprintf(h, sizeof h, "trove-manifest-signature: %s\r\n", sig);
+        set_manifest_headers(h, false);
+        CHECK_OK(fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err));
+        CHECK_EQ_U64(m.n_chunks, 2);
+        manifest_free(&m);
+        /* Another key of the same name. */
+        CHECK_RC(fetcher_get_manifest(wrong, MANIFEST_HASH, "/nix/store", &m, &err),
+                 -EKEYREJECTED);
+        CHECK(strstr(err.msg, "does not verify"));
+        /* Body changed on the way, signature kept. */
+        set_manifest_headers(h, true);
+        CHECK_RC(fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err), -EKEYREJECTED);
+        /* ... which a fetcher without keys takes: the test changes what matters. */
+        {
+                _cleanup_(fetcher_freep) struct fetcher *trusting = new_fetcher(NULL, TOKEN, 5000, 0);
+                CHECK_OK(fetcher_get_manifest(trusting, MANIFEST_HASH, "/nix/store", &m, &err));
+                CHECK_STREQ(listing_target(&m.listing, &m.listing.nodes[m.listing.n_nodes - 1]),
+                            "bin/HI");
+                manifest_free(&m);
+        }
+        /* The header twice (even if one is right), garbage, and too long. */
+        snprintf(h, sizeof h, "Trove-Manifest-Signature: %s\r\nTrove-Manifest-Signature: %s\r\n",
+                 sig, sig);
+        set_manifest_headers(h, false);
+        CHECK_RC(fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err), -EKEYREJECTED);
+        CHECK(strstr(err.msg, "malformed"));
+        set_manifest_headers("Trove-Manifest-Signature: c-1:bm90IGEgc2lnbmF0dXJl\r\n", false);
+        CHECK_RC(fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err), -EKEYREJECTED);
+        CHECK(strstr(err.msg, "malformed"));
+        memset(longsig, 'A', sizeof longsig - 1);
+        longsig[sizeof longsig - 1] = 0;
+        snprintf(h, sizeof h, "Trove-Manifest-Signature: c-1:%s\r\n", longsig);
+        set_manifest_headers(h, false);
+        CHECK_RC(fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err), -EKEYREJECTED);
+
+        fetcher_get_stats(f, &st);
+        CHECK_EQ_U64(st.manifests_refused, 5);
+        fetcher_free(f);
+        fetcher_free(wrong);
+        signing_secret_wipe(&sk);
+        signing_secret_wipe(&other_sk);
+        reset_server();
 }
 
 static void test_chunks(void) {
@@ -481,6 +579,7 @@ int main(void) {
         snprintf(url, sizeof url, "http://127.0.0.1:%d/", srv.port);
 
         test_manifest();
+        test_manifest_signature();
         test_chunks();
         test_single_flight();
         test_retries_and_verification();

@@ -165,6 +165,21 @@ static void test_requests(void) {
         CHECK_STREQ((char *) body.data, "hello");
         CHECK(strstr(s.last, "\r\nX-Trove-Test: yes\r\n"));
 
+        /* One response header captured by name (case-insensitive), or noted absent. */
+        buf_reset(&body);
+        CHECK_OK(http_request(c, &(struct http_request){ .url = url, .response = &body,
+                                                         .capture_header = "etag" },
+                              &resp));
+        CHECK_EQ_U64(resp.captured_count, 1);
+        CHECK_EQ_U64(resp.captured_len, 4);
+        CHECK_STREQ(resp.captured, "\"v1\"");
+        buf_reset(&body);
+        CHECK_OK(http_request(c, &(struct http_request){ .url = url, .response = &body,
+                                                         .capture_header = "X-Absent" },
+                              &resp));
+        CHECK_EQ_U64(resp.captured_count, 0);
+        CHECK_STREQ(resp.captured, "");
+
         /* A PUT with a body from memory: the server sees method, length, bytes. */
         buf_reset(&body);
         snprintf(url, sizeof url, "http://127.0.0.1:%d/upload", s.port);
@@ -203,7 +218,7 @@ static void test_requests(void) {
         /* Keep-alive: all requests so far used one connection (the E2BIG
          * abort may have closed it). */
         CHECK(s.accepts <= 2);
-        CHECK_EQ_U64(s.requests, 5);
+        CHECK_EQ_U64(s.requests, 7);
 
         server_stop(&s);
         buf_free(&body);

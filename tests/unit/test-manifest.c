@@ -316,8 +316,91 @@ static void test_find_chunk(void) {
         CHECK_RC(manifest_find_chunk(&m, off, &i), -ERANGE);
 }
 
+/* Signs expected_text as troved does and checks what a client must refuse. */
+static void test_sign_verify(void) {
+        struct signing_secret sk, other_sk, same_name_sk;
+        struct signing_public keys[2], other_pk, same_name_pk;
+        char sig[MANIFEST_SIG_TEXT_MAX], other_sig[MANIFEST_SIG_TEXT_MAX];
+        char body[sizeof expected_text];
+        size_t len = strlen(expected_text);
+
+        CHECK_OK(signing_generate("cache-1", &sk));
+        CHECK_OK(signing_generate("other-1", &other_sk));
+        CHECK_OK(signing_generate("cache-1", &same_name_sk));
+        signing_secret_to_public(&sk, &keys[0]);
+        signing_secret_to_public(&other_sk, &other_pk);
+        signing_secret_to_public(&same_name_sk, &same_name_pk);
+        keys[1] = other_pk;
+
+        CHECK_OK(manifest_sign(expected_text, len, &sk, sig));
+        CHECK(strncmp(sig, "cache-1:", 8) == 0);
+        CHECK_EQ_U64(strlen(sig), 8 + 88);
+        /* Deterministic (ed25519). */
+        CHECK_OK(manifest_sign(expected_text, len, &sk, other_sig));
+        CHECK_STREQ(sig, other_sig);
+
+        /* Good: the right key, alone or among others. */
+        CHECK_OK(manifest_verify(expected_text, len, sig, keys, 1));
+        CHECK_OK(manifest_verify(expected_text, len, sig, keys, 2));
+        CHECK_OK(manifest_verify(expected_text, len, sig, (struct signing_public[]){ other_pk, keys[0] }, 2));
+
+        /* Tampered body: one byte changed, one byte cut, one byte added. */
+        memcpy(body, expected_text, sizeof body);
+        body[strlen("{\"version\":1,\"storePath\":\"/nix/store/")] ^= 1;
+        CHECK_RC(manifest_verify(body, len, sig, keys, 1), -EKEYREJECTED);
+        CHECK_RC(manifest_verify(expected_text, len - 1, sig, keys, 1), -EKEYREJECTED);
+        memcpy(body, expected_text, sizeof body);
+        CHECK_RC(manifest_verify(body, len + 1, sig, keys, 1), -EKEYREJECTED); /* the NUL */
+
+        /* Wrong key: another name, or the same name with another key. */
+        CHECK_RC(manifest_verify(expected_text, len, sig, &other_pk, 1), -EKEYREJECTED);
+        CHECK_RC(manifest_verify(expected_text, len, sig, &same_name_pk, 1), -EKEYREJECTED);
+        CHECK_RC(manifest_verify(expected_text, len, sig, keys, 0), -EKEYREJECTED);
+        /* A signature by another key that claims the trusted key's name. */
+        CHECK_OK(manifest_sign(expected_text, len, &same_name_sk, other_sig));
+        CHECK_RC(manifest_verify(expected_text, len, other_sig, keys, 2), -EKEYREJECTED);
+
+        /* Not the bare body: a signature of the body without the domain
+         * prefix (what a signer of other documents might produce) fails. */
+        CHECK_OK(signing_sign(&sk, expected_text, len, other_sig));
+        CHECK_RC(manifest_verify(expected_text, len, other_sig, keys, 1), -EKEYREJECTED);
+
+        /* Garbage signature text. */
+        CHECK_RC(manifest_verify(expected_text, len, NULL, keys, 1), -EBADMSG);
+        CHECK_RC(manifest_verify(expected_text, len, "", keys, 1), -EBADMSG);
+        CHECK_RC(manifest_verify(expected_text, len, "cache-1", keys, 1), -EBADMSG);
+        CHECK_RC(manifest_verify(expected_text, len, "cache-1:", keys, 1), -EBADMSG);
+        CHECK_RC(manifest_verify(expected_text, len, "cache-1:c2lnbmF0dXJl", keys, 1), -EBADMSG);
+        CHECK_RC(manifest_verify(expected_text, len, ":c2lnbmF0dXJl", keys, 1), -EBADMSG);
+        snprintf(other_sig, sizeof other_sig, "%s ", sig);
+        CHECK_RC(manifest_verify(expected_text, len, other_sig, keys, 1), -EBADMSG);
+        memcpy(other_sig, sig, sizeof other_sig);
+        other_sig[strlen(other_sig) - 3] = '!';
+        CHECK_RC(manifest_verify(expected_text, len, other_sig, keys, 1), -EBADMSG);
+        {
+                char longsig[MANIFEST_SIG_TEXT_MAX + 16];
+                memset(longsig, 'a', sizeof longsig - 1);
+                longsig[sizeof longsig - 1] = 0;
+                CHECK_RC(manifest_verify(expected_text, len, longsig, keys, 1), -EBADMSG);
+        }
+        /* A flipped bit inside the signature itself. */
+        memcpy(other_sig, sig, sizeof other_sig);
+        other_sig[10] = other_sig[10] == 'A' ? 'B' : 'A';
+        CHECK_RC(manifest_verify(expected_text, len, other_sig, keys, 1), -EKEYREJECTED);
+
+        /* Empty body: signable, and verifies only as itself. */
+        CHECK_OK(manifest_sign("", 0, &sk, other_sig));
+        CHECK_OK(manifest_verify("", 0, other_sig, keys, 1));
+        CHECK_RC(manifest_verify(expected_text, len, other_sig, keys, 1), -EKEYREJECTED);
+
+        signing_secret_wipe(&sk);
+        signing_secret_wipe(&other_sk);
+        signing_secret_wipe(&same_name_sk);
+}
+
 int main(void) {
         test_round_trip();
+        test_sign_verify();
         test_validate_rules();
         test_decode_rejects();
         test_find_chunk();
