@@ -206,7 +206,7 @@ static json_t *parse_body(struct httpd_request *req, const void *body, size_t n,
 
 #define CONFIG_VALUES_MAX 64
 
-static int cache_create_end(struct troved_request *rq, const void *body, size_t n) {
+int api_cache_create(struct troved_request *rq, const void *body, size_t n) {
         struct httpd_request *req = rq->http;
         struct troved *t = rq->t;
         _cleanup_json_ json_t *j = NULL, *out = NULL;
@@ -284,7 +284,7 @@ static int cache_create_end(struct troved_request *rq, const void *body, size_t 
         return reply_json(req, 201, out);
 }
 
-static int cache_configure_end(struct troved_request *rq, const void *body, size_t n) {
+int api_cache_configure(struct troved_request *rq, const void *body, size_t n) {
         struct httpd_request *req = rq->http;
         _cleanup_json_ json_t *j = NULL, *out = NULL;
         int r;
@@ -309,7 +309,7 @@ static int cache_configure_end(struct troved_request *rq, const void *body, size
 
 #define BATCH_VALUES_MAX (API_BATCH_MAX + 16)
 
-static int missing_paths_end(struct troved_request *rq, const void *body, size_t n) {
+int api_missing_paths(struct troved_request *rq, const void *body, size_t n) {
         struct httpd_request *req = rq->http;
         _cleanup_json_ json_t *j = NULL, *out = NULL;
         json_t *arr, *missing;
@@ -354,7 +354,7 @@ out:
         return r;
 }
 
-static int missing_chunks_end(struct troved_request *rq, const void *body, size_t n) {
+int api_missing_chunks(struct troved_request *rq, const void *body, size_t n) {
         struct httpd_request *req = rq->http;
         _cleanup_json_ json_t *j = NULL, *out = NULL;
         const int64_t *caches;
@@ -413,7 +413,7 @@ out:
  * chunk already (the upload is then the proof that this cache's uploader
  * holds it). The answer is the same either way: whether a chunk exists on
  * the server is not for the uploader to learn. */
-static int chunk_put_end(struct troved_request *rq, const void *body, size_t n) {
+int api_chunk_put(struct troved_request *rq, const void *body, size_t n) {
         struct httpd_request *req = rq->http;
         struct troved *t = rq->t;
         uint8_t id[SHA256_DIGEST_LEN];
@@ -498,7 +498,7 @@ static int batch_ensure_stored(void *userdata, size_t i) {
         return r < 0 ? r : 0;
 }
 
-static int chunk_batch_end(struct troved_request *rq, const void *body, size_t n) {
+int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
         struct httpd_request *req = rq->http;
         struct troved *t = rq->t;
         struct buf stored = BUF_INIT(chunkcodec_bound(CHUNK_SIZE_MAX));
@@ -665,7 +665,7 @@ out:
 /* POST paths: commit a store path whose chunks were uploaded. The server
  * reads the chunks back in order, checks they form a valid NAR with the
  * claimed hash and size, and only then makes the path visible. */
-static int path_commit_end(struct troved_request *rq, const void *body, size_t n) {
+int api_path_commit(struct troved_request *rq, const void *body, size_t n) {
         struct httpd_request *req = rq->http;
         struct troved *t = rq->t;
         const struct db_cache c = rq->cache;
@@ -917,16 +917,6 @@ int api_cache_get(struct troved_request *rq) {
         return out ? reply_json(rq->http, 200, out) : -ENOMEM;
 }
 
-int api_cache_create(struct troved_request *rq) {
-        troved_collect_body(rq, cache_create_end);
-        return 0;
-}
-
-int api_cache_configure(struct troved_request *rq) {
-        troved_collect_body(rq, cache_configure_end);
-        return 0;
-}
-
 int api_cache_destroy(struct troved_request *rq) {
         int r;
 
@@ -949,29 +939,4 @@ int api_path_delete(struct troved_request *rq) {
                 return r;
         /* Its NAR and chunks stay while other paths use them; GC takes the rest. */
         return httpd_reply_buf(rq->http, 200, "application/json", "{}", 2);
-}
-
-int api_missing_paths(struct troved_request *rq) {
-        troved_collect_body(rq, missing_paths_end);
-        return 0;
-}
-
-int api_missing_chunks(struct troved_request *rq) {
-        troved_collect_body(rq, missing_chunks_end);
-        return 0;
-}
-
-int api_path_commit(struct troved_request *rq) {
-        troved_collect_body(rq, path_commit_end);
-        return 0;
-}
-
-int api_chunks_post(struct troved_request *rq) {
-        troved_collect_body(rq, chunk_batch_end);
-        return 0;
-}
-
-int api_chunk_put(struct troved_request *rq) {
-        troved_collect_body(rq, chunk_put_end);
-        return 0;
 }

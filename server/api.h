@@ -21,18 +21,20 @@
 #define API_BATCH_RECORDS_MAX 4096
 #define API_CHUNK_PUT_BODY_MAX (API_CHUNK_MAX + API_CHUNK_MAX / 128 + 4096) /* a zstd frame of a chunk */
 
+/* Handlers of bodiless requests, and (with body, n) of requests whose body
+ * the route table collected within the route's cap. */
 int api_health(struct troved_request *rq);
 int api_metrics(struct troved_request *rq);
 int api_gc(struct troved_request *rq);
 int api_cache_get(struct troved_request *rq);
-int api_cache_create(struct troved_request *rq);
-int api_cache_configure(struct troved_request *rq);
+int api_cache_create(struct troved_request *rq, const void *body, size_t n);
+int api_cache_configure(struct troved_request *rq, const void *body, size_t n);
 int api_cache_destroy(struct troved_request *rq);
 int api_path_delete(struct troved_request *rq);
-int api_missing_paths(struct troved_request *rq);
-int api_missing_chunks(struct troved_request *rq);
-int api_path_commit(struct troved_request *rq);
-int api_chunks_post(struct troved_request *rq);
+int api_missing_paths(struct troved_request *rq, const void *body, size_t n);
+int api_missing_chunks(struct troved_request *rq, const void *body, size_t n);
+int api_path_commit(struct troved_request *rq, const void *body, size_t n);
+int api_chunks_post(struct troved_request *rq, const void *body, size_t n);
 int api_chunk_get(struct troved_request *rq);
-int api_chunk_put(struct troved_request *rq);
+int api_chunk_put(struct troved_request *rq, const void *body, size_t n);
 int api_manifest_get(struct troved_request *rq);

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <assert.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -872,12 +873,17 @@ static int hash_list(const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, char **r
         return 0;
 }
 
-int db_chunks_present(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, bool *present) {
+/* Runs sql (whose $1 is the "hex,hex,..." list of ids, other parameters
+ * following) and sets present[i] for each ordinal i - 1 it returns. */
+static int chunks_query(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, const char *sql,
+                        int n_extra, const char *const *extra, bool *present) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
         _cleanup_free_ char *list = NULL;
+        const char *p[4];
         int r;
 
+        assert(n_extra < 4);
         for (size_t i = 0; i < n; i++)
                 present[i] = false;
         if (n == 0)
@@ -885,14 +891,13 @@ int db_chunks_present(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], si
         r = hash_list(ids, n, &list);
         if (r < 0)
                 return r;
-        const char *p[] = { list };
+        p[0] = list;
+        for (int i = 0; i < n_extra; i++)
+                p[i + 1] = extra[i];
         r = db_get(db, &h);
         if (r < 0)
                 return r;
-        r = q(&h, &res,
-              "SELECT t.ord - 1 FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS t(x, ord)"
-              " WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.hash = decode(t.x, 'hex'))",
-              1, p);
+        r = q(&h, &res, sql, n_extra + 1, p);
         if (r < 0)
                 return r;
         for (int i = 0; i < PQntuples(res); i++) {
@@ -902,6 +907,13 @@ int db_chunks_present(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], si
                 present[idx] = true;
         }
         return 0;
+}
+
+int db_chunks_present(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, bool *present) {
+        return chunks_query(db, ids, n,
+                            "SELECT t.ord - 1 FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS t(x, ord)"
+                            " WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.hash = decode(t.x, 'hex'))",
+                            0, NULL, present);
 }
 
 int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_DIGEST_LEN]) {
@@ -941,45 +953,24 @@ static int id_array(const int64_t *ids, size_t n, char **ret) {
 
 int db_chunks_visible(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, const int64_t *cache_ids,
                       size_t n_caches, int64_t claim_cache_id, bool *present) {
-        _cleanup_handle_ struct db_handle h = {};
-        _cleanup_pgresult_ PGresult *res = NULL;
-        _cleanup_free_ char *list = NULL, *caches = NULL;
+        _cleanup_free_ char *caches = NULL;
         char claim[24];
         int r;
 
-        for (size_t i = 0; i < n; i++)
-                present[i] = false;
-        if (n == 0)
-                return 0;
-        r = hash_list(ids, n, &list);
-        if (r < 0)
-                return r;
         r = id_array(cache_ids, n_caches, &caches);
         if (r < 0)
                 return r;
         snprintf(claim, sizeof claim, "%" PRId64, claim_cache_id);
-        const char *p[] = { list, caches, claim };
-        r = db_get(db, &h);
-        if (r < 0)
-                return r;
-        r = q(&h, &res,
-              "SELECT t.ord - 1 FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS t(x, ord)"
-              " JOIN chunks c ON c.hash = decode(t.x, 'hex') WHERE"
-              " EXISTS (SELECT 1 FROM chunk_claims cl WHERE cl.chunk_id = c.id AND cl.cache_id = $3::bigint)"
-              " OR EXISTS (SELECT 1 FROM nar_chunks nc JOIN paths p ON p.nar_id = nc.nar_id"
-              "            WHERE nc.chunk_id = c.id AND p.cache_id = ANY($2::bigint[]))"
-              " OR EXISTS (SELECT 1 FROM nar_chunks nc JOIN uploads u ON u.nar_id = nc.nar_id"
-              "            WHERE nc.chunk_id = c.id AND u.cache_id = ANY($2::bigint[]))",
-              3, p);
-        if (r < 0)
-                return r;
-        for (int i = 0; i < PQntuples(res); i++) {
-                uint64_t idx;
-                if (get_u64(res, i, 0, &idx) < 0 || idx >= n)
-                        return -EIO;
-                present[idx] = true;
-        }
-        return 0;
+        const char *extra[] = { caches, claim };
+        return chunks_query(db, ids, n,
+                            "SELECT t.ord - 1 FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS t(x, ord)"
+                            " JOIN chunks c ON c.hash = decode(t.x, 'hex') WHERE"
+                            " EXISTS (SELECT 1 FROM chunk_claims cl WHERE cl.chunk_id = c.id AND cl.cache_id = $3::bigint)"
+                            " OR EXISTS (SELECT 1 FROM nar_chunks nc JOIN paths p ON p.nar_id = nc.nar_id"
+                            "            WHERE nc.chunk_id = c.id AND p.cache_id = ANY($2::bigint[]))"
+                            " OR EXISTS (SELECT 1 FROM nar_chunks nc JOIN uploads u ON u.nar_id = nc.nar_id"
+                            "            WHERE nc.chunk_id = c.id AND u.cache_id = ANY($2::bigint[]))",
+                            2, extra, present);
 }
 
 int db_chunk_claims_add(struct db *db, int64_t cache_id, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n) {

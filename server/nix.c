@@ -492,7 +492,7 @@ int nix_nar_put(struct troved_request *rq) {
         return 0;
 }
 
-static int narinfo_upload_end(struct troved_request *rq, const void *body, size_t n) {
+int nix_narinfo_put(struct troved_request *rq, const void *body, size_t n) {
         struct httpd_request *req = rq->http;
         struct troved *t = rq->t;
         struct trove_error err = {};
@@ -559,11 +559,6 @@ out:
 }
 
 /* ---- the Nix binary cache routes ---- */
-
-int nix_narinfo_put(struct troved_request *rq) {
-        troved_collect_body(rq, narinfo_upload_end);
-        return 0;
-}
 
 int nix_cache_info(struct troved_request *rq) {
         char *text = NULL;

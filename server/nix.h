@@ -9,7 +9,7 @@
 
 int nix_cache_info(struct troved_request *rq);
 int nix_narinfo_get(struct troved_request *rq);
-int nix_narinfo_put(struct troved_request *rq);
+int nix_narinfo_put(struct troved_request *rq, const void *body, size_t n); /* collected */
 int nix_listing_get(struct troved_request *rq);
 int nix_nar_get(struct troved_request *rq);     /* GET and HEAD */
 int nix_nar_put(struct troved_request *rq);

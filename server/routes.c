@@ -11,7 +11,8 @@
  *   {cache}  a cache name (cache_name_valid)
  *   {hash}   a store path hash part (32 nix32 characters)
  *   {chunk}  a chunk id (64 lower-case hex digits)
- *   {file}   one file name of at most 127 of [A-Za-z0-9._+-], not "." or ".."
+ *   {file}   one file name of at most 127 of [A-Za-z0-9._+?=-] (the characters of
+ *            store path names), not "." or ".."
  * A row for GET also answers HEAD.
  */
 #include <assert.h>
@@ -40,40 +41,41 @@ struct route {
         enum access access;
         enum token_perm perm;
         uint64_t body_max;        /* 0: the request takes no body */
-        troved_handler_fn handler;
+        troved_handler_fn handler;        /* called once allowed, or */
+        troved_collected_fn collect;      /* called with the body, collected within body_max */
 };
 
 #define PULL TOKEN_PERM_PULL
 #define PUSH TOKEN_PERM_PUSH
 
 static const struct route routes[] = {
-        /* method   pattern                                          access    perm                     body                       handler */
-        { "GET",    "/health",                                       ANYONE,   0,                       0,                         api_health },
-        { "GET",    "/_api/v1/health",                               ANYONE,   0,                       0,                         api_health },
-        { "GET",    "/metrics",                                      ANYONE,   0,                       0,                         api_metrics },
-        { "POST",   "/_api/v1/gc",                                   ON_ALL,   TOKEN_PERM_DESTROY,      0,                         api_gc },
-        { "GET",    "/_api/v1/caches/{cache}",                       ON_CACHE, PULL,                    0,                         api_cache_get },
-        { "POST",   "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CREATE,       API_CONFIG_BODY_MAX,       api_cache_create },
-        { "PUT",    "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CREATE,       API_CONFIG_BODY_MAX,       api_cache_create },
-        { "PATCH",  "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CONFIGURE,    API_CONFIG_BODY_MAX,       api_cache_configure },
-        { "DELETE", "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_DESTROY,      0,                         api_cache_destroy },
-        { "DELETE", "/_api/v1/caches/{cache}/paths/{hash}",          ON_CACHE, TOKEN_PERM_DELETE,       0,                         api_path_delete },
-        { "POST",   "/_api/v1/caches/{cache}/paths",                 ON_CACHE, PUSH,                    API_MANIFEST_BODY_MAX,     api_path_commit },
-        { "POST",   "/_api/v1/caches/{cache}/missing-paths",         ON_CACHE, PULL,                    API_LIST_BODY_MAX,         api_missing_paths },
-        { "POST",   "/_api/v1/caches/{cache}/missing-chunks",        ON_CACHE, PUSH,                    API_LIST_BODY_MAX,         api_missing_chunks },
-        { "POST",   "/_api/v1/caches/{cache}/chunks",                ON_CACHE, PUSH,                    API_BATCH_BODY_MAX,        api_chunks_post },
-        { "GET",    "/_api/v1/caches/{cache}/chunks/{chunk}",        ON_CACHE, PULL,                    0,                         api_chunk_get },
-        { "PUT",    "/_api/v1/caches/{cache}/chunks/{chunk}",        ON_CACHE, PUSH,                    API_CHUNK_PUT_BODY_MAX,    api_chunk_put },
-        { "GET",    "/_api/v1/caches/{cache}/manifests/{hash}",      ON_CACHE, PULL,                    0,                         api_manifest_get },
-        /* The Nix binary-cache protocol, below /<cache>/ ("_api" is no cache). */
-        { "GET",    "/{cache}/nix-cache-info",                       ON_CACHE, PULL,                    0,                         nix_cache_info },
-        { "GET",    "/{cache}/{hash}.narinfo",                       ON_CACHE, PULL,                    0,                         nix_narinfo_get },
-        { "PUT",    "/{cache}/{hash}.narinfo",                       ON_CACHE, PUSH,                    NARINFO_MAX_SIZE,          nix_narinfo_put },
-        { "GET",    "/{cache}/{hash}.ls",                            ON_CACHE, PULL,                    0,                         nix_listing_get },
-        { "PUT",    "/{cache}/{hash}.ls",                            ON_CACHE, PUSH,                    BODY_DISCARD,              nix_discard_put },
-        { "GET",    "/{cache}/nar/{file}",                           ON_CACHE, PULL,                    0,                         nix_nar_get },
-        { "PUT",    "/{cache}/nar/{file}",                           ON_CACHE, PUSH,                    BODY_NAR,                  nix_nar_put },
-        { "PUT",    "/{cache}/log/{file}",                           ON_CACHE, PUSH,                    BODY_DISCARD,              nix_discard_put },
+        /* method   pattern                                          access    perm                     body                       handler, or NULL and collect(rq, body) */
+        { "GET",    "/health",                                       ANYONE,   0,                       0,                         api_health, NULL },
+        { "GET",    "/_api/v1/health",                               ANYONE,   0,                       0,                         api_health, NULL },
+        { "GET",    "/metrics",                                      ANYONE,   0,                       0,                         api_metrics, NULL },
+        { "POST",   "/_api/v1/gc",                                   ON_ALL,   TOKEN_PERM_DESTROY,      0,                         api_gc, NULL },
+        { "GET",    "/_api/v1/caches/{cache}",                       ON_CACHE, PULL,                    0,                         api_cache_get, NULL },
+        { "POST",   "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CREATE,       API_CONFIG_BODY_MAX,       NULL, api_cache_create },
+        { "PUT",    "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CREATE,       API_CONFIG_BODY_MAX,       NULL, api_cache_create },
+        { "PATCH",  "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CONFIGURE,    API_CONFIG_BODY_MAX,       NULL, api_cache_configure },
+        { "DELETE", "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_DESTROY,      0,                         api_cache_destroy, NULL },
+        { "DELETE", "/_api/v1/caches/{cache}/paths/{hash}",          ON_CACHE, TOKEN_PERM_DELETE,       0,                         api_path_delete, NULL },
+        { "POST",   "/_api/v1/caches/{cache}/paths",                 ON_CACHE, PUSH,                    API_MANIFEST_BODY_MAX,     NULL, api_path_commit },
+        { "POST",   "/_api/v1/caches/{cache}/missing-paths",         ON_CACHE, PULL,                    API_LIST_BODY_MAX,         NULL, api_missing_paths },
+        { "POST",   "/_api/v1/caches/{cache}/missing-chunks",        ON_CACHE, PUSH,                    API_LIST_BODY_MAX,         NULL, api_missing_chunks },
+        { "POST",   "/_api/v1/caches/{cache}/chunks",                ON_CACHE, PUSH,                    API_BATCH_BODY_MAX,        NULL, api_chunks_post },
+        { "GET",    "/_api/v1/caches/{cache}/chunks/{chunk}",        ON_CACHE, PULL,                    0,                         api_chunk_get, NULL },
+        { "PUT",    "/_api/v1/caches/{cache}/chunks/{chunk}",        ON_CACHE, PUSH,                    API_CHUNK_PUT_BODY_MAX,    NULL, api_chunk_put },
+        { "GET",    "/_api/v1/caches/{cache}/manifests/{hash}",      ON_CACHE, PULL,                    0,                         api_manifest_get, NULL },
+        /* The Nix binary-cache protocol, below /<cache>/ (the API rows above match first). */
+        { "GET",    "/{cache}/nix-cache-info",                       ON_CACHE, PULL,                    0,                         nix_cache_info, NULL },
+        { "GET",    "/{cache}/{hash}.narinfo",                       ON_CACHE, PULL,                    0,                         nix_narinfo_get, NULL },
+        { "PUT",    "/{cache}/{hash}.narinfo",                       ON_CACHE, PUSH,                    NARINFO_MAX_SIZE,          NULL, nix_narinfo_put },
+        { "GET",    "/{cache}/{hash}.ls",                            ON_CACHE, PULL,                    0,                         nix_listing_get, NULL },
+        { "PUT",    "/{cache}/{hash}.ls",                            ON_CACHE, PUSH,                    BODY_DISCARD,              nix_discard_put, NULL },
+        { "GET",    "/{cache}/nar/{file}",                           ON_CACHE, PULL,                    0,                         nix_nar_get, NULL },
+        { "PUT",    "/{cache}/nar/{file}",                           ON_CACHE, PUSH,                    BODY_NAR,                  nix_nar_put, NULL },
+        { "PUT",    "/{cache}/log/{file}",                           ON_CACHE, PUSH,                    BODY_DISCARD,              nix_discard_put, NULL },
 };
 
 /* Uploads that are read and dropped (.ls, build logs) are bounded too. */
@@ -86,7 +88,7 @@ static bool file_name_valid(const char *s, size_t n) {
                 return false;
         for (size_t i = 0; i < n; i++)
                 if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
-                      s[i] == '.' || s[i] == '_' || s[i] == '+' || s[i] == '-'))
+                      s[i] == '.' || s[i] == '_' || s[i] == '+' || s[i] == '-' || s[i] == '?' || s[i] == '='))
                         return false;
         return true;
 }
@@ -227,5 +229,9 @@ int troved_route(struct httpd_request *req, void *userdata) {
         if (r < 0)
                 return r;
         rq->body_max = body_cap(t, rt);
+        if (rt->collect) {
+                troved_collect_body(rq, rt->collect);
+                return 0;
+        }
         return rt->handler(rq);
 }

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import trovetest
-from test_fs import Troved, tree_entries, walk
+from test_fs import Mount, Troved, tree_entries, walk
 
 CACHE = "trust"
 SIG_HEADER = "Trove-Manifest-Signature"
@@ -189,44 +189,6 @@ def proxy(server):
     p.stop()
 
 
-class Mount:
-    def __init__(self, url, token_file, mnt, cache_dir, extra=()):
-        self.mnt = mnt
-        self.cache_dir = cache_dir
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [trovetest.binary("trovefs"), "-f", "--server", url, "--cache", CACHE,
-             "--token-file", token_file, "--cache-dir", cache_dir, "--timeout", "5",
-             *extra, mnt],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while not os.path.ismount(mnt):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise trovetest.CommandError(f"trovefs did not mount\n{self.output()}")
-            time.sleep(0.05)
-
-    def output(self):
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def stats(self):
-        return json.loads(os.getxattr(self.mnt, "user.trove.stats"))
-
-    def path(self, store_path):
-        return self.mnt / Path(store_path).name
-
-    def unmount(self):
-        if self.proc.poll() is None:
-            trovetest.run(["fusermount3", "-u", self.mnt], expect=None)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise trovetest.CommandError(f"trovefs did not exit\n{self.output()}")
-        assert self.proc.returncode == 0, self.output()
-
-
 @pytest.fixture
 def mount(server, tmp_path):
     """mount(url, *extra_args, cache_dir=None) -> Mount on a fresh directory
@@ -236,8 +198,8 @@ def mount(server, tmp_path):
     def make(url, *extra, cache_dir=None):
         mnt = tmp_path / f"mnt{len(mounts)}"
         mnt.mkdir()
-        m = Mount(url, server.token_file, mnt, cache_dir or tmp_path / f"cache{len(mounts)}",
-                  extra)
+        m = Mount(server, mnt, cache_dir or tmp_path / f"cache{len(mounts)}",
+                  ("--timeout", "5", *extra), url=url)
         mounts.append(m)
         return m
 

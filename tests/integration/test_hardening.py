@@ -18,17 +18,7 @@ import pytest
 
 import trovetest
 from trovetest import run
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: troved drops from root")
-
-
-def zstd_frame(data):
-    with tempfile.NamedTemporaryFile() as f:
-        f.write(data)
-        f.flush()
-        frame = run(["zstd", "-q", "-c", "--content-size", f.name]).stdout
-    assert frame[:4] == b"\x28\xb5\x2f\xfd"
-    return frame
+from test_server import zstd_frame
 
 
 def put_chunk(t, cache, data):
