@@ -26,7 +26,9 @@ int buf_reserve(struct buf *b, size_t extra) {
         size_t need, ncap;
         uint8_t *p;
 
-        if (ADD_OVERFLOW(b->len, extra, &need) || need > b->max)
+        /* need + 1 (the NUL) must not wrap either: a maximum of SIZE_MAX
+         * means "no limit" and must not make the capacity wrap to 0. */
+        if (ADD_OVERFLOW(b->len, extra, &need) || need > b->max || need == SIZE_MAX)
                 return -E2BIG;
         if (need + 1 <= b->cap)
                 return 0;
@@ -36,7 +38,7 @@ int buf_reserve(struct buf *b, size_t extra) {
                         return -E2BIG;
                 ncap *= 2;
         }
-        if (ncap > b->max + 1)
+        if (ncap - 1 > b->max)
                 ncap = b->max + 1;
         p = realloc(b->data, ncap);
         if (!p)

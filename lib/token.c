@@ -439,14 +439,16 @@ int token_decode_verify(const char *text, const void *secret, size_t secret_len,
                         goto out;
         }
 
+        /* The claims are any int64: the differences are computed without
+         * signed overflow (exp = INT64_MIN at a positive now would wrap). */
         if (now >= c->exp) {
-                r = trove_error_set(err, EKEYEXPIRED, "token expired %" PRId64 " seconds ago",
-                                    now - c->exp);
+                r = trove_error_set(err, EKEYEXPIRED, "token expired %" PRIu64 " seconds ago",
+                                    (uint64_t) now - (uint64_t) c->exp);
                 goto out;
         }
         if (c->has_nbf && now < c->nbf) {
-                r = trove_error_set(err, EKEYREJECTED, "token is not valid for another %" PRId64 " seconds",
-                                    c->nbf - now);
+                r = trove_error_set(err, EKEYREJECTED, "token is not valid for another %" PRIu64 " seconds",
+                                    (uint64_t) c->nbf - (uint64_t) now);
                 goto out;
         }
         *ret = TAKE_PTR(c);

@@ -30,6 +30,7 @@
 #include "client.h"
 #include "push.h"
 #include "trove.h"
+#include "trove/chunkbatch.h"
 #include "trove/chunkcodec.h"
 #include "trove/chunker.h"
 #include "trove/hash.h"
@@ -702,10 +703,10 @@ static void upload_done(struct pusher *p, struct upload_item *it, size_t flen, i
         it->data = NULL;
 }
 
-/* Appends one chunk as a batch record: [32-byte id][u32 LE length][frame]. */
+/* Compresses one chunk and appends it to the batch body (chunkbatch.h). */
 static int batch_append(struct buf *body, struct chunkcodec *codec, const struct upload_item *it, uint8_t *frame,
                         size_t cap, size_t *ret_flen, struct trove_error *err) {
-        uint8_t id[SHA256_DIGEST_LEN], le[4];
+        uint8_t id[SHA256_DIGEST_LEN];
         size_t flen;
         int r;
 
@@ -718,15 +719,7 @@ static int batch_append(struct buf *body, struct chunkcodec *codec, const struct
         r = chunkcodec_encode(codec, it->data, it->len, frame, cap, &flen);
         if (r < 0)
                 return r;
-        le[0] = (uint8_t) flen;
-        le[1] = (uint8_t) (flen >> 8);
-        le[2] = (uint8_t) (flen >> 16);
-        le[3] = (uint8_t) (flen >> 24);
-        r = buf_append(body, id, sizeof id);
-        if (r >= 0)
-                r = buf_append(body, le, sizeof le);
-        if (r >= 0)
-                r = buf_append(body, frame, flen);
+        r = chunkbatch_append(body, id, frame, flen);
         if (r >= 0)
                 *ret_flen = flen;
         return r;

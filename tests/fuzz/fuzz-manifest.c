@@ -4,10 +4,12 @@
  * why; whatever decodes must encode, and the encoding must decode to the
  * same manifest and encode to the same bytes (a manifest that changed when
  * re-encoded would make trovefs and troved disagree about a store path).
- * Lookups on what decoded must stay inside the tables.
+ * Lookups on what decoded must stay inside the tables. Inputs under reject/
+ * must be refused.
  */
 #include <stdio.h>
 
+#include "fuzz.h"
 #include "trove/manifest.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -59,6 +61,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (!err.msg[0])
                         abort();
                 return 0;
+        }
+        if (fuzz_must_reject()) {
+                fprintf(stderr, "a must-reject input decoded\n");
+                abort();
         }
         if (manifest_encode(&m, &text, &len) < 0) {
                 fprintf(stderr, "decoded manifest does not encode\n");

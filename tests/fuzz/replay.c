@@ -3,14 +3,19 @@
  * replay.c - runs a fuzz target over every file in the directories (or
  * files) named on the command line, so the saved corpus is replayed by the
  * normal test run without a fuzzer. A crash or sanitizer report fails it.
+ * Files below a folder named "reject" are replayed with
+ * fuzz_replay_must_reject set (fuzz.h).
  */
 #include <dirent.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
+#include "fuzz.h"
 #include "trove/common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+bool fuzz_replay_must_reject;
 
 static int replay_file(const char *path) {
         FILE *f = fopen(path, "rb");
@@ -60,7 +65,13 @@ static int replay_dir(const char *dir, unsigned *count) {
                 if (stat(path, &st) < 0)
                         continue;
                 if (S_ISDIR(st.st_mode)) {
-                        if (replay_dir(path, count) < 0) {
+                        bool outer = fuzz_replay_must_reject;
+                        int r;
+
+                        fuzz_replay_must_reject = outer || streq(de->d_name, "reject");
+                        r = replay_dir(path, count);
+                        fuzz_replay_must_reject = outer;
+                        if (r < 0) {
                                 closedir(d);
                                 return -1;
                         }

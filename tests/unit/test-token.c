@@ -364,6 +364,23 @@ static void test_claim_rules(void) {
                 token_claims_free(d);
                 free(t);
         }
+        /* Extreme times: the message's arithmetic must not overflow (a
+         * sanitizer build checks), and the verdicts stay right. */
+        {
+                char *t = craft("{\"alg\":\"HS256\"}", "{\"exp\":-9223372036854775808}", secret, sizeof secret);
+                d = NULL;
+                CHECK_RC(decode(t, secret, now, &d, &e), -EKEYEXPIRED);
+                CHECK(strstr(e.msg, "expired 9223372038554775808 seconds ago"));
+                CHECK_RC(decode(t, secret, INT64_MAX, &d, &e), -EKEYEXPIRED);
+                CHECK(d == NULL);
+                free(t);
+                t = craft("{\"alg\":\"HS256\"}", "{\"exp\":9223372036854775807,\"nbf\":9223372036854775807}",
+                          secret, sizeof secret);
+                CHECK_RC(decode(t, secret, INT64_MIN, &d, &e), -EKEYREJECTED);
+                CHECK(strstr(e.msg, "not valid for another 18446744073709551615 seconds"));
+                CHECK(d == NULL);
+                free(t);
+        }
 }
 
 static void test_patterns(void) {
