@@ -14,6 +14,7 @@
 #include "ingest.h"
 #include "storage.h"
 #include "usage.h"
+#include "trove/chunkbatch.h"
 #include "trove/chunkcodec.h"
 #include "trove/manifest.h"
 #include "trove/signing.h"
@@ -475,16 +476,10 @@ out:
  * then recorded, in one transaction. */
 #define API_BATCH_RECORDS_MAX 4096
 
-struct batch_rec {
-        const uint8_t *id;
-        const uint8_t *frame;
-        uint32_t len;
-};
-
 struct batch_store {
         struct troved *t;
         const struct db_chunk *rows;
-        const struct batch_rec *recs;
+        const struct chunkbatch_record *recs;
 };
 
 static int batch_ensure_stored(void *userdata, size_t i) {
@@ -494,7 +489,7 @@ static int batch_ensure_stored(void *userdata, size_t i) {
                 return r;
         if (r > 0)
                 return 0;
-        r = storage_put(b->t, b->rows[i].id, b->recs[i].frame, b->recs[i].len, 0, NULL);
+        r = storage_put(b->t, b->rows[i].id, b->recs[i].frame, b->recs[i].frame_len, 0, NULL);
         return r < 0 ? r : 0;
 }
 
@@ -504,36 +499,23 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
         struct buf stored = BUF_INIT(chunkcodec_bound(CHUNK_SIZE_MAX));
         _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
         _cleanup_json_ json_t *out = NULL;
-        struct batch_rec *recs = NULL, *fresh = NULL;
+        struct trove_error err = {};
+        struct chunkbatch_record *recs = NULL, *fresh = NULL;
         struct db_chunk *rows = NULL;
         uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
         bool *present = NULL;
         uint8_t *data = NULL;
-        size_t count = 0, n_fresh = 0, pos = 0;
+        size_t count = 0, n_fresh = 0;
         uint64_t dedup_bytes = 0, fresh_bytes = 0;
         int r;
 
         recs = calloc(API_BATCH_RECORDS_MAX, sizeof *recs);
         if (!recs)
                 return -ENOMEM;
-        while (pos < n) {
-                const uint8_t *p = (const uint8_t *) body + pos;
-                uint32_t len;
-                if (count == API_BATCH_RECORDS_MAX) {
-                        r = httpd_reply_error(req, 413, "more than %u chunks in one batch", API_BATCH_RECORDS_MAX);
-                        goto out;
-                }
-                if (n - pos < SHA256_DIGEST_LEN + 4) {
-                        r = httpd_reply_error(req, 400, "truncated record header at byte %zu", pos);
-                        goto out;
-                }
-                len = (uint32_t) p[32] | (uint32_t) p[33] << 8 | (uint32_t) p[34] << 16 | (uint32_t) p[35] << 24;
-                if (len == 0 || len > n - pos - SHA256_DIGEST_LEN - 4) {
-                        r = httpd_reply_error(req, 400, "bad frame length %" PRIu32 " at byte %zu", len, pos);
-                        goto out;
-                }
-                recs[count++] = (struct batch_rec){ p, p + SHA256_DIGEST_LEN + 4, len };
-                pos += SHA256_DIGEST_LEN + 4 + len;
+        r = chunkbatch_parse(body, n, recs, API_BATCH_RECORDS_MAX, &count, &err);
+        if (r < 0) {
+                r = httpd_reply_error(req, r == -E2BIG ? 413 : 400, "%s", err.msg);
+                goto out;
         }
         ids = calloc(count + 1, sizeof *ids);
         present = calloc(count + 1, sizeof *present);
@@ -558,7 +540,7 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
                 size_t len;
 
                 hex_encode(recs[i].id, SHA256_DIGEST_LEN, hex);
-                if (chunkcodec_frame_size(recs[i].frame, recs[i].len, &size) < 0) {
+                if (chunkcodec_frame_size(recs[i].frame, recs[i].frame_len, &size) < 0) {
                         r = httpd_reply_error(req, 400, "chunk %s: not a zstd frame with a declared size", hex);
                         goto out;
                 }
@@ -568,7 +550,7 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
                         goto out;
                 }
                 /* Every frame is checked, also those the server has. */
-                r = chunkcodec_decode(codec, recs[i].frame, recs[i].len, recs[i].id, API_CHUNK_MAX, data,
+                r = chunkcodec_decode(codec, recs[i].frame, recs[i].frame_len, recs[i].id, API_CHUNK_MAX, data,
                                       API_CHUNK_MAX, &len);
                 if (r < 0) {
                         r = httpd_reply_error(req, 400, "chunk %s does not match its id: %s", hex, strerror(-r));
@@ -578,12 +560,12 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
                         dedup_bytes += len;
                         continue;
                 }
-                r = storage_put(t, recs[i].id, recs[i].frame, recs[i].len, CHUNKSTORE_PUT_NOSYNC, &stored);
+                r = storage_put(t, recs[i].id, recs[i].frame, recs[i].frame_len, CHUNKSTORE_PUT_NOSYNC, &stored);
                 if (r < 0)
                         goto out;
                 fresh[n_fresh] = recs[i];
                 rows[n_fresh] = (struct db_chunk){ .length = (uint32_t) len,
-                                                   .stored_size = r > 0 ? (uint32_t) stored.len : recs[i].len };
+                                                   .stored_size = r > 0 ? (uint32_t) stored.len : recs[i].frame_len };
                 memcpy(rows[n_fresh].id, recs[i].id, SHA256_DIGEST_LEN);
                 n_fresh++;
                 fresh_bytes += len;

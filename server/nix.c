@@ -16,6 +16,7 @@
 #include "trove/chunkcodec.h"
 #include "trove/decompress.h"
 #include "trove/hash.h"
+#include "trove/httprange.h"
 #include "trove/narinfo.h"
 #include "trove/nix32.h"
 #include "trove/storepath.h"
@@ -167,48 +168,6 @@ static ssize_t nar_stream_read(void *ud, uint64_t pos, char *out, size_t max) {
         return (ssize_t) done;
 }
 
-/* Range: "bytes=A-B", "bytes=A-" or "bytes=-N"; one range only. */
-static int parse_range(const char *h, uint64_t size, uint64_t *ret_start, uint64_t *ret_end) {
-        uint64_t a = 0, b = 0;
-        bool has_a = false, has_b = false;
-        const char *p;
-
-        if (strncmp(h, "bytes=", 6) != 0)
-                return -EINVAL;
-        p = h + 6;
-        for (; *p >= '0' && *p <= '9'; p++) {
-                if (a > (UINT64_MAX - 9) / 10)
-                        return -EINVAL;
-                a = a * 10 + (uint64_t) (*p - '0');
-                has_a = true;
-        }
-        if (*p++ != '-')
-                return -EINVAL;
-        for (; *p >= '0' && *p <= '9'; p++) {
-                if (b > (UINT64_MAX - 9) / 10)
-                        return -EINVAL;
-                b = b * 10 + (uint64_t) (*p - '0');
-                has_b = true;
-        }
-        if (*p)
-                return -EINVAL; /* multiple ranges are not supported */
-        if (!has_a && !has_b)
-                return -EINVAL;
-        if (!has_a) {
-                if (b == 0)
-                        return -ERANGE;
-                a = b >= size ? 0 : size - b;
-                b = size - 1;
-        } else if (!has_b || b >= size) {
-                b = size - 1;
-        }
-        if (a >= size || a > b)
-                return -ERANGE;
-        *ret_start = a;
-        *ret_end = b;
-        return 0;
-}
-
 /* A NAR is served only if all the chunks the response covers are stored:
  * checked before the first byte, so a client never gets a truncated body
  * with a 200. A Range request checks only the chunks of its range. */
@@ -311,7 +270,7 @@ static int serve_nar(struct troved_request *rq) {
                 if (range && total > 0) {
                         char cr[96];
                         size_t ci = 0, lo = 0, hi = s->n_chunks;
-                        r = parse_range(range, total, &start, &end);
+                        r = httprange_parse(range, total, &start, &end);
                         if (r == -ERANGE) {
                                 snprintf(cr, sizeof cr, "bytes */%" PRIu64, total);
                                 httpd_add_header(req, "Content-Range", cr);

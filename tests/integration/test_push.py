@@ -285,7 +285,7 @@ def test_server_refuses_lying_pushes(server, client, test_closure, tmp_path):
     assert r.status == 400, r
     # The honest record alone is stored.
     r = server.request("POST", f"{api}/chunks", record(honest_id, zstd_frame(honest)), token=tok)
-    assert r.status == 200 and json.loads(r.body) == {"stored": 1, "present": 0}, r
+    assert r.status == 200 and json.loads(r.body) == {"accepted": 1}, r
     r = server.request("POST", f"{api}/missing-chunks", json.dumps({"chunks": [honest_id]}), token=tok)
     assert r.status == 200 and json.loads(r.body)["missing"] == [], r
 
