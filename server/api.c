@@ -66,6 +66,8 @@ int api_metrics(struct troved_request *rq) {
         COUNTER("paths_committed_total", "Store paths made visible.", paths_committed);
         COUNTER("chunk_store_operations_total", "Chunk store get/put calls.", store_ops);
         COUNTER("chunk_store_errors_total", "Chunk store calls that failed.", store_errors);
+        COUNTER("manifests_built_total", "Manifests built from the database (the rest came from memory).",
+                manifests_built);
         COUNTER("usage_queries_total", "Storage statistics computed (at most one per 30 s each).", usage_queries);
 #undef COUNTER
         buf_printf(&b,
@@ -827,6 +829,7 @@ static int manifest_text(struct troved_request *rq, char **ret, size_t *ret_len)
         r = manifest_encode(&m, &text, &len);
         if (r < 0)
                 goto out;
+        METRIC_ADD(t, manifests_built, 1);
         nicache_put(t->manifests, rq->cache.id, rq->hash, text, len);
         *ret = text;
         *ret_len = len;

@@ -53,6 +53,7 @@ struct troved_metrics {
         atomic_uint_fast64_t store_usec;        /* time spent in them */
         atomic_uint_fast64_t store_errors;
         atomic_uint_fast64_t usage_queries;     /* aggregate statistics computed */
+        atomic_uint_fast64_t manifests_built;   /* manifests encoded (not served from memory) */
 };
 
 struct troved {

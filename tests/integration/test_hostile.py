@@ -7,8 +7,16 @@ missing-chunks and chunk uploads; bodies read before the permission check;
 bytes past a fixed buffer in nix-cache-info; settings that stop GC for
 everyone; chunk objects overwritten by later uploads; a Range request that
 asks the chunk store about every chunk; aggregates any anonymous caller can
-run; connections without a per-client limit. The route table (server/
-routes.c) decides every request's permission and body cap before its body.
+run; connections without a per-client limit; a large listing parsed on
+every manifest GET. The route table (server/routes.c) decides every
+request's permission and body cap before its body.
+
+The attacks that need another setting live beside this file:
+test_hardening.py (troved running as root; the embedded PostgreSQL letting
+local users in), test_fs_trust.py (a man in the middle serving changed
+manifests to trovefs; a world-readable chunk cache), test_fs.py
+test_lookup_forget_race (trovefs dropping a path the kernel still holds),
+test_s3.py test_write_once (S3 objects are never replaced).
 """
 
 import hashlib
@@ -363,6 +371,21 @@ def test_aggregates_are_not_run_per_request(srv):
         assert t.get("/metrics").status == 200          # anonymous
         assert t.get(f"/_api/v1/caches/{c}").status == 200  # anonymous, public cache
     assert t.metrics()["trove_usage_queries_total"] - before <= 2
+
+
+def test_manifest_listing_is_not_parsed_per_request(srv):
+    t = srv
+    c = new_cache(t)
+    path, _ = put_synthetic(t, c, os.urandom(1000))
+    built = lambda: t.metrics()["trove_manifests_built_total"]
+    before = built()
+    first = t.get(f"/_api/v1/caches/{c}/manifests/{store_hash_part(path)}", token=t.admin)
+    expect_status(first, 200, "manifest GET", t)
+    for _ in range(20):
+        r = t.get(f"/_api/v1/caches/{c}/manifests/{store_hash_part(path)}", token=t.admin)
+        assert r.body == first.body
+        assert r.headers["trove-manifest-signature"] == first.headers["trove-manifest-signature"]
+    assert built() - before == 1, "the manifest was built again for a repeated GET"
 
 
 def test_connections_per_client_are_limited(srv):
