@@ -992,7 +992,7 @@ int db_chunk_claims_add(struct db *db, int64_t cache_id, const uint8_t (*ids)[SH
         /* A refreshed claim keeps the chunk's proof young for GC. */
         return q(&h, NULL,
                  "INSERT INTO chunk_claims (cache_id, chunk_id)"
-                 " SELECT $2::bigint, c.id FROM unnest(string_to_array($1, ',')) AS t(x)"
+                 " SELECT DISTINCT $2::bigint, c.id FROM unnest(string_to_array($1, ',')) AS t(x)"
                  " JOIN chunks c ON c.hash = decode(t.x, 'hex')"
                  " ON CONFLICT (cache_id, chunk_id) DO UPDATE SET created_at = now()",
                  2, p);

@@ -291,11 +291,6 @@ int main(int argc, char **argv) {
                 }
                 log_info("embedded PostgreSQL running in %s/pg", t.cfg.state_dir);
         }
-        r = db_open(pg ? pgembed_conninfo(pg) : t.cfg.database_url, t.cfg.db_pool_size, &t.db);
-        if (r < 0) {
-                log_error_errno(r, "cannot open the database: %s", strerror(-r));
-                goto out;
-        }
         if (t.cfg.storage)
                 snprintf(path, sizeof path, "%s", t.cfg.storage);
         else
@@ -334,6 +329,15 @@ int main(int argc, char **argv) {
                 r = drop_privileges(&as);
                 if (r < 0)
                         goto out;
+        }
+        /* After the drop: every database connection is the unprivileged
+         * user's (peer authentication sees that user), and one that this
+         * user cannot open fails here, not on some later request. */
+        r = db_open(pg ? pgembed_conninfo(pg) : t.cfg.database_url, t.cfg.db_pool_size, &t.db);
+        if (r < 0) {
+                log_error_errno(r, "cannot open the database%s%s: %s", as.drop ? " as user " : "",
+                                as.drop ? as.name : "", strerror(-r));
+                goto out;
         }
         r = httpd_server_start(&(struct httpd_server_config){ .listen = t.cfg.listen,
                                                             .listen_fd = listen_fd,

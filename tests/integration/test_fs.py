@@ -165,15 +165,15 @@ def server(test_closure, fs_bin, fs_prog):
 
 
 class Mount:
-    """trovefs in the foreground on mnt; url: another address of srv (a
-    proxy in front of it)."""
+    """trovefs in the foreground on mnt, mounting cache of srv; url: another
+    address of srv (a proxy in front of it)."""
 
-    def __init__(self, srv, mnt, cache_dir, extra=(), url=None):
+    def __init__(self, srv, mnt, cache_dir, extra=(), url=None, cache=CACHE):
         self.mnt = mnt
         self.cache_dir = cache_dir
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [trovetest.binary("trovefs"), "-f", "--server", url or srv.url, "--cache", CACHE,
+            [trovetest.binary("trovefs"), "-f", "--server", url or srv.url, "--cache", cache,
              "--token-file", srv.token_file, "--cache-dir", cache_dir, *extra, mnt],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30

@@ -199,7 +199,7 @@ def mount(server, tmp_path):
         mnt = tmp_path / f"mnt{len(mounts)}"
         mnt.mkdir()
         m = Mount(server, mnt, cache_dir or tmp_path / f"cache{len(mounts)}",
-                  ("--timeout", "5", *extra), url=url)
+                  ("--timeout", "5", *extra), url=url, cache=CACHE)
         mounts.append(m)
         return m
 

@@ -345,7 +345,9 @@ class PostgresCluster:
         if self.user:
             pw = pwd.getpwnam(self.user)
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-        os.chmod(self.dir, 0o700)
+        # Others may reach the socket (as in /run/postgresql: troved started
+        # as root connects as the user it drops to), not list the directory.
+        os.chmod(self.dir, 0o711)
 
     def _pg(self, prog, *args, expect=0, timeout=120):
         return run([PG_BIN / prog, *args], user=self.user, cwd=self.dir,
