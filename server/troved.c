@@ -125,8 +125,7 @@ static int handover_chunk_store(const char *root, const struct run_as *as) {
 /* Drops root for good: no supplementary groups, gid before uid (setgid
  * needs the privilege the setuid gives up), real, effective and saved ids
  * all changed, then checked, including that root cannot be regained.
- * glibc applies each call to every thread of the process (the HTTP
- * threads already run). */
+ * Called before any HTTP or database thread exists. */
 static int drop_privileges(const struct run_as *as) {
         uid_t ru, eu, su;
         gid_t rg, eg, sg;
