@@ -231,7 +231,9 @@ def test_dedup_on_the_wire(server, client, tmp_path):
     bytes1 = metric(server, "bytes_received_total")
     r = push(client, other, base, edited)
     assert "0 path(s) pushed" in r.stdout and "already in the cache" in r.stdout
-    assert metric(server, "bytes_received_total") == bytes1
+    # bytes_received_total counts every request body: here only the
+    # missing-paths question.
+    assert metric(server, "bytes_received_total") - bytes1 < 1024
     assert metric(server, "chunks_stored_total") == chunks0
 
 
