@@ -419,8 +419,8 @@ int jwks_verify(const struct jwks *k, const char *kid, enum jwt_alg alg, const v
                 for (size_t i = 0; i < k->n; i++)
                         if (k->keys[i].alg == alg) {
                                 if (key)
-                                        return trove_error_set(err, ENOKEY,
-                                                               "the token names no key (kid) and the issuer has several");
+                                        return trove_error_set(err, ENOKEY, "the token names no key (kid) "
+                                                               "and the issuer has several");
                                 key = &k->keys[i];
                         }
                 if (!key)

@@ -251,7 +251,8 @@ int oidc_jwt_parse(const char *text, size_t n, struct oidc_jwt **ret, struct tro
         if (r < 0)
                 return r;
         sig_b64 = n - (size_t) (d2 + 1 - text);
-        if (sig_b64 == 0 || sig_b64 > sodium_base64_ENCODED_LEN(JWKS_SIG_MAX, sodium_base64_VARIANT_URLSAFE_NO_PADDING) ||
+        if (sig_b64 == 0 ||
+            sig_b64 > sodium_base64_ENCODED_LEN(JWKS_SIG_MAX, sodium_base64_VARIANT_URLSAFE_NO_PADDING) ||
             b64url_decode(d2 + 1, sig_b64, j->sig, sizeof j->sig, &j->sig_len) < 0)
                 return trove_error_set(err, EINVAL, "the token's signature is not base64url of at most %d bytes",
                                        JWKS_SIG_MAX);

@@ -158,8 +158,8 @@ int oidckeys_verify(struct oidckeys *k, size_t issuer, const struct oidc_jwt *j,
         }
         if (!ki->keys) {
                 pthread_mutex_unlock(&ki->lock);
-                return trove_error_set(err, EAGAIN, "the keys of the token's issuer cannot be fetched (retrying in at most %u s)",
-                                       is->refetch_sec);
+                return trove_error_set(err, EAGAIN, "the keys of the token's issuer cannot be fetched "
+                                       "(retrying in at most %u s)", is->refetch_sec);
         }
         r = oidc_jwt_verify(j, ki->keys, err);
         pthread_mutex_unlock(&ki->lock);
