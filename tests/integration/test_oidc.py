@@ -115,6 +115,9 @@ def env(make_troved_module):
                 {"issuer": iss.url("gitlab"), "audiences": [AUD], "jwksRefetchSeconds": 0},
                 {"issuer": iss.url("github"), "audiences": ["other", AUD],
                  "jwksUri": iss.url("github") + "/keys.json"},
+                # Nobody listens there.
+                {"issuer": iss.url("down"), "audiences": [AUD],
+                 "jwksUri": f"http://127.0.0.1:{trovetest.free_tcp_port()}/keys.json"},
             ],
             "rules": [
                 {"issuer": iss.url("gitlab"), "claims": {"project_path": "team/*"},
@@ -287,6 +290,13 @@ def test_unknown_kid_refetch_is_bounded(env):
         expect_refused(server, tok, 401, "no key")
     assert fetches(base, "/github/keys.json") - before <= 1
     assert exchange(server, github_token(iss)).status == 200
+
+
+def test_unreachable_keys_are_503_without_token(env):
+    server, iss, _ = env
+    r = exchange(server, gitlab_token(iss, iss=iss.url("down")))
+    assert r.status == 503, r
+    assert r.text.startswith("error: ") and "fetched" in r.text and "eyJ" not in r.text, r
 
 
 def test_key_rotation_refetches_on_unknown_kid(env):
