@@ -15,7 +15,7 @@ static const char *const keys[] = {
         "listen",        "database-url",   "state-dir",      "storage",        "token-secret-file",
         "store-dir",     "chunk-min",      "chunk-avg",      "chunk-max",      "compression-level",
         "db-pool-size",  "max-nar-size",   "max-connections", "chunk-redirect", "log-level",
-        "max-connections-per-client", "idle-timeout", "user",
+        "max-connections-per-client", "idle-timeout", "user", "oidc-config",
 };
 
 void troved_config_defaults(struct troved_config *c) {
@@ -42,6 +42,7 @@ void troved_config_free(struct troved_config *c) {
         free(c->token_secret_file);
         free(c->store_dir);
         free(c->user);
+        free(c->oidc_config);
         *c = (struct troved_config){};
 }
 
@@ -70,6 +71,8 @@ static int set_key(struct troved_config *c, const char *key, const char *v, cons
                 r = set_str(&c->token_secret_file, v);
         else if (streq(key, "store-dir"))
                 r = set_str(&c->store_dir, v);
+        else if (streq(key, "oidc-config"))
+                r = *v ? set_str(&c->oidc_config, v) : -EINVAL;
         else if (streq(key, "user"))
                 r = *v && strlen(v) < 256 ? set_str(&c->user, v) : -EINVAL;
         else if (streq(key, "chunk-redirect"))
@@ -212,6 +215,8 @@ static void usage(FILE *f) {
                 "  --max-connections-per-client N   concurrent connections from one address (64)\n"
                 "  --idle-timeout SECONDS       close a connection idle this long, 1..3600 (60)\n"
                 "  --chunk-redirect BOOL        redirect chunk downloads to presigned S3 URLs (false)\n"
+                "  --oidc-config FILE           trusted CI issuers and rules of POST /_api/v1/token-exchange\n"
+                "                               (JSON, docs/oidc.md; none: no exchange)\n"
                 "  --log-level LEVEL            debug, info, warning, error (info)\n"
                 "  --user NAME                  started as root: the user to run as once the database,\n"
                 "                               the secret and the listening socket are set up (trove;\n"

@@ -19,6 +19,7 @@
 #include <stdio.h>
 
 #include "api.h"
+#include "exchange.h"
 #include "nix.h"
 #include "request.h"
 #include "troved.h"
@@ -53,6 +54,8 @@ static const struct route routes[] = {
         { "GET",    "/health",                                       ANYONE,   0,                       0,                         api_health, NULL },
         { "GET",    "/_api/v1/health",                               ANYONE,   0,                       0,                         api_health, NULL },
         { "GET",    "/metrics",                                      ANYONE,   0,                       0,                         api_metrics, NULL },
+        /* The CI job's ID token in the body is the credential (exchange.c). */
+        { "POST",   "/_api/v1/token-exchange",                       ANYONE,   0,                       EXCHANGE_BODY_MAX,         NULL, exchange_token },
         { "POST",   "/_api/v1/gc",                                   ON_ALL,   TOKEN_PERM_DESTROY,      0,                         api_gc, NULL },
         { "GET",    "/_api/v1/caches/{cache}",                       ON_CACHE, PULL,                    0,                         api_cache_get, NULL },
         { "POST",   "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CREATE,       API_CONFIG_BODY_MAX,       NULL, api_cache_create },

@@ -18,6 +18,7 @@
 #include "trove/pgembed.h"
 #include "trove/util.h"
 #include "troved.h"
+#include "exchange.h"
 #include "storage.h"
 #include "usage.h"
 
@@ -307,6 +308,8 @@ int main(int argc, char **argv) {
                         goto out;
         }
         r = load_secret(&t.cfg, &t.secret);
+        if (r >= 0)
+                r = exchange_setup(&t);
         if (r < 0)
                 goto out;
         r = nicache_new(16384, 10, (size_t) 64 << 20, &t.narinfos);
@@ -369,6 +372,7 @@ out:
         nicache_free(t.manifests);
         storage_memo_free(t.present);
         usage_memo_free(t.usage);
+        exchange_teardown(&t);
         chunkstore_free(t.store);
         db_close(t.db);
         if (pg) {

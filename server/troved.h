@@ -24,6 +24,7 @@ struct troved_config {
         char *token_secret_file;  /* NULL: <state_dir>/token-secret (made on first start) */
         char *store_dir;          /* default for new caches: /nix/store */
         char *user;               /* started as root: drop to it after start-up; NULL: "trove", "root": keep root */
+        char *oidc_config;        /* token exchange policy (JSON); NULL: no exchange */
         struct chunker_params chunking;
         int compression_level;
         unsigned db_pool_size;
@@ -67,6 +68,8 @@ struct troved {
         struct nicache *manifests;  /* encoded, signed manifests, bounded by bytes */
         struct storage_memo *present; /* chunk objects recently seen in the store */
         struct usage_memo *usage;   /* aggregate statistics, recomputed at most every few seconds */
+        struct oidcpolicy *oidc_policy; /* token exchange: trusted issuers and rules (NULL: off) */
+        struct oidckeys *oidc_keys;     /* their fetched key sets */
 };
 
 #define METRIC_ADD(t, field, n) atomic_fetch_add_explicit(&(t)->m.field, (n), memory_order_relaxed)

@@ -17,6 +17,7 @@ static void login_usage(FILE *f) {
         fprintf(f,
                 "usage: trove login [OPTIONS] NAME URL [TOKEN|-]\n"
                 "       trove login [OPTIONS] NAME URL --token-file FILE\n"
+                "       trove login [OPTIONS] --oidc-token-file FILE [NAME [URL]]\n"
                 "\n"
                 "Saves server NAME (base URL of a troved, e.g. https://cache.example.org) with an\n"
                 "access token in $XDG_CONFIG_HOME/trove/config.json (~/.config/trove/config.json),\n"
@@ -25,6 +26,10 @@ static void login_usage(FILE *f) {
                 "saved becomes the default one, used where a command takes [SERVER:]CACHE.\n"
                 "\n"
                 "  --token-file FILE  store a reference to FILE instead of the token itself\n"
+                "  --oidc-token-file FILE  exchange the CI job's OpenID Connect ID token in FILE\n"
+                "                     ('-': standard input) for a trove token (POST /_api/v1/token-exchange)\n"
+                "                     and save that; without URL, NAME (or the default server) must be\n"
+                "                     saved already\n"
                 "  --default          make NAME the default server\n"
                 "  --no-check         save without asking the server\n"
                 "  -h, --help         this text\n"
@@ -68,18 +73,60 @@ static int check_token(const char *url, const char *token, struct trove_error *e
         return 0;
 }
 
+/* Trades a CI job's ID token for a trove token at url. */
+static int exchange_id_token(const char *url, const char *id_token, char **ret, struct trove_error *err) {
+        _cleanup_(http_client_freep) struct http_client *hc = NULL;
+        struct http_client_options ho = { .connect_timeout_ms = 10000, .total_timeout_ms = 30000 };
+        struct remote rm = { .url = (char *) url };
+        _cleanup_free_ char *body = NULL;
+        json_t *req, *resp = NULL;
+        const char *tok;
+        long status;
+        int r;
+
+        req = json_pack("{s:s}", "token", id_token);
+        body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+        json_decref(req);
+        if (!body)
+                return trove_error_set(err, ENOMEM, "out of memory");
+        r = http_client_new(&ho, &hc);
+        if (r < 0)
+                return trove_error_set(err, r, "cannot make an HTTP client");
+        r = api_call(hc, &rm, "POST", "/_api/v1/token-exchange", NULL, body, strlen(body), 2, &status, &resp, err);
+        explicit_bzero(body, strlen(body));
+        if (r < 0)
+                return r;
+        if (status != 200) {
+                char msg[TROVE_ERRMSG_MAX];
+                memcpy(msg, err->msg, sizeof msg);
+                json_decref(resp);
+                return trove_error_set(err, EACCES, "the server refused the ID token (HTTP %ld: %s)", status, msg);
+        }
+        tok = json_string_value(json_object_get(resp, "token"));
+        if (!tok || !tok[0] || strpbrk(tok, " \t\r\n")) {
+                json_decref(resp);
+                return trove_error_set(err, EPROTO, "the server's answer holds no token");
+        }
+        *ret = strdup(tok);
+        json_decref(resp);
+        return *ret ? 0 : trove_error_set(err, ENOMEM, "out of memory");
+}
+
 int cmd_login(int argc, char **argv) {
         static const struct option opts[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "token-file", required_argument, NULL, 'f' },
+                { "oidc-token-file", required_argument, NULL, 'o' },
                 { "default", no_argument, NULL, 'd' },
                 { "no-check", no_argument, NULL, 'n' },
                 {}
         };
-        _cleanup_free_ char *token = NULL, *token_file = NULL;
+        _cleanup_free_ char *token = NULL, *token_file = NULL, *oidc_url = NULL;
+        const char *oidc_file = NULL;
         struct trove_error err = {};
         json_t *cfg = NULL, *servers, *srv;
         bool make_default = false, check = true;
+        char oidc_name[CLIENT_NAME_MAX + 1];
         const char *name, *url;
         int c, r, ret = 1;
 
@@ -95,17 +142,44 @@ int cmd_login(int argc, char **argv) {
                                 return 1;
                         }
                         break;
+                case 'o': oidc_file = optarg; break;
                 case 'd': make_default = true; break;
                 case 'n': check = false; break;
                 default: login_usage(stderr); return 2;
                 }
         }
-        if (argc - optind < 2 || argc - optind > 3 || (token_file && argc - optind == 3)) {
-                login_usage(stderr);
-                return 2;
+        if (oidc_file) {
+                struct remote known = {};
+                if (token_file || argc - optind > 2) {
+                        login_usage(stderr);
+                        return 2;
+                }
+                if (argc - optind < 2) {
+                        /* A server saved before (e.g. by the runner's set-up). */
+                        r = remote_lookup(argc - optind == 1 ? argv[optind] : NULL, &known, &err);
+                        if (r < 0) {
+                                log_error("%s", err.msg);
+                                return 1;
+                        }
+                        oidc_url = strdup(known.url);
+                        snprintf(oidc_name, sizeof oidc_name, "%s", known.name);
+                        remote_done(&known);
+                        if (!oidc_url)
+                                return 1;
+                        name = oidc_name;
+                        url = oidc_url;
+                } else {
+                        name = argv[optind];
+                        url = argv[optind + 1];
+                }
+        } else {
+                if (argc - optind < 2 || argc - optind > 3 || (token_file && argc - optind == 3)) {
+                        login_usage(stderr);
+                        return 2;
+                }
+                name = argv[optind];
+                url = argv[optind + 1];
         }
-        name = argv[optind];
-        url = argv[optind + 1];
         if (!cache_name_is_valid(name) || strlen(name) > CLIENT_NAME_MAX || strchr(name, ':')) {
                 log_error("bad server name '%s' (1..64 of A-Z a-z 0-9 . _ -)", name);
                 return 2;
@@ -114,7 +188,28 @@ int cmd_login(int argc, char **argv) {
                 log_error("URL must start with http:// or https://: %s", url);
                 return 2;
         }
-        if (argc - optind == 3) {
+        if (oidc_file) {
+                _cleanup_free_ char *id_token = NULL, *u = strdup(url);
+                size_t ul;
+                if (!u)
+                        return 1;
+                for (ul = strlen(u); ul > 0 && u[ul - 1] == '/';)
+                        u[--ul] = 0;
+                r = read_small_file(oidc_file, TOKEN_INPUT_MAX, &id_token);
+                if (r < 0)
+                        return log_error_errno(r, "reading %s: %s", oidc_file, strerror(-r)), 1;
+                if (!id_token[0] || strpbrk(id_token, " \t\r\n")) {
+                        log_error("the ID token in %s is empty or contains whitespace", oidc_file);
+                        return 1;
+                }
+                r = exchange_id_token(u, id_token, &token, &err);
+                explicit_bzero(id_token, strlen(id_token));
+                if (r < 0) {
+                        log_error("login to %s failed: %s", u, err.msg[0] ? err.msg : strerror(-r));
+                        return 1;
+                }
+                memset(&err, 0, sizeof err);
+        } else if (argc - optind == 3) {
                 if (streq(argv[optind + 2], "-")) {
                         r = read_small_file("-", TOKEN_INPUT_MAX, &token);
                         if (r < 0)
