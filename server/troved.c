@@ -19,6 +19,7 @@
 #include "trove/util.h"
 #include "troved.h"
 #include "storage.h"
+#include "upstream.h"
 #include "usage.h"
 
 static int log_oom(void) {
@@ -316,6 +317,8 @@ int main(int argc, char **argv) {
                 r = storage_memo_new(&t.present);
         if (r >= 0)
                 r = usage_memo_new(&t.usage);
+        if (r >= 0)
+                r = upstream_new(&t.upstream);
         if (r < 0)
                 goto out;
 
@@ -369,6 +372,7 @@ out:
         nicache_free(t.manifests);
         storage_memo_free(t.present);
         usage_memo_free(t.usage);
+        upstream_free(t.upstream);
         chunkstore_free(t.store);
         db_close(t.db);
         if (pg) {
