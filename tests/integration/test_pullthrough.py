@@ -407,3 +407,23 @@ def test_miss_is_remembered(up):
     assert r.status == 200, r
     assert s.narinfo(name, p["remembered"]) is not None
     assert s.get(f"/{name}/{h}.ls", token=s.admin).status == 200
+
+
+def test_silent_upstream_times_out(up):
+    """An upstream that accepts connections and never answers costs at most
+    upstream-timeout (5 s here), then 504; the error is not remembered."""
+    s, p = up["server"], up["paths"]
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # never accepted: the kernel completes handshakes, nobody answers
+    try:
+        name, _ = make_cache(up, [f"http://127.0.0.1:{silent.getsockname()[1]}/x"])
+        h = store_hash_part(p["solo"])
+        t0 = time.monotonic()
+        expect_refused(up, name, h, 504, r"narinfo request failed: Connection timed out")
+        assert 4 <= time.monotonic() - t0 < 20
+        t0 = time.monotonic()
+        assert s.get(f"/{name}/{h}.narinfo", token=s.admin).status == 504
+        assert time.monotonic() - t0 >= 4
+    finally:
+        silent.close()
