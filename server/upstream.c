@@ -396,7 +396,7 @@ out:
 }
 
 /* Asks each upstream in turn: 1 hit, 0 miss everywhere, or the first
- * upstream's error when none had it. */
+ * upstream's error when none had it; 2 if the cache has the path already. */
 static int pull(struct troved *t, const struct db_cache *cache, const char *hash) {
         struct signing_public keys[UPSTREAM_KEYS_MAX];
         struct pull pl = { .t = t, .cache = cache, .hash = hash, .keys = keys };
@@ -406,11 +406,12 @@ static int pull(struct troved *t, const struct db_cache *cache, const char *hash
 
         /* The path may have arrived while this pull waited for its slot. */
         r = db_path_get(t->db, cache->id, hash, &p);
-        if (r != 0) {
-                if (r > 0)
-                        db_path_free(&p);
-                return r;
+        if (r > 0) {
+                db_path_free(&p);
+                return 2;
         }
+        if (r < 0)
+                return r;
         /* Bare key names cannot verify anything; the API refuses them for a
          * cache with upstreams, and they are skipped here. */
         s = cache->upstream_keys;
@@ -503,7 +504,7 @@ static int pull_once(struct troved *t, const struct db_cache *cache, const char 
         t0 = now_usec();
         r = pull(t, cache, hash);
         METRIC_ADD(t, upstream_usec, now_usec() - t0);
-        if (r > 0)
+        if (r == 1)
                 METRIC_ADD(t, upstream_hits, 1);
         else if (r == 0)
                 METRIC_ADD(t, upstream_misses, 1);
