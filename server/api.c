@@ -13,6 +13,7 @@
 #include "gc.h"
 #include "ingest.h"
 #include "storage.h"
+#include "upstream.h"
 #include "usage.h"
 #include "trove/chunkbatch.h"
 #include "trove/chunkcodec.h"
@@ -69,11 +70,21 @@ int api_metrics(struct troved_request *rq) {
         COUNTER("manifests_built_total", "Manifests built from the database (the rest came from memory).",
                 manifests_built);
         COUNTER("usage_queries_total", "Storage statistics computed (at most one per 30 s each).", usage_queries);
+        COUNTER("upstream_requests_total", "HTTP requests to upstream caches (narinfos and NARs).", upstream_requests);
+        COUNTER("upstream_hits_total", "Paths pulled from an upstream cache.", upstream_hits);
+        COUNTER("upstream_misses_total", "Pulls that no upstream could answer with a valid path (incl. remembered misses).",
+                upstream_misses);
+        COUNTER("upstream_bytes_total", "Bytes downloaded from upstream caches.", upstream_bytes);
+        COUNTER("upstream_errors_total", "Pulls that failed because an upstream failed or timed out.", upstream_errors);
 #undef COUNTER
         buf_printf(&b,
                    "# HELP trove_chunk_store_seconds_total Time spent in chunk store calls.\n"
                    "# TYPE trove_chunk_store_seconds_total counter\ntrove_chunk_store_seconds_total %.6f\n",
                    (double) atomic_load(&t->m.store_usec) / 1e6);
+        buf_printf(&b,
+                   "# HELP trove_upstream_seconds_total Time spent pulling from upstream caches.\n"
+                   "# TYPE trove_upstream_seconds_total counter\ntrove_upstream_seconds_total %.6f\n",
+                   (double) atomic_load(&t->m.upstream_usec) / 1e6);
         db_pool_usage(t->db, &busy, &total, &waits);
         buf_printf(&b,
                    "# HELP trove_db_pool_connections_in_use Database connections in use.\n"
@@ -123,15 +134,31 @@ static json_t *cache_json(struct troved *t, const struct db_cache *c, bool with_
                       "upstreamKeys", c->upstream_keys, "retentionSeconds", (json_int_t) c->retention_sec,
                       "chunking", "min", (json_int_t) t->cfg.chunking.min_size, "avg",
                       (json_int_t) t->cfg.chunking.avg_size, "max", (json_int_t) t->cfg.chunking.max_size);
+        if (j) {
+                json_t *ups = json_array();
+                const char *u = c->upstreams ? c->upstreams : "";
+                while (ups && *u) {
+                        size_t n = strcspn(u, "\n");
+                        if (n > 0)
+                                json_array_append_new(ups, json_stringn(u, n));
+                        u += n;
+                        u += strspn(u, "\n");
+                }
+                json_object_set_new(j, "upstreams", ups ? ups : json_null());
+        }
         if (j && with_stats) {
                 struct db_cache_stats s;
                 if (usage_cache(t, c->id, &s) >= 0)
                         json_object_set_new(
                                 j, "usage",
-                                json_pack("{s:I, s:I, s:I, s:I, s:f}", "paths", (json_int_t) s.paths, "narBytes",
-                                          (json_int_t) s.nar_bytes, "storedBytes", (json_int_t) s.stored_bytes,
-                                          "chunks", (json_int_t) s.chunks, "dedupRatio",
-                                          s.stored_bytes ? (double) s.nar_bytes / (double) s.stored_bytes : 0.0));
+                                json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:I}", "paths", (json_int_t) s.paths,
+                                          "narBytes", (json_int_t) s.nar_bytes, "storedBytes",
+                                          (json_int_t) s.stored_bytes, "chunks", (json_int_t) s.chunks,
+                                          "dedupRatio",
+                                          s.stored_bytes ? (double) s.nar_bytes / (double) s.stored_bytes : 0.0,
+                                          "pushedPaths", (json_int_t) (s.paths - s.pulled_paths), "pulledPaths",
+                                          (json_int_t) s.pulled_paths, "pulledNarBytes",
+                                          (json_int_t) s.pulled_nar_bytes));
         }
         return j;
 }
@@ -168,6 +195,66 @@ static int cache_apply_config(struct httpd_request *req, json_t *body, struct db
                 c->upstream_keys = strdup(s);
                 if (!c->upstream_keys)
                         return -ENOMEM;
+        }
+        if ((v = json_object_get(body, "upstreams"))) {
+                struct buf b = BUF_INIT((size_t) UPSTREAMS_MAX * (UPSTREAM_URL_MAX + 1) + 1);
+                size_t i;
+                json_t *e;
+                char *joined;
+                int r = 0;
+
+                if (!json_is_null(v) && (!json_is_array(v) || json_array_size(v) > UPSTREAMS_MAX))
+                        return httpd_reply_error(req, 400, "'upstreams' must be a list of at most %d URLs",
+                                                 UPSTREAMS_MAX),
+                               -EINVAL;
+                json_array_foreach(v, i, e) {
+                        const char *u = json_string_value(e);
+                        if (!u || !upstream_url_valid(u)) {
+                                buf_free(&b);
+                                return httpd_reply_error(req, 400,
+                                                         "upstreams[%zu] must be an http:// or https:// URL of at "
+                                                         "most %d printable characters, without query or fragment",
+                                                         i, UPSTREAM_URL_MAX),
+                                       -EINVAL;
+                        }
+                        r = buf_printf(&b, "%s%s", i ? "\n" : "", u);
+                        if (r < 0)
+                                break;
+                }
+                if (r >= 0)
+                        r = buf_append(&b, "", 1);
+                if (r < 0) {
+                        buf_free(&b);
+                        return r;
+                }
+                joined = (char *) b.data;
+                free(c->upstreams);
+                c->upstreams = joined;
+        }
+        /* Upstream narinfos are verified with these keys: a bare key name
+         * (enough for `trove push` to skip a path) cannot verify anything. */
+        if (c->upstreams && c->upstreams[0]) {
+                const char *s = c->upstream_keys ? c->upstream_keys : "";
+                size_t n_keys = 0;
+                while (*s) {
+                        size_t n = strcspn(s, " ");
+                        char word[SIGNING_PUBLIC_TEXT_MAX];
+                        struct signing_public pk;
+                        if (n >= sizeof word || (memcpy(word, s, n), word[n] = 0, signing_public_parse(word, &pk) < 0))
+                                return httpd_reply_error(req, 400,
+                                                         "a cache with upstreams needs public keys (name:base64) in "
+                                                         "'upstreamKeys'; '%.*s' is not one",
+                                                         (int) MIN(n, (size_t) 200), s),
+                                       -EINVAL;
+                        n_keys++;
+                        s += n;
+                        s += strspn(s, " ");
+                }
+                if (n_keys == 0)
+                        return httpd_reply_error(req, 400,
+                                                 "a cache with upstreams needs the public keys (name:base64) their "
+                                                 "narinfos are signed with in 'upstreamKeys'"),
+                               -EINVAL;
         }
         return 0;
 }
@@ -298,6 +385,7 @@ int api_cache_configure(struct troved_request *rq, const void *body, size_t n) {
         r = cache_apply_config(req, j, &rq->cache);
         if (r >= 0) {
                 r = db_cache_update(rq->t->db, &rq->cache);
+                upstream_forget(rq->t->upstream, rq->cache.id);
                 nicache_forget(rq->t->narinfos, rq->cache.id, NULL);
                 nicache_forget(rq->t->manifests, rq->cache.id, NULL);
         }
@@ -797,7 +885,7 @@ static int manifest_text(struct troved_request *rq, char **ret, size_t *ret_len)
                 return 1;
         }
         *ret = NULL;
-        r = db_path_get(t->db, rq->cache.id, rq->hash, &p);
+        r = upstream_path_get(t, rq->http, &rq->cache, rq->hash, &p);
         if (r <= 0)
                 return r;
         r = commit_narinfo(&rq->cache, &p, &m.info);

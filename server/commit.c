@@ -110,15 +110,15 @@ static int join_sigs(char *const *sigs, size_t n, char **ret) {
         return r;
 }
 
-int commit_path(struct troved *t, struct httpd_request *req, const struct db_cache *cache,
-                const struct narinfo *ni, int64_t nar_id) {
-        struct db_path p = {};
+int commit_insert(struct troved *t, const struct db_cache *cache, const struct narinfo *ni, int64_t nar_id,
+                  bool pulled) {
+        struct db_path p = { .pulled = pulled };
         struct storepath sp;
         int r;
 
         r = storepath_parse(cache->store_dir, ni->store_path, &sp);
         if (r < 0)
-                return httpd_reply_error(req, 400, "bad store path '%s'", ni->store_path);
+                return -EINVAL;
         p.store_path = ni->store_path;
         p.deriver = ni->deriver;
         p.ca = ni->ca;
@@ -133,9 +133,6 @@ int commit_path(struct troved *t, struct httpd_request *req, const struct db_cac
         r = db_path_insert(t->db, cache->id, sp.hash, &p, nar_id);
         free(p.references);
         free(p.sigs);
-        if (r == -EEXIST)
-                return httpd_reply_error(req, 409, "%s is already in cache '%s' with different contents",
-                                        ni->store_path, cache->name);
         if (r < 0)
                 return r;
         /* New signatures may have been merged into an existing row. */
@@ -143,6 +140,16 @@ int commit_path(struct troved *t, struct httpd_request *req, const struct db_cac
         nicache_forget(t->manifests, cache->id, sp.hash);
         if (r > 0)
                 METRIC_ADD(t, paths_committed, 1);
-        return 0;
+        return r;
 }
 
+int commit_path(struct troved *t, struct httpd_request *req, const struct db_cache *cache,
+                const struct narinfo *ni, int64_t nar_id) {
+        int r = commit_insert(t, cache, ni, nar_id, false);
+        if (r == -EINVAL)
+                return httpd_reply_error(req, 400, "bad store path '%s'", ni->store_path);
+        if (r == -EEXIST)
+                return httpd_reply_error(req, 409, "%s is already in cache '%s' with different contents",
+                                        ni->store_path, cache->name);
+        return r < 0 ? r : 0;
+}

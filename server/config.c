@@ -15,7 +15,8 @@ static const char *const keys[] = {
         "listen",        "database-url",   "state-dir",      "storage",        "token-secret-file",
         "store-dir",     "chunk-min",      "chunk-avg",      "chunk-max",      "compression-level",
         "db-pool-size",  "max-nar-size",   "max-connections", "chunk-redirect", "log-level",
-        "max-connections-per-client", "idle-timeout", "user", "oidc-config",
+        "max-connections-per-client", "idle-timeout", "user", "oidc-config", "upstream-timeout",
+        "upstream-negative-ttl",
 };
 
 void troved_config_defaults(struct troved_config *c) {
@@ -30,6 +31,8 @@ void troved_config_defaults(struct troved_config *c) {
         c->max_connections = 1024;
         c->max_connections_per_client = 64;
         c->idle_timeout_sec = 60;
+        c->upstream_timeout_sec = 30;
+        c->upstream_negative_ttl_sec = 3600;
         c->log_level = TROVE_LOG_INFO;
 }
 
@@ -128,6 +131,16 @@ static int set_key(struct troved_config *c, const char *key, const char *v, cons
                                 r = -ERANGE;
                         else
                                 c->idle_timeout_sec = (unsigned) n;
+                } else if (streq(key, "upstream-timeout")) {
+                        if (n < 1 || n > 3600)
+                                r = -ERANGE;
+                        else
+                                c->upstream_timeout_sec = (unsigned) n;
+                } else if (streq(key, "upstream-negative-ttl")) {
+                        if (n > 30 * 86400)
+                                r = -ERANGE;
+                        else
+                                c->upstream_negative_ttl_sec = (unsigned) n;
                 } else
                         return log_error_errno(EINVAL, "%s: unknown setting '%s'", where, key);
         }
@@ -214,6 +227,9 @@ static void usage(FILE *f) {
                 "  --max-connections N          concurrent HTTP connections (1024)\n"
                 "  --max-connections-per-client N   concurrent connections from one address (64)\n"
                 "  --idle-timeout SECONDS       close a connection idle this long, 1..3600 (60)\n"
+                "  --upstream-timeout SECONDS   bound on an upstream cache's narinfo answer, 1..3600 (30);\n"
+                "                               a NAR download may take this plus 1 s per 256 KiB\n"
+                "  --upstream-negative-ttl SECONDS  how long an upstream miss is remembered, 0..2592000 (3600)\n"
                 "  --chunk-redirect BOOL        redirect chunk downloads to presigned S3 URLs (false)\n"
                 "  --oidc-config FILE           trusted CI issuers and rules of POST /_api/v1/token-exchange\n"
                 "                               (JSON, docs/oidc.md; none: no exchange)\n"

@@ -114,6 +114,11 @@ static const char *const migrations[] = {
         "  created_at timestamptz NOT NULL DEFAULT now(),"
         "  PRIMARY KEY (cache_id, chunk_id));"
         "CREATE INDEX chunk_claims_chunk ON chunk_claims (chunk_id);",
+        /* 4: pull-through. A cache's upstream binary caches (newline-separated
+         * URLs, asked in order), and which paths came from one rather than
+         * from a push (a retention policy may drop those first). */
+        "ALTER TABLE caches ADD COLUMN upstreams text NOT NULL DEFAULT '';"
+        "ALTER TABLE paths ADD COLUMN pulled boolean NOT NULL DEFAULT false;",
 };
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(PGresult *, PQclear);
@@ -509,6 +514,7 @@ void db_cache_free(struct db_cache *c) {
                 free(c->secret_key);
         }
         free(c->upstream_keys);
+        free(c->upstreams);
         *c = (struct db_cache){};
 }
 
@@ -518,7 +524,8 @@ static int cache_copy(const struct db_cache *src, struct db_cache *ret) {
         c.store_dir = strdup(src->store_dir);
         c.secret_key = strdup(src->secret_key);
         c.upstream_keys = strdup(src->upstream_keys);
-        if (!c.name || !c.store_dir || !c.secret_key || !c.upstream_keys) {
+        c.upstreams = strdup(src->upstreams ? src->upstreams : "");
+        if (!c.name || !c.store_dir || !c.secret_key || !c.upstream_keys || !c.upstreams) {
                 db_cache_free(&c);
                 return -ENOMEM;
         }
@@ -546,8 +553,8 @@ static int cache_row_get(struct db *db, const char *name, struct db_cache *ret) 
         if (r < 0)
                 return r;
         r = q(&h, &res,
-              "SELECT id, name, is_public, priority, store_dir, secret_key, upstream_keys, retention_sec"
-              " FROM caches WHERE name = $1",
+              "SELECT id, name, is_public, priority, store_dir, secret_key, upstream_keys, retention_sec,"
+              " upstreams FROM caches WHERE name = $1",
               1, p);
         if (r < 0)
                 return r;
@@ -563,7 +570,8 @@ static int cache_row_get(struct db *db, const char *name, struct db_cache *ret) 
         c.store_dir = strdup(PQgetvalue(res, 0, 4));
         c.secret_key = strdup(PQgetvalue(res, 0, 5));
         c.upstream_keys = strdup(PQgetvalue(res, 0, 6));
-        if (!c.name || !c.store_dir || !c.secret_key || !c.upstream_keys) {
+        c.upstreams = strdup(PQgetvalue(res, 0, 8));
+        if (!c.name || !c.store_dir || !c.secret_key || !c.upstream_keys || !c.upstreams) {
                 db_cache_free(&c);
                 return -ENOMEM;
         }
@@ -616,14 +624,14 @@ int db_cache_create(struct db *db, const struct db_cache *c, int64_t *ret_id) {
         snprintf(prio, sizeof prio, "%d", c->priority);
         snprintf(ret_s, sizeof ret_s, "%" PRId64, c->retention_sec);
         const char *p[] = { c->name, c->is_public ? "t" : "f", prio, c->store_dir, c->secret_key,
-                            c->upstream_keys ? c->upstream_keys : "", ret_s };
+                            c->upstream_keys ? c->upstream_keys : "", ret_s, c->upstreams ? c->upstreams : "" };
         r = db_get(db, &h);
         if (r < 0)
                 return r;
         r = q(&h, &res,
               "INSERT INTO caches (name, is_public, priority, store_dir, secret_key, upstream_keys,"
-              " retention_sec) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-              7, p);
+              " retention_sec, upstreams) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+              8, p);
         if (r < 0)
                 return r;
         if (ret_id)
@@ -641,14 +649,14 @@ int db_cache_update(struct db *db, const struct db_cache *c) {
         snprintf(ret_s, sizeof ret_s, "%" PRId64, c->retention_sec);
         snprintf(id, sizeof id, "%" PRId64, c->id);
         const char *p[] = { id, c->is_public ? "t" : "f", prio, c->upstream_keys ? c->upstream_keys : "",
-                            ret_s };
+                            ret_s, c->upstreams ? c->upstreams : "" };
         r = db_get(db, &h);
         if (r < 0)
                 return r;
         r = q(&h, &res,
-              "UPDATE caches SET is_public = $2, priority = $3, upstream_keys = $4, retention_sec = $5"
-              " WHERE id = $1",
-              5, p);
+              "UPDATE caches SET is_public = $2, priority = $3, upstream_keys = $4, retention_sec = $5,"
+              " upstreams = $6 WHERE id = $1",
+              6, p);
         cache_forget(db, c->name);
         if (r < 0)
                 return r;
@@ -687,14 +695,18 @@ int db_cache_stats(struct db *db, int64_t cache_id, struct db_cache_stats *ret) 
               "SELECT (SELECT count(*) FROM paths WHERE cache_id = $1),"
               " (SELECT coalesce(sum(n.nar_size), 0) FROM paths p JOIN nars n ON n.id = p.nar_id"
               "  WHERE p.cache_id = $1),"
-              " count(*), coalesce(sum(c.stored_size), 0)"
+              " count(*), coalesce(sum(c.stored_size), 0),"
+              " (SELECT count(*) FROM paths WHERE cache_id = $1 AND pulled),"
+              " (SELECT coalesce(sum(n.nar_size), 0) FROM paths p JOIN nars n ON n.id = p.nar_id"
+              "  WHERE p.cache_id = $1 AND p.pulled)"
               " FROM chunks c WHERE c.id IN (SELECT nc.chunk_id FROM nar_chunks nc"
               "  JOIN paths p ON p.nar_id = nc.nar_id WHERE p.cache_id = $1)",
               1, p);
         if (r < 0)
                 return r;
         if (get_u64(res, 0, 0, &s.paths) < 0 || get_u64(res, 0, 1, &s.nar_bytes) < 0 ||
-            get_u64(res, 0, 2, &s.chunks) < 0 || get_u64(res, 0, 3, &s.stored_bytes) < 0)
+            get_u64(res, 0, 2, &s.chunks) < 0 || get_u64(res, 0, 3, &s.stored_bytes) < 0 ||
+            get_u64(res, 0, 4, &s.pulled_paths) < 0 || get_u64(res, 0, 5, &s.pulled_nar_bytes) < 0)
                 return -EIO;
         *ret = s;
         return 0;
@@ -1347,22 +1359,23 @@ int db_path_insert(struct db *db, int64_t cache_id, const char *hash_part, const
         snprintf(cid, sizeof cid, "%" PRId64, cache_id);
         snprintf(nid, sizeof nid, "%" PRId64, nar_id);
         const char *p[] = { cid, hash_part, path->store_path, nid, path->references ? path->references : "",
-                            path->deriver, path->sigs ? path->sigs : "", path->ca };
+                            path->deriver, path->sigs ? path->sigs : "", path->ca, path->pulled ? "t" : "f" };
         r = db_get(db, &h);
         if (r < 0)
                 return r;
         /* An existing row wins (it is complete); only signatures it lacks
-         * are added, so re-pushing with another signature keeps both. */
+         * are added, so re-pushing with another signature keeps both. A
+         * pulled path that is then pushed counts as pushed. */
         r = q(&h, &res,
-              "INSERT INTO paths (cache_id, hash_part, store_path, nar_id, refs, deriver, sigs, ca)"
-              " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+              "INSERT INTO paths (cache_id, hash_part, store_path, nar_id, refs, deriver, sigs, ca, pulled)"
+              " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
               " ON CONFLICT (cache_id, hash_part) DO UPDATE SET sigs ="
               "  (SELECT coalesce(string_agg(s, E'\\n' ORDER BY s), '') FROM (SELECT DISTINCT s FROM"
               "   unnest(string_to_array(paths.sigs, E'\\n') || string_to_array(EXCLUDED.sigs, E'\\n')) s"
-              "   WHERE s <> '') AS x)"
+              "   WHERE s <> '') AS x), pulled = paths.pulled AND EXCLUDED.pulled"
               "  WHERE paths.nar_id = EXCLUDED.nar_id"
               " RETURNING (xmax = 0)",
-              8, p);
+              9, p);
         if (r < 0)
                 return r;
         if (PQntuples(res) == 0)

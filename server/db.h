@@ -41,7 +41,8 @@ struct db_cache {
         int priority;
         char *store_dir;
         char *secret_key;        /* "name:base64" */
-        char *upstream_keys;     /* space-separated public key names (may be "") */
+        char *upstream_keys;     /* space-separated key names or "name:base64" public keys (may be "") */
+        char *upstreams;         /* newline-separated upstream cache URLs, asked in order (may be "") */
         int64_t retention_sec;   /* 0 = keep forever */
 };
 
@@ -71,6 +72,8 @@ struct db_cache_stats {
         uint64_t nar_bytes;       /* sum of NarSize of its paths */
         uint64_t stored_bytes;    /* compressed bytes of the distinct chunks its paths use */
         uint64_t chunks;
+        uint64_t pulled_paths;    /* of paths: those pulled from an upstream */
+        uint64_t pulled_nar_bytes;
 };
 int db_cache_stats(struct db *db, int64_t cache_id, struct db_cache_stats *ret);
 
@@ -161,6 +164,7 @@ struct db_path {
         char *sigs;              /* newline-separated, may be "" */
         char *ca;                /* or NULL */
         int64_t created_at;      /* unix seconds */
+        bool pulled;             /* came from an upstream cache (insert only) */
         struct db_nar nar;
 };
 

@@ -13,6 +13,7 @@
 #include "ingest.h"
 #include "nix.h"
 #include "storage.h"
+#include "upstream.h"
 #include "trove/chunkcodec.h"
 #include "trove/decompress.h"
 #include "trove/hash.h"
@@ -38,7 +39,7 @@ int nix_narinfo_get(struct troved_request *rq) {
                 httpd_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
                 return httpd_reply_take(req, 200, "text/x-nix-narinfo", text, len);
         }
-        r = db_path_get(t->db, cache->id, hash, &p);
+        r = upstream_path_get(t, req, cache, hash, &p);
         if (r < 0)
                 return r;
         if (r == 0) {
@@ -537,7 +538,7 @@ int nix_listing_get(struct troved_request *rq) {
         char *ls;
         int r;
 
-        r = db_path_get(rq->t->db, rq->cache.id, rq->hash, &p);
+        r = upstream_path_get(rq->t, rq->http, &rq->cache, rq->hash, &p);
         if (r < 0)
                 return r;
         if (r == 0)

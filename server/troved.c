@@ -20,6 +20,7 @@
 #include "troved.h"
 #include "exchange.h"
 #include "storage.h"
+#include "upstream.h"
 #include "usage.h"
 
 static int log_oom(void) {
@@ -319,6 +320,8 @@ int main(int argc, char **argv) {
                 r = storage_memo_new(&t.present);
         if (r >= 0)
                 r = usage_memo_new(&t.usage);
+        if (r >= 0)
+                r = upstream_new(&t.upstream);
         if (r < 0)
                 goto out;
 
@@ -373,6 +376,7 @@ out:
         storage_memo_free(t.present);
         usage_memo_free(t.usage);
         exchange_teardown(&t);
+        upstream_free(t.upstream);
         chunkstore_free(t.store);
         db_close(t.db);
         if (pg) {

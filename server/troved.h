@@ -32,6 +32,8 @@ struct troved_config {
         unsigned max_connections;
         unsigned max_connections_per_client;
         unsigned idle_timeout_sec;   /* a connection silent this long is closed */
+        unsigned upstream_timeout_sec;       /* an upstream's narinfo answer; NARs get more */
+        unsigned upstream_negative_ttl_sec;  /* an upstream miss is remembered this long */
         bool chunk_redirect;      /* redirect chunk downloads to presigned URLs */
         int log_level;
 };
@@ -55,6 +57,12 @@ struct troved_metrics {
         atomic_uint_fast64_t store_errors;
         atomic_uint_fast64_t usage_queries;     /* aggregate statistics computed */
         atomic_uint_fast64_t manifests_built;   /* manifests encoded (not served from memory) */
+        atomic_uint_fast64_t upstream_requests; /* HTTP requests to upstream caches */
+        atomic_uint_fast64_t upstream_hits;     /* paths pulled into a cache */
+        atomic_uint_fast64_t upstream_misses;   /* pulls no upstream could answer (incl. remembered) */
+        atomic_uint_fast64_t upstream_bytes;    /* bytes downloaded from upstreams */
+        atomic_uint_fast64_t upstream_errors;   /* pulls that failed with an upstream error */
+        atomic_uint_fast64_t upstream_usec;     /* time spent pulling */
 };
 
 struct troved {
@@ -70,6 +78,7 @@ struct troved {
         struct usage_memo *usage;   /* aggregate statistics, recomputed at most every few seconds */
         struct oidcpolicy *oidc_policy; /* token exchange: trusted issuers and rules (NULL: off) */
         struct oidckeys *oidc_keys;     /* their fetched key sets */
+        struct upstream *upstream;  /* pull-through: fetches in flight, remembered misses */
 };
 
 #define METRIC_ADD(t, field, n) atomic_fetch_add_explicit(&(t)->m.field, (n), memory_order_relaxed)

@@ -28,7 +28,12 @@ static void usage(FILE *f) {
                 "  --public / --private     anonymous pull allowed or not (default: private)\n"
                 "  --priority N             Nix substituter priority (0..10000; lower is preferred)\n"
                 "  --upstream-keys \"K...\"   space-separated key names or public keys whose\n"
-                "                           signatures mark paths 'trove push' need not upload\n"
+                "                           signatures mark paths 'trove push' need not upload;\n"
+                "                           with --upstream: the public keys (name:base64) an\n"
+                "                           upstream's narinfos must be signed with\n"
+                "  --upstream URL           an upstream binary cache (http/https) that paths the\n"
+                "                           cache lacks are pulled from; repeat for several, asked\n"
+                "                           in order (at most 8); '--upstream none' clears the list\n"
                 "  --retention DURATION     keep paths this long after their last push (30d, 12h,\n"
                 "                           0 = forever)\n"
                 "  --store-dir DIR          (create only) store directory (/nix/store)\n"
@@ -55,6 +60,14 @@ static int print_info(json_t *j, bool as_json) {
         printf("store dir:      %s\n", json_string_value(json_object_get(j, "storeDir")) ?: "?");
         printf("public key:     %s\n", json_string_value(json_object_get(j, "publicKey")) ?: "?");
         printf("upstream keys:  %s\n", up && up[0] ? up : "(none)");
+        {
+                json_t *ups = json_object_get(j, "upstreams"), *e;
+                size_t i;
+                if (json_array_size(ups) == 0)
+                        printf("upstreams:      (none)\n");
+                json_array_foreach(ups, i, e)
+                        printf("%s %s\n", i == 0 ? "upstreams:     " : "               ", json_string_value(e) ?: "?");
+        }
         if (ret > 0)
                 printf("retention:      %" PRId64 " s (%.1f days)\n", ret, (double) ret / 86400.0);
         else
@@ -73,6 +86,14 @@ static int print_info(json_t *j, bool as_json) {
                 printf("stored bytes:   %s (%" PRId64 " chunks)\n", sb,
                        (int64_t) json_integer_value(json_object_get(usage, "chunks")));
                 printf("dedup ratio:    %.2f\n", json_number_value(json_object_get(usage, "dedupRatio")));
+                if (json_object_get(usage, "pulledPaths")) {
+                        char pb[32];
+                        format_bytes((uint64_t) json_integer_value(json_object_get(usage, "pulledNarBytes")), pb);
+                        printf("pushed paths:   %" PRId64 "\n",
+                               (int64_t) json_integer_value(json_object_get(usage, "pushedPaths")));
+                        printf("pulled paths:   %" PRId64 " (%s NAR, from upstreams)\n",
+                               (int64_t) json_integer_value(json_object_get(usage, "pulledPaths")), pb);
+                }
         }
         return 0;
 }
@@ -84,6 +105,7 @@ int cmd_cache(int argc, char **argv) {
                 { "private", no_argument, NULL, 'P' },
                 { "priority", required_argument, NULL, 'r' },
                 { "upstream-keys", required_argument, NULL, 'u' },
+                { "upstream", required_argument, NULL, 'U' },
                 { "retention", required_argument, NULL, 't' },
                 { "store-dir", required_argument, NULL, 's' },
                 { "key-name", required_argument, NULL, 'k' },
@@ -96,7 +118,7 @@ int cmd_cache(int argc, char **argv) {
         struct http_client_options ho = {};
         struct trove_error err = {};
         struct remote rm = {};
-        json_t *cfg = NULL, *resp = NULL;
+        json_t *cfg = NULL, *resp = NULL, *upstreams = NULL;
         const char *verb;
         bool as_json = false, yes = false, is_create, is_conf;
         long status;
@@ -119,7 +141,7 @@ int cmd_cache(int argc, char **argv) {
                 return 1;
         optind = 1;
         while ((c = getopt_long(argc - 1, argv + 1, "h", opts, NULL)) >= 0) {
-                bool setting = strchr("pPruts k", c) != NULL;
+                bool setting = strchr("pPrutskU", c) != NULL;
                 if (setting && !is_create && !is_conf) {
                         log_error("trove cache %s takes no settings", verb);
                         goto usage_err;
@@ -140,6 +162,21 @@ int cmd_cache(int argc, char **argv) {
                         break;
                 }
                 case 'u': json_object_set_new(cfg, "upstreamKeys", json_string(optarg)); break;
+                case 'U':
+                        if (!upstreams) {
+                                upstreams = json_array();
+                                if (!upstreams)
+                                        goto out;
+                                json_object_set_new(cfg, "upstreams", upstreams);
+                        }
+                        if (streq(optarg, "none"))
+                                json_array_clear(upstreams);
+                        else if (!startswith(optarg, "http://") && !startswith(optarg, "https://")) {
+                                log_error("bad --upstream '%s' (an http:// or https:// URL, or 'none')", optarg);
+                                goto usage_err;
+                        } else
+                                json_array_append_new(upstreams, json_string(optarg));
+                        break;
                 case 't': {
                         int64_t s;
                         if (parse_duration(optarg, &s) < 0) {

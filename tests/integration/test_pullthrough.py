@@ -1,0 +1,429 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Pull-through: a cache with upstream binary caches fills itself from them.
+
+The upstream is what users have: a static binary cache written by
+`nix copy --to file://DIR?secret-key=…` (xz, as the public cache) of
+Nix-built paths, served by nginx on 127.0.0.1 with an access log, so the
+tests count what reached it. troved accepts an upstream narinfo only with a
+valid signature of one of the cache's upstreamKeys, stores the NAR through
+the same ingest as an upload, and never stores what does not verify."""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import trovetest
+from trovetest import nix32_encode, run, store_hash_part, trove
+
+MK = """
+{ nonce }:
+let mk = name: script: derivation {
+  name = "pt-${name}-${nonce}"; system = builtins.currentSystem; builder = "/bin/sh";
+  args = [ "-ec" script ]; PATH = "/usr/bin:/bin"; LC_ALL = "C";
+}; in
+"""
+
+CLOSURE = MK + """
+rec {
+  lib1 = mk "lib1" "mkdir -p $out/lib; echo lib1-${nonce} > $out/lib/data; seq 1 20000 > $out/lib/numbers";
+  lib2 = mk "lib2" "mkdir -p $out; echo ${lib1} > $out/ref; echo lib2 > $out/x";
+  top = mk "top" ''
+    mkdir -p $out/bin
+    printf '#!/bin/sh\\ncat ${lib2}/ref ${lib1}/lib/data\\n' > $out/bin/top
+    chmod +x $out/bin/top
+  '';
+  solo = mk "solo" "mkdir -p $out; seq 1 50000 > $out/numbers";
+  otherkey = mk "otherkey" "echo signed by someone else > $out";
+  corrupt = mk "corrupt" "echo its NAR will be swapped > $out";
+  donor = mk "donor" "echo a NAR of another path > $out";
+  big = mk "big" "head -c 1500000 /dev/zero > $out";
+  redir = mk "redir" "echo behind a redirect > $out";
+  down = mk "down" "echo on a stopped upstream > $out";
+  remembered = mk "remembered" "echo only after a while > $out";
+}
+"""
+
+NIX_BASE_CONFIG = "build-users-group =\nsandbox = false\nexperimental-features = nix-command"
+
+
+class Nginx:
+    """nginx serving root on 127.0.0.1:port, with an access log."""
+
+    def __init__(self, workdir, root, port=None, extra=""):
+        self.dir = Path(workdir)
+        self.root = Path(root)
+        self.port = port or trovetest.free_tcp_port()
+        self.extra = extra
+        self.proc = None
+        (self.dir / "tmp").mkdir(parents=True, exist_ok=True)
+        self.access_log = self.dir / "access.log"
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        d = self.dir
+        conf = d / "nginx.conf"
+        conf.write_text(f"""
+user root;
+worker_processes 1;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log {self.access_log};
+    default_type application/octet-stream;
+    types {{ text/x-nix-narinfo narinfo; }}
+    client_body_temp_path {d}/tmp;
+    proxy_temp_path {d}/tmp;
+    fastcgi_temp_path {d}/tmp;
+    uwsgi_temp_path {d}/tmp;
+    scgi_temp_path {d}/tmp;
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {self.root};
+        {self.extra}
+    }}
+}}
+""")
+        self.proc = subprocess.Popen(["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(d / "stderr.log", "ab"))
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError("nginx exited: " + (d / "stderr.log").read_text())
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError("nginx did not start")
+                time.sleep(0.05)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def requests(self, needle):
+        """Access log lines whose request contains needle."""
+        try:
+            lines = self.access_log.read_text().splitlines()
+        except OSError:
+            return []
+        return [ln for ln in lines if needle in ln]
+
+
+def file_cache_copy(dest, sk, paths):
+    """nix copy --to file://dest?secret-key=sk (xz, as cache.nixos.org)."""
+    env = trovetest.nix_env()
+    env["XDG_CACHE_HOME"] = str(Path(dest).parent / ("xdg-" + Path(dest).name))
+    run(["nix", "copy", "--to", f"file://{dest}?secret-key={sk}", *paths], env=env, timeout=600)
+
+
+def narinfo_field(text, key):
+    m = re.search(rf"^{key}: (.*)$", text, re.M)
+    return m.group(1) if m else None
+
+
+@pytest.fixture(scope="module")
+def up(make_troved_module, tmp_path_factory):
+    """The upstream caches, the paths in them, and a troved (max-nar-size 1M)."""
+    d = tmp_path_factory.mktemp("pullthrough")
+    os.chmod(d, 0o755)
+    nonce = secrets.token_hex(6)
+    f = d / "closure.nix"
+    f.write_text(CLOSURE)
+    outs = trovetest.nix_build(f, d / "result", args={"nonce": nonce})
+    paths = {}
+    for name in ("lib1", "lib2", "top", "solo", "otherkey", "corrupt", "donor", "big", "redir", "down",
+                 "remembered"):
+        (paths[name],) = [p for p in outs if p.endswith(f"-pt-{name}-{nonce}")]
+
+    keys = {}
+    for k in ("up", "other"):
+        sk, pk = d / f"{k}.sk", d / f"{k}.pk"
+        run(["nix-store", "--generate-binary-cache-key", f"{k}-test-1", sk, pk])
+        keys[k] = (sk, pk.read_text().strip())
+
+    root = d / "www"
+    good, bad = root / "good", root / "bad"
+    sk = keys["up"][0]
+    file_cache_copy(good, sk, [paths["lib2"], paths["solo"], paths["remembered"]])
+    file_cache_copy(bad, sk, [paths["corrupt"], paths["donor"], paths["big"]])
+    file_cache_copy(bad, keys["other"][0], [paths["otherkey"]])
+    file_cache_copy(root / "redirtarget", sk, [paths["redir"]])
+    file_cache_copy(root / "downcache", sk, [paths["down"]])
+    # The corrupt path's NAR file is replaced by another path's (valid xz,
+    # valid NAR, wrong hash).
+    ci = (bad / f"{store_hash_part(paths['corrupt'])}.narinfo").read_text()
+    di = (bad / f"{store_hash_part(paths['donor'])}.narinfo").read_text()
+    shutil.copyfile(bad / narinfo_field(di, "URL"), bad / narinfo_field(ci, "URL"))
+    # A narinfo for a hash whose StorePath is another path (validly signed).
+    fake_hash = nix32_encode(secrets.token_bytes(20))
+    (bad / f"{fake_hash}.narinfo").write_text(di)
+    # A narinfo with a huge References list (several MiB).
+    huge_hash = nix32_encode(secrets.token_bytes(20))
+    refs = " ".join(f"{nix32_encode(secrets.token_bytes(20))}-ref{i}" for i in range(60000))
+    (bad / f"{huge_hash}.narinfo").write_text(
+        f"StorePath: /nix/store/{huge_hash}-huge\nURL: nar/x.nar.xz\nCompression: xz\n"
+        f"NarHash: {narinfo_field(di, 'NarHash')}\nNarSize: {narinfo_field(di, 'NarSize')}\n"
+        f"References: {refs}\n")
+    os.system(f"chmod -R a+rX {root}")
+
+    nginx = Nginx(d / "nginx", root,
+                  extra='location /redir/ { return 302 "file:///etc/passwd"; }').start()
+    server = make_troved_module(log_level="info", args=["--max-nar-size", "1M",
+                                                        "--upstream-timeout", "5"])
+    env = trovetest.nix_env({"XDG_CONFIG_HOME": str(d / "config"), "XDG_CACHE_HOME": str(d / "xdg")})
+    env.pop("TROVE_TOKEN", None)
+    trove("login", "srv", server.url, server.admin, env=env, text=True)
+    yield dict(paths=paths, keys=keys, nginx=nginx, server=server, env=env, dir=d, nonce=nonce,
+               fake_hash=fake_hash, huge_hash=huge_hash)
+    nginx.stop()
+
+
+_count = 0
+
+
+def make_cache(up, upstreams, keys=None):
+    global _count
+    _count += 1
+    name = f"pt{_count}"
+    s = up["server"]
+    body = {"upstreams": upstreams, "upstreamKeys": keys or up["keys"]["up"][1]}
+    r = s.request("POST", f"/_api/v1/caches/{name}", json.dumps(body), token=s.admin)
+    assert r.status == 201, r
+    assert r.json()["upstreams"] == upstreams
+    return name, r.json()
+
+
+def rows(server, sql):
+    return server.scalar(sql)
+
+
+def path_rows(server, cache, hash_part):
+    return rows(server, f"SELECT count(*) FROM paths p JOIN caches c ON c.id = p.cache_id "
+                        f"WHERE c.name = '{cache}' AND p.hash_part = '{hash_part}'")
+
+
+def nix_env_for(tmp_path, tag):
+    env = dict(os.environ)
+    env["NIX_CONFIG"] = NIX_BASE_CONFIG + "\nsubstituters ="
+    env["XDG_CACHE_HOME"] = str(tmp_path / f"nix-cache-{tag}")
+    env["NIX_USER_CONF_FILES"] = str(tmp_path / "no-such-nix.conf")
+    return env
+
+
+# ---- configuration ----
+
+def test_upstreams_configuration(up):
+    s, env, pk = up["server"], up["env"], up["keys"]["up"][1]
+    name, info = make_cache(up, [up["nginx"].url + "/good"])
+    assert info["upstreamKeys"] == pk
+
+    def patch(body):
+        return s.request("PATCH", f"/_api/v1/caches/{name}", json.dumps(body), token=s.admin)
+
+    # A bare key name cannot verify anything.
+    r = patch({"upstreamKeys": "cache.nixos.org-1"})
+    assert r.status == 400 and "public keys" in r.text, r
+    r = s.request("POST", "/_api/v1/caches/ptbare", json.dumps({"upstreams": ["http://127.0.0.1:1/x"]}),
+                  token=s.admin)
+    assert r.status == 400, r
+    for bad in (["ftp://127.0.0.1/x"], ["file:///etc"], ["http://"], ["http://h/x?a=b"],
+                ["http://h/" + "a" * 600], [f"http://h/{i}" for i in range(9)], "http://h/", [1]):
+        r = patch({"upstreams": bad})
+        assert r.status == 400, (bad, r)
+    assert s.cache_info(name)["upstreams"] == [up["nginx"].url + "/good"]
+
+    out = trove("cache", "configure", "--upstream", "http://127.0.0.1:9/a", "--upstream",
+                "https://example.org/b", name, env=env, text=True).stdout
+    assert "http://127.0.0.1:9/a" in out and "https://example.org/b" in out
+    assert s.cache_info(name)["upstreams"] == ["http://127.0.0.1:9/a", "https://example.org/b"]
+    trove("cache", "configure", "--upstream", "none", name, env=env, text=True)
+    assert s.cache_info(name)["upstreams"] == []
+    # Without upstreams a bare key name is fine again (trove push uses names).
+    assert patch({"upstreamKeys": "cache.nixos.org-1"}).status == 200
+
+
+# ---- the closure: lower paths from the upstream, the top path pushed ----
+
+def test_closure_through_upstream(up, tmp_path):
+    s, env, p, nginx = up["server"], up["env"], up["paths"], up["nginx"]
+    name, info = make_cache(up, [nginx.url + "/empty", nginx.url + "/good"])
+    key = info["publicKey"]
+    out = trove("push", "--no-progress", "--no-closure", name, p["top"], env=env, text=True).stdout
+    assert "1 path(s) pushed" in out, out
+    for lower in ("lib1", "lib2"):
+        assert path_rows(s, name, store_hash_part(p[lower])) == 0
+
+    netrc = trovetest.write_netrc(tmp_path / "netrc", s.admin)
+    root = tmp_path / "root"
+    run(["nix", "copy", "--from", f"{s.url}/{name}", "--to", f"local?root={root}",
+         "--option", "trusted-public-keys", key, "--option", "netrc-file", netrc, p["top"]],
+        env=nix_env_for(tmp_path, "copy"), timeout=600)
+    for k in ("top", "lib1", "lib2"):
+        assert trovetest.stream_sha256(["nix-store", "--dump", f"{root}{p[k]}"]) == \
+            trovetest.nix_dump_sha256(p[k])
+    assert p["lib1"] in (root / p["lib2"][1:] / "ref").read_text()
+
+    # Pulled paths keep the upstream signature and get the cache's.
+    ni = s.narinfo(name, p["lib1"])
+    sigs = ni["Sig"].split("\n")
+    assert any(x.startswith("up-test-1:") for x in sigs), sigs
+    assert any(x.startswith(key.split(":")[0] + ":") for x in sigs), sigs
+    # Manifests of the lower paths are served.
+    m = s.manifest(name, p["lib1"])
+    assert m["chunks"]
+    # Marked as pulled, counted apart from pushed paths.
+    assert rows(s, f"SELECT count(*) FROM paths p JOIN caches c ON c.id = p.cache_id "
+                   f"WHERE c.name = '{name}' AND p.pulled") == 2
+    # (usage in the API lags by up to 30 s; test_concurrent_requests_one_download checks it)
+    # The first upstream lacks them, the second served each NAR once.
+    for k in ("lib1", "lib2"):
+        assert len(nginx.requests(f"/empty/{store_hash_part(p[k])}.narinfo")) == 1
+        assert len(nginx.requests(f"/good/{store_hash_part(p[k])}.narinfo")) == 1
+    met = s.metrics()
+    assert met["trove_upstream_hits_total"] >= 2
+    assert met["trove_upstream_bytes_total"] > 0
+
+
+def test_concurrent_requests_one_download(up):
+    s, p, nginx = up["server"], up["paths"], up["nginx"]
+    name, _ = make_cache(up, [nginx.url + "/good"])
+    h = store_hash_part(p["solo"])
+    before = len(nginx.requests("/good/nar/"))
+    results = []
+
+    def get(i):
+        http = trovetest.HttpClient("127.0.0.1", s.port, timeout=120)
+        path = f"/{name}/{h}.narinfo" if i % 2 else f"/_api/v1/caches/{name}/manifests/{h}"
+        try:
+            results.append(http.request("GET", path, token=s.admin).status)
+        finally:
+            http.close()
+
+    threads = [threading.Thread(target=get, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 32, results
+    assert len(nginx.requests(f"/good/{h}.narinfo")) == 1
+    assert len(nginx.requests("/good/nar/")) - before == 1
+    assert path_rows(s, name, h) == 1
+    # Usage counts it as pulled, not pushed (the first usage asked of this cache).
+    out = trove("cache", "info", name, env=up["env"], text=True).stdout
+    assert re.search(r"pulled paths: +1 ", out) and re.search(r"pushed paths: +0\n", out), out
+    usage = s.cache_info(name)["usage"]
+    assert (usage["paths"], usage["pulledPaths"], usage["pushedPaths"]) == (1, 1, 0), usage
+    assert usage["pulledNarBytes"] > 0
+
+
+# ---- what is refused: a clean answer, a log line, nothing stored ----
+
+def expect_refused(up, cache, hash_part, status, log_re):
+    s = up["server"]
+    mark = s.log_mark()
+    r = s.get(f"/{cache}/{hash_part}.narinfo", token=s.admin)
+    assert r.status == status, r
+    log = s.log_since(mark)
+    assert re.search(log_re, log), log
+    assert path_rows(s, cache, hash_part) == 0
+    assert s.running()
+
+
+def test_refused_upstream_paths(up):
+    s, p, nginx, keys = up["server"], up["paths"], up["nginx"], up["keys"]
+    name, _ = make_cache(up, [nginx.url + "/bad"])
+    nars = rows(s, "SELECT count(*) FROM nars")
+    expect_refused(up, name, store_hash_part(p["otherkey"]), 404,
+                   r"narinfo not signed by any of cache \S+'s upstream keys")
+    expect_refused(up, name, store_hash_part(p["corrupt"]), 404, r"NAR does not match its narinfo")
+    expect_refused(up, name, up["fake_hash"], 404, r"narinfo is for another path")
+    expect_refused(up, name, up["huge_hash"], 404, r"narinfo larger than")
+    expect_refused(up, name, store_hash_part(p["big"]), 404, r"not within max-nar-size")
+    assert rows(s, "SELECT count(*) FROM nars") == nars
+    # The corrupt NAR was downloaded, the too-big one never.
+    assert len(nginx.requests("/bad/nar/")) == 1
+    # A cache that trusts the other key takes the path signed with it.
+    name2, _ = make_cache(up, [nginx.url + "/bad"], keys=keys["other"][1])
+    assert s.narinfo(name2, p["otherkey"]) is not None
+
+
+def test_redirect_is_not_followed(up):
+    s, p, nginx = up["server"], up["paths"], up["nginx"]
+    name, _ = make_cache(up, [nginx.url + "/redir"])
+    expect_refused(up, name, store_hash_part(p["redir"]), 502, r"HTTP 302 \(redirects are not followed\)")
+
+
+def test_stopped_upstream_is_an_error_not_remembered(up, tmp_path):
+    s, p = up["server"], up["paths"]
+    other = Nginx(tmp_path / "nginx2", up["dir"] / "www")
+    name, _ = make_cache(up, [other.url + "/downcache"])
+    h = store_hash_part(p["down"])
+    errors = s.metrics().get("trove_upstream_errors_total", 0)
+    expect_refused(up, name, h, 502, r"narinfo request failed: Connection refused")
+    assert s.metrics()["trove_upstream_errors_total"] == errors + 1
+    # Not remembered: once the upstream is back, the path comes.
+    other.start()
+    try:
+        assert s.narinfo(name, p["down"]) is not None
+        assert len(other.requests(f"/downcache/{h}.narinfo")) == 1
+    finally:
+        other.stop()
+
+
+def test_miss_is_remembered(up):
+    s, p, nginx = up["server"], up["paths"], up["nginx"]
+    # The path is not where this cache looks at first ...
+    name, _ = make_cache(up, [nginx.url + "/bad"])
+    h = store_hash_part(p["remembered"])
+    misses = s.metrics().get("trove_upstream_misses_total", 0)
+    for _ in range(3):
+        assert s.get(f"/{name}/{h}.narinfo", token=s.admin).status == 404
+        assert s.get(f"/{name}/{h}.ls", token=s.admin).status == 404
+    assert len(nginx.requests(f"/bad/{h}.narinfo")) == 1
+    assert s.metrics()["trove_upstream_misses_total"] == misses + 6
+    # ... and changing the upstreams forgets what was remembered.
+    r = s.request("PATCH", f"/_api/v1/caches/{name}", json.dumps({"upstreams": [nginx.url + "/good"]}),
+                  token=s.admin)
+    assert r.status == 200, r
+    assert s.narinfo(name, p["remembered"]) is not None
+    assert s.get(f"/{name}/{h}.ls", token=s.admin).status == 200
+
+
+def test_silent_upstream_times_out(up):
+    """An upstream that accepts connections and never answers costs at most
+    upstream-timeout (5 s here), then 504; the error is not remembered."""
+    s, p = up["server"], up["paths"]
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # never accepted: the kernel completes handshakes, nobody answers
+    try:
+        name, _ = make_cache(up, [f"http://127.0.0.1:{silent.getsockname()[1]}/x"])
+        h = store_hash_part(p["solo"])
+        t0 = time.monotonic()
+        expect_refused(up, name, h, 504, r"narinfo request failed: Connection timed out")
+        assert 4 <= time.monotonic() - t0 < 20
+        t0 = time.monotonic()
+        assert s.get(f"/{name}/{h}.narinfo", token=s.admin).status == 504
+        assert time.monotonic() - t0 >= 4
+    finally:
+        silent.close()
