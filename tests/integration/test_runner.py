@@ -17,7 +17,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import tomllib
 from pathlib import Path
@@ -582,3 +581,25 @@ def test_overlay_build_and_push(server, closure, installed, tmp_path):
     finally:
         status = unit.stop()
     check_clean_stop(unit, status)
+
+
+def test_unit_stop_while_in_use(server, closure, installed, tmp_path):
+    """Stopping the unit while a job still has a file of the mount open:
+    the plain unmount is refused (busy), the mount is detached lazily, and
+    trovefs, signalled after ExecStop's 10 s, exits 0 with its counters;
+    the job's open file then fails instead of hanging."""
+    host = Host(tmp_path, server)
+    unit = start_host_mount(host, installed)
+    data = host.mnt / Path(closure["tools"]).name / "share" / "data.bin"
+    with open(data, "rb") as held:
+        assert len(held.read(4096)) == 4096
+        t0 = time.monotonic()
+        status = unit.stop()
+        assert time.monotonic() - t0 >= 9, "ExecStop did not wait for trovefs"
+        assert not unit.stopped_before_signal
+        assert status == 0, unit.journal()
+        assert "unmounted; counters: {" in unit.journal()
+        assert not os.path.ismount(host.mnt)
+        with pytest.raises(OSError):
+            held.seek(5 << 20)
+            held.read(4096)
