@@ -13,6 +13,7 @@
 #include <fuse_lowlevel.h>
 #include <arpa/inet.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
@@ -454,7 +455,9 @@ int main(int argc, char **argv) {
                 struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 16 };
                 r = fuse_session_loop_mt(se, &cfg);
         }
-        ret = r == 0 ? 0 : 1;
+        /* libfuse's loop returns the number of the signal that ended it:
+         * SIGTERM (systemd's stop), SIGINT and SIGHUP are clean stops. */
+        ret = (r == 0 || r == SIGTERM || r == SIGINT || r == SIGHUP) ? 0 : 1;
 
 out_unmount:
         fuse_session_unmount(se);

@@ -268,11 +268,10 @@ static void sleep_ms(long ms) {
                 ;
 }
 
-int api_call(struct http_client *c, const struct remote *rm, const char *method, const char *path,
-             const char *content_type, const void *body, size_t body_len, int attempts, long *ret_status, json_t **ret_json,
-             struct trove_error *err) {
+int api_call_raw(struct http_client *c, const struct remote *rm, const char *method, const char *path,
+                 const char *content_type, const void *body, size_t body_len, int attempts, long *ret_status,
+                 struct buf *resp, struct trove_error *err) {
         _cleanup_free_ char *url = NULL, *auth = NULL, *ctype = NULL;
-        struct buf resp = BUF_INIT(CLIENT_JSON_MAX);
         struct buf ebody = BUF_INIT(4096);
         const char *headers[3] = {};
         struct http_response res = {};
@@ -296,7 +295,7 @@ int api_call(struct http_client *c, const struct remote *rm, const char *method,
         for (int i = 0; i < attempts; i++) {
                 if (i > 0)
                         sleep_ms(250L << MIN(i, 5));
-                buf_reset(&resp);
+                buf_reset(resp);
                 buf_reset(&ebody);
                 struct http_request req = {
                         .method = method,
@@ -304,7 +303,7 @@ int api_call(struct http_client *c, const struct remote *rm, const char *method,
                         .headers = headers,
                         .body = body,
                         .body_len = body_len,
-                        .response = &resp,
+                        .response = resp,
                         .error_body = &ebody,
                 };
                 r = http_request(c, &req, &res);
@@ -341,7 +340,25 @@ int api_call(struct http_client *c, const struct remote *rm, const char *method,
                         ml--;
                 trove_error_set(err, http_status_to_errno(res.status), "HTTP %ld: %.*s", res.status,
                                 (int) MIN(ml, 400), m);
-        } else if (ret_json) {
+        }
+        r = 0;
+out:
+        buf_free(&ebody);
+        return r;
+}
+
+int api_call(struct http_client *c, const struct remote *rm, const char *method, const char *path,
+             const char *content_type, const void *body, size_t body_len, int attempts, long *ret_status, json_t **ret_json,
+             struct trove_error *err) {
+        struct buf resp = BUF_INIT(CLIENT_JSON_MAX);
+        long status;
+        int r;
+
+        r = api_call_raw(c, rm, method, path, content_type, body, body_len, attempts, &status, &resp, err);
+        if (r < 0)
+                goto out;
+        *ret_status = status;
+        if (ret_json && status >= 200 && status < 300) {
                 json_error_t je;
                 json_t *j = NULL;
                 if (resp.len > 0)
@@ -352,10 +369,8 @@ int api_call(struct http_client *c, const struct remote *rm, const char *method,
                 }
                 *ret_json = j;
         }
-        r = 0;
 out:
         buf_free(&resp);
-        buf_free(&ebody);
         return r;
 }
 

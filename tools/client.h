@@ -53,6 +53,11 @@ bool cache_name_is_valid(const char *s);
 int api_call(struct http_client *c, const struct remote *r, const char *method, const char *path,
              const char *content_type, const void *body, size_t body_len, int attempts, long *ret_status, json_t **ret_json,
              struct trove_error *err);
+/* Same, with the response body (of any status) in resp, bounded by its
+ * max; for a non-JSON document such as a narinfo. */
+int api_call_raw(struct http_client *c, const struct remote *r, const char *method, const char *path,
+                 const char *content_type, const void *body, size_t body_len, int attempts, long *ret_status,
+                 struct buf *resp, struct trove_error *err);
 /* The usual "status → errno" plus the message, as one error. */
 int api_check(long status, struct trove_error *err);
 

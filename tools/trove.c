@@ -19,6 +19,7 @@ static const struct {
         { "login", cmd_login, "save a server and its access token" },
         { "use", cmd_use, "make Nix substitute from a cache (nix.conf, netrc)" },
         { "token", cmd_token, "mint an access token from the server secret" },
+        { "nix-db", cmd_nixdb, "print a closure's registration for nix-store --load-db" },
 };
 
 int subcommand_dispatch(const char *prog, const struct subcommand *table, size_t n, void (*usage_fn)(FILE *f),

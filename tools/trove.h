@@ -29,3 +29,4 @@ int cmd_use(int argc, char **argv);   /* trove use [SERVER:]CACHE */
 int cmd_cache(int argc, char **argv); /* trove cache create|info|configure|destroy */
 int cmd_token(int argc, char **argv); /* trove token create ... */
 int cmd_watch(int argc, char **argv); /* trove watch-store [SERVER:]CACHE */
+int cmd_nixdb(int argc, char **argv); /* trove nix-db [SERVER:]CACHE PATH... */
