@@ -15,6 +15,7 @@
 #include <sodium.h>
 
 #include "trove/jwks.h"
+#include "trove/util.h"
 
 /* Counted before parsing: a set of 64 keys needs a few hundred values. */
 #define JWKS_VALUES_MAX 4096
@@ -61,25 +62,6 @@ void jwks_free(struct jwks *k) {
 
 size_t jwks_count(const struct jwks *k) {
         return k ? k->n : 0;
-}
-
-/* Values in a JSON text, counted the way api.c counts request bodies. */
-static size_t json_value_count(const char *p, size_t n) {
-        size_t count = 1;
-        bool in_string = false;
-
-        for (size_t i = 0; i < n; i++) {
-                if (in_string) {
-                        if (p[i] == '\\')
-                                i++;
-                        else if (p[i] == '"')
-                                in_string = false;
-                } else if (p[i] == '"')
-                        in_string = true;
-                else if (p[i] == '[' || p[i] == '{' || p[i] == ',')
-                        count++;
-        }
-        return count;
 }
 
 static int load_json(const void *text, size_t n, const char *what, json_t **ret, struct trove_error *err) {

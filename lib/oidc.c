@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "trove/oidc.h"
+#include "trove/util.h"
 
 struct oidc_jwt {
         enum jwt_alg alg;
@@ -71,24 +72,6 @@ static int b64url_decode(const char *s, size_t n, uint8_t *out, size_t max, size
                 return -EINVAL;
         *ret_len = len;
         return 0;
-}
-
-static size_t json_value_count(const char *p, size_t n) {
-        size_t count = 1;
-        bool in_string = false;
-
-        for (size_t i = 0; i < n; i++) {
-                if (in_string) {
-                        if (p[i] == '\\')
-                                i++;
-                        else if (p[i] == '"')
-                                in_string = false;
-                } else if (p[i] == '"')
-                        in_string = true;
-                else if (p[i] == '[' || p[i] == '{' || p[i] == ',')
-                        count++;
-        }
-        return count;
 }
 
 /* One JSON object from a base64url part. */

@@ -136,3 +136,22 @@ int read_text_file(const char *path, char *out, size_t cap, size_t *ret_len) {
                 *ret_len = n;
         return 0;
 }
+
+size_t json_value_count(const char *p, size_t n) {
+        size_t count = 1;
+        bool in_string = false;
+
+        for (size_t i = 0; i < n; i++) {
+                if (in_string) {
+                        if (p[i] == '\\')
+                                i++;
+                        else if (p[i] == '"')
+                                in_string = false;
+                } else if (p[i] == '"') {
+                        in_string = true;
+                } else if (p[i] == '[' || p[i] == '{' || p[i] == ',') {
+                        count++;
+                }
+        }
+        return count;
+}

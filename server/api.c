@@ -20,6 +20,7 @@
 #include "trove/manifest.h"
 #include "trove/signing.h"
 #include "trove/storepath.h"
+#include "trove/util.h"
 
 
 #define _cleanup_json_ _cleanup_(json_decrefp)
@@ -257,27 +258,6 @@ static int cache_apply_config(struct httpd_request *req, json_t *body, struct db
                                -EINVAL;
         }
         return 0;
-}
-
-/* How many JSON values a body may hold at most: counted before parsing, so
- * a small body of "[[],[],...]" cannot make the parser allocate many times
- * its size. */
-static size_t json_value_count(const char *p, size_t n) {
-        size_t count = 1;
-        bool in_string = false;
-        for (size_t i = 0; i < n; i++) {
-                if (in_string) {
-                        if (p[i] == '\\')
-                                i++;
-                        else if (p[i] == '"')
-                                in_string = false;
-                } else if (p[i] == '"') {
-                        in_string = true;
-                } else if (p[i] == '[' || p[i] == '{' || p[i] == ',') {
-                        count++;
-                }
-        }
-        return count;
 }
 
 static json_t *parse_body(struct httpd_request *req, const void *body, size_t n, size_t max_values) {

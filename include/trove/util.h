@@ -29,5 +29,11 @@ bool cache_name_valid(const char *s, size_t n);
  * read buffer is wiped. */
 int read_text_file(const char *path, char *out, size_t cap, size_t *ret_len);
 
+/* How many values a JSON text holds at most (arrays, objects and their
+ * elements, counted from '[', '{' and ',' outside strings): checked before
+ * parsing untrusted JSON, so that a small text of "[[],[],...]" cannot make
+ * the parser allocate many times its size. */
+size_t json_value_count(const char *p, size_t n);
+
 /* mkdir -p: creates path and its missing parents with mode. */
 int mkdir_parents(const char *path, mode_t mode);

@@ -30,6 +30,15 @@ int main(void) {
         CHECK_RC(parse_size("18446744073709551616", &sz), -ERANGE);
         CHECK_RC(parse_size("17179869184G", &sz), -ERANGE);
 
+        /* JSON values (an upper bound: one more than the openings and commas
+         * outside strings), escapes honoured. */
+        CHECK_EQ_U64(json_value_count("", 0), 1);
+        CHECK_EQ_U64(json_value_count("{}", 2), 2);
+        CHECK_EQ_U64(json_value_count("[[],[],[]]", 10), 7);
+        CHECK_EQ_U64(json_value_count("{\"a\":[1,2]}", 11), 4);
+        CHECK_EQ_U64(json_value_count("[\"[,{\"]", 7), 2);
+        CHECK_EQ_U64(json_value_count("[\"\\\",[\",1]", 11), 3);
+
         CHECK_OK(parse_duration("3600", &d));
         CHECK_EQ_U64(d, 3600);
         CHECK_OK(parse_duration("15m", &d));
