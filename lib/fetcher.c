@@ -846,7 +846,7 @@ int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *s
                         return r;
                 r = get_kept_manifest(f, key, hash_part, store_dir, ret);
                 if (r != 0)
-                        return r;
+                        return r < 0 ? r : 0;
         }
         snprintf(path, sizeof path, "/manifests/%s", hash_part);
         r = client_acquire(f, &client);
