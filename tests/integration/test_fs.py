@@ -270,7 +270,13 @@ def covering_chunks(man, rel):
 
 
 def cache_files(cache_dir):
+    """The chunk files of a trovefs cache directory."""
     return [p for p in Path(cache_dir).glob("??/*") if p.is_file()]
+
+
+def kept_files(cache_dir):
+    """The kept manifest files of a trovefs cache directory."""
+    return [p for p in Path(cache_dir).glob("manifests/*") if p.is_file()]
 
 
 def walk(root):
@@ -594,10 +600,12 @@ def test_forgotten_paths_are_dropped(test_closure, mount):
     assert s["storePaths"] == 0 and s["storePathsDropped"] == 1, s
     assert s["forgets"] > 1, s
     assert os.listdir(m.mnt) == []
-    # Looked up again: a new manifest fetch, the same content.
+    # Looked up again: from the manifest kept in the cache directory (no
+    # request), the same content.
     assert tree_entries(m.path(tree)) == want
     s = m.stats()
-    assert s["storePaths"] == 1 and s["manifestsFetched"] == 2, s
+    assert s["storePaths"] == 1 and s["manifestsFetched"] == 1, s
+    assert s["manifestCacheHits"] == 1, s
     # The kernel rereads the root listing once the root's attributes (1 s)
     # show that it changed.
     time.sleep(1.2)
@@ -692,7 +700,8 @@ def test_shared_cache_bounded_jointly(test_closure, tmp_path, mount):
                 break
             last = key
             time.sleep(0.2)
-        return sum(f.stat().st_size for f in cache_files(cache)), s
+        # The bound covers chunks and kept manifests together.
+        return sum(f.stat().st_size for f in cache_files(cache) + kept_files(cache)), s
 
     for i, m in enumerate([a, b, a, b]):
         read(m, i * step)
