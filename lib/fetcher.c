@@ -830,7 +830,7 @@ int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *s
         struct http_client *client = NULL;
         struct buf b = BUF_INIT(MANIFEST_MAX_SIZE);
         struct http_response resp = {};
-        uint8_t key[SHA256_DIGEST_LEN];
+        uint8_t key[SHA256_DIGEST_LEN] = { 0 };
         char path[16 + STOREPATH_HASH_LEN];
         char url[URL_MAX];
         const char *sig;
