@@ -870,7 +870,10 @@ int trovefs_stats_json(struct trovefs *fs, char **ret, size_t *ret_len) {
                        ",\"prefetches\":%" PRIu64 ",\"retries\":%" PRIu64
                        ",\"verifyFailures\":%" PRIu64 ",\"cacheCorrupt\":%" PRIu64
                        ",\"cacheFiles\":%" PRIu64 ",\"cacheBytes\":%" PRIu64
-                       ",\"cacheEvicted\":%" PRIu64 ",\"errors\":%" PRIu64 "}",
+                       ",\"cacheEvicted\":%" PRIu64 ",\"errors\":%" PRIu64
+                       ",\"failovers\":%" PRIu64 ",\"manifestsKept\":%" PRIu64
+                       ",\"manifestCacheHits\":%" PRIu64 ",\"manifestCacheDamaged\":%" PRIu64
+                       "}",
                        __atomic_load_n(&fs->lookups, __ATOMIC_RELAXED),
                        __atomic_load_n(&fs->root_lookups, __ATOMIC_RELAXED), n_paths,
                        __atomic_load_n(&fs->forgets, __ATOMIC_RELAXED),
@@ -880,7 +883,9 @@ int trovefs_stats_json(struct trovefs *fs, char **ret, size_t *ret_len) {
                        __atomic_load_n(&fs->read_bytes, __ATOMIC_RELAXED), f.chunks_fetched,
                        f.bytes_fetched, f.cache_hits, f.cache_misses, f.mem_hits, f.prefetches,
                        f.retries, f.verify_failures, c.corrupt, c.files, c.bytes, c.evicted,
-                       f.errors + __atomic_load_n(&fs->read_errors, __ATOMIC_RELAXED));
+                       f.errors + __atomic_load_n(&fs->read_errors, __ATOMIC_RELAXED),
+                       f.failovers, c.manifests_stored, f.manifests_kept_used,
+                       c.manifest_damaged);
         if (r < 0) {
                 buf_free(&b);
                 return r;

@@ -29,7 +29,8 @@
 #define KEY_FILE_MAX (TRUSTED_KEYS_MAX * SIGNING_PUBLIC_TEXT_MAX)
 
 struct options {
-        const char *server;
+        const char *servers[FETCHER_SERVERS_MAX]; /* failover order */
+        size_t n_servers;
         const char *cache;
         const char *token_file;
         const char *cache_dir;
@@ -53,7 +54,8 @@ static void help(void) {
                "Mounts a trove cache read-only: store paths are looked up by name on\n"
                "first use and file contents are fetched chunk by chunk when read.\n"
                "\n"
-               "  --server URL        troved's base URL, e.g. http://cache:8080 (required)\n"
+               "  --server URL        troved's base URL, e.g. http://cache:8080 (required);\n"
+               "                      repeat it for failover between servers of one cache\n"
                "  --cache NAME        the cache to mount (required)\n"
                "  --token-file FILE   file holding an access token (default: $TROVE_TOKEN;\n"
                "                      none: anonymous pull of a public cache)\n"
@@ -251,7 +253,13 @@ static int parse_args(int argc, char **argv, struct options *o) {
 
         while ((c = getopt_long(argc, argv, "hfdo:", longopts, NULL)) >= 0) {
                 switch (c) {
-                case OPT_SERVER: o->server = optarg; break;
+                case OPT_SERVER:
+                        if (o->n_servers >= FETCHER_SERVERS_MAX) {
+                                log_error("--server: at most %d servers", FETCHER_SERVERS_MAX);
+                                return -EINVAL;
+                        }
+                        o->servers[o->n_servers++] = optarg;
+                        break;
                 case OPT_CACHE: o->cache = optarg; break;
                 case OPT_TOKEN_FILE: o->token_file = optarg; break;
                 case OPT_CACHE_DIR: o->cache_dir = optarg; break;
@@ -315,14 +323,17 @@ static int parse_args(int argc, char **argv, struct options *o) {
                 return -EINVAL;
         }
         o->mountpoint = argv[optind];
-        if (!o->server || !o->cache) {
+        if (o->n_servers == 0 || !o->cache) {
                 log_error("--server and --cache are required (see --help)");
                 return -EINVAL;
         }
-        if (!startswith(o->server, "http://") && !startswith(o->server, "https://")) {
-                log_error("--server: expected an http:// or https:// URL: %s", o->server);
-                return -EINVAL;
-        }
+        for (size_t i = 0; i < o->n_servers; i++)
+                if (!startswith(o->servers[i], "http://") &&
+                    !startswith(o->servers[i], "https://")) {
+                        log_error("--server: expected an http:// or https:// URL: %s",
+                                  o->servers[i]);
+                        return -EINVAL;
+                }
         if (o->cache[0] == '\0' || strpbrk(o->cache, "/?#% ")) {
                 log_error("--cache: not a cache name: %s", o->cache);
                 return -EINVAL;
@@ -385,12 +396,15 @@ int main(int argc, char **argv) {
                 log_warning("WARNING: no --trusted-key given: manifests are NOT verified. "
                             "Whoever can change the traffic between here and %s can put any "
                             "program into %s. Pass the cache's public key (trove cache info) "
-                            "with --trusted-key.", o.server, o.mountpoint);
-        if (startswith(o.server, "http://") && !url_is_loopback(o.server))
-                log_warning("WARNING: %s is plain http to another machine: anyone on the path "
-                            "can read the token and what is fetched%s. Use https://.", o.server,
-                            o.n_trusted_keys == 0 ? ", and change it unnoticed"
-                                                  : " (changes are refused: manifests are signed)");
+                            "with --trusted-key.", o.servers[0], o.mountpoint);
+        for (size_t i = 0; i < o.n_servers; i++)
+                if (startswith(o.servers[i], "http://") && !url_is_loopback(o.servers[i]))
+                        log_warning("WARNING: %s is plain http to another machine: anyone on "
+                                    "the path can read the token and what is fetched%s. Use "
+                                    "https://.", o.servers[i],
+                                    o.n_trusted_keys == 0
+                                            ? ", and change it unnoticed"
+                                            : " (changes are refused: manifests are signed)");
 
         r = trovefs_init(&fs);
         if (r < 0)
@@ -432,7 +446,8 @@ int main(int argc, char **argv) {
         /* Threads only after daemonizing (fork keeps only the caller). */
         {
                 struct fetcher_options fo = {
-                        .server_url = o.server,
+                        .server_urls = o.servers,
+                        .n_servers = o.n_servers,
                         .cache = o.cache,
                         .token = token,
                         .n_workers = o.workers,
@@ -442,14 +457,14 @@ int main(int argc, char **argv) {
                 };
                 r = fetcher_new(&fo, fs.cache, &fs.fetcher);
                 if (r < 0) {
-                        log_error_errno(r, "cannot set up fetching from %s: %s", o.server,
+                        log_error_errno(r, "cannot set up fetching from %s: %s", o.servers[0],
                                         strerror(-r));
                         goto out_unmount;
                 }
         }
-        log_info("mounted cache %s of %s on %s (chunk cache %s; manifests %s)", o.cache,
-                 o.server, o.mountpoint, cache_dir,
-                 o.n_trusted_keys > 0 ? "verified" : "NOT verified");
+        log_info("mounted cache %s of %s%s on %s (chunk cache %s; manifests %s)", o.cache,
+                 o.servers[0], o.n_servers > 1 ? " (and failover servers)" : "", o.mountpoint,
+                 cache_dir, o.n_trusted_keys > 0 ? "verified" : "NOT verified");
 
         {
                 struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 16 };

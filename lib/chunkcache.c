@@ -8,9 +8,11 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "trove/chunkcache.h"
+#include "trove/manifest.h"
 #include "trove/util.h"
 
 /* Temporary files older than this are leftovers of a crashed writer. */
@@ -20,6 +22,32 @@
 #define TOUCH_INTERVAL_SECONDS 60
 /* A stored frame is never larger than the largest chunk's worst case. */
 #define FRAME_MAX (CHUNK_SIZE_MAX + CHUNK_SIZE_MAX / 128 + 1024)
+
+/*
+ * Two kinds of object share the directory, the counter and the LRU: chunk
+ * frames (<dir>/<ab>/<64 hex id>) and kept manifests
+ * (<dir>/manifests/<64 hex key>). A kept manifest file is
+ *
+ *   0   "trovekm1"
+ *   8   u32 LE  signature length s (0: none), at most CHUNKCACHE_SIG_MAX
+ *   12  u32 LE  0
+ *   16  u64 LE  body length n, 1 .. MANIFEST_MAX_SIZE
+ *   24  32 bytes SHA-256 of bytes 0..23, the signature and the body
+ *   56  the signature text (printable ASCII), then the body
+ *
+ * and nothing else (the file's size is exactly 56 + s + n). The digest
+ * catches damage on disk; the signature (the server's, checked by the
+ * fetcher against its trusted keys) catches everything else.
+ */
+enum kind {
+        KIND_CHUNK = 0,
+        KIND_MANIFEST = 1,
+};
+#define MANIFEST_DIR "manifests"
+#define KEPT_MAGIC "trovekm1"
+#define KEPT_HEADER_SIZE 56
+#define KEPT_DIGESTED 24
+#define KEPT_FILE_MAX (KEPT_HEADER_SIZE + CHUNKCACHE_SIG_MAX + (uint64_t) MANIFEST_MAX_SIZE)
 
 /*
  * The joint bound. Every mount of one directory keeps the directory's total
@@ -48,6 +76,7 @@ struct usage {
 
 struct entry {
         uint8_t id[SHA256_DIGEST_LEN];
+        uint8_t kind;                   /* enum kind; (kind, id) is the key */
         uint64_t size;
         time_t touched;                 /* mtime as last set or seen */
         time_t used;                    /* last use known to this mount */
@@ -71,16 +100,18 @@ struct chunkcache {
         struct chunkcache_stats stats;
 };
 
-static size_t id_hash(const uint8_t id[SHA256_DIGEST_LEN]) {
+static size_t id_hash(uint8_t kind, const uint8_t id[SHA256_DIGEST_LEN]) {
         uint64_t h;
 
         memcpy(&h, id, sizeof h);       /* ids are SHA-256: already uniform */
-        return (size_t) h;
+        return (size_t) (h ^ kind);
 }
 
-static struct entry *table_find(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN]) {
-        for (struct entry *e = c->buckets[id_hash(id) & (c->n_buckets - 1)]; e; e = e->hnext)
-                if (memcmp(e->id, id, SHA256_DIGEST_LEN) == 0)
+static struct entry *table_find(struct chunkcache *c, uint8_t kind,
+                                const uint8_t id[SHA256_DIGEST_LEN]) {
+        for (struct entry *e = c->buckets[id_hash(kind, id) & (c->n_buckets - 1)]; e;
+             e = e->hnext)
+                if (e->kind == kind && memcmp(e->id, id, SHA256_DIGEST_LEN) == 0)
                         return e;
         return NULL;
 }
@@ -98,7 +129,7 @@ static int table_grow(struct chunkcache *c) {
                 struct entry *e = c->buckets[i];
                 while (e) {
                         struct entry *next = e->hnext;
-                        size_t k = id_hash(e->id) & (n - 1);
+                        size_t k = id_hash(e->kind, e->id) & (n - 1);
                         e->hnext = b[k];
                         b[k] = e;
                         e = next;
@@ -144,7 +175,7 @@ static void lru_push_back(struct chunkcache *c, struct entry *e) {
 
 /* Removes e from the table and the LRU and frees it. */
 static void entry_drop(struct chunkcache *c, struct entry *e) {
-        struct entry **p = &c->buckets[id_hash(e->id) & (c->n_buckets - 1)];
+        struct entry **p = &c->buckets[id_hash(e->kind, e->id) & (c->n_buckets - 1)];
 
         while (*p != e)
                 p = &(*p)->hnext;
@@ -156,9 +187,9 @@ static void entry_drop(struct chunkcache *c, struct entry *e) {
 }
 
 /* Adds (or refreshes) an entry; front = most recently used. */
-static int entry_add(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], uint64_t size,
-                     time_t touched, bool front) {
-        struct entry *e = table_find(c, id);
+static int entry_add(struct chunkcache *c, uint8_t kind, const uint8_t id[SHA256_DIGEST_LEN],
+                     uint64_t size, time_t touched, bool front) {
+        struct entry *e = table_find(c, kind, id);
         size_t k;
 
         if (e) {
@@ -174,10 +205,11 @@ static int entry_add(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], 
                 if (!e)
                         return -ENOMEM;
                 memcpy(e->id, id, SHA256_DIGEST_LEN);
+                e->kind = kind;
                 e->size = size;
                 e->touched = touched;
                 e->used = touched;
-                k = id_hash(id) & (c->n_buckets - 1);
+                k = id_hash(kind, id) & (c->n_buckets - 1);
                 e->hnext = c->buckets[k];
                 c->buckets[k] = e;
                 c->n_entries++;
@@ -191,7 +223,8 @@ static int entry_add(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], 
 }
 
 size_t chunkcache_path_max(const struct chunkcache *c) {
-        return c->dir_len + 1 + 2 + 1 + HASH_BASE16_LEN + 1;
+        /* The longer of <dir>/<ab>/<hex> and <dir>/manifests/<hex>. */
+        return c->dir_len + 1 + strlen(MANIFEST_DIR) + 1 + HASH_BASE16_LEN + 1;
 }
 
 void chunkcache_path(const struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], char *out) {
@@ -203,6 +236,18 @@ void chunkcache_path(const struct chunkcache *c, const uint8_t id[SHA256_DIGEST_
         memcpy(out + c->dir_len + 1, hex, 2);
         out[c->dir_len + 3] = '/';
         memcpy(out + c->dir_len + 4, hex, HASH_BASE16_LEN + 1);
+}
+
+/* Where object (kind, id) lives; out holds chunkcache_path_max(c). */
+static void object_path(const struct chunkcache *c, uint8_t kind,
+                        const uint8_t id[SHA256_DIGEST_LEN], char *out) {
+        if (kind == KIND_CHUNK) {
+                chunkcache_path(c, id, out);
+                return;
+        }
+        memcpy(out, c->dir, c->dir_len);
+        memcpy(out + c->dir_len, "/" MANIFEST_DIR "/", strlen(MANIFEST_DIR) + 2);
+        hex_encode(id, SHA256_DIGEST_LEN, out + c->dir_len + strlen(MANIFEST_DIR) + 2);
 }
 
 static bool is_hex_name(const char *s) {
@@ -218,6 +263,7 @@ static bool is_hex_name(const char *s) {
 
 struct scanned {
         uint8_t id[SHA256_DIGEST_LEN];
+        uint8_t kind;
         uint64_t size;
         time_t mtime;
 };
@@ -278,57 +324,66 @@ static void remove_stale_tmp(const char *tmpdir) {
         closedir(d);
 }
 
-/* Every chunk file in the directory, newest first. */
+/* Adds the object files of one subdirectory (sub, as kind) to v. Chunk
+ * files must sit in the subdirectory named by their first two digits. */
+static int scan_sub(const char *sub, uint8_t kind, const char *prefix, struct scanned **v,
+                    size_t *n, size_t *cap) {
+        DIR *d = opendir(sub);
+        struct dirent *de;
+
+        if (!d)
+                return errno == ENOENT ? 0 : -errno;
+        if (fix_mode(dirfd(d), DIR_MODE) < 0)
+                log_debug("chunk cache: cannot make %s private", sub);
+        while ((de = readdir(d))) {
+                struct stat st;
+                if (!is_hex_name(de->d_name) || (prefix && strncmp(de->d_name, prefix, 2) != 0))
+                        continue;
+                if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                    !S_ISREG(st.st_mode))
+                        continue;
+                if ((st.st_mode & 07777) != FILE_MODE &&
+                    fchmodat(dirfd(d), de->d_name, FILE_MODE, 0) < 0)
+                        log_debug("chunk cache: cannot make %s/%s private", sub, de->d_name);
+                if (*n == *cap) {
+                        size_t ncap = *cap ? *cap * 2 : 1024;
+                        struct scanned *nv = reallocarray(*v, ncap, sizeof **v);
+                        if (!nv) {
+                                closedir(d);
+                                return -ENOMEM;
+                        }
+                        *v = nv;
+                        *cap = ncap;
+                }
+                (void) hex_decode(de->d_name, HASH_BASE16_LEN, (*v)[*n].id, SHA256_DIGEST_LEN);
+                (*v)[*n].kind = kind;
+                (*v)[*n].size = (uint64_t) st.st_size;
+                (*v)[*n].mtime = st.st_mtime;
+                (*n)++;
+        }
+        closedir(d);
+        return 0;
+}
+
+/* Every chunk and kept manifest file in the directory, newest first. */
 static int scan_dir(struct chunkcache *c, struct scanned **ret, size_t *ret_n) {
         _cleanup_free_ struct scanned *v = NULL;
-        size_t n = 0, cap = 0;
-        _cleanup_free_ char *sub = malloc(c->dir_len + 8);
+        size_t n = 0, cap = 0, sub_max = c->dir_len + strlen(MANIFEST_DIR) + 2;
+        _cleanup_free_ char *sub = malloc(sub_max);
+        int r;
 
         if (!sub)
                 return -ENOMEM;
         for (unsigned i = 0; i < 256; i++) {
-                DIR *d;
-                struct dirent *de;
-
-                snprintf(sub, c->dir_len + 8, "%s/%02x", c->dir, i);
-                d = opendir(sub);
-                if (!d) {
-                        if (errno == ENOENT)
-                                continue;
-                        return -errno;
-                }
-                if (fix_mode(dirfd(d), DIR_MODE) < 0)
-                        log_debug("chunk cache: cannot make %s private", sub);
-                while ((de = readdir(d))) {
-                        struct stat st;
-                        if (!is_hex_name(de->d_name) ||
-                            strncmp(de->d_name, sub + c->dir_len + 1, 2) != 0)
-                                continue;
-                        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-                            !S_ISREG(st.st_mode))
-                                continue;
-                        if ((st.st_mode & 07777) != FILE_MODE &&
-                            fchmodat(dirfd(d), de->d_name, FILE_MODE, 0) < 0)
-                                log_debug("chunk cache: cannot make %s/%s private", sub,
-                                          de->d_name);
-                        if (n == cap) {
-                                size_t ncap = cap ? cap * 2 : 1024;
-                                struct scanned *nv = reallocarray(v, ncap, sizeof *v);
-                                if (!nv) {
-                                        closedir(d);
-                                        return -ENOMEM;
-                                }
-                                v = nv;
-                                cap = ncap;
-                        }
-                        (void) hex_decode(de->d_name, HASH_BASE16_LEN, v[n].id,
-                                          SHA256_DIGEST_LEN);
-                        v[n].size = (uint64_t) st.st_size;
-                        v[n].mtime = st.st_mtime;
-                        n++;
-                }
-                closedir(d);
+                snprintf(sub, sub_max, "%s/%02x", c->dir, i);
+                r = scan_sub(sub, KIND_CHUNK, sub + c->dir_len + 1, &v, &n, &cap);
+                if (r < 0)
+                        return r;
         }
+        snprintf(sub, sub_max, "%s/" MANIFEST_DIR, c->dir);
+        r = scan_sub(sub, KIND_MANIFEST, NULL, &v, &n, &cap);
+        if (r < 0)
+                return r;
         if (n > 0)
                 qsort(v, n, sizeof *v, scanned_cmp);
         *ret = TAKE_PTR(v);
@@ -423,7 +478,7 @@ static struct entry *evict_pick(struct chunkcache *c, const struct entry *keep, 
 
         while (c->bytes > target && c->tail && c->tail != keep) {
                 struct entry *e = c->tail;
-                struct entry **p = &c->buckets[id_hash(e->id) & (c->n_buckets - 1)];
+                struct entry **p = &c->buckets[id_hash(e->kind, e->id) & (c->n_buckets - 1)];
 
                 while (*p != e)
                         p = &(*p)->hnext;
@@ -446,7 +501,7 @@ static void evict_files(struct chunkcache *c, struct entry *victims) {
                 struct entry *e = victims;
                 victims = e->next;
                 if (path) {
-                        chunkcache_path(c, e->id, path);
+                        object_path(c, e->kind, e->id, path);
                         (void) unlink(path);
                 }
                 free(e);
@@ -458,7 +513,7 @@ static void evict_files(struct chunkcache *c, struct entry *victims) {
  * the LRU by their mtime, among this mount's entries by their last use),
  * evicts down to LOW_WATER when over the bound (never keep_id), and sets
  * the shared counter to the exact total. */
-static int rescan(struct chunkcache *c, const uint8_t *keep_id) {
+static int rescan(struct chunkcache *c, uint8_t keep_kind, const uint8_t *keep_id) {
         _cleanup_free_ struct scanned *v = NULL;
         struct entry *fresh = NULL, **fresh_end = &fresh, *old, *victims = NULL;
         uint64_t bytes, files;
@@ -473,7 +528,7 @@ static int rescan(struct chunkcache *c, const uint8_t *keep_id) {
         for (struct entry *e = c->head; e; e = e->next)
                 e->seen = false;
         for (size_t i = 0; i < n; i++) {
-                struct entry *e = table_find(c, v[i].id);
+                struct entry *e = table_find(c, v[i].kind, v[i].id);
                 if (e) {
                         c->bytes = c->bytes - e->size + v[i].size;
                         e->size = v[i].size;
@@ -490,10 +545,11 @@ static int rescan(struct chunkcache *c, const uint8_t *keep_id) {
                         break;
                 }
                 memcpy(e->id, v[i].id, SHA256_DIGEST_LEN);
+                e->kind = v[i].kind;
                 e->size = v[i].size;
                 e->touched = e->used = v[i].mtime;
                 e->seen = true;
-                size_t k = id_hash(e->id) & (c->n_buckets - 1);
+                size_t k = id_hash(e->kind, e->id) & (c->n_buckets - 1);
                 e->hnext = c->buckets[k];
                 c->buckets[k] = e;
                 c->n_entries++;
@@ -532,7 +588,7 @@ static int rescan(struct chunkcache *c, const uint8_t *keep_id) {
                 lru_push_back(c, e);
         }
         if (c->max_bytes > 0 && c->bytes > c->max_bytes)
-                victims = evict_pick(c, keep_id ? table_find(c, keep_id) : NULL,
+                victims = evict_pick(c, keep_id ? table_find(c, keep_kind, keep_id) : NULL,
                                      LOW_WATER(c->max_bytes));
         bytes = c->bytes;
         files = c->n_entries;
@@ -552,7 +608,7 @@ static int rescan(struct chunkcache *c, const uint8_t *keep_id) {
 
 /* A store left the directory over the bound: rescan and evict, unless
  * another thread or mount did it meanwhile. */
-static void enforce_bound(struct chunkcache *c, const uint8_t *keep_id) {
+static void enforce_bound(struct chunkcache *c, uint8_t keep_kind, const uint8_t *keep_id) {
         int fd, r;
 
         fd = dir_lock(c, LOCK_EX);
@@ -561,7 +617,7 @@ static void enforce_bound(struct chunkcache *c, const uint8_t *keep_id) {
                 return;
         }
         if (usage_bytes(c) > c->max_bytes) {
-                r = rescan(c, keep_id);
+                r = rescan(c, keep_kind, keep_id);
                 if (r < 0)
                         log_debug_errno(r, "chunk cache: rescan of %s failed", c->dir);
         }
@@ -570,7 +626,7 @@ static void enforce_bound(struct chunkcache *c, const uint8_t *keep_id) {
 
 int chunkcache_open(const char *dir, uint64_t max_bytes, struct chunkcache **ret) {
         struct chunkcache *c;
-        _cleanup_free_ char *tmp = NULL;
+        _cleanup_free_ char *tmp = NULL, *mdir = NULL;
         size_t len;
         int r, fd;
 
@@ -599,10 +655,17 @@ int chunkcache_open(const char *dir, uint64_t max_bytes, struct chunkcache **ret
                 chunkcache_free(c);
                 return -ENOMEM;
         }
+        if (asprintf(&mdir, "%s/" MANIFEST_DIR, c->dir) < 0) {
+                mdir = NULL;
+                chunkcache_free(c);
+                return -ENOMEM;
+        }
         /* The cache directory itself decides who can read the chunks. */
         r = make_private_dir(c->dir);
         if (r >= 0)
                 r = make_private_dir(tmp);
+        if (r >= 0)
+                r = make_private_dir(mdir);
         if (r < 0) {
                 chunkcache_free(c);
                 return r;
@@ -616,7 +679,7 @@ int chunkcache_open(const char *dir, uint64_t max_bytes, struct chunkcache **ret
         }
         r = usage_map(c);
         if (r >= 0)
-                r = rescan(c, NULL);
+                r = rescan(c, KIND_CHUNK, NULL);
         close(fd);
         if (r < 0) {
                 chunkcache_free(c);
@@ -677,14 +740,47 @@ static void unlink_if_same(struct chunkcache *c, const char *path, const struct 
                 close(fd);
 }
 
-static void forget(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN]) {
+static void forget(struct chunkcache *c, uint8_t kind, const uint8_t id[SHA256_DIGEST_LEN]) {
         struct entry *e;
 
         pthread_mutex_lock(&c->lock);
-        e = table_find(c, id);
+        e = table_find(c, kind, id);
         if (e)
                 entry_drop(c, e);
         pthread_mutex_unlock(&c->lock);
+}
+
+/* A verified hit on the file fd (st): moves it to the front of the LRU and
+ * bumps its mtime at most once per TOUCH_INTERVAL_SECONDS. */
+static void note_hit(struct chunkcache *c, uint8_t kind, const uint8_t id[SHA256_DIGEST_LEN],
+                     int fd, const struct stat *st) {
+        time_t now = time(NULL);
+        bool touch = false;
+        struct entry *e;
+
+        pthread_mutex_lock(&c->lock);
+        if (kind == KIND_CHUNK)
+                c->stats.hits++;
+        else
+                c->stats.manifest_hits++;
+        e = table_find(c, kind, id);
+        if (e) {
+                lru_unlink(c, e);
+                lru_push_front(c, e);
+                e->used = now;
+                if (e->touched + TOUCH_INTERVAL_SECONDS < now) {
+                        e->touched = now;
+                        touch = true;
+                }
+        } else {
+                /* Stored by another mount (and counted by it): track its
+                 * use from now on. */
+                (void) entry_add(c, kind, id, (uint64_t) st->st_size, now, true);
+                touch = st->st_mtime + TOUCH_INTERVAL_SECONDS < now;
+        }
+        pthread_mutex_unlock(&c->lock);
+        if (touch)
+                (void) futimens(fd, NULL);
 }
 
 int chunkcache_get(struct chunkcache *c, struct chunkcodec *codec,
@@ -695,8 +791,7 @@ int chunkcache_get(struct chunkcache *c, struct chunkcodec *codec,
         _cleanup_close_ int fd = -1;
         struct stat st;
         size_t len = 0;
-        bool corrupt = false, touch = false;
-        time_t now;
+        bool corrupt = false;
         int r;
 
         if (!path)
@@ -707,7 +802,7 @@ int chunkcache_get(struct chunkcache *c, struct chunkcodec *codec,
                 r = -errno;
                 if (r != -ENOENT)
                         return r;
-                forget(c, id);
+                forget(c, KIND_CHUNK, id);
                 pthread_mutex_lock(&c->lock);
                 c->stats.misses++;
                 pthread_mutex_unlock(&c->lock);
@@ -738,35 +833,14 @@ int chunkcache_get(struct chunkcache *c, struct chunkcodec *codec,
         if (corrupt) {
                 log_debug("chunk cache: %s does not verify, deleting it", path);
                 unlink_if_same(c, path, &st);
-                forget(c, id);
+                forget(c, KIND_CHUNK, id);
                 pthread_mutex_lock(&c->lock);
                 c->stats.corrupt++;
                 c->stats.misses++;
                 pthread_mutex_unlock(&c->lock);
                 return 0;
         }
-
-        now = time(NULL);
-        pthread_mutex_lock(&c->lock);
-        c->stats.hits++;
-        struct entry *e = table_find(c, id);
-        if (e) {
-                lru_unlink(c, e);
-                lru_push_front(c, e);
-                e->used = now;
-                if (e->touched + TOUCH_INTERVAL_SECONDS < now) {
-                        e->touched = now;
-                        touch = true;
-                }
-        } else {
-                /* Stored by another mount (and counted by it): track its
-                 * use from now on. */
-                (void) entry_add(c, id, (uint64_t) st.st_size, now, true);
-                touch = st.st_mtime + TOUCH_INTERVAL_SECONDS < now;
-        }
-        pthread_mutex_unlock(&c->lock);
-        if (touch)
-                (void) futimens(fd, NULL);
+        note_hit(c, KIND_CHUNK, id, fd, &st);
         *ret_len = len;
         return 1;
 }
@@ -801,22 +875,25 @@ static int move_into_place(const char *tmp, const char *path) {
         return errno == EEXIST ? 0 : -errno;
 }
 
-int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,
-                   size_t n) {
+/* Stores object (kind, id) with the bytes of parts[0..n_parts) unless it is
+ * there already (see chunkcache_put). */
+static int put_object(struct chunkcache *c, uint8_t kind, const uint8_t id[SHA256_DIGEST_LEN],
+                      const struct iovec *parts, size_t n_parts) {
         _cleanup_free_ char *path = malloc(chunkcache_path_max(c));
         _cleanup_free_ char *tmp = NULL;
         char hex[HASH_BASE16_LEN + 1];
         bool over = false;
-        int fd, lock_fd, r;
+        uint64_t n = 0;
+        int fd, lock_fd, r = 0;
 
         if (!path)
                 return -ENOMEM;
-        if (n == 0 || n > FRAME_MAX)
-                return -EINVAL;
-        chunkcache_path(c, id, path);
+        object_path(c, kind, id, path);
+        for (size_t i = 0; i < n_parts; i++)
+                n += parts[i].iov_len;
 
         pthread_mutex_lock(&c->lock);
-        bool known = table_find(c, id) != NULL;
+        bool known = table_find(c, kind, id) != NULL;
         pthread_mutex_unlock(&c->lock);
         if (known && access(path, F_OK) == 0)
                 return 0;
@@ -840,7 +917,8 @@ int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], co
         }
         if (fd < 0)
                 return -errno;
-        r = write_all(fd, frame, n);
+        for (size_t i = 0; i < n_parts && r == 0; i++)
+                r = write_all(fd, parts[i].iov_base, parts[i].iov_len);
         if (r == 0 && fchmod(fd, FILE_MODE) < 0)
                 r = -errno;
         if (close(fd) < 0 && r == 0)
@@ -858,7 +936,7 @@ int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], co
         }
         r = move_into_place(tmp, path);
         if (r == -ENOENT) {
-                char *slash = path + c->dir_len + 3;
+                char *slash = strrchr(path, '/');
                 *slash = '\0';
                 r = mkdir_parents(path, DIR_MODE);
                 *slash = '/';
@@ -875,24 +953,37 @@ int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], co
                 return r;
 
         pthread_mutex_lock(&c->lock);
-        if (r > 0)
-                c->stats.stored++;
-        r = entry_add(c, id, n, time(NULL), true);
+        if (r > 0) {
+                if (kind == KIND_CHUNK)
+                        c->stats.stored++;
+                else
+                        c->stats.manifests_stored++;
+        }
+        r = entry_add(c, kind, id, n, time(NULL), true);
         pthread_mutex_unlock(&c->lock);
         if (over)
-                enforce_bound(c, id);
+                enforce_bound(c, kind, id);
         return r;
 }
 
-int chunkcache_remove(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN]) {
+int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,
+                   size_t n) {
+        struct iovec part = { (void *) frame, n };
+
+        if (n == 0 || n > FRAME_MAX)
+                return -EINVAL;
+        return put_object(c, KIND_CHUNK, id, &part, 1);
+}
+
+static int remove_object(struct chunkcache *c, uint8_t kind, const uint8_t id[SHA256_DIGEST_LEN]) {
         _cleanup_free_ char *path = malloc(chunkcache_path_max(c));
         struct stat st;
         int fd, r = 0;
 
         if (!path)
                 return -ENOMEM;
-        chunkcache_path(c, id, path);
-        forget(c, id);
+        object_path(c, kind, id, path);
+        forget(c, kind, id);
         fd = dir_lock(c, LOCK_SH);
         if (fd < 0)
                 return fd;
@@ -902,6 +993,183 @@ int chunkcache_remove(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN])
                 r = -errno;
         close(fd);
         return r;
+}
+
+int chunkcache_remove(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN]) {
+        return remove_object(c, KIND_CHUNK, id);
+}
+
+/* ---- kept manifests ---- */
+
+static void put_le32(uint8_t *p, uint32_t v) {
+        for (unsigned i = 0; i < 4; i++)
+                p[i] = (uint8_t) (v >> (8 * i));
+}
+
+static void put_le64(uint8_t *p, uint64_t v) {
+        for (unsigned i = 0; i < 8; i++)
+                p[i] = (uint8_t) (v >> (8 * i));
+}
+
+static uint32_t get_le32(const uint8_t *p) {
+        uint32_t v = 0;
+
+        for (unsigned i = 0; i < 4; i++)
+                v |= (uint32_t) p[i] << (8 * i);
+        return v;
+}
+
+static uint64_t get_le64(const uint8_t *p) {
+        uint64_t v = 0;
+
+        for (unsigned i = 0; i < 8; i++)
+                v |= (uint64_t) p[i] << (8 * i);
+        return v;
+}
+
+static bool sig_text_ok(const char *s, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (s[i] <= ' ' || s[i] > '~')
+                        return false;
+        return true;
+}
+
+/* The digest of a kept manifest file: header bytes 0..23, sig, body. */
+static int kept_digest(const uint8_t *head, const char *sig, size_t sig_len, const void *body,
+                       size_t n, uint8_t out[SHA256_DIGEST_LEN]) {
+        struct sha256 h;
+        int r = sha256_init(&h);
+
+        if (r < 0)
+                return r;
+        r = sha256_update(&h, head, KEPT_DIGESTED);
+        if (r >= 0)
+                r = sha256_update(&h, sig, sig_len);
+        if (r >= 0)
+                r = sha256_update(&h, body, n);
+        if (r >= 0)
+                r = sha256_final(&h, out);
+        sha256_done(&h);
+        return r;
+}
+
+int chunkcache_manifest_put(struct chunkcache *c, const uint8_t key[SHA256_DIGEST_LEN],
+                            const char *sig, const void *body, size_t n) {
+        uint8_t head[KEPT_HEADER_SIZE] = { 0 };
+        size_t sig_len = sig ? strlen(sig) : 0;
+        struct iovec parts[3];
+        int r;
+
+        if (n == 0 || n > MANIFEST_MAX_SIZE || sig_len > CHUNKCACHE_SIG_MAX ||
+            !sig_text_ok(sig, sig_len))
+                return -EINVAL;
+        memcpy(head, KEPT_MAGIC, 8);
+        put_le32(head + 8, (uint32_t) sig_len);
+        put_le64(head + 16, n);
+        r = kept_digest(head, sig, sig_len, body, n, head + KEPT_DIGESTED);
+        if (r < 0)
+                return r;
+        parts[0] = (struct iovec) { head, sizeof head };
+        parts[1] = (struct iovec) { (void *) (sig ? sig : ""), sig_len };
+        parts[2] = (struct iovec) { (void *) body, n };
+        return put_object(c, KIND_MANIFEST, key, parts, 3);
+}
+
+/* Whether data (a whole kept manifest file of size bytes) is intact; sets
+ * the signature and body spans. */
+static bool kept_parse(const uint8_t *data, uint64_t size, size_t *ret_sig_len,
+                       size_t *ret_body_len) {
+        uint8_t digest[SHA256_DIGEST_LEN];
+        uint32_t sig_len;
+        uint64_t n;
+
+        if (size < KEPT_HEADER_SIZE || memcmp(data, KEPT_MAGIC, 8) != 0)
+                return false;
+        sig_len = get_le32(data + 8);
+        n = get_le64(data + 16);
+        if (get_le32(data + 12) != 0 || sig_len > CHUNKCACHE_SIG_MAX || n == 0 ||
+            n > MANIFEST_MAX_SIZE || size != KEPT_HEADER_SIZE + sig_len + n)
+                return false;
+        if (!sig_text_ok((const char *) data + KEPT_HEADER_SIZE, sig_len))
+                return false;
+        if (kept_digest(data, (const char *) data + KEPT_HEADER_SIZE, sig_len,
+                        data + KEPT_HEADER_SIZE + sig_len, n, digest) < 0 ||
+            memcmp(digest, data + KEPT_DIGESTED, SHA256_DIGEST_LEN) != 0)
+                return false;
+        *ret_sig_len = sig_len;
+        *ret_body_len = (size_t) n;
+        return true;
+}
+
+int chunkcache_manifest_get(struct chunkcache *c, const uint8_t key[SHA256_DIGEST_LEN],
+                            char **ret_sig, uint8_t **ret_body, size_t *ret_len) {
+        _cleanup_free_ char *path = malloc(chunkcache_path_max(c));
+        _cleanup_free_ uint8_t *data = NULL;
+        _cleanup_free_ char *sig = NULL;
+        _cleanup_free_ uint8_t *body = NULL;
+        _cleanup_close_ int fd = -1;
+        size_t sig_len = 0, n = 0;
+        struct stat st;
+        bool intact = false;
+        int r;
+
+        if (!path)
+                return -ENOMEM;
+        object_path(c, KIND_MANIFEST, key, path);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) {
+                r = -errno;
+                if (r != -ENOENT)
+                        return r;
+                forget(c, KIND_MANIFEST, key);
+                pthread_mutex_lock(&c->lock);
+                c->stats.manifest_misses++;
+                pthread_mutex_unlock(&c->lock);
+                return 0;
+        }
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (S_ISREG(st.st_mode) && st.st_size >= KEPT_HEADER_SIZE &&
+            (uint64_t) st.st_size <= KEPT_FILE_MAX) {
+                data = malloc((size_t) st.st_size);
+                if (!data)
+                        return -ENOMEM;
+                r = read_all(fd, data, (size_t) st.st_size);
+                if (r < 0 && r != -EBADMSG)
+                        return r;
+                intact = r == 0 && kept_parse(data, (uint64_t) st.st_size, &sig_len, &n);
+        }
+        if (!intact) {
+                log_debug("chunk cache: kept manifest %s is damaged, deleting it", path);
+                unlink_if_same(c, path, &st);
+                forget(c, KIND_MANIFEST, key);
+                pthread_mutex_lock(&c->lock);
+                c->stats.manifest_damaged++;
+                pthread_mutex_unlock(&c->lock);
+                return -EBADMSG;
+        }
+        sig = strndup((const char *) data + KEPT_HEADER_SIZE, sig_len);
+        if (!sig)
+                return -ENOMEM;
+        /* The body in place of the file's bytes: no second copy. */
+        memmove(data, data + KEPT_HEADER_SIZE + sig_len, n);
+        body = TAKE_PTR(data);
+        note_hit(c, KIND_MANIFEST, key, fd, &st);
+        *ret_sig = TAKE_PTR(sig);
+        *ret_body = TAKE_PTR(body);
+        *ret_len = n;
+        return 1;
+}
+
+int chunkcache_manifest_remove(struct chunkcache *c, const uint8_t key[SHA256_DIGEST_LEN]) {
+        return remove_object(c, KIND_MANIFEST, key);
+}
+
+int chunkcache_manifest_discard(struct chunkcache *c, const uint8_t key[SHA256_DIGEST_LEN]) {
+        pthread_mutex_lock(&c->lock);
+        c->stats.manifest_damaged++;
+        pthread_mutex_unlock(&c->lock);
+        return remove_object(c, KIND_MANIFEST, key);
 }
 
 void chunkcache_get_stats(struct chunkcache *c, struct chunkcache_stats *ret) {

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <time.h>
@@ -19,6 +20,19 @@
 #define BACKOFF_MAX_MS 2000
 #define IDLE_CLIENTS_MAX 8
 #define URL_MAX 4096
+/* A server that failed is left alone this long, doubled for each failure
+ * in a row, before requests go to it again. */
+#define SERVER_BACKOFF_FIRST_MS 1000
+#define SERVER_BACKOFF_MAX_MS 60000
+/* Separates the kept-manifest key from every other use of SHA-256 here. */
+#define KEPT_KEY_DOMAIN "trove-kept-manifest-1\n"
+
+/* One of the servers of the cache (--server, in the order given). */
+struct server {
+        char *base_url;         /* <server>/_api/v1/caches/<cache> */
+        uint64_t retry_at_ms;   /* in back-off until then (0: not) */
+        uint64_t backoff_ms;    /* the current back-off; 0 after a success */
+};
 
 enum chunk_state {
         CHUNK_PENDING,
@@ -47,7 +61,10 @@ struct fetcher_chunk {
 };
 
 struct fetcher {
-        char *base_url;        /* <server>/_api/v1/caches/<cache> */
+        struct server *servers; /* failover order; guarded by servers_lock */
+        size_t n_servers;
+        pthread_mutex_t servers_lock;
+        char *cache_name;
         char *auth_header;     /* "Authorization: Bearer …" or NULL */
         struct signing_public *trusted_keys; /* manifests must be signed by one */
         size_t n_trusted_keys;
@@ -108,6 +125,59 @@ static int client_new(const struct fetcher *f, struct http_client **ret) {
         return http_client_new(&o, ret);
 }
 
+/* ---- servers: failover and back-off ---- */
+
+/* The server the next attempt goes to: the first one (in the order given)
+ * not in back-off; if all are, the one whose back-off ends first. */
+static size_t server_pick(struct fetcher *f, uint64_t now, bool *ret_available) {
+        size_t best = 0;
+
+        pthread_mutex_lock(&f->servers_lock);
+        for (size_t i = 0; i < f->n_servers; i++) {
+                if (f->servers[i].retry_at_ms <= now) {
+                        pthread_mutex_unlock(&f->servers_lock);
+                        *ret_available = true;
+                        return i;
+                }
+                if (f->servers[i].retry_at_ms < f->servers[best].retry_at_ms)
+                        best = i;
+        }
+        pthread_mutex_unlock(&f->servers_lock);
+        *ret_available = false;
+        return best;
+}
+
+/* Server i could not be reached or answered 5xx. Many requests fail on
+ * one outage together: only the first failure after the server came out
+ * of back-off lengthens it. */
+static void server_failed(struct fetcher *f, size_t i, uint64_t now) {
+        struct server *s = &f->servers[i];
+
+        if (f->n_servers < 2)
+                return; /* nowhere else to go: plain retries decide */
+        pthread_mutex_lock(&f->servers_lock);
+        if (s->retry_at_ms <= now) {
+                s->backoff_ms = s->backoff_ms == 0
+                                        ? SERVER_BACKOFF_FIRST_MS
+                                        : MIN(s->backoff_ms * 2, SERVER_BACKOFF_MAX_MS);
+                s->retry_at_ms = now + s->backoff_ms;
+                log_debug("server %s failed; not asked again for %" PRIu64 " ms", s->base_url,
+                          s->backoff_ms);
+        }
+        pthread_mutex_unlock(&f->servers_lock);
+}
+
+static void server_ok(struct fetcher *f, size_t i) {
+        struct server *s = &f->servers[i];
+
+        if (f->n_servers < 2)
+                return;
+        pthread_mutex_lock(&f->servers_lock);
+        s->backoff_ms = 0;
+        s->retry_at_ms = 0;
+        pthread_mutex_unlock(&f->servers_lock);
+}
+
 static bool retryable(int r) {
         switch (r) {
         case -ENOENT:
@@ -127,17 +197,27 @@ static bool retryable(int r) {
  * returned as is. Returns 0 with the body in b. */
 typedef int (*check_fn)(void *userdata, const struct buf *b);
 
-/* GET url into b. If capture is set, that response header of the
- * successful answer is kept in *ret_resp. */
-static int get_with_retries(struct fetcher *f, struct http_client *client, const char *url,
-                            struct buf *b, check_fn check, void *userdata, const char *capture,
-                            struct http_response *ret_resp) {
+/* GET <server>/_api/v1/caches/<cache><path> into b, from the first
+ * server that is not in back-off. A connection error, a timeout or a 5xx
+ * puts that server in back-off and the request goes on at once to the next
+ * (a failover); when every server is in back-off, the attempts wait as
+ * plain retries do. The URL of the last attempt is left in url (URL_MAX
+ * bytes). If capture is set, that response header of the successful
+ * answer is kept in *ret_resp. */
+static int get_with_retries(struct fetcher *f, struct http_client *client, const char *path,
+                            char *url, struct buf *b, check_fn check, void *userdata,
+                            const char *capture, struct http_response *ret_resp) {
         const char *headers[] = { f->auth_header, NULL };
         uint64_t deadline = now_ms() + (uint64_t) f->timeout_ms;
         uint64_t backoff = BACKOFF_FIRST_MS;
+        /* Each server gets its turn on top of the retry budget. */
+        unsigned max_attempts = f->max_attempts + (unsigned) f->n_servers - 1;
+        bool failed = false, available;
+        size_t s = 0;
         int r = -EIO;
 
-        for (unsigned attempt = 0; attempt < f->max_attempts; attempt++) {
+        url[0] = '\0';
+        for (unsigned attempt = 0; attempt < max_attempts; attempt++) {
                 struct http_response resp;
                 struct http_request req = {
                         .url = url,
@@ -145,23 +225,40 @@ static int get_with_retries(struct fetcher *f, struct http_client *client, const
                         .response = b,
                         .capture_header = capture,
                 };
+                size_t next;
 
                 if (attempt > 0) {
                         uint64_t now = now_ms();
                         if (now >= deadline)
                                 break;
-                        sleep_ms(MIN(backoff, deadline - now));
-                        backoff = MIN(backoff * 2, BACKOFF_MAX_MS);
-                        if (now_ms() >= deadline)
-                                break;
+                        next = server_pick(f, now, &available);
+                        if (failed && next != s && available) {
+                                STAT_ADD(f, failovers, 1);
+                                log_debug("failing over from %s to %s", f->servers[s].base_url,
+                                          f->servers[next].base_url);
+                        } else {
+                                sleep_ms(MIN(backoff, deadline - now));
+                                backoff = MIN(backoff * 2, BACKOFF_MAX_MS);
+                                now = now_ms();
+                                if (now >= deadline)
+                                        break;
+                                next = server_pick(f, now, &available);
+                        }
                         STAT_ADD(f, retries, 1);
-                }
+                        s = next;
+                } else
+                        s = server_pick(f, now_ms(), &available);
+                failed = false;
+                if (snprintf(url, URL_MAX, "%s%s", f->servers[s].base_url, path) >= URL_MAX)
+                        return -ENAMETOOLONG;
                 buf_reset(b);
                 r = http_request(client, &req, &resp);
                 if (r < 0) {
                         log_debug_errno(r, "GET %s: %s", url, http_client_last_error(client));
                         if (!retryable(r))
                                 return r;
+                        server_failed(f, s, now_ms());
+                        failed = true;
                         continue;
                 }
                 r = http_status_to_errno(resp.status);
@@ -170,6 +267,10 @@ static int get_with_retries(struct fetcher *f, struct http_client *client, const
                         /* 404, 401/403, 400: asking again will not help. */
                         if (r == -ENOENT || r == -EACCES || r == -EINVAL)
                                 return r;
+                        if (resp.status >= 500) {
+                                server_failed(f, s, now_ms());
+                                failed = true;
+                        }
                         continue;
                 }
                 if (check) {
@@ -179,6 +280,7 @@ static int get_with_retries(struct fetcher *f, struct http_client *client, const
                         if (r < 0)
                                 return r;
                 }
+                server_ok(f, s);
                 if (ret_resp)
                         *ret_resp = resp;
                 return 0;
@@ -375,6 +477,7 @@ static int check_chunk(void *userdata, const struct buf *b) {
 static int load_chunk(struct fetcher *f, struct http_client *client, struct chunkcodec *codec,
                       const struct fetcher_chunk *e, uint8_t *out) {
         char hex[HASH_BASE16_LEN + 1];
+        char path[16 + HASH_BASE16_LEN];
         char url[URL_MAX];
         size_t len;
         /* What a stored frame may be at most (docs/manifest.md). */
@@ -395,9 +498,8 @@ static int load_chunk(struct fetcher *f, struct http_client *client, struct chun
         }
 
         hex_encode(e->id, SHA256_DIGEST_LEN, hex);
-        if (snprintf(url, sizeof url, "%s/chunks/%s", f->base_url, hex) >= (int) sizeof url)
-                return -ENAMETOOLONG;
-        r = get_with_retries(f, client, url, &b, check_chunk, &cc, NULL, NULL);
+        snprintf(path, sizeof path, "/chunks/%s", hex);
+        r = get_with_retries(f, client, path, url, &b, check_chunk, &cc, NULL, NULL);
         if (r == -EBADMSG)
                 r = -EIO; /* never verified within the budget */
         if (r < 0) {
@@ -474,10 +576,19 @@ int fetcher_new(const struct fetcher_options *o, struct chunkcache *cache, struc
         size_t n;
         int r;
 
-        if (!o || !o->server_url || !o->cache || o->cache[0] == '\0' || strchr(o->cache, '/'))
+        const char *const *urls;
+        size_t n_urls;
+
+        if (!o || !o->cache || o->cache[0] == '\0' || strchr(o->cache, '/'))
                 return -EINVAL;
-        if (!startswith(o->server_url, "http://") && !startswith(o->server_url, "https://"))
+        urls = o->n_servers > 0 ? o->server_urls : &o->server_url;
+        n_urls = o->n_servers > 0 ? o->n_servers : 1;
+        if (!urls || n_urls > FETCHER_SERVERS_MAX)
                 return -EINVAL;
+        for (size_t i = 0; i < n_urls; i++)
+                if (!urls[i] ||
+                    (!startswith(urls[i], "http://") && !startswith(urls[i], "https://")))
+                        return -EINVAL;
         if (o->token && (strpbrk(o->token, "\r\n") || strlen(o->token) > 8192))
                 return -EINVAL;
         if (o->n_trusted_keys > 0 && !o->trusted_keys)
@@ -490,6 +601,7 @@ int fetcher_new(const struct fetcher_options *o, struct chunkcache *cache, struc
         if (!f)
                 return -ENOMEM;
         pthread_mutex_init(&f->lock, NULL);
+        pthread_mutex_init(&f->servers_lock, NULL);
         pthread_cond_init(&f->work_cond, NULL);
         pthread_cond_init(&f->done_cond, NULL);
         f->cache = cache;
@@ -497,12 +609,28 @@ int fetcher_new(const struct fetcher_options *o, struct chunkcache *cache, struc
         f->max_attempts = o->max_attempts > 0 ? o->max_attempts : ATTEMPTS_DEFAULT;
         f->mem_max = o->mem_cache_bytes > 0 ? o->mem_cache_bytes : MEM_CACHE_DEFAULT;
         f->max_prefetch = o->max_prefetch > 0 ? o->max_prefetch : PREFETCH_DEFAULT;
-        n = strlen(o->server_url);
-        while (n > 0 && o->server_url[n - 1] == '/')
-                n--;
-        if (asprintf(&f->base_url, "%.*s/_api/v1/caches/%s", (int) n, o->server_url,
-                     o->cache) < 0)
-                f->base_url = NULL;
+        f->servers = calloc(n_urls, sizeof *f->servers);
+        if (!f->servers) {
+                fetcher_free(f);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n_urls; i++) {
+                struct server *sv = &f->servers[f->n_servers];
+                n = strlen(urls[i]);
+                while (n > 0 && urls[i][n - 1] == '/')
+                        n--;
+                if (asprintf(&sv->base_url, "%.*s/_api/v1/caches/%s", (int) n, urls[i],
+                             o->cache) < 0) {
+                        fetcher_free(f);
+                        return -ENOMEM;
+                }
+                f->n_servers++;
+                if (strlen(sv->base_url) > URL_MAX - 128) {
+                        fetcher_free(f);
+                        return -ENAMETOOLONG;
+                }
+        }
+        f->cache_name = strdup(o->cache);
         if (o->token && asprintf(&f->auth_header, "Authorization: Bearer %s", o->token) < 0)
                 f->auth_header = NULL;
         if (o->n_trusted_keys > 0) {
@@ -515,14 +643,10 @@ int fetcher_new(const struct fetcher_options *o, struct chunkcache *cache, struc
         }
         f->n_buckets = 1024;
         f->buckets = calloc(f->n_buckets, sizeof *f->buckets);
-        if (!f->base_url || (o->token && !f->auth_header) || !f->buckets ||
+        if (!f->cache_name || (o->token && !f->auth_header) || !f->buckets ||
             (o->n_trusted_keys > 0 && !f->trusted_keys)) {
                 fetcher_free(f);
                 return -ENOMEM;
-        }
-        if (strlen(f->base_url) > URL_MAX - 128) {
-                fetcher_free(f);
-                return -ENAMETOOLONG;
         }
 
         n = o->n_workers > 0 ? MIN(o->n_workers, WORKERS_MAX) : WORKERS_DEFAULT;
@@ -562,7 +686,11 @@ struct fetcher *fetcher_free(struct fetcher *f) {
         free(f->buckets);
         for (unsigned i = 0; i < f->n_idle_clients; i++)
                 http_client_free(f->idle_clients[i]);
-        free(f->base_url);
+        for (size_t i = 0; i < f->n_servers; i++)
+                free(f->servers[i].base_url);
+        free(f->servers);
+        free(f->cache_name);
+        pthread_mutex_destroy(&f->servers_lock);
         free(f->auth_header);
         free(f->trusted_keys);
         pthread_cond_destroy(&f->work_cond);
@@ -596,35 +724,105 @@ static void client_release(struct fetcher *f, struct http_client *c) {
         http_client_free(c);
 }
 
-/* A manifest from the server must carry MANIFEST_SIG_HEADER exactly once
- * with a signature of its body by a trusted key. -EKEYREJECTED with err
- * saying why. */
-static int verify_manifest(struct fetcher *f, const char *url, const struct buf *b,
-                           const struct http_response *resp, struct trove_error *err) {
+/* A manifest must carry a signature of its body by a trusted key: sig is
+ * the MANIFEST_SIG_HEADER value (NULL: none), from is the URL or file it
+ * came from. -EKEYREJECTED with err saying why. */
+static int verify_manifest(struct fetcher *f, const char *from, const uint8_t *body, size_t n,
+                           const char *sig, struct trove_error *err) {
         int r;
 
-        if (resp->captured_count == 0)
+        if (!sig || !sig[0])
                 return trove_error_set(err, -EKEYREJECTED,
-                                       "GET %s: no %s header: the manifest is not signed", url,
+                                       "%s: no %s header: the manifest is not signed", from,
                                        MANIFEST_SIG_HEADER);
-        if (resp->captured_count > 1 || resp->captured_len >= sizeof resp->captured)
-                return trove_error_set(err, -EKEYREJECTED, "GET %s: malformed %s header", url,
-                                       MANIFEST_SIG_HEADER);
-        r = manifest_verify((const char *) b->data, b->len, resp->captured, f->trusted_keys,
-                            f->n_trusted_keys);
+        r = manifest_verify((const char *) body, n, sig, f->trusted_keys, f->n_trusted_keys);
         if (r == -EBADMSG)
-                return trove_error_set(err, -EKEYREJECTED, "GET %s: malformed %s header", url,
+                return trove_error_set(err, -EKEYREJECTED, "%s: malformed %s header", from,
                                        MANIFEST_SIG_HEADER);
         if (r == -EKEYREJECTED)
                 return trove_error_set(err, -EKEYREJECTED,
-                                       "GET %s: the manifest's signature (%.*s) does not verify "
+                                       "%s: the manifest's signature (%.*s) does not verify "
                                        "with any trusted key: changed in transit, or signed by "
-                                       "another key", url,
-                                       (int) strcspn(resp->captured, ":"), resp->captured);
+                                       "another key", from, (int) strcspn(sig, ":"), sig);
         if (r < 0)
-                return trove_error_set(err, r, "GET %s: cannot verify the manifest: %s", url,
+                return trove_error_set(err, r, "%s: cannot verify the manifest: %s", from,
                                        strerror(-r));
         return 0;
+}
+
+/* Whether the decoded manifest is the one of the store path with hash
+ * part hash_part (only such a manifest may be kept under its key). */
+static bool manifest_is_for(const struct manifest *m, const char *hash_part) {
+        const char *base = m->info.store_path ? strrchr(m->info.store_path, '/') : NULL;
+
+        return base && strncmp(base + 1, hash_part, STOREPATH_HASH_LEN) == 0 &&
+               base[1 + STOREPATH_HASH_LEN] == '-';
+}
+
+/* Where the manifest of hash_part of this cache is kept in the chunk
+ * cache. The servers of one cache serve the same manifests, so the key
+ * names the cache, not a server. */
+static int kept_key(const struct fetcher *f, const char *hash_part,
+                    uint8_t ret[SHA256_DIGEST_LEN]) {
+        struct sha256 h;
+        int r = sha256_init(&h);
+
+        if (r < 0)
+                return r;
+        r = sha256_update(&h, KEPT_KEY_DOMAIN, strlen(KEPT_KEY_DOMAIN));
+        if (r >= 0)
+                r = sha256_update(&h, f->cache_name, strlen(f->cache_name) + 1);
+        if (r >= 0)
+                r = sha256_update(&h, hash_part, STOREPATH_HASH_LEN);
+        if (r >= 0)
+                r = sha256_final(&h, ret);
+        sha256_done(&h);
+        return r;
+}
+
+/* The manifest of hash_part if the chunk cache keeps one that checks out
+ * exactly as a downloaded one would (signature when keys are trusted, then
+ * the full decode, and the right store path): 1 and *ret, else 0 (a kept
+ * manifest that does not check out is deleted). */
+static int get_kept_manifest(struct fetcher *f, const uint8_t key[SHA256_DIGEST_LEN],
+                             const char *hash_part, const char *store_dir,
+                             struct manifest *ret) {
+        _cleanup_free_ char *sig = NULL;
+        _cleanup_free_ uint8_t *body = NULL;
+        struct trove_error err = { "" };
+        struct manifest m = {};
+        size_t n = 0;
+        int r;
+
+        r = chunkcache_manifest_get(f->cache, key, &sig, &body, &n);
+        if (r == -EBADMSG) {
+                log_debug("the kept manifest of %s is damaged; fetching it again", hash_part);
+                return 0;
+        }
+        if (r < 0)
+                log_debug_errno(r, "cannot read the kept manifest of %s: %s", hash_part,
+                                strerror(-r));
+        if (r <= 0)
+                return r == -ENOMEM ? r : 0;
+        if (f->n_trusted_keys > 0)
+                r = verify_manifest(f, "kept manifest", body, n, sig, &err);
+        if (r >= 0)
+                r = manifest_decode((const char *) body, n, store_dir, &m, &err);
+        if (r >= 0 && !manifest_is_for(&m, hash_part)) {
+                r = trove_error_set(&err, -EBADMSG, "it names %s", m.info.store_path);
+                manifest_free(&m);
+        }
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0) {
+                log_debug("the kept manifest of %s is refused (%s); fetching it again",
+                          hash_part, err.msg);
+                (void) chunkcache_manifest_discard(f->cache, key);
+                return 0;
+        }
+        STAT_ADD(f, manifests_kept_used, 1);
+        *ret = m;
+        return 1;
 }
 
 int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *store_dir,
@@ -632,19 +830,32 @@ int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *s
         struct http_client *client = NULL;
         struct buf b = BUF_INIT(MANIFEST_MAX_SIZE);
         struct http_response resp = {};
+        uint8_t key[SHA256_DIGEST_LEN] = { 0 };
+        char path[16 + STOREPATH_HASH_LEN];
         char url[URL_MAX];
+        const char *sig;
         int r;
 
         if (!storepath_is_hash_part(hash_part, strlen(hash_part)))
                 return trove_error_set(err, EINVAL, "not a store path hash: %s", hash_part);
-        if (snprintf(url, sizeof url, "%s/manifests/%s", f->base_url, hash_part) >=
-            (int) sizeof url)
-                return -ENAMETOOLONG;
+        if (f->cache) {
+                /* Manifests are immutable: one kept is as good as the
+                 * server's, and works while no server answers. */
+                r = kept_key(f, hash_part, key);
+                if (r < 0)
+                        return r;
+                r = get_kept_manifest(f, key, hash_part, store_dir, ret);
+                if (r != 0)
+                        return r < 0 ? r : 0;
+        }
+        snprintf(path, sizeof path, "/manifests/%s", hash_part);
         r = client_acquire(f, &client);
         if (r < 0)
                 return r;
-        r = get_with_retries(f, client, url, &b, NULL, NULL,
-                             f->n_trusted_keys > 0 ? MANIFEST_SIG_HEADER : NULL, &resp);
+        /* The signature is captured even when no key is trusted: it is
+         * kept with the manifest, so a mount that trusts a key later can
+         * still use it. */
+        r = get_with_retries(f, client, path, url, &b, NULL, NULL, MANIFEST_SIG_HEADER, &resp);
         if (r < 0)
                 trove_error_set(err, r, "GET %s: %s", url,
                                 http_client_last_error(client)[0]
@@ -659,9 +870,19 @@ int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *s
         }
         STAT_ADD(f, manifests_fetched, 1);
         STAT_ADD(f, manifest_bytes, b.len);
+        /* One well-formed header, or none at all. */
+        sig = resp.captured_count == 1 && resp.captured_len < sizeof resp.captured
+                      ? resp.captured
+                      : NULL;
         /* Before parsing: what does not verify is not even looked at. */
         if (f->n_trusted_keys > 0) {
-                r = verify_manifest(f, url, &b, &resp, err);
+                char from[URL_MAX + 8];
+                snprintf(from, sizeof from, "GET %s", url);
+                if (resp.captured_count > 1 || resp.captured_len >= sizeof resp.captured)
+                        r = trove_error_set(err, -EKEYREJECTED, "%s: malformed %s header",
+                                            from, MANIFEST_SIG_HEADER);
+                else
+                        r = verify_manifest(f, from, b.data, b.len, sig, err);
                 if (r < 0) {
                         STAT_ADD(f, manifests_refused, 1);
                         STAT_ADD(f, errors, 1);
@@ -670,10 +891,23 @@ int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *s
                 }
         }
         r = manifest_decode((const char *) b.data, b.len, store_dir, ret, err);
-        buf_free(&b);
-        if (r < 0)
+        if (r < 0) {
                 STAT_ADD(f, errors, 1);
-        return r;
+                buf_free(&b);
+                return r;
+        }
+        /* Only a verified manifest of exactly the path asked for is kept;
+         * answers that a path does not exist never are. */
+        if (f->cache && manifest_is_for(ret, hash_part)) {
+                r = chunkcache_manifest_put(f->cache, key, sig, b.data, b.len);
+                if (r == -EINVAL && sig)
+                        r = chunkcache_manifest_put(f->cache, key, NULL, b.data, b.len);
+                if (r < 0)
+                        log_debug_errno(r, "could not keep the manifest of %s: %s", hash_part,
+                                        strerror(-r));
+        }
+        buf_free(&b);
+        return 0;
 }
 
 /* Finds or creates the entry for mc and takes a reference (under the
@@ -790,5 +1024,7 @@ void fetcher_get_stats(struct fetcher *f, struct fetcher_stats *ret) {
         s.retries = __atomic_load_n(&f->stats.retries, __ATOMIC_RELAXED);
         s.verify_failures = __atomic_load_n(&f->stats.verify_failures, __ATOMIC_RELAXED);
         s.errors = __atomic_load_n(&f->stats.errors, __ATOMIC_RELAXED);
+        s.failovers = __atomic_load_n(&f->stats.failovers, __ATOMIC_RELAXED);
+        s.manifests_kept_used = __atomic_load_n(&f->stats.manifests_kept_used, __ATOMIC_RELAXED);
         *ret = s;
 }

@@ -34,6 +34,14 @@
  * remounts and other mounts see use too. A rescan merges the files other
  * mounts stored into the list by their mtime.
  *
+ * Kept manifests share all of this: a second kind of object, files
+ * <dir>/manifests/<64 hex key> (key: chosen by the caller, e.g. a digest
+ * of cache name and store path hash), written, counted, bounded, evicted
+ * and made private exactly like chunks, in one LRU with them. A file holds
+ * the manifest body, the server's signature text and a SHA-256 over both
+ * (format in chunkcache.c); a file whose digest does not match is deleted
+ * and reported, never returned. Checking the signature is the caller's.
+ *
  * All functions are thread-safe. The cache does not decode into shared
  * buffers: callers pass a codec they own (one per thread).
  */
@@ -51,7 +59,11 @@ struct chunkcache_stats {
         uint64_t corrupt;       /* files that failed verification (deleted) */
         uint64_t stored;        /* files written */
         uint64_t evicted;       /* files this cache removed to stay under the bound */
-        uint64_t files;         /* files in the directory (all mounts) */
+        uint64_t manifest_hits;    /* kept manifests read back intact */
+        uint64_t manifest_misses;
+        uint64_t manifest_damaged; /* kept manifests deleted as damaged or refused */
+        uint64_t manifests_stored; /* kept manifest files written */
+        uint64_t files;         /* files in the directory (all mounts), both kinds */
         uint64_t bytes;         /* their total size: what the bound applies to */
 };
 
@@ -81,7 +93,30 @@ int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], co
 /* Removes chunk id if present (0 either way, or a negative errno). */
 int chunkcache_remove(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN]);
 /* Path of the file chunk id would live in; out must hold
- * strlen(dir) + 70 bytes (chunkcache_path_max()). */
+ * chunkcache_path_max() bytes (strlen(dir) + 76). */
 size_t chunkcache_path_max(const struct chunkcache *c);
 void chunkcache_path(const struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], char *out);
 void chunkcache_get_stats(struct chunkcache *c, struct chunkcache_stats *ret);
+
+/* Longest signature text a kept manifest may carry. */
+#define CHUNKCACHE_SIG_MAX 1024
+
+/* Keeps a manifest body (1..MANIFEST_MAX_SIZE bytes) with its signature
+ * text sig (printable ASCII without spaces, at most CHUNKCACHE_SIG_MAX;
+ * NULL or "": none) under key. The caller has verified it. Keeping a key
+ * already present is a no-op (manifests are immutable). May evict least
+ * recently used chunks and manifests to stay under the bound. */
+int chunkcache_manifest_put(struct chunkcache *c, const uint8_t key[SHA256_DIGEST_LEN],
+                            const char *sig, const void *body, size_t n);
+/* Reads the manifest kept under key back: returns 1 with *ret_sig (a heap
+ * string, "" if it was kept without one), *ret_body (heap) and *ret_len;
+ * 0 when none is kept; -EBADMSG when the file was damaged (it is deleted,
+ * counted in manifest_damaged); another negative errno on a local I/O
+ * error. */
+int chunkcache_manifest_get(struct chunkcache *c, const uint8_t key[SHA256_DIGEST_LEN],
+                            char **ret_sig, uint8_t **ret_body, size_t *ret_len);
+/* Removes the manifest kept under key, if any. */
+int chunkcache_manifest_remove(struct chunkcache *c, const uint8_t key[SHA256_DIGEST_LEN]);
+/* Same, for a kept manifest the caller refused (its signature or content
+ * does not check out): also counted in manifest_damaged. */
+int chunkcache_manifest_discard(struct chunkcache *c, const uint8_t key[SHA256_DIGEST_LEN]);

@@ -22,6 +22,23 @@
  * at timeout_ms/2, so an operation fails within 1.5 x timeout_ms, never
  * hangs. 404 is -ENOENT and 401/403 -EACCES at once, without retries.
  *
+ * Failover: with several servers (all serving the same cache, signed with
+ * the same key), every request goes to the first server not in back-off.
+ * A connection error, a timeout or a 5xx from a server puts it in back-off
+ * (1 s, doubled with each failure in a row up to 60 s, ended by a success)
+ * and the request goes on at once to the next server, within the same
+ * time budget. When every server is in back-off the one that comes out
+ * first is asked, with the plain retries' waits. Manifests are verified
+ * whichever server answered.
+ *
+ * Kept manifests: with a chunk cache, every manifest that was fetched,
+ * verified and decoded is also kept there (with its signature;
+ * chunkcache_manifest_put), and a lookup uses a kept one before asking
+ * any server, after the same checks as a downloaded one (signature when
+ * keys are trusted, full decode, the right store path). A kept manifest
+ * that fails them is deleted and the manifest fetched again. "Not found"
+ * is never kept.
+ *
  * A struct fetcher_chunk is a counted reference to decoded bytes; release
  * it with fetcher_chunk_unref(). Everything here is thread-safe.
  */
@@ -34,8 +51,15 @@
 struct fetcher;
 struct fetcher_chunk;
 
+/* Servers of one cache, at most. */
+#define FETCHER_SERVERS_MAX 16
+
 struct fetcher_options {
         const char *server_url;   /* "http://host:port" (a trailing '/' is dropped) */
+        /* Or several servers of the same cache (n_servers > 0 overrides
+         * server_url), tried in this order: see "Failover" above. */
+        const char *const *server_urls;
+        size_t n_servers;
         const char *cache;        /* cache name */
         const char *token;        /* Bearer token, or NULL for anonymous pull */
         unsigned n_workers;       /* 0: 8 */
@@ -63,6 +87,8 @@ struct fetcher_stats {
         uint64_t retries;
         uint64_t verify_failures; /* downloaded chunks that did not verify */
         uint64_t errors;          /* operations that failed */
+        uint64_t failovers;       /* attempts sent to another server after one failed */
+        uint64_t manifests_kept_used; /* lookups answered by a manifest kept on disk */
 };
 
 /* cache may be NULL (no local cache). It must outlive the fetcher. */

@@ -3,6 +3,7 @@
 then mounted; what the mount shows must be the store, byte for byte, and
 trovefs must fetch only what reads touch."""
 
+import errno
 import json
 import os
 import random
@@ -269,7 +270,13 @@ def covering_chunks(man, rel):
 
 
 def cache_files(cache_dir):
+    """The chunk files of a trovefs cache directory."""
     return [p for p in Path(cache_dir).glob("??/*") if p.is_file()]
+
+
+def kept_files(cache_dir):
+    """The kept manifest files of a trovefs cache directory."""
+    return [p for p in Path(cache_dir).glob("manifests/*") if p.is_file()]
 
 
 def walk(root):
@@ -593,10 +600,12 @@ def test_forgotten_paths_are_dropped(test_closure, mount):
     assert s["storePaths"] == 0 and s["storePathsDropped"] == 1, s
     assert s["forgets"] > 1, s
     assert os.listdir(m.mnt) == []
-    # Looked up again: a new manifest fetch, the same content.
+    # Looked up again: from the manifest kept in the cache directory (no
+    # request), the same content.
     assert tree_entries(m.path(tree)) == want
     s = m.stats()
-    assert s["storePaths"] == 1 and s["manifestsFetched"] == 2, s
+    assert s["storePaths"] == 1 and s["manifestsFetched"] == 1, s
+    assert s["manifestCacheHits"] == 1, s
     # The kernel rereads the root listing once the root's attributes (1 s)
     # show that it changed.
     time.sleep(1.2)
@@ -691,7 +700,8 @@ def test_shared_cache_bounded_jointly(test_closure, tmp_path, mount):
                 break
             last = key
             time.sleep(0.2)
-        return sum(f.stat().st_size for f in cache_files(cache)), s
+        # The bound covers chunks and kept manifests together.
+        return sum(f.stat().st_size for f in cache_files(cache) + kept_files(cache)), s
 
     for i, m in enumerate([a, b, a, b]):
         read(m, i * step)
@@ -700,6 +710,195 @@ def test_shared_cache_bounded_jointly(test_closure, tmp_path, mount):
         assert on_disk <= bound, (i, on_disk)
         assert sa["cacheBytes"] == sb["cacheBytes"] == on_disk, (on_disk, sa, sb)
     assert sa["cacheEvicted"] > 0 and sb["cacheEvicted"] > 0, (sa, sb)
+
+
+# ---- several servers, and manifests kept on disk ----
+
+
+class _Server:
+    """What Mount needs of a server: url and token_file."""
+
+    def __init__(self, url, token_file):
+        self.url = url
+        self.token_file = token_file
+
+
+def _troved_on(make_troved, postgres):
+    cluster, db = postgres
+    return make_troved(database_url=cluster.dsn(db))
+
+
+def _second_troved(make_troved, postgres, first, tmp_path):
+    """Another troved serving first's cache: the same database and token
+    secret, and a copy of first's local chunk store (a local store belongs
+    to one troved; chunks are immutable, so a copy made after the push
+    holds the same objects). One cache behind two addresses, as behind a
+    load balancer."""
+    cluster, db = postgres
+    store = tmp_path / "store-b"
+    os.chmod(tmp_path, 0o755)
+    # first's store is <state-dir>/chunks, its objects in chunks/chunks/…
+    trovetest.run(["cp", "-a", first.state_dir / "chunks", store])
+    (store / "chunks" / ".lock").unlink(missing_ok=True)
+    assert any((store / "chunks").rglob("[0-9a-f]" * 8 + "*"))
+    return make_troved(database_url=cluster.dsn(db), storage=str(store),
+                       args=["--token-secret-file", str(first.state_dir / "token-secret")])
+
+
+def _push(t, cache, paths, tmp_path):
+    key = t.create_cache(cache)["publicKey"]
+    t.nix_copy_to(cache, paths, t.admin, tmp_path / "xdg", compression="zstd")
+    token_file = tmp_path / "token"
+    token_file.write_text(t.admin + "\n")
+    return key, token_file
+
+
+def _read_tree(root, rels):
+    return {rel: (Path(root) / rel).read_bytes() for rel in rels}
+
+
+def _regular_files(root):
+    return sorted(os.path.relpath(p, root) for p in walk(root)
+                  if os.path.isfile(p) and not os.path.islink(p))
+
+
+def kept_manifest_file(cache_dir, cache, store_path):
+    """Where trovefs keeps the manifest of store_path of cache (the key is
+    SHA-256 of a domain, the cache name and the hash part)."""
+    import hashlib
+    key = hashlib.sha256(b"trove-kept-manifest-1\n" + cache.encode() + b"\0" +
+                         trovetest.store_hash_part(store_path).encode()).hexdigest()
+    return Path(cache_dir) / "manifests" / key
+
+
+def test_failover_between_servers(test_closure, make_troved, postgres, tmp_path):
+    """Two troved addresses in --server; the first is killed while the
+    mount reads: reads and lookups go on through the second."""
+    a = _troved_on(make_troved, postgres)
+    tree, file_path = test_closure["tree"], test_closure["file"]
+    key, token_file = _push(a, "fo", [tree, file_path], tmp_path)
+    b = _second_troved(make_troved, postgres, a, tmp_path)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    m = Mount(_Server(a.url, token_file), mnt, tmp_path / "cache",
+              ("--server", b.url, "--trusted-key", key, "--timeout", "10"), cache="fo")
+    try:
+        files = _regular_files(tree)
+        half = len(files) // 2
+        assert _read_tree(m.path(tree), files[:half]) == _read_tree(tree, files[:half])
+        s = m.stats()
+        assert s["failovers"] == 0 and s["chunksFetched"] > 0, s
+        fetched = s["chunksFetched"]
+
+        a.kill()
+        t0 = time.monotonic()
+        # Chunks not read yet, and a store path not looked up yet.
+        assert _read_tree(m.path(tree), files[half:]) == _read_tree(tree, files[half:])
+        trovetest.run(["diff", "-r", "--no-dereference", file_path, m.path(file_path)])
+        elapsed = time.monotonic() - t0
+        s = m.stats()
+        assert s["failovers"] > 0, s
+        assert s["chunksFetched"] > fetched, s
+        assert s["manifestsFetched"] == 2, s
+        assert s["errors"] == 0, s
+        # The dead server is not waited for on every request: it is in
+        # back-off, so failovers stay few.
+        assert s["failovers"] < 10 + elapsed, s
+        # Both manifests verified with the cache's key, whichever server sent them.
+        assert s["manifestsRefused"] == 0, s
+        m.unmount()
+        assert "refusing" not in m.output()
+    finally:
+        if m.proc.poll() is None:
+            m.unmount()
+
+
+def test_kept_manifests_offline(test_closure, make_troved, postgres, tmp_path):
+    """Verified manifests are kept in the cache directory: a remount with
+    the server stopped lists and reads the paths seen before, byte for byte;
+    a damaged kept manifest is fetched again while the server is up, and
+    refused (no wrong bytes) while it is down."""
+    t = _troved_on(make_troved, postgres)
+    tree, file_path = test_closure["tree"], test_closure["file"]
+    key, token_file = _push(t, "kept", [tree, file_path], tmp_path)
+    srv = _Server(t.url, token_file)
+    cache = tmp_path / "cache"
+    mounts = []
+
+    def mount(*extra):
+        mnt = tmp_path / f"mnt{len(mounts)}"
+        mnt.mkdir()
+        m = Mount(srv, mnt, cache, ("--trusted-key", key, "--timeout", "3", *extra),
+                  cache="kept")
+        mounts.append(m)
+        return m
+
+    def damage(path):
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x20
+        path.write_bytes(bytes(data))
+
+    try:
+        m = mount()
+        trovetest.run(["diff", "-r", "--no-dereference", tree, m.path(tree)])
+        trovetest.run(["diff", "-r", "--no-dereference", file_path, m.path(file_path)])
+        s = m.stats()
+        assert s["manifestsFetched"] == 2 and s["manifestsKept"] == 2, s
+        m.unmount()
+        kept_tree = kept_manifest_file(cache, "kept", tree)
+        kept_file = kept_manifest_file(cache, "kept", file_path)
+        assert kept_tree.is_file() and kept_file.is_file()
+        assert stat_mode(kept_tree) == 0o600 and stat_mode(kept_tree.parent) == 0o700
+        intact = kept_tree.read_bytes()
+        # Kept files count against --cache-size with the chunks.
+        s_files = len(cache_files(cache)) + 2
+        assert s["cacheFiles"] == s_files, s
+
+        # Damaged, server up: refused, fetched again, kept again (the same
+        # bytes: manifests and their signatures do not change).
+        damage(kept_tree)
+        m = mount()
+        trovetest.run(["diff", "-r", "--no-dereference", tree, m.path(tree)])
+        s = m.stats()
+        assert s["manifestCacheDamaged"] == 1 and s["manifestsFetched"] == 1, s
+        assert s["chunksFetched"] == 0, s
+        m.unmount()
+        assert kept_tree.read_bytes() == intact
+
+        # Server stopped: a remount looks both paths up from what it kept,
+        # lists and reads them byte for byte, without a request.
+        t.stop()
+        m = mount()
+        assert sorted(os.listdir(m.path(tree))) == sorted(os.listdir(tree))
+        trovetest.run(["diff", "-r", "--no-dereference", tree, m.path(tree)])
+        trovetest.run(["diff", "-r", "--no-dereference", file_path, m.path(file_path)])
+        assert sorted(os.listdir(m.mnt)) == sorted([Path(tree).name, Path(file_path).name])
+        s = m.stats()
+        assert s["manifestCacheHits"] == 2 and s["manifestsFetched"] == 0, s
+        assert s["chunksFetched"] == 0 and s["errors"] == 0, s
+        m.unmount()
+
+        # Damaged, server down: the path cannot be looked up (an error, no
+        # bytes of it); the damaged file is gone; the other path still reads.
+        damage(kept_tree)
+        m = mount()
+        with pytest.raises(OSError) as e:
+            os.listdir(m.path(tree))
+        assert e.value.errno not in (0, errno.ENOTDIR), e.value
+        assert not kept_tree.exists()
+        trovetest.run(["diff", "-r", "--no-dereference", file_path, m.path(file_path)])
+        s = m.stats()
+        assert s["manifestCacheDamaged"] == 1 and s["manifestCacheHits"] == 1, s
+        m.unmount()
+        assert f"lookup of {Path(tree).name} failed" in m.output()
+    finally:
+        for m in mounts:
+            if m.proc.poll() is None:
+                m.unmount()
+
+
+def stat_mode(p):
+    return os.stat(p).st_mode & 0o7777
 
 
 # Last: stops the module's server.

@@ -10,6 +10,7 @@
 #include "trove/chunkcache.h"
 #include "trove/chunkcodec.h"
 #include "trove/hash.h"
+#include "trove/manifest.h"
 
 #define N_CHUNKS 8
 #define CHUNK_LEN 10000
@@ -406,6 +407,229 @@ static void test_permissions(struct chunkcodec *codec) {
         umask(old_umask);
 }
 
+/* ---- kept manifests ---- */
+
+#define KEPT_HEADER 56
+#define SIG "c-1:c2lnbmF0dXJl"
+
+static void key_of(unsigned i, uint8_t key[SHA256_DIGEST_LEN]) {
+        memset(key, 0, SHA256_DIGEST_LEN);
+        key[0] = (uint8_t) i;
+        key[31] = 0xa5;
+}
+
+static void kept_path(const uint8_t key[SHA256_DIGEST_LEN], char *out, size_t n) {
+        char hex[HASH_BASE16_LEN + 1];
+
+        hex_encode(key, SHA256_DIGEST_LEN, hex);
+        snprintf(out, n, "%s/manifests/%s", dir, hex);
+}
+
+static void check_kept(struct chunkcache *cc, const uint8_t *key, const char *sig,
+                       const void *body, size_t n) {
+        char *got_sig = NULL;
+        uint8_t *got = NULL;
+        size_t len = 0;
+
+        CHECK_RC(chunkcache_manifest_get(cc, key, &got_sig, &got, &len), 1);
+        CHECK_STREQ(got_sig, sig);
+        CHECK_EQ_U64(len, n);
+        CHECK_MEMEQ(got, body, n);
+        free(got_sig);
+        free(got);
+}
+
+static void check_not_kept(struct chunkcache *cc, const uint8_t *key, int want) {
+        char *got_sig = (char *) "x";
+        uint8_t *got = (uint8_t *) "y";
+        size_t len = 77;
+
+        CHECK_RC(chunkcache_manifest_get(cc, key, &got_sig, &got, &len), want);
+        CHECK(len == 77 && got_sig[0] == 'x' && got[0] == 'y');
+}
+
+/* Written (privately, in <dir>/manifests/<64 hex key>), read back exactly,
+ * counted with the chunks, found again after a remount; bad input refused. */
+static void test_kept_put_get(struct chunkcodec *codec) {
+        _cleanup_(chunkcache_freep) struct chunkcache *cc = NULL;
+        static const char body[] = "{\"version\":1,\"storePath\":\"...\"}";
+        struct chunkcache_stats st;
+        uint8_t k0[SHA256_DIGEST_LEN], k1[SHA256_DIGEST_LEN];
+        char path[4300], mdir[4300];
+        struct stat sb;
+
+        wipe();
+        key_of(0, k0);
+        key_of(1, k1);
+        CHECK_OK(chunkcache_open(dir, 0, &cc));
+        check_not_kept(cc, k0, 0);
+        CHECK_OK(chunkcache_manifest_put(cc, k0, SIG, body, sizeof body - 1));
+        CHECK_OK(chunkcache_manifest_put(cc, k1, NULL, body, 5));
+        CHECK_OK(chunkcache_put(cc, chunks[0].id, chunks[0].frame, chunks[0].frame_len));
+        /* Again: a no-op. */
+        CHECK_OK(chunkcache_manifest_put(cc, k0, SIG, body, sizeof body - 1));
+        check_kept(cc, k0, SIG, body, sizeof body - 1);
+        check_kept(cc, k1, "", body, 5);
+        kept_path(k0, path, sizeof path);
+        snprintf(mdir, sizeof mdir, "%s/manifests", dir);
+        CHECK(stat(path, &sb) == 0);
+        CHECK_EQ_U64(sb.st_size, KEPT_HEADER + strlen(SIG) + sizeof body - 1);
+        CHECK_EQ_U64(sb.st_mode & 07777, 0600);
+        CHECK_EQ_U64(mode_of(mdir), 0700);
+        chunkcache_get_stats(cc, &st);
+        CHECK_EQ_U64(st.manifests_stored, 2);
+        CHECK_EQ_U64(st.manifest_hits, 2);
+        CHECK_EQ_U64(st.manifest_misses, 1);
+        CHECK_EQ_U64(st.files, 3);
+        CHECK_EQ_U64(st.bytes, (uint64_t) sb.st_size + KEPT_HEADER + 5 + chunks[0].frame_len);
+
+        /* Refused: empty, too big, a signature that is not signature text. */
+        CHECK_RC(chunkcache_manifest_put(cc, k0, SIG, body, 0), -EINVAL);
+        CHECK_RC(chunkcache_manifest_put(cc, k0, SIG, body, (size_t) MANIFEST_MAX_SIZE + 1),
+                 -EINVAL);
+        CHECK_RC(chunkcache_manifest_put(cc, k1, "c-1: x", body, 5), -EINVAL);
+        CHECK_RC(chunkcache_manifest_put(cc, k1, "c-1:\nx", body, 5), -EINVAL);
+
+        /* A remount finds both kinds; world-readable leftovers become private. */
+        cc = chunkcache_free(cc);
+        CHECK(chmod(path, 0644) == 0);
+        CHECK(chmod(mdir, 0755) == 0);
+        CHECK_OK(chunkcache_open(dir, 0, &cc));
+        CHECK_EQ_U64(mode_of(path), 0600);
+        CHECK_EQ_U64(mode_of(mdir), 0700);
+        chunkcache_get_stats(cc, &st);
+        CHECK_EQ_U64(st.files, 3);
+        check_kept(cc, k0, SIG, body, sizeof body - 1);
+        check_hit(cc, codec, 0);
+        /* Removed: gone, uncounted. */
+        CHECK_OK(chunkcache_manifest_remove(cc, k0));
+        CHECK_OK(chunkcache_manifest_remove(cc, k0));
+        check_not_kept(cc, k0, 0);
+        chunkcache_get_stats(cc, &st);
+        CHECK_EQ_U64(st.files, 2);
+}
+
+/* Any change of a kept file (header, signature, body, size) is found: the
+ * file is deleted and uncounted, and nothing is returned. */
+static void test_kept_damage(void) {
+        _cleanup_(chunkcache_freep) struct chunkcache *cc = NULL;
+        static const char body[] = "{\"version\":1,\"chunks\":[[0,1,\"ab\",2]]}";
+        const size_t size = KEPT_HEADER + strlen(SIG) + sizeof body - 1;
+        /* magic, sig length, reserved, body length, digest, sig, body, last byte */
+        const long offsets[] = { 0, 8, 12, 16, 30, KEPT_HEADER + 3, KEPT_HEADER + 20,
+                                 (long) size - 1 };
+        struct chunkcache_stats st;
+        uint8_t key[SHA256_DIGEST_LEN];
+        char path[4300];
+        uint64_t damaged = 0;
+
+        wipe();
+        key_of(7, key);
+        kept_path(key, path, sizeof path);
+        CHECK_OK(chunkcache_open(dir, 0, &cc));
+        for (size_t i = 0; i < sizeof offsets / sizeof offsets[0] + 2; i++) {
+                FILE *fp;
+
+                CHECK_OK(chunkcache_manifest_put(cc, key, SIG, body, sizeof body - 1));
+                check_kept(cc, key, SIG, body, sizeof body - 1);
+                if (i < sizeof offsets / sizeof offsets[0]) {
+                        int c;
+                        fp = fopen(path, "r+");
+                        CHECK(fp);
+                        CHECK(fseek(fp, offsets[i], SEEK_SET) == 0);
+                        c = fgetc(fp);
+                        CHECK(fseek(fp, offsets[i], SEEK_SET) == 0);
+                        fputc(c ^ 0x01, fp);
+                        fclose(fp);
+                } else if (i == sizeof offsets / sizeof offsets[0])
+                        CHECK(truncate(path, (off_t) size - 1) == 0);
+                else {
+                        fp = fopen(path, "a");
+                        CHECK(fp);
+                        fputc('}', fp);
+                        fclose(fp);
+                }
+                check_not_kept(cc, key, -EBADMSG);
+                damaged++;
+                CHECK(access(path, F_OK) != 0);
+                check_not_kept(cc, key, 0);
+                chunkcache_get_stats(cc, &st);
+                CHECK_EQ_U64(st.manifest_damaged, damaged);
+                CHECK_EQ_U64(st.files, 0);
+                /* The file's size at deletion is subtracted: a file
+                 * truncated behind the cache's back leaves the byte it
+                 * lost counted until the next rescan. */
+                CHECK(st.bytes <= 1);
+        }
+        /* Refused by the caller (its signature did not verify): discarded. */
+        CHECK_OK(chunkcache_manifest_put(cc, key, SIG, body, sizeof body - 1));
+        CHECK_OK(chunkcache_manifest_discard(cc, key));
+        check_not_kept(cc, key, 0);
+        chunkcache_get_stats(cc, &st);
+        CHECK_EQ_U64(st.manifest_damaged, damaged + 1);
+        /* Not a regular file, or empty. */
+        CHECK(mkdir(path, 0700) == 0);
+        check_not_kept(cc, key, -EBADMSG);
+        CHECK(rmdir(path) == 0);
+        fclose(fopen(path, "w"));
+        check_not_kept(cc, key, -EBADMSG);
+        CHECK(access(path, F_OK) != 0);
+}
+
+/* Manifests and chunks share one bound and one LRU: the least recently
+ * used object goes first, whatever its kind, and a second mount of the
+ * directory counts both. */
+static void test_kept_eviction(struct chunkcodec *codec) {
+        _cleanup_(chunkcache_freep) struct chunkcache *cc = NULL, *other = NULL;
+        uint64_t frame = chunks[0].frame_len;
+        uint64_t max = 3 * frame + frame / 2; /* room for 3 objects */
+        size_t n = frame - KEPT_HEADER - strlen(SIG); /* a file as big as a chunk */
+        _cleanup_free_ uint8_t *body = malloc(n);
+        uint8_t m1[SHA256_DIGEST_LEN], m2[SHA256_DIGEST_LEN];
+        struct chunkcache_stats st;
+
+        CHECK(body);
+        memset(body, 'm', n);
+        for (size_t i = 1; i < N_CHUNKS; i++)
+                CHECK_EQ_U64(chunks[i].frame_len, frame);
+        key_of(1, m1);
+        key_of(2, m2);
+        wipe();
+        CHECK_OK(chunkcache_open(dir, max, &cc));
+        CHECK_OK(chunkcache_manifest_put(cc, m1, SIG, body, n));
+        CHECK_OK(chunkcache_put(cc, chunks[0].id, chunks[0].frame, chunks[0].frame_len));
+        CHECK_OK(chunkcache_put(cc, chunks[1].id, chunks[1].frame, chunks[1].frame_len));
+        /* Use the manifest: chunk 0 becomes the least recently used. */
+        check_kept(cc, m1, SIG, body, n);
+        CHECK_OK(chunkcache_put(cc, chunks[2].id, chunks[2].frame, chunks[2].frame_len));
+        CHECK(!file_exists(cc, chunks[0].id));
+        check_kept(cc, m1, SIG, body, n);
+        check_hit(cc, codec, 1);
+        check_hit(cc, codec, 2);
+        /* Now the manifest is the oldest: a new manifest evicts it. */
+        CHECK_OK(chunkcache_manifest_put(cc, m2, SIG, body, n));
+        check_not_kept(cc, m1, 0);
+        check_kept(cc, m2, SIG, body, n);
+        chunkcache_get_stats(cc, &st);
+        CHECK(st.bytes <= max);
+        CHECK_EQ_U64(st.files, 3);
+        CHECK_EQ_U64(st.evicted, 2);
+
+        /* Another mount of the directory sees the joint total, and its
+         * stores evict this mount's objects, manifests included. */
+        CHECK_OK(chunkcache_open(dir, max, &other));
+        chunkcache_get_stats(other, &st);
+        CHECK_EQ_U64(st.files, 3);
+        CHECK_EQ_U64(st.bytes, 3 * frame);
+        for (size_t i = 3; i < 6; i++)
+                CHECK_OK(chunkcache_put(other, chunks[i].id, chunks[i].frame,
+                                        chunks[i].frame_len));
+        check_not_kept(cc, m2, 0);
+        chunkcache_get_stats(cc, &st);
+        CHECK(st.bytes <= max);
+        CHECK_EQ_U64(st.files, 3);
+}
+
 int main(void) {
         _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
 
@@ -420,6 +644,9 @@ int main(void) {
         test_shared_threads();
         test_joint_bound(codec);
         test_permissions(codec);
+        test_kept_put_get(codec);
+        test_kept_damage();
+        test_kept_eviction(codec);
         (void) nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
         for (size_t i = 0; i < N_CHUNKS; i++)
                 free(chunks[i].frame);

@@ -4,6 +4,7 @@
  * chunk URLs from memory, counts requests, and can fail, delay or corrupt
  * answers on demand. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -533,6 +534,244 @@ static void test_unreachable(void) {
         CHECK_RC(fetcher_new(&o, NULL, &f), -EINVAL);
 }
 
+/* Two servers of one cache, the first refusing connections: requests fail
+ * over at once; the first server is asked again after its back-off. And a
+ * 5xx moves the request on to the next server as well. */
+static void test_failover(void) {
+        int port;
+        int fd = listen_socket(&port, false); /* bound, not listening */
+        char dead[64];
+        const char *urls[2] = { dead, url };
+        struct fetcher_options o = {
+                .server_urls = urls,
+                .n_servers = 2,
+                .cache = "c",
+                .token = TOKEN,
+                .n_workers = 2,
+                .timeout_ms = 5000,
+                .max_attempts = 2,
+        };
+        struct fetcher *f = NULL;
+        struct fetcher_stats st;
+        struct manifest m = { 0 };
+        struct trove_error err = { "" };
+        double t0;
+
+        snprintf(dead, sizeof dead, "http://127.0.0.1:%d", port);
+        reset_server();
+        CHECK_OK(fetcher_new(&o, NULL, &f));
+        t0 = now_s();
+        CHECK_OK(fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err));
+        manifest_free(&m);
+        for (size_t i = 0; i < 6; i++)
+                check_chunk(f, i);
+        /* No waiting: the second server answered right after the first
+         * failed, and while it is in back-off nobody asks it. */
+        CHECK(now_s() - t0 < 0.9);
+        fetcher_get_stats(f, &st);
+        CHECK_EQ_U64(st.failovers, 1);
+        CHECK_EQ_U64(st.errors, 0);
+        /* After the back-off (1 s) the first server is asked again, fails
+         * again, and is left alone longer (2 s) this time. */
+        usleep(1200 * 1000);
+        check_chunk(f, 6);
+        check_chunk(f, 7);
+        usleep(1200 * 1000);
+        check_chunk(f, 8);
+        fetcher_get_stats(f, &st);
+        CHECK_EQ_U64(st.failovers, 2);
+        fetcher_free(f);
+        close(fd);
+
+        /* A 503 from the first of two servers (here: twice the same one). */
+        urls[0] = url;
+        reset_server();
+        CHECK_OK(fetcher_new(&o, NULL, &f));
+        srv.fail_next = 1;
+        t0 = now_s();
+        check_chunk(f, 9);
+        CHECK(requests(9) == 2);
+        CHECK(now_s() - t0 < 0.9);
+        fetcher_get_stats(f, &st);
+        CHECK_EQ_U64(st.failovers, 1);
+        CHECK_EQ_U64(st.retries, 1);
+        fetcher_free(f);
+
+        /* Bad server lists. */
+        urls[1] = "ftp://x";
+        CHECK_RC(fetcher_new(&o, NULL, &f), -EINVAL);
+        o.n_servers = FETCHER_SERVERS_MAX + 1;
+        CHECK_RC(fetcher_new(&o, NULL, &f), -EINVAL);
+        reset_server();
+}
+
+static char kept_dir[] = "/tmp/test-fetcher-kept-XXXXXX";
+
+/* The one kept manifest file in kept_dir (path into out), or false. */
+static bool kept_file(char *out, size_t n) {
+        char mdir[256];
+        struct dirent *de;
+        DIR *d;
+        bool found = false;
+
+        snprintf(mdir, sizeof mdir, "%s/manifests", kept_dir);
+        d = opendir(mdir);
+        CHECK(d);
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.') {
+                        CHECK(!found);
+                        snprintf(out, n, "%s/%s", mdir, de->d_name);
+                        found = true;
+                }
+        closedir(d);
+        return found;
+}
+
+static int manifest_requests(void) {
+        pthread_mutex_lock(&srv.lock);
+        int n = srv.manifest_requests;
+        pthread_mutex_unlock(&srv.lock);
+        return n;
+}
+
+static struct fetcher *kept_fetcher(struct chunkcache *cc, const char *server,
+                                    const struct signing_public *key) {
+        struct fetcher *f = NULL;
+        struct fetcher_options o = {
+                .server_url = server,
+                .cache = "c",
+                .token = TOKEN,
+                .n_workers = 2,
+                .timeout_ms = 1000,
+                .max_attempts = 2,
+                .trusted_keys = key,
+                .n_trusted_keys = key ? 1 : 0,
+        };
+
+        CHECK_OK(fetcher_new(&o, cc, &f));
+        return f;
+}
+
+/* Verified manifests are kept in the chunk cache, used before asking the
+ * server (and while it is unreachable), and refused and fetched again when
+ * damaged or not signed by a trusted key. */
+static void test_kept_manifests(void) {
+        _cleanup_(chunkcache_freep) struct chunkcache *cc = NULL;
+        struct signing_secret sk, other_sk;
+        struct signing_public pk, other_pk;
+        char sig[MANIFEST_SIG_TEXT_MAX], h[1024], path[512], dead[64];
+        struct manifest m = { 0 };
+        struct trove_error err = { "" };
+        struct fetcher_stats st;
+        struct chunkcache_stats cs;
+        struct fetcher *f;
+        struct stat sb;
+        int port, fd, r;
+        FILE *fp;
+
+        CHECK(mkdtemp(kept_dir));
+        CHECK_OK(chunkcache_open(kept_dir, 0, &cc));
+        CHECK_OK(signing_generate("c-1", &sk));
+        CHECK_OK(signing_generate("c-1", &other_sk));
+        signing_secret_to_public(&sk, &pk);
+        signing_secret_to_public(&other_sk, &other_pk);
+        CHECK_OK(manifest_sign(manifest_text, manifest_len, &sk, sig));
+        snprintf(h, sizeof h, "Trove-Manifest-Signature: %s\r\n", sig);
+        reset_server();
+        set_manifest_headers(h, false);
+        fd = listen_socket(&port, false);
+        snprintf(dead, sizeof dead, "http://127.0.0.1:%d", port);
+
+        /* Fetched, verified, kept (privately). */
+        f = kept_fetcher(cc, url, &pk);
+        CHECK_OK(fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err));
+        manifest_free(&m);
+        /* Not found is not kept. */
+        CHECK_RC(fetcher_get_manifest(f, "0c2nyaqhy8b4n7bnr0k6zzfmzwfvi0a4", "/nix/store", &m,
+                                      &err),
+                 -ENOENT);
+        fetcher_free(f);
+        CHECK(manifest_requests() == 1);
+        CHECK(kept_file(path, sizeof path));
+        CHECK(stat(path, &sb) == 0);
+        CHECK_EQ_U64(sb.st_mode & 07777, 0600);
+        chunkcache_get_stats(cc, &cs);
+        CHECK_EQ_U64(cs.manifests_stored, 1);
+        CHECK_EQ_U64(cs.files, 1);
+        CHECK_EQ_U64(cs.bytes, (uint64_t) sb.st_size);
+
+        /* A remount uses it without asking; so does one whose server is
+         * unreachable, and one that trusts no key. */
+        f = kept_fetcher(cc, url, &pk);
+        CHECK_OK(fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err));
+        CHECK_STREQ(m.info.store_path, "/nix/store/" MANIFEST_HASH "-hello-2.12");
+        manifest_free(&m);
+        fetcher_get_stats(f, &st);
+        CHECK_EQ_U64(st.manifests_kept_used, 1);
+        CHECK_EQ_U64(st.manifests_fetched, 0);
+        fetcher_free(f);
+        CHECK(manifest_requests() == 1);
+        f = kept_fetcher(cc, dead, &pk);
+        CHECK_OK(fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err));
+        manifest_free(&m);
+        fetcher_free(f);
+        f = kept_fetcher(cc, dead, NULL);
+        CHECK_OK(fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err));
+        manifest_free(&m);
+        /* Another store directory: refused by the decode, hence dropped. */
+        CHECK(fetcher_get_manifest(f, MANIFEST_HASH, "/other/store", &m, &err) < 0);
+        CHECK(!kept_file(path, sizeof path));
+        fetcher_free(f);
+
+        /* Kept again; then a mount trusting another key refuses it: it is
+         * deleted, and with the server unreachable the lookup fails. */
+        f = kept_fetcher(cc, url, &pk);
+        CHECK_OK(fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err));
+        manifest_free(&m);
+        fetcher_free(f);
+        CHECK(kept_file(path, sizeof path));
+        f = kept_fetcher(cc, dead, &other_pk);
+        r = fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err);
+        CHECK(r < 0 && r != -ENOENT);
+        fetcher_free(f);
+        CHECK(!kept_file(path, sizeof path));
+
+        /* A byte flipped on disk: refused offline (nothing served), fetched
+         * again when the server answers. */
+        f = kept_fetcher(cc, url, &pk);
+        CHECK_OK(fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err));
+        manifest_free(&m);
+        fetcher_free(f);
+        CHECK(kept_file(path, sizeof path));
+        fp = fopen(path, "r+");
+        CHECK(fp);
+        CHECK(fseek(fp, -10, SEEK_END) == 0);
+        r = fgetc(fp);
+        CHECK(fseek(fp, -10, SEEK_END) == 0);
+        fputc(r ^ 1, fp);
+        fclose(fp);
+        f = kept_fetcher(cc, dead, NULL);
+        r = fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err);
+        CHECK(r < 0 && r != -ENOENT);
+        fetcher_free(f);
+        CHECK(!kept_file(path, sizeof path));
+        int before = manifest_requests();
+        f = kept_fetcher(cc, url, &pk);
+        CHECK_OK(fetcher_get_manifest(f, MANIFEST_HASH, "/nix/store", &m, &err));
+        manifest_free(&m);
+        fetcher_free(f);
+        CHECK(manifest_requests() == before + 1);
+        CHECK(kept_file(path, sizeof path));
+        chunkcache_get_stats(cc, &cs);
+        CHECK_EQ_U64(cs.manifest_damaged, 3);
+
+        close(fd);
+        signing_secret_wipe(&sk);
+        signing_secret_wipe(&other_sk);
+        reset_server();
+        (void) nftw(kept_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void make_data(void) {
         _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
         struct manifest m = { 0 };
@@ -586,6 +825,8 @@ int main(void) {
         test_disk_cache();
         test_memory_bound();
         test_unreachable();
+        test_failover();
+        test_kept_manifests();
 
         shutdown(srv.fd, SHUT_RDWR);
         close(srv.fd);
