@@ -345,7 +345,9 @@ static int lookup_store_path(struct trovefs *fs, const char *name, struct trovef
                 else
                         log_error_errno(r, "lookup of %s failed: %s", name,
                                         err.msg[0] ? err.msg : strerror(-r));
-                return r == -EBADMSG || r == -EACCES || r == -EKEYREJECTED ? -EIO : r;
+                /* Whatever went wrong on the way (refused, unreachable,
+                 * timed out, not verified), a program sees an I/O error. */
+                return r == -ENOMEM ? r : -EIO;
         }
         /* The server must answer for exactly this path: same hash and same
          * name (another name with this hash is not this path). */
