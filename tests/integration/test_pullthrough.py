@@ -304,6 +304,60 @@ def test_closure_through_upstream(up, tmp_path):
     assert met["trove_upstream_bytes_total"] > 0
 
 
+MOUNT_AND_RUN = r"""
+"$TROVEFS" -f --server "$URL" --cache "$CACHE" --token-file "$TOKEN" --trusted-key "$KEY" \
+        --cache-dir "$CD" /nix/store 2>"$LOG" &
+pid=$!
+# The mount hides the machine's own /nix/store (which has these paths too).
+for _ in $(seq 1 300); do
+        [ "$(stat -f -c %t /nix/store)" = 65735546 ] && break  # FUSE_SUPER_MAGIC
+        kill -0 $pid || { cat "$LOG" >&2; exit 1; }
+        sleep 0.05
+done
+[ "$(stat -f -c %t /nix/store)" = 65735546 ] || { echo "trovefs did not mount" >&2; exit 1; }
+"$TOP"
+getfattr --only-values -n user.trove.stats /nix/store > "$STATS"
+umount /nix/store
+wait $pid
+"""
+
+
+def test_mount_runs_program_through_upstream(up, tmp_path):
+    """A trovefs mount at /nix/store runs a pushed program whose lower paths
+    only the upstream has: they come through troved. A second mount with an
+    empty chunk cache runs it again without a request reaching the upstream."""
+    s, env, p, nginx = up["server"], up["env"], up["paths"], up["nginx"]
+    name, info = make_cache(up, [nginx.url + "/good"])
+    trove("push", "--no-progress", "--no-closure", name, p["top"], env=env, text=True)
+    token = tmp_path / "token"
+    token.write_text(s.admin + "\n")
+    lower = [store_hash_part(p[k]) for k in ("lib1", "lib2")]
+
+    def upstream_requests():
+        return sum(len(nginx.requests(f"/good/{h}")) for h in lower) + \
+            len(nginx.requests("/good/nar/"))
+
+    outputs = []
+    for run_no in range(2):
+        before = upstream_requests()
+        stats = tmp_path / f"stats{run_no}"
+        out = run(["unshare", "-m", "--propagation", "private", "bash", "-euo", "pipefail", "-c",
+                   MOUNT_AND_RUN],
+                  env=dict(os.environ, TROVEFS=str(trovetest.binary("trovefs")), URL=s.url, CACHE=name,
+                           TOKEN=str(token), KEY=info["publicKey"], CD=str(tmp_path / f"cd{run_no}"),
+                           LOG=str(tmp_path / f"trovefs{run_no}.log"), STATS=str(stats),
+                           TOP=f"{p['top']}/bin/top"),
+                  text=True, timeout=300).stdout
+        outputs.append(out)
+        fetched = json.loads(stats.read_text())
+        assert fetched["chunksFetched"] > 0 and fetched.get("errors", 0) == 0, fetched
+        if run_no == 0:
+            assert upstream_requests() > before, "the lower paths did not come from the upstream"
+        else:
+            assert upstream_requests() == before, "the second mount reached the upstream"
+    assert outputs[0] == outputs[1] == f"{p['lib1']}\nlib1-{up['nonce']}\n", outputs
+
+
 def test_concurrent_requests_one_download(up):
     s, p, nginx = up["server"], up["paths"], up["nginx"]
     name, _ = make_cache(up, [nginx.url + "/good"])
