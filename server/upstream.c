@@ -40,6 +40,9 @@
 /* A NAR download may take the narinfo timeout plus 1 s per this many bytes. */
 #define NAR_BYTES_PER_SEC (256u * 1024)
 #define UPSTREAM_KEYS_MAX 32
+/* Background pulls of the references of a pulled path, at most this many
+ * waiting or running at once (beyond it, references are pulled when asked). */
+#define PREFETCH_MAX 32
 
 struct flight {
         struct flight *next;
@@ -61,6 +64,8 @@ struct upstream {
         pthread_cond_t cond;
         struct flight *flights;
         unsigned active;
+        unsigned prefetching;   /* background pulls not yet finished */
+        bool stopping;
         struct negative neg[NEGATIVE_SLOTS];
 };
 
@@ -77,6 +82,13 @@ int upstream_new(struct upstream **ret) {
 void upstream_free(struct upstream *u) {
         if (!u)
                 return;
+        /* Background pulls use the database and the chunk store, which go
+         * next: wait for them (each is bounded by the upstream timeouts). */
+        pthread_mutex_lock(&u->lock);
+        u->stopping = true;
+        while (u->prefetching > 0)
+                pthread_cond_wait(&u->cond, &u->lock);
+        pthread_mutex_unlock(&u->lock);
         pthread_mutex_destroy(&u->lock);
         pthread_cond_destroy(&u->cond);
         free(u);
@@ -532,6 +544,106 @@ static int pull_once(struct troved *t, const struct db_cache *cache, const char 
         return r;
 }
 
+/* ---- pulling the references of a pulled path ahead of their requests ----
+ *
+ * A program run from a mount looks its closure up one path at a time (the
+ * interpreter, then each library), so pulling only what is asked makes the
+ * pulls one long chain. Once a path is pulled, its references are pulled in
+ * the background, in parallel, and recursively: a later request for one of
+ * them finds it stored, or waits for the pull already in flight. */
+
+struct prefetch {
+        struct troved *t;
+        char cache_name[65];
+        char hash[STOREPATH_HASH_LEN + 1];
+};
+
+static void prefetch_references(struct troved *t, const struct db_cache *cache, const char *hash);
+
+static void *prefetch_main(void *arg) {
+        struct prefetch *pf = arg;
+        struct troved *t = pf->t;
+        struct upstream *u = t->upstream;
+        struct db_cache c;
+
+        if (db_cache_get(t->db, pf->cache_name, &c) >= 0) {
+                if (pull_once(t, &c, pf->hash) == 1)
+                        prefetch_references(t, &c, pf->hash);
+                db_cache_free(&c);
+        }
+        free(pf);
+        pthread_mutex_lock(&u->lock);
+        u->prefetching--;
+        pthread_cond_broadcast(&u->cond);
+        pthread_mutex_unlock(&u->lock);
+        return NULL;
+}
+
+static bool in_flight(struct upstream *u, int64_t cache_id, const char *hash) {
+        for (struct flight *f = u->flights; f; f = f->next)
+                if (f->cache_id == cache_id && streq(f->hash, hash))
+                        return true;
+        return false;
+}
+
+static void prefetch_references(struct troved *t, const struct db_cache *cache, const char *hash) {
+        struct upstream *u = t->upstream;
+        struct db_path p;
+        const char *s;
+
+        if (db_path_get(t->db, cache->id, hash, &p) <= 0)
+                return;
+        for (s = p.references; s && *s;) {
+                size_t n = strcspn(s, " ");
+                char ref[STOREPATH_HASH_LEN + 1];
+                struct db_path q;
+                struct prefetch *pf;
+                pthread_attr_t attr;
+                pthread_t th;
+                bool start;
+
+                if (n > STOREPATH_HASH_LEN && storepath_is_hash_part(s, STOREPATH_HASH_LEN)) {
+                        memcpy(ref, s, STOREPATH_HASH_LEN);
+                        ref[STOREPATH_HASH_LEN] = 0;
+                        start = false;
+                        if (!streq(ref, hash)) {
+                                int r = db_path_get(t->db, cache->id, ref, &q);
+                                if (r > 0)
+                                        db_path_free(&q);
+                                start = r == 0;
+                        }
+                        pthread_mutex_lock(&u->lock);
+                        start = start && !u->stopping && u->prefetching < PREFETCH_MAX &&
+                                !in_flight(u, cache->id, ref);
+                        if (start)
+                                u->prefetching++;
+                        pthread_mutex_unlock(&u->lock);
+                        pf = start ? calloc(1, sizeof *pf) : NULL;
+                        if (pf) {
+                                pf->t = t;
+                                snprintf(pf->cache_name, sizeof pf->cache_name, "%s", cache->name);
+                                memcpy(pf->hash, ref, sizeof pf->hash);
+                                pthread_attr_init(&attr);
+                                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+                                if (pthread_create(&th, &attr, prefetch_main, pf) != 0) {
+                                        free(pf);
+                                        pf = NULL;
+                                }
+                                pthread_attr_destroy(&attr);
+                        }
+                        if (start && !pf) {
+                                pthread_mutex_lock(&u->lock);
+                                u->prefetching--;
+                                pthread_cond_broadcast(&u->cond);
+                                pthread_mutex_unlock(&u->lock);
+                        }
+                }
+                s += n;
+                s += strspn(s, " ");
+        }
+        db_path_free(&p);
+}
+
 int upstream_path_get(struct troved *t, struct httpd_request *req, const struct db_cache *cache, const char *hash,
                       struct db_path *ret) {
         int r;
@@ -549,5 +661,7 @@ int upstream_path_get(struct troved *t, struct httpd_request *req, const struct 
                        r;
         if (r <= 0)
                 return r;
+        if (r == 1)
+                prefetch_references(t, cache, hash);
         return db_path_get(t->db, cache->id, hash, ret);
 }
