@@ -885,19 +885,19 @@ static int hash_list(const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, char **r
         return 0;
 }
 
-/* Runs sql (whose $1 is the "hex,hex,..." list of ids, other parameters
- * following) and sets present[i] for each ordinal i - 1 it returns. */
-static int chunks_query(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, const char *sql,
-                        int n_extra, const char *const *extra, bool *present) {
+/* Runs sql with $1 the "hex,hex,..." list of n ids and $2... the extra
+ * parameters; *ret (if not NULL) gets the result. With n == 0 nothing runs
+ * and *ret is NULL. */
+static int ids_query(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, const char *sql,
+                     int n_extra, const char *const *extra, PGresult **ret) {
         _cleanup_handle_ struct db_handle h = {};
-        _cleanup_pgresult_ PGresult *res = NULL;
         _cleanup_free_ char *list = NULL;
         const char *p[4];
         int r;
 
         assert(n_extra < 4);
-        for (size_t i = 0; i < n; i++)
-                present[i] = false;
+        if (ret)
+                *ret = NULL;
         if (n == 0)
                 return 0;
         r = hash_list(ids, n, &list);
@@ -909,8 +909,20 @@ static int chunks_query(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], 
         r = db_get(db, &h);
         if (r < 0)
                 return r;
-        r = q(&h, &res, sql, n_extra + 1, p);
-        if (r < 0)
+        return q(&h, ret, sql, n_extra + 1, p);
+}
+
+/* Runs sql (as ids_query) and sets present[i] for each ordinal i - 1 it
+ * returns. */
+static int chunks_query(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, const char *sql,
+                        int n_extra, const char *const *extra, bool *present) {
+        _cleanup_pgresult_ PGresult *res = NULL;
+        int r;
+
+        for (size_t i = 0; i < n; i++)
+                present[i] = false;
+        r = ids_query(db, ids, n, sql, n_extra, extra, &res);
+        if (r < 0 || !res)
                 return r;
         for (int i = 0; i < PQntuples(res); i++) {
                 uint64_t idx;
@@ -986,28 +998,17 @@ int db_chunks_visible(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], si
 }
 
 int db_chunk_claims_add(struct db *db, int64_t cache_id, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n) {
-        _cleanup_handle_ struct db_handle h = {};
-        _cleanup_free_ char *list = NULL;
         char cid[24];
-        int r;
 
-        if (n == 0)
-                return 0;
-        r = hash_list(ids, n, &list);
-        if (r < 0)
-                return r;
         snprintf(cid, sizeof cid, "%" PRId64, cache_id);
-        const char *p[] = { list, cid };
-        r = db_get(db, &h);
-        if (r < 0)
-                return r;
+        const char *extra[] = { cid };
         /* A refreshed claim keeps the chunk's proof young for GC. */
-        return q(&h, NULL,
-                 "INSERT INTO chunk_claims (cache_id, chunk_id)"
-                 " SELECT DISTINCT $2::bigint, c.id FROM unnest(string_to_array($1, ',')) AS t(x)"
-                 " JOIN chunks c ON c.hash = decode(t.x, 'hex')"
-                 " ON CONFLICT (cache_id, chunk_id) DO UPDATE SET created_at = now()",
-                 2, p);
+        return ids_query(db, ids, n,
+                         "INSERT INTO chunk_claims (cache_id, chunk_id)"
+                         " SELECT DISTINCT $2::bigint, c.id FROM unnest(string_to_array($1, ',')) AS t(x)"
+                         " JOIN chunks c ON c.hash = decode(t.x, 'hex')"
+                         " ON CONFLICT (cache_id, chunk_id) DO UPDATE SET created_at = now()",
+                         1, extra, NULL);
 }
 
 int db_cache_list(struct db *db, struct db_cache_ref **ret, size_t *ret_n) {
@@ -1488,25 +1489,12 @@ int db_upload_get(struct db *db, int64_t cache_id, const char *file_name, int64_
 /* ---- GC ---- */
 
 int db_orphans_note(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n) {
-        _cleanup_handle_ struct db_handle h = {};
-        _cleanup_free_ char *list = NULL;
-        int r;
-
-        if (n == 0)
-                return 0;
-        r = hash_list(ids, n, &list);
-        if (r < 0)
-                return r;
-        const char *p[] = { list };
-        r = db_get(db, &h);
-        if (r < 0)
-                return r;
-        return q(&h, NULL,
-                 "INSERT INTO orphan_objects (hash) SELECT decode(t.x, 'hex')"
-                 " FROM unnest(string_to_array($1, ',')) AS t(x)"
-                 " WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.hash = decode(t.x, 'hex'))"
-                 " ON CONFLICT (hash) DO NOTHING",
-                 1, p);
+        return ids_query(db, ids, n,
+                         "INSERT INTO orphan_objects (hash) SELECT decode(t.x, 'hex')"
+                         " FROM unnest(string_to_array($1, ',')) AS t(x)"
+                         " WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.hash = decode(t.x, 'hex'))"
+                         " ON CONFLICT (hash) DO NOTHING",
+                         0, NULL, NULL);
 }
 
 int db_gc(struct db *db, int64_t min_age_sec,
