@@ -172,7 +172,7 @@ static ssize_t nar_stream_read(void *ud, uint64_t pos, char *out, size_t max) {
 /* A NAR is served only if all the chunks the response covers are stored:
  * checked before the first byte, so a client never gets a truncated body
  * with a 200. A Range request checks only the chunks of its range. */
-static int serve_nar(struct troved_request *rq) {
+int nix_nar_get(struct troved_request *rq) {
         struct troved *t = rq->t;
         struct httpd_request *req = rq->http;
         const struct db_cache *cache = &rq->cache;
@@ -197,6 +197,10 @@ static int serve_nar(struct troved_request *rq) {
                 return r;
         if (r > 0) {
                 const char *ext = strstr(file, ".nar");
+                /* `nix copy --to` asks HEAD before uploading: that it is
+                 * here is all it needs. */
+                if (httpd_request_is_head(req))
+                        return httpd_reply_buf(req, 200, "application/octet-stream", "", 0);
                 r = db_nar_get(t->db, upload_nar, &nar);
                 if (r < 0)
                         return r;
@@ -557,14 +561,3 @@ int nix_discard_put(struct troved_request *rq) {
         return 0;
 }
 
-int nix_nar_get(struct troved_request *rq) {
-        if (httpd_request_is_head(rq->http)) {
-                int64_t nar_id;
-                int r = db_upload_get(rq->t->db, rq->cache.id, rq->arg, &nar_id);
-                if (r < 0)
-                        return r;
-                if (r > 0)
-                        return httpd_reply_buf(rq->http, 200, "application/octet-stream", "", 0);
-        }
-        return serve_nar(rq);
-}
