@@ -11,7 +11,6 @@ void auth_free(struct auth *a) {
         a->claims = NULL;
         free(a->pullable);
         a->pullable = NULL;
-        a->pullable_known = false;
 }
 
 static int base64_decode_any(const char *s, char *out, size_t cap, size_t *ret_len) {
@@ -133,7 +132,7 @@ int auth_pullable_caches(struct troved *t, struct auth *a, const int64_t **ret_i
         size_t n = 0, k = 0;
         int r;
 
-        if (!a->pullable_known) {
+        if (!a->pullable) {
                 r = db_cache_list(t->db, &all, &n);
                 if (r < 0)
                         return r;
@@ -147,7 +146,6 @@ int auth_pullable_caches(struct troved *t, struct auth *a, const int64_t **ret_i
                                 a->pullable[k++] = all[i].id;
                 free(all);
                 a->n_pullable = k;
-                a->pullable_known = true;
         }
         *ret_ids = a->pullable;
         *ret_n = a->n_pullable;

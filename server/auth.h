@@ -15,10 +15,10 @@
 struct auth {
         bool present;                 /* a token was sent (and verified) */
         struct token_claims *claims;
-        /* The caches this caller may pull, computed on first use. */
+        /* The caches this caller may pull, computed on first use (NULL
+         * until then; never NULL after, even when empty). */
         int64_t *pullable;
         size_t n_pullable;
-        bool pullable_known;
 };
 
 /* Parses Authorization (Bearer, or Basic with the token as password). A
