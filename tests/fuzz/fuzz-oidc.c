@@ -29,16 +29,6 @@ static const char JWKS[] =
         "\"x\":\"lMhZMaskRukmLJ1KRMe7ljaEoqIwMAwfeCobFtzNI2Q\",\"y\":\"uq2_6GZ9nPmVNFkGwK_0R65A9RMBMTwrprERX2aIxTU\"}]}";
 static const char *const AUD[] = { "trove" };
 
-static int b64url(struct buf *b, const void *p, size_t n) {
-        size_t enc = sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-        int r = buf_reserve(b, enc);
-        if (r < 0)
-                return r;
-        sodium_bin2base64((char *) b->data + b->len, enc, p, n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-        b->len += enc - 1;
-        return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         _cleanup_(buf_free) struct buf text = BUF_INIT(8 * OIDC_TOKEN_MAX);
         _cleanup_(oidc_jwt_freep) struct oidc_jwt *j = NULL;
@@ -64,9 +54,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 const uint8_t *sep = memchr(data, 0xff, size);
                 if (!sep)
                         return 0;
-                if (b64url(&text, data, (size_t) (sep - data)) < 0 || buf_append(&text, ".", 1) < 0 ||
-                    b64url(&text, sep + 1, size - (size_t) (sep + 1 - data)) < 0 || buf_append(&text, ".", 1) < 0 ||
-                    b64url(&text, sig, sizeof sig) < 0)
+                if (fuzz_b64url(&text, data, (size_t) (sep - data)) < 0 || buf_append(&text, ".", 1) < 0 ||
+                    fuzz_b64url(&text, sep + 1, size - (size_t) (sep + 1 - data)) < 0 || buf_append(&text, ".", 1) < 0 ||
+                    fuzz_b64url(&text, sig, sizeof sig) < 0)
                         abort();
         }
 

@@ -29,24 +29,14 @@ static const uint8_t SECRET[32] = "trove token fuzz secret 32 bytes";
 static const char HEADER[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
 static const int64_t NOWS[] = { 1700000000, 0, -1, INT64_MAX, INT64_MIN, 4102444800 };
 
-static int b64url(struct buf *b, const void *p, size_t n) {
-        size_t enc = sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-        int r = buf_reserve(b, enc);
-        if (r < 0)
-                return r;
-        sodium_bin2base64((char *) b->data + b->len, enc, p, n, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-        b->len += enc - 1;
-        return 0;
-}
-
 /* header.payload from two JSON texts, then the MAC over it. */
 static int make_signed(const void *hdr, size_t hn, const void *payload, size_t pn, struct buf *out) {
         uint8_t mac[crypto_auth_hmacsha256_BYTES];
-        int r = b64url(out, hdr, hn);
+        int r = fuzz_b64url(out, hdr, hn);
         if (r >= 0)
                 r = buf_append(out, ".", 1);
         if (r >= 0)
-                r = b64url(out, payload, pn);
+                r = fuzz_b64url(out, payload, pn);
         if (r < 0)
                 return r;
         crypto_auth_hmacsha256_state st;
@@ -55,7 +45,7 @@ static int make_signed(const void *hdr, size_t hn, const void *payload, size_t p
         crypto_auth_hmacsha256_final(&st, mac);
         r = buf_append(out, ".", 1);
         if (r >= 0)
-                r = b64url(out, mac, sizeof mac);
+                r = fuzz_b64url(out, mac, sizeof mac);
         return r;
 }
 

@@ -10,6 +10,7 @@
 
 #include "test.h"
 #include "trove/buf.h"
+#include "trove/jwks.h"
 #include "trove/util.h"
 
 /* The contents of data/oidc/<name>, trailing whitespace removed (heap). */
@@ -23,6 +24,16 @@ static inline char *oidcdata_read(const char *name) {
         snprintf(path, sizeof path, "%s/oidc/%s", dir, name);
         CHECK_OK(read_text_file(path, out, 1u << 20, &n));
         return out;
+}
+
+/* The test key set, data/oidc/jwks.json, parsed. */
+static inline struct jwks *oidcdata_jwks(void) {
+        _cleanup_free_ char *text = oidcdata_read("jwks.json");
+        struct trove_error err = {};
+        struct jwks *k = NULL;
+
+        CHECK_OK(jwks_parse(text, strlen(text), &k, &err));
+        return k;
 }
 
 static inline void oidcdata_b64url(struct buf *b, const void *p, size_t n) {

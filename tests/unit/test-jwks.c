@@ -8,15 +8,6 @@
 #include "oidcdata.h"
 #include "trove/jwks.h"
 
-static struct jwks *load_set(void) {
-        _cleanup_free_ char *text = oidcdata_read("jwks.json");
-        struct trove_error err = {};
-        struct jwks *k = NULL;
-
-        CHECK_OK(jwks_parse(text, strlen(text), &k, &err));
-        return k;
-}
-
 /* Splits a token into its signing input and decoded signature. */
 static void split(const char *tok, size_t *ret_input_len, uint8_t *sig, size_t *ret_sig_len) {
         const char *dot = strrchr(tok, '.');
@@ -30,7 +21,7 @@ static void split(const char *tok, size_t *ret_input_len, uint8_t *sig, size_t *
 }
 
 static void test_parse(void) {
-        _cleanup_(jwks_freep) struct jwks *k = load_set();
+        _cleanup_(jwks_freep) struct jwks *k = oidcdata_jwks();
 
         /* The encryption key and the Ed25519 key are skipped. */
         CHECK_EQ_U64(jwks_count(k), 2);
@@ -43,7 +34,7 @@ static void test_parse(void) {
 }
 
 static void test_verify(const char *file, enum jwt_alg alg, const char *kid, const char *other_kid) {
-        _cleanup_(jwks_freep) struct jwks *k = load_set();
+        _cleanup_(jwks_freep) struct jwks *k = oidcdata_jwks();
         _cleanup_free_ char *tok = oidcdata_read(file);
         struct trove_error err = {};
         uint8_t sig[JWKS_SIG_MAX];

@@ -11,15 +11,6 @@
 
 static const char *const AUD[] = { "trove" };
 
-static struct jwks *load_set(void) {
-        _cleanup_free_ char *text = oidcdata_read("jwks.json");
-        struct trove_error err = {};
-        struct jwks *k = NULL;
-
-        CHECK_OK(jwks_parse(text, strlen(text), &k, &err));
-        return k;
-}
-
 static struct oidc_jwt *parse_ok(const char *tok) {
         struct trove_error err = {};
         struct oidc_jwt *j = NULL;
@@ -39,7 +30,7 @@ static void parse_bad(const char *tok, int want) {
 }
 
 static void test_known(const char *file, enum jwt_alg alg, const char *kid) {
-        _cleanup_(jwks_freep) struct jwks *k = load_set();
+        _cleanup_(jwks_freep) struct jwks *k = oidcdata_jwks();
         _cleanup_free_ char *tok = oidcdata_read(file);
         _cleanup_(oidc_jwt_freep) struct oidc_jwt *j = parse_ok(tok);
         static const char *const two[] = { "nope", "other" };
@@ -76,7 +67,7 @@ static void test_known(const char *file, enum jwt_alg alg, const char *kid) {
 
 /* The payload of a known token replaced, its signature kept. */
 static void test_tampered(void) {
-        _cleanup_(jwks_freep) struct jwks *k = load_set();
+        _cleanup_(jwks_freep) struct jwks *k = oidcdata_jwks();
         _cleanup_free_ char *tok = oidcdata_read("rs256.jwt"), *forged = NULL;
         _cleanup_(oidc_jwt_freep) struct oidc_jwt *j = NULL;
         struct buf b = BUF_INIT(1u << 20);
@@ -94,7 +85,7 @@ static void test_tampered(void) {
 }
 
 static void test_header_rules(void) {
-        _cleanup_(jwks_freep) struct jwks *k = load_set();
+        _cleanup_(jwks_freep) struct jwks *k = oidcdata_jwks();
         _cleanup_free_ char *pem = oidcdata_read("rsa-public.pem");
         static const char claims[] = "{\"iss\":\"https://issuer.test\",\"aud\":\"trove\",\"exp\":4102444800}";
         uint8_t sig[256] = { 1 };

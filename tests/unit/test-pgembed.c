@@ -153,6 +153,41 @@ static void stop(struct pgembed *pg) {
                 TEST_FAIL("pgembed_stop: %s: %s", strerror(-r), e.msg);
 }
 
+static void make_old_style(const char *state);
+
+/* Starts the cluster of state in a child process that exits without
+ * stopping it (as a killed troved would); returns the server's pid, left
+ * running. re_trust: the child then restores the old trusting pg_hba.conf
+ * and makes the server reload it, as a server of the old code ran. */
+static pid_t start_and_die(const char *state, bool re_trust) {
+        int fds[2], status;
+        pid_t child, server = 0;
+
+        CHECK(pipe(fds) == 0);
+        child = fork();
+        CHECK(child >= 0);
+        if (child == 0) {
+                struct pgembed *cpg = NULL;
+                close(fds[0]);
+                if (pgembed_start(state, NULL, &cpg, NULL) < 0)
+                        _exit(1);
+                server = pgembed_pid(cpg);
+                if (re_trust) {
+                        make_old_style(state);
+                        if (kill(server, SIGHUP) < 0)
+                                _exit(1);
+                }
+                if (write(fds[1], &server, sizeof server) != sizeof server)
+                        _exit(1);
+                _exit(0); /* no stop: the lock goes with the process */
+        }
+        close(fds[1]);
+        CHECK(read(fds[0], &server, sizeof server) == sizeof server);
+        close(fds[0]);
+        CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        return server;
+}
+
 static void test_lifecycle(const char *base) {
         char state[512], path[4096], out[4096], version[64];
         struct trove_error e = {};
@@ -235,26 +270,7 @@ static void test_lifecycle(const char *base) {
 
         /* The process running the cluster dies without stopping it: the
          * next start adopts the server that is still running. */
-        int fds[2], status;
-        CHECK(pipe(fds) == 0);
-        pid_t child = fork();
-        CHECK(child >= 0);
-        if (child == 0) {
-                struct pgembed *cpg = NULL;
-                pid_t server;
-                close(fds[0]);
-                if (pgembed_start(state, NULL, &cpg, NULL) < 0)
-                        _exit(1);
-                server = pgembed_pid(cpg);
-                if (write(fds[1], &server, sizeof server) != sizeof server)
-                        _exit(1);
-                _exit(0); /* no stop: the lock goes with the process */
-        }
-        close(fds[1]);
-        pid_t server = 0;
-        CHECK(read(fds[0], &server, sizeof server) == sizeof server);
-        close(fds[0]);
-        CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        pid_t server = start_and_die(state, false);
         CHECK(!process_gone(server));
         pg = start(state);
         CHECK_EQ_U64(pgembed_pid(pg), server);
@@ -375,7 +391,6 @@ static void test_auth(const char *base) {
         char state[512], path[4096], text[4096], nopw[2048], oldci[4096], wrong[4096], out[4096];
         struct pgembed *pg;
         struct stat st, ver;
-        int fds[2], status;
 
         snprintf(state, sizeof state, "%s/auth", base);
         pg = start(state);
@@ -433,30 +448,7 @@ static void test_auth(const char *base) {
         /* An old-style state directory whose trusting server still runs,
          * left by a killed process: it is stopped, upgraded, restarted. */
         make_old_style(state);
-        CHECK(pipe(fds) == 0);
-        pid_t child = fork();
-        CHECK(child >= 0);
-        if (child == 0) {
-                struct pgembed *cpg = NULL;
-                pid_t server;
-                close(fds[0]);
-                /* Starting upgrades; put the trusting file back and reload
-                 * so the running server trusts again, as an old one did. */
-                if (pgembed_start(state, NULL, &cpg, NULL) < 0)
-                        _exit(1);
-                server = pgembed_pid(cpg);
-                make_old_style(state);
-                if (kill(server, SIGHUP) < 0)
-                        _exit(1);
-                if (write(fds[1], &server, sizeof server) != sizeof server)
-                        _exit(1);
-                _exit(0);
-        }
-        close(fds[1]);
-        pid_t server = 0;
-        CHECK(read(fds[0], &server, sizeof server) == sizeof server);
-        close(fds[0]);
-        CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        pid_t server = start_and_die(state, true);
         /* The running server accepts anyone now (give the reload a moment). */
         for (int i = 0; i < 100 && psql_ci(nopw, "select 1", out, sizeof out) != 0; i++)
                 nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
