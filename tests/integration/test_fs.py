@@ -3,6 +3,7 @@
 then mounted; what the mount shows must be the store, byte for byte, and
 trovefs must fetch only what reads touch."""
 
+import contextlib
 import errno
 import json
 import os
@@ -144,25 +145,35 @@ def fs_prog(session_dir, nix_environment):
     return out, libc
 
 
-@pytest.fixture(scope="module")
-def server(test_closure, fs_bin, fs_prog):
-    base = Path(tempfile.mkdtemp(prefix="trove-fs-"))
+@contextlib.contextmanager
+def pushed_server(prefix, tops, cache=CACHE):
+    """A Troved in a fresh directory whose cache holds the closures of tops
+    (pushed with nix copy); srv.token_file holds its admin token, srv.base
+    is its directory. Stopped and removed at the end."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
     srv = Troved(base)
     try:
-        srv.api("POST", f"/_api/v1/caches/{CACHE}", b"{}")
+        srv.api("POST", f"/_api/v1/caches/{cache}", b"{}")
         netrc = base / "netrc"
         netrc.write_text(f"machine 127.0.0.1 password {srv.token}\n")
-        for top in (test_closure.top, fs_bin, fs_prog[0]):
+        for top in tops:
             trovetest.run(["nix", "copy", "--netrc-file", netrc, "--to",
-                           f"{srv.url}/{CACHE}?compression=zstd", top],
+                           f"{srv.url}/{cache}?compression=zstd", top],
                           env=trovetest.nix_env(), timeout=900)
         token_file = base / "token"
         token_file.write_text(srv.token + "\n")
         srv.token_file = token_file
+        srv.base = base
         yield srv
     finally:
         srv.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(test_closure, fs_bin, fs_prog):
+    with pushed_server("trove-fs-", (test_closure.top, fs_bin, fs_prog[0])) as srv:
+        yield srv
 
 
 class Mount:
@@ -576,6 +587,7 @@ def test_overlay_lower_layer(test_closure, fs_prog, tmp_path, mount):
         assert not (m.mnt / "local-build").exists()
     finally:
         trovetest.run(["umount", merged])
+
 
 def drop_kernel_caches():
     with open("/proc/sys/vm/drop_caches", "w") as f:

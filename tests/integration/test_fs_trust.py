@@ -10,17 +10,14 @@ import http.client
 import http.server
 import json
 import os
-import shutil
 import stat
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 import trovetest
-from test_fs import Mount, Troved, tree_entries, walk
+from test_fs import Mount, pushed_server, tree_entries, walk
 
 CACHE = "trust"
 SIG_HEADER = "Trove-Manifest-Signature"
@@ -58,25 +55,9 @@ def trust_path(session_dir, nix_environment):
 
 @pytest.fixture(scope="module")
 def server(trust_path, test_closure):
-    base = Path(tempfile.mkdtemp(prefix="trove-fs-trust-"))
-    srv = Troved(base)
-    try:
-        srv.api("POST", f"/_api/v1/caches/{CACHE}", b"{}")
-        netrc = base / "netrc"
-        netrc.write_text(f"machine 127.0.0.1 password {srv.token}\n")
-        for top in (trust_path, test_closure["file"]):
-            trovetest.run(["nix", "copy", "--netrc-file", netrc, "--to",
-                           f"{srv.url}/{CACHE}?compression=zstd", top],
-                          env=trovetest.nix_env(), timeout=900)
-        token_file = base / "token"
-        token_file.write_text(srv.token + "\n")
-        srv.token_file = token_file
+    with pushed_server("trove-fs-trust-", (trust_path, test_closure["file"]), cache=CACHE) as srv:
         srv.public_key = json.loads(srv.api("GET", f"/_api/v1/caches/{CACHE}"))["publicKey"]
-        srv.base = base
         yield srv
-    finally:
-        srv.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def tamper_swap(body):

@@ -9,8 +9,6 @@ import os
 import pwd
 import socket
 import stat
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 

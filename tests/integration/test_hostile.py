@@ -31,8 +31,8 @@ import pytest
 
 import trovetest
 from trovetest import nix32_encode, store_hash_part
-from test_server import (expect_error, expect_status, fake_store_path, nar_regular, narinfo_text,
-                         put_synthetic, sha256_nix32, zstd_frame)
+from test_server import (expect_error, expect_status, fake_store_path, narinfo_text, put_synthetic,
+                         sha256_nix32, zstd_frame)
 
 
 @pytest.fixture(scope="module")

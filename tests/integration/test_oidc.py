@@ -64,49 +64,14 @@ class Issuer:
         raise KeyError(kid)
 
 
-def start_nginx(d, root):
-    (d / "tmp").mkdir(parents=True, exist_ok=True)
-    port = trovetest.free_tcp_port()
-    conf = d / "nginx.conf"
-    conf.write_text(f"""
-user root;
-worker_processes 1;
-error_log {d}/error.log;
-pid {d}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log {d}/access.log;
-    default_type application/json;
-    client_body_temp_path {d}/tmp;
-    proxy_temp_path {d}/tmp;
-    fastcgi_temp_path {d}/tmp;
-    uwsgi_temp_path {d}/tmp;
-    scgi_temp_path {d}/tmp;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-    }}
-}}
-""")
-    proc = subprocess.Popen(["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=open(d / "stderr.log", "wb"))
-    deadline = time.monotonic() + 30
-    while subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"]).returncode != 0:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("nginx did not start: " + (d / "stderr.log").read_text())
-        time.sleep(0.1)
-    return proc, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="module")
 def env(make_troved_module):
     base = Path(tempfile.mkdtemp(prefix="trove-oidc-"))
     os.chmod(base, 0o755)
     (base / "www").mkdir()
-    proc, url = start_nginx(base / "nginx", base / "www")
+    nginx = trovetest.Nginx(base / "nginx", base / "www", default_type="application/json").start()
     try:
-        iss = Issuer(base / "www", url)
+        iss = Issuer(base / "www", nginx.url)
         iss.add_key("gitlab", "RSA", "rsa1")
         iss.add_key("github", "EC", "ec1")
         policy = {
@@ -133,8 +98,7 @@ def env(make_troved_module):
             server.create_cache(cache)
         yield server, iss, base
     finally:
-        proc.terminate()
-        proc.wait(20)
+        nginx.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -14,7 +14,6 @@ import re
 import secrets
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import trovetest
-from trovetest import nix32_encode, run, store_hash_part, trove
+from trovetest import Nginx, nix32_encode, run, store_hash_part, trove
 
 MK = """
 { nonce }:
@@ -53,80 +52,6 @@ rec {
 """
 
 NIX_BASE_CONFIG = "build-users-group =\nsandbox = false\nexperimental-features = nix-command"
-
-
-class Nginx:
-    """nginx serving root on 127.0.0.1:port, with an access log."""
-
-    def __init__(self, workdir, root, port=None, extra=""):
-        self.dir = Path(workdir)
-        self.root = Path(root)
-        self.port = port or trovetest.free_tcp_port()
-        self.extra = extra
-        self.proc = None
-        (self.dir / "tmp").mkdir(parents=True, exist_ok=True)
-        self.access_log = self.dir / "access.log"
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self):
-        d = self.dir
-        conf = d / "nginx.conf"
-        conf.write_text(f"""
-user root;
-worker_processes 1;
-error_log {d}/error.log;
-pid {d}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-    access_log {self.access_log};
-    default_type application/octet-stream;
-    types {{ text/x-nix-narinfo narinfo; }}
-    client_body_temp_path {d}/tmp;
-    proxy_temp_path {d}/tmp;
-    fastcgi_temp_path {d}/tmp;
-    uwsgi_temp_path {d}/tmp;
-    scgi_temp_path {d}/tmp;
-    server {{
-        listen 127.0.0.1:{self.port};
-        root {self.root};
-        {self.extra}
-    }}
-}}
-""")
-        self.proc = subprocess.Popen(["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(d / "stderr.log", "ab"))
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError("nginx exited: " + (d / "stderr.log").read_text())
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("nginx did not start")
-                time.sleep(0.05)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def requests(self, needle):
-        """Access log lines whose request contains needle."""
-        try:
-            lines = self.access_log.read_text().splitlines()
-        except OSError:
-            return []
-        return [ln for ln in lines if needle in ln]
 
 
 def file_cache_copy(dest, sk, paths):
@@ -422,7 +347,7 @@ def test_refused_upstream_paths(up):
 
 
 def test_redirect_is_not_followed(up):
-    s, p, nginx = up["server"], up["paths"], up["nginx"]
+    p, nginx = up["paths"], up["nginx"]
     name, _ = make_cache(up, [nginx.url + "/redir"])
     expect_refused(up, name, store_hash_part(p["redir"]), 502, r"HTTP 302 \(redirects are not followed\)")
 

@@ -802,6 +802,84 @@ class Troved:
                    timeout=timeout, text=True)
 
 
+# ---- nginx ----
+
+class Nginx:
+    """nginx serving the directory root on 127.0.0.1:port, with an access log
+    (an upstream binary cache, an OpenID issuer's keys)."""
+
+    def __init__(self, workdir, root, port=None, extra="", default_type="application/octet-stream"):
+        self.dir = Path(workdir)
+        self.root = Path(root)
+        self.port = port or free_tcp_port()
+        self.extra = extra
+        self.default_type = default_type
+        self.proc = None
+        (self.dir / "tmp").mkdir(parents=True, exist_ok=True)
+        self.access_log = self.dir / "access.log"
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        d = self.dir
+        conf = d / "nginx.conf"
+        conf.write_text(f"""
+user root;
+worker_processes 1;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log {self.access_log};
+    default_type {self.default_type};
+    types {{ text/x-nix-narinfo narinfo; }}
+    client_body_temp_path {d}/tmp;
+    proxy_temp_path {d}/tmp;
+    fastcgi_temp_path {d}/tmp;
+    uwsgi_temp_path {d}/tmp;
+    scgi_temp_path {d}/tmp;
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {self.root};
+        {self.extra}
+    }}
+}}
+""")
+        self.proc = subprocess.Popen(["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(d / "stderr.log", "ab"))
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError("nginx exited: " + (d / "stderr.log").read_text())
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError("nginx did not start")
+                time.sleep(0.05)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def requests(self, needle):
+        """Access log lines whose request contains needle."""
+        try:
+            lines = self.access_log.read_text().splitlines()
+        except OSError:
+            return []
+        return [ln for ln in lines if needle in ln]
+
+
 # ---- S3 (radosgw) ----
 
 class RadosGW(dict):
