@@ -145,7 +145,7 @@ static int percent_decode(const char *s, size_t n, char **ret) {
         return buf_steal(&b, ret, NULL);
 }
 
-int chunkstore_open_spec(const char *spec, struct chunkstore **ret) {
+int chunkstore_open_spec_tuned(const char *spec, const struct s3_config *tuning, struct chunkstore **ret) {
         _cleanup_free_ char *bucket = NULL, *endpoint = NULL, *region = NULL, *prefix = NULL;
         const char *p, *q;
         bool create = false;
@@ -210,15 +210,35 @@ int chunkstore_open_spec(const char *spec, struct chunkstore **ret) {
         }
         if (!endpoint)
                 return log_debug_errno(-EINVAL, "chunkstore: s3 spec needs endpoint=");
-        return chunkstore_s3_open(&(struct s3_config){
-                                          .endpoint = endpoint,
-                                          .bucket = bucket,
-                                          .region = region,
-                                          .access_key = getenv("AWS_ACCESS_KEY_ID"),
-                                          .secret_key = getenv("AWS_SECRET_ACCESS_KEY"),
-                                          .max_attempts = attempts,
-                                  },
-                                  prefix, create, ret);
+        struct s3_config c = tuning ? *tuning : (struct s3_config){};
+        c.endpoint = endpoint;
+        c.bucket = bucket;
+        c.region = region;
+        c.access_key = getenv("AWS_ACCESS_KEY_ID");
+        c.secret_key = getenv("AWS_SECRET_ACCESS_KEY");
+        if (attempts)
+                c.max_attempts = attempts;
+        return chunkstore_s3_open(&c, prefix, create, ret);
+}
+
+int chunkstore_open_spec(const char *spec, struct chunkstore **ret) {
+        return chunkstore_open_spec_tuned(spec, NULL, ret);
+}
+
+int chunkstore_probe(struct chunkstore *cs) {
+        return cs->ops->probe ? cs->ops->probe(cs) : 0;
+}
+
+int chunkstore_s3_stats(struct chunkstore *cs, struct s3_stats *ret) {
+        if (!cs->ops->s3_stats)
+                return -EOPNOTSUPP;
+        cs->ops->s3_stats(cs, ret);
+        return 0;
+}
+
+void chunkstore_cancel(struct chunkstore *cs) {
+        if (cs->ops->cancel)
+                cs->ops->cancel(cs);
 }
 
 static bool is_lower_hex(const char *s, size_t n) {
@@ -708,6 +728,18 @@ static int s3cs_presign_get(struct chunkstore *base, const uint8_t id[SHA256_DIG
         return s3_presign_get(cs->s3, key, expires_s, time(NULL), ret_url);
 }
 
+static int s3cs_probe(struct chunkstore *base) {
+        return s3_probe(((struct chunkstore_s3 *) base)->s3);
+}
+
+static void s3cs_stats(struct chunkstore *base, struct s3_stats *ret) {
+        s3_stats_get(((struct chunkstore_s3 *) base)->s3, ret);
+}
+
+static void s3cs_cancel(struct chunkstore *base) {
+        s3_cancel(((struct chunkstore_s3 *) base)->s3);
+}
+
 static void s3cs_free(struct chunkstore *base) {
         struct chunkstore_s3 *cs = (struct chunkstore_s3 *) base;
 
@@ -724,6 +756,9 @@ static const struct chunkstore_ops s3_ops = {
         .delete = s3cs_delete,
         .list = s3cs_list,
         .presign_get = s3cs_presign_get,
+        .probe = s3cs_probe,
+        .s3_stats = s3cs_stats,
+        .cancel = s3cs_cancel,
         .free = s3cs_free,
 };
 

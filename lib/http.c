@@ -212,6 +212,19 @@ static int seek_cb(void *userdata, curl_off_t offset, int origin) {
         return CURL_SEEKFUNC_OK;
 }
 
+/* Called by curl about once a second at least, also while it waits for a
+ * connection or the first byte. */
+static int progress_cb(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow) {
+        struct http_client *c = userdata;
+
+        if (c->opts.cancel && atomic_load(c->opts.cancel)) {
+                c->cb_error = -ECANCELED;
+                return 1;
+        }
+        return 0;
+}
+
 static int curl_to_errno(struct http_client *c, CURLcode code) {
         long os_errno = 0;
 
@@ -281,6 +294,10 @@ int http_request(struct http_client *c, const struct http_request *req,
 
         if (!req->url || (req->body && req->read_fn) || (req->response && req->write_fn))
                 return -EINVAL;
+        if (c->opts.cancel && atomic_load(c->opts.cancel)) {
+                snprintf(c->errbuf, sizeof c->errbuf, "cancelled");
+                return -ECANCELED;
+        }
 
         curl_easy_reset(c->curl);
         c->errbuf[0] = 0;
@@ -309,6 +326,11 @@ int http_request(struct http_client *c, const struct http_request *req,
                 SETOPT(CURLOPT_MAXREDIRS, 10L);
         }
         SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+        if (c->opts.cancel) {
+                SETOPT(CURLOPT_NOPROGRESS, 0L);
+                SETOPT(CURLOPT_XFERINFOFUNCTION, progress_cb);
+                SETOPT(CURLOPT_XFERINFODATA, c);
+        }
         SETOPT(CURLOPT_HEADERFUNCTION, header_cb);
         SETOPT(CURLOPT_HEADERDATA, c);
         SETOPT(CURLOPT_WRITEFUNCTION, write_cb);

@@ -12,6 +12,7 @@
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -36,12 +37,37 @@ struct s3 {
         unsigned max_attempts;
         unsigned backoff_base_ms;
         unsigned backoff_max_ms;
+        unsigned retry_budget_ms;
+        unsigned breaker_threshold;
+        unsigned breaker_open_ms;
         struct http_client_options http_opts;
+        atomic_bool cancelled;
 
-        pthread_mutex_t lock;
+        pthread_mutex_t lock; /* the pool, the breaker and the counters */
         struct http_client *idle[S3_POOL_MAX];
         size_t n_idle;
+
+        enum s3_breaker_state breaker;
+        unsigned failures_in_a_row;
+        uint64_t open_until_ms;
+        bool probing; /* half open: the one probe is out */
+        struct s3_stats stats;
 };
+
+static const char *const op_names[S3_OP_COUNT] = {
+        [S3_OP_GET] = "get",       [S3_OP_PUT] = "put",   [S3_OP_HEAD] = "head",
+        [S3_OP_DELETE] = "delete", [S3_OP_LIST] = "list", [S3_OP_BUCKET] = "bucket",
+};
+
+const char *s3_op_name(enum s3_op op) {
+        return op < S3_OP_COUNT ? op_names[op] : "unknown";
+}
+
+static uint64_t now_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+}
 
 static pthread_once_t sodium_once = PTHREAD_ONCE_INIT;
 static int sodium_result = -1;
@@ -117,8 +143,13 @@ int s3_new(const struct s3_config *cfg, struct s3 **ret) {
         s->max_attempts = cfg->max_attempts ? cfg->max_attempts : 5;
         s->backoff_base_ms = cfg->backoff_base_ms ? cfg->backoff_base_ms : 100;
         s->backoff_max_ms = cfg->backoff_max_ms ? cfg->backoff_max_ms : 5000;
-        s->http_opts.connect_timeout_ms = cfg->connect_timeout_ms;
-        s->http_opts.low_speed_time_s = cfg->low_speed_time_s;
+        s->retry_budget_ms = cfg->retry_budget_ms ? cfg->retry_budget_ms : 30000;
+        s->breaker_threshold = cfg->breaker_threshold ? cfg->breaker_threshold : 3;
+        s->breaker_open_ms = cfg->breaker_open_ms ? cfg->breaker_open_ms : 10000;
+        s->http_opts.connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 5000;
+        s->http_opts.low_speed_time_s = cfg->low_speed_time_s > 0 ? cfg->low_speed_time_s : 10;
+        s->http_opts.total_timeout_ms = cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms : 60000;
+        s->http_opts.cancel = &s->cancelled;
         *ret = s;
         return 0;
 }
@@ -157,12 +188,106 @@ static int client_take(struct s3 *s, struct http_client **ret) {
 
 static void client_give_back(struct s3 *s, struct http_client *c) {
         pthread_mutex_lock(&s->lock);
-        if (s->n_idle < S3_POOL_MAX) {
+        /* While the server is away, its idle connections are dead or stalled. */
+        if (s->n_idle < S3_POOL_MAX && s->breaker == S3_BREAKER_CLOSED) {
                 s->idle[s->n_idle++] = c;
                 c = NULL;
         }
         pthread_mutex_unlock(&s->lock);
         http_client_free(c);
+}
+
+/* Called with the lock held. */
+static void breaker_open_locked(struct s3 *s) {
+        if (s->breaker != S3_BREAKER_OPEN)
+                s->stats.breaker_opens++;
+        s->breaker = S3_BREAKER_OPEN;
+        s->open_until_ms = now_ms() + s->breaker_open_ms;
+        s->probing = false;
+        /* Connections to a server that went away are not reused. */
+        for (size_t i = 0; i < s->n_idle; i++)
+                http_client_free(s->idle[i]);
+        s->n_idle = 0;
+}
+
+/* May a call go out? 0, and *ret_probe set if it is the half-open probe;
+ * -EHOSTDOWN while the breaker is open (or the probe is out). */
+static int breaker_admit(struct s3 *s, enum s3_op op, bool *ret_probe) {
+        int r = 0;
+
+        *ret_probe = false;
+        pthread_mutex_lock(&s->lock);
+        if (s->breaker == S3_BREAKER_OPEN && now_ms() >= s->open_until_ms) {
+                s->breaker = S3_BREAKER_HALF_OPEN;
+                s->probing = false;
+        }
+        if (s->breaker == S3_BREAKER_HALF_OPEN && !s->probing) {
+                s->probing = true;
+                *ret_probe = true;
+        } else if (s->breaker != S3_BREAKER_CLOSED) {
+                s->stats.rejected[op]++;
+                r = -EHOSTDOWN;
+        }
+        pthread_mutex_unlock(&s->lock);
+        return r;
+}
+
+/* The outcome of one attempt: reachable (an HTTP answer that says the
+ * server works), unreachable, or neither (a 500, a local error). */
+enum attempt_outcome {
+        ATTEMPT_REACHED,
+        ATTEMPT_UNREACHABLE,
+        ATTEMPT_OTHER,
+};
+
+/* Records an attempt; returns whether the call may go on retrying. */
+static bool breaker_note(struct s3 *s, enum s3_op op, enum attempt_outcome o, int r, bool probe) {
+        bool go_on = true;
+
+        pthread_mutex_lock(&s->lock);
+        s->stats.requests[op]++;
+        if (r == -ETIMEDOUT)
+                s->stats.timeouts[op]++;
+        if (o == ATTEMPT_REACHED) {
+                s->failures_in_a_row = 0;
+                s->breaker = S3_BREAKER_CLOSED;
+                s->probing = false;
+        } else if (o == ATTEMPT_UNREACHABLE) {
+                s->failures_in_a_row++;
+                if (probe || s->failures_in_a_row >= s->breaker_threshold)
+                        breaker_open_locked(s);
+        }
+        if (s->breaker == S3_BREAKER_OPEN)
+                go_on = false;
+        pthread_mutex_unlock(&s->lock);
+        return go_on;
+}
+
+static void breaker_call_done(struct s3 *s, enum s3_op op, bool probe, bool counted_error) {
+        pthread_mutex_lock(&s->lock);
+        if (counted_error)
+                s->stats.errors[op]++;
+        /* A probe that ended without telling (cancelled, a local error)
+         * lets the next call probe. */
+        if (probe && s->breaker == S3_BREAKER_HALF_OPEN)
+                s->probing = false;
+        pthread_mutex_unlock(&s->lock);
+}
+
+void s3_stats_get(struct s3 *s, struct s3_stats *ret) {
+        uint64_t now = now_ms();
+
+        pthread_mutex_lock(&s->lock);
+        *ret = s->stats;
+        ret->breaker = s->breaker;
+        ret->retry_after_s = 0;
+        if (s->breaker != S3_BREAKER_CLOSED)
+                ret->retry_after_s = s->open_until_ms > now ? (unsigned) ((s->open_until_ms - now + 999) / 1000) : 1;
+        pthread_mutex_unlock(&s->lock);
+}
+
+void s3_cancel(struct s3 *s) {
+        atomic_store(&s->cancelled, true);
 }
 
 /* endpoint/bucket[/key][?query] */
@@ -189,20 +314,32 @@ static bool status_retryable(long status) {
         return status >= 500 || status == 429;
 }
 
-static void backoff_sleep(struct s3 *s, unsigned attempt) {
+static uint32_t backoff_ms(struct s3 *s, unsigned attempt) {
         uint64_t cap = s->backoff_base_ms;
-        struct timespec ts;
-        uint32_t ms;
 
         for (unsigned i = 0; i < attempt && cap < s->backoff_max_ms; i++)
                 cap *= 2;
         if (cap > s->backoff_max_ms)
                 cap = s->backoff_max_ms;
-        ms = randombytes_uniform((uint32_t) cap + 1);
-        ts.tv_sec = ms / 1000;
-        ts.tv_nsec = (long) (ms % 1000) * 1000000L;
-        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-                ;
+        return randombytes_uniform((uint32_t) cap + 1);
+}
+
+/* Sleeps ms in slices, so that s3_cancel() cuts it short: -ECANCELED. */
+static int sleep_cancellable(struct s3 *s, uint32_t ms) {
+        while (ms > 0) {
+                uint32_t slice = MIN(ms, 50u);
+                struct timespec ts = { .tv_sec = 0, .tv_nsec = (long) slice * 1000000L };
+                if (atomic_load(&s->cancelled))
+                        return -ECANCELED;
+                while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                        ;
+                ms -= slice;
+        }
+        return atomic_load(&s->cancelled) ? -ECANCELED : 0;
+}
+
+static int backoff_sleep(struct s3 *s, unsigned attempt) {
+        return sleep_cancellable(s, backoff_ms(s, attempt));
 }
 
 /* Pulls <Code>…</Code> out of an S3 error document, for the log. */
@@ -244,7 +381,20 @@ struct s3_call {
         size_t body_len;
         struct buf *response;
         struct stream_ctx *stream;
+        bool once; /* one attempt, no retries */
 };
+
+static enum s3_op call_op(const struct s3_call *call) {
+        if (!call->key)
+                return streq(call->method, "GET") ? S3_OP_LIST : S3_OP_BUCKET;
+        if (streq(call->method, "GET"))
+                return S3_OP_GET;
+        if (streq(call->method, "PUT"))
+                return S3_OP_PUT;
+        if (streq(call->method, "HEAD"))
+                return S3_OP_HEAD;
+        return S3_OP_DELETE;
+}
 
 /* Runs one S3 request with retries; returns 0 and the final HTTP status
  * (2xx, or a 4xx the caller interprets), or a negative errno. */
@@ -258,6 +408,10 @@ static int s3_call(struct s3 *s, const struct s3_call *call, struct http_respons
         struct http_client *c = NULL;
         struct http_response resp = {};
         struct http_request req;
+        enum s3_op op = call_op(call);
+        unsigned max_attempts = call->once ? 1 : s->max_attempts;
+        bool probe;
+        uint64_t t0;
         char code[64];
         int r = 0;
 
@@ -281,13 +435,36 @@ static int s3_call(struct s3 *s, const struct s3_call *call, struct http_respons
         if (call->condition)
                 headers[n_headers++] = call->condition;
 
-        r = client_take(s, &c);
-        if (r < 0)
+        r = breaker_admit(s, op, &probe);
+        if (r < 0) {
+                log_debug("s3: %s %s: not sent, the server was unreachable moments ago", call->method, url.data);
                 return r;
+        }
+        t0 = now_ms();
+        r = client_take(s, &c);
+        if (r < 0) {
+                breaker_call_done(s, op, probe, false);
+                return r;
+        }
+        for (unsigned attempt = 0; attempt < max_attempts; attempt++) {
+                enum attempt_outcome outcome;
+                bool retry;
 
-        for (unsigned attempt = 0; attempt < s->max_attempts; attempt++) {
-                if (attempt > 0)
-                        backoff_sleep(s, attempt - 1);
+                if (attempt > 0) {
+                        uint32_t wait = backoff_ms(s, attempt - 1);
+                        int k;
+                        /* The budget bounds the whole call: no attempt
+                         * starts after it, the last error stands. */
+                        if (now_ms() - t0 + wait >= s->retry_budget_ms)
+                                break;
+                        k = sleep_cancellable(s, wait);
+                        if (k >= 0 && !c)
+                                k = http_client_new(&s->http_opts, &c);
+                        if (k < 0) {
+                                r = k;
+                                break;
+                        }
+                }
                 if (call->response)
                         buf_reset(call->response);
                 buf_reset(&errbody);
@@ -311,24 +488,51 @@ static int s3_call(struct s3 *s, const struct s3_call *call, struct http_respons
                 if (r < 0) {
                         log_debug("s3: %s %s: attempt %u: %s", call->method, url.data, attempt + 1,
                                   http_client_last_error(c));
-                        if (errno_retryable(r) && !(call->stream && call->stream->delivered > 0))
-                                continue;
+                        /* A connection that failed is not used again. */
+                        c = http_client_free(c);
+                        if (r == -ECANCELED)
+                                break;
+                        outcome = errno_retryable(r) ? ATTEMPT_UNREACHABLE : ATTEMPT_OTHER;
+                        retry = errno_retryable(r) && !(call->stream && call->stream->delivered > 0);
+                        if (!breaker_note(s, op, outcome, r, probe) || !retry)
+                                break;
+                        continue;
+                }
+                if (resp.status >= 200 && resp.status < 300) {
+                        breaker_note(s, op, ATTEMPT_REACHED, 0, probe);
                         break;
                 }
-                if (resp.status >= 200 && resp.status < 300)
-                        break;
                 error_code(&errbody, code, sizeof code);
                 log_debug("s3: %s %s: attempt %u: HTTP %ld %s", call->method, url.data,
                           attempt + 1, resp.status, code);
-                if (!status_retryable(resp.status))
+                if (!status_retryable(resp.status)) {
+                        breaker_note(s, op, ATTEMPT_REACHED, 0, probe);
                         break;
+                }
                 r = http_status_to_errno(resp.status);
+                outcome = resp.status == 502 || resp.status == 503 || resp.status == 504 ? ATTEMPT_UNREACHABLE
+                                                                                          : ATTEMPT_OTHER;
+                if (!breaker_note(s, op, outcome, r, probe))
+                        break;
         }
-        client_give_back(s, c);
+        if (c)
+                client_give_back(s, c);
+        breaker_call_done(s, op, probe,
+                          r < 0 && (errno_retryable(r) || r == -EIO || r == -EAGAIN));
         if (r < 0)
                 return r;
         *ret = resp;
         return 0;
+}
+
+int s3_probe(struct s3 *s) {
+        struct http_response resp;
+        int r;
+
+        r = s3_call(s, &(struct s3_call){ .method = "HEAD", .once = true }, &resp);
+        if (r < 0)
+                return r;
+        return resp.status == 200 ? 0 : http_status_to_errno(resp.status);
 }
 
 int s3_put_object(struct s3 *s, const char *key, const void *data, size_t n) {
@@ -364,7 +568,9 @@ int s3_put_object_new(struct s3 *s, const char *key, const void *data, size_t n)
                  * (AWS asks to retry); the retry then sees 412 or wins. */
                 if (resp.status != 409 || attempt + 1 >= s->max_attempts)
                         break;
-                backoff_sleep(s, attempt);
+                r = backoff_sleep(s, attempt);
+                if (r < 0)
+                        return r;
         }
         if (resp.status == 412)
                 return -EEXIST;

@@ -32,12 +32,53 @@ static int reply_json(struct httpd_request *req, unsigned status, json_t *j) {
         return httpd_reply_take(req, status, "application/json", s, strlen(s));
 }
 
+/* Which part is down. The database down is 503: nothing can be answered.
+ * The chunk store down is 200 "degraded": narinfo, manifests and all that
+ * comes from the database still work, and every instance shares the store,
+ * so a load balancer gains nothing by taking this one out. */
 int api_health(struct troved_request *rq) {
         struct httpd_request *req = rq->http;
-        int r = db_ping(rq->t->db);
-        if (r < 0)
-                return httpd_reply_error(req, 503, "database unavailable: %s", strerror(-r));
-        return httpd_reply_buf(req, 200, "application/json", "{\"status\":\"ok\"}", 15);
+        _cleanup_json_ json_t *out = NULL;
+        int db = db_ping(rq->t->db);
+        int store = chunkstore_probe(rq->t->store);
+
+        out = json_pack("{s:s, s:s, s:s}", "status", db < 0 ? "unavailable" : store < 0 ? "degraded" : "ok",
+                        "database", db < 0 ? "unavailable" : "ok", "chunkStore", store < 0 ? "unavailable" : "ok");
+        if (!out)
+                return -ENOMEM;
+        if (db < 0)
+                log_warning("health: database unavailable: %s", strerror(-db));
+        if (store < 0)
+                log_warning("health: chunk store unavailable: %s", strerror(-store));
+        return reply_json(req, db < 0 ? 503 : 200, out);
+}
+
+static void metrics_s3(struct troved *t, struct buf *b) {
+        static const struct {
+                const char *name, *help;
+        } counters[] = {
+                { "s3_requests_total", "HTTP requests sent to S3 (attempts), by operation." },
+                { "s3_errors_total", "S3 calls that failed (unreachable, timed out or 5xx after retries), by operation." },
+                { "s3_timeouts_total", "S3 requests that timed out, by operation." },
+                { "s3_rejected_total", "S3 calls failed at once because the breaker was open, by operation." },
+        };
+        struct s3_stats st;
+
+        if (chunkstore_s3_stats(t->store, &st) < 0)
+                return;
+        for (size_t k = 0; k < ELEMENTSOF(counters); k++) {
+                const uint64_t *v = k == 0 ? st.requests : k == 1 ? st.errors : k == 2 ? st.timeouts : st.rejected;
+                buf_printf(b, "# HELP trove_%s %s\n# TYPE trove_%s counter\n", counters[k].name, counters[k].help,
+                           counters[k].name);
+                for (int op = 0; op < S3_OP_COUNT; op++)
+                        buf_printf(b, "trove_%s{op=\"%s\"} %" PRIu64 "\n", counters[k].name, s3_op_name(op), v[op]);
+        }
+        buf_printf(b,
+                   "# HELP trove_s3_breaker_state S3 circuit breaker: 0 closed, 1 open (S3 calls fail at once), 2 half open (one probe out).\n"
+                   "# TYPE trove_s3_breaker_state gauge\ntrove_s3_breaker_state %d\n"
+                   "# HELP trove_s3_breaker_opens_total Times the S3 circuit breaker opened.\n"
+                   "# TYPE trove_s3_breaker_opens_total counter\ntrove_s3_breaker_opens_total %" PRIu64 "\n",
+                   st.breaker == S3_BREAKER_OPEN ? 1 : st.breaker == S3_BREAKER_HALF_OPEN ? 2 : 0, st.breaker_opens);
 }
 
 int api_metrics(struct troved_request *rq) {
@@ -86,6 +127,7 @@ int api_metrics(struct troved_request *rq) {
                    "# HELP trove_upstream_seconds_total Time spent pulling from upstream caches.\n"
                    "# TYPE trove_upstream_seconds_total counter\ntrove_upstream_seconds_total %.6f\n",
                    (double) atomic_load(&t->m.upstream_usec) / 1e6);
+        metrics_s3(t, &b);
         db_pool_usage(t->db, &busy, &total, &waits);
         buf_printf(&b,
                    "# HELP trove_db_pool_connections_in_use Database connections in use.\n"
@@ -465,6 +507,8 @@ int api_missing_chunks(struct troved_request *rq, const void *body, size_t n) {
          * and then deduplicated like any other. */
         r = db_chunks_visible(rq->t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, cnt, caches, n_caches,
                               rq->cache.id, present);
+        if (r >= 0)
+                r = storage_confirm_objects(rq->t, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, cnt, present);
         if (r < 0)
                 goto out;
         missing = json_array();
@@ -513,6 +557,14 @@ int api_chunk_put(struct troved_request *rq, const void *body, size_t n) {
         if (r < 0)
                 return httpd_reply_error(req, 400, "chunk does not match its id: %s", strerror(-r));
         r = db_chunk_get(t->db, id, &row);
+        if (r > 0) {
+                /* A row whose object was lost is not trusted: stored again below. */
+                bool present = true;
+                int k = storage_confirm_objects(t, (const uint8_t(*)[SHA256_DIGEST_LEN]) & id, 1, &present);
+                if (k < 0)
+                        return k;
+                r = present;
+        }
         if (r < 0)
                 return r;
         if (r > 0) {
@@ -599,6 +651,8 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
         for (size_t i = 0; i < count; i++)
                 memcpy(ids[i], recs[i].id, SHA256_DIGEST_LEN);
         r = db_chunks_present(t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, count, present);
+        if (r >= 0) /* rows whose object was lost are stored again */
+                r = storage_confirm_objects(t, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, count, present);
         if (r < 0)
                 goto out;
         r = chunkcodec_new(t->cfg.compression_level, &codec);

@@ -16,7 +16,8 @@ static const char *const keys[] = {
         "store-dir",     "chunk-min",      "chunk-avg",      "chunk-max",      "compression-level",
         "db-pool-size",  "max-nar-size",   "max-connections", "chunk-redirect", "log-level",
         "max-connections-per-client", "idle-timeout", "user", "oidc-config", "upstream-timeout",
-        "upstream-negative-ttl",
+        "upstream-negative-ttl", "s3-connect-timeout", "s3-timeout", "s3-request-timeout", "s3-retry-budget",
+        "s3-breaker", "shutdown-timeout",
 };
 
 void troved_config_defaults(struct troved_config *c) {
@@ -33,6 +34,12 @@ void troved_config_defaults(struct troved_config *c) {
         c->idle_timeout_sec = 60;
         c->upstream_timeout_sec = 30;
         c->upstream_negative_ttl_sec = 3600;
+        c->s3_connect_timeout_sec = 5;
+        c->s3_timeout_sec = 10;
+        c->s3_request_timeout_sec = 60;
+        c->s3_retry_budget_sec = 30;
+        c->s3_breaker_sec = 10;
+        c->shutdown_timeout_sec = 10;
         c->log_level = TROVE_LOG_INFO;
 }
 
@@ -136,6 +143,19 @@ static int set_key(struct troved_config *c, const char *key, const char *v, cons
                                 r = -ERANGE;
                         else
                                 c->upstream_timeout_sec = (unsigned) n;
+                } else if (streq(key, "s3-connect-timeout") || streq(key, "s3-timeout") ||
+                           streq(key, "s3-request-timeout") || streq(key, "s3-retry-budget") ||
+                           streq(key, "s3-breaker") || streq(key, "shutdown-timeout")) {
+                        unsigned *field = streq(key, "s3-connect-timeout") ? &c->s3_connect_timeout_sec
+                                          : streq(key, "s3-timeout")       ? &c->s3_timeout_sec
+                                          : streq(key, "s3-request-timeout") ? &c->s3_request_timeout_sec
+                                          : streq(key, "s3-retry-budget")  ? &c->s3_retry_budget_sec
+                                          : streq(key, "s3-breaker")       ? &c->s3_breaker_sec
+                                                                           : &c->shutdown_timeout_sec;
+                        if (n < 1 || n > 3600)
+                                r = -ERANGE;
+                        else
+                                *field = (unsigned) n;
                 } else if (streq(key, "upstream-negative-ttl")) {
                         if (n > 30 * 86400)
                                 r = -ERANGE;
@@ -231,6 +251,16 @@ static void usage(FILE *f) {
                 "                               a NAR download may take this plus 1 s per 256 KiB\n"
                 "  --upstream-negative-ttl SECONDS  how long an upstream miss is remembered, 0..2592000 (3600)\n"
                 "  --chunk-redirect BOOL        redirect chunk downloads to presigned S3 URLs (false)\n"
+                "  --s3-connect-timeout SECONDS bound on connecting to S3, 1..3600 (5)\n"
+                "  --s3-timeout SECONDS         an S3 request that moves no byte this long (the first\n"
+                "                               byte of the answer included) is given up, 1..3600 (10)\n"
+                "  --s3-request-timeout SECONDS bound on one S3 request in all, 1..3600 (60)\n"
+                "  --s3-retry-budget SECONDS    no retry of an S3 call starts after this, 1..3600 (30)\n"
+                "  --s3-breaker SECONDS         once S3 is found unreachable (3 failed requests in a row),\n"
+                "                               requests that need it fail at once with 503 for this long,\n"
+                "                               then one probe goes through, 1..3600 (10)\n"
+                "  --shutdown-timeout SECONDS   SIGTERM ends troved within this, whatever S3 does,\n"
+                "                               1..3600 (10)\n"
                 "  --oidc-config FILE           trusted CI issuers and rules of POST /_api/v1/token-exchange\n"
                 "                               (JSON, docs/oidc.md; none: no exchange)\n"
                 "  --log-level LEVEL            debug, info, warning, error (info)\n"

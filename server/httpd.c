@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,6 +19,7 @@ struct httpd_server {
         httpd_route_fn route;
         void *userdata;
         void (*observe)(void *userdata, unsigned status);
+        unsigned (*retry_after)(void *userdata);
         unsigned port;
 };
 
@@ -95,6 +97,8 @@ unsigned httpd_status_from_errno(int err) {
         case EBUSY:
         case ETIMEDOUT:
         case EHOSTUNREACH:
+        case EHOSTDOWN:
+        case ECANCELED:
                 return 503;
         default:
                 return 500;
@@ -205,8 +209,17 @@ static int reply_set(struct httpd_request *req, unsigned status, const char *con
         }
         if (content_type)
                 MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-        for (unsigned i = 0; i < req->n_headers; i++)
+        bool retry_after = false;
+        for (unsigned i = 0; i < req->n_headers; i++) {
                 MHD_add_response_header(resp, req->header_names[i], req->header_values[i]);
+                retry_after |= strcasecmp(req->header_names[i], "Retry-After") == 0;
+        }
+        if (status == 503 && !retry_after) {
+                char v[16];
+                snprintf(v, sizeof v, "%u",
+                         req->server->retry_after ? req->server->retry_after(req->server->userdata) : 5);
+                MHD_add_response_header(resp, "Retry-After", v);
+        }
         req->response = resp;
         req->status = status;
         return 0;
@@ -518,6 +531,7 @@ int httpd_server_start(const struct httpd_server_config *c, struct httpd_server 
         s->route = c->route;
         s->userdata = c->userdata;
         s->observe = c->observe;
+        s->retry_after = c->retry_after;
         s->daemon = MHD_start_daemon(
                 flags, 0, NULL, NULL, access_handler, s,
                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,

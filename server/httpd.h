@@ -38,6 +38,9 @@ struct httpd_server_config {
         void *userdata;
         /* Called with the status of every reply queued (for metrics). */
         void (*observe)(void *userdata, unsigned status);
+        /* Seconds a client should wait before it retries; every 503 that
+         * does not set Retry-After itself carries it. NULL: 5. */
+        unsigned (*retry_after)(void *userdata);
 };
 
 /* Binds and listens on "HOST:PORT" (for a process that binds a privileged

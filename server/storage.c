@@ -156,16 +156,39 @@ void storage_forget_present(struct troved *t) {
         pthread_mutex_unlock(&t->present->lock);
 }
 
+int storage_available(struct troved *t) {
+        struct s3_stats st;
+
+        if (chunkstore_s3_stats(t->store, &st) >= 0 && st.breaker == S3_BREAKER_OPEN)
+                return -EHOSTDOWN;
+        return 0;
+}
+
+static int object_present(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], uint32_t now) {
+        uint64_t t0;
+        int r;
+
+        if (present_recall(t->present, id, now))
+                return 1;
+        t0 = now_usec();
+        r = chunkstore_exists(t->store, id, NULL);
+        account(t, t0, r);
+        if (r > 0)
+                present_note(t->present, id, now);
+        return r;
+}
+
 int storage_check_present(struct troved *t, const struct db_nar_chunk *chunks, size_t n) {
         uint32_t now = mono_sec();
+        int r;
 
+        /* Memory says nothing about a store that is away right now: fail
+         * before a response starts, not in the middle of it. */
+        r = storage_available(t);
+        if (r < 0)
+                return r;
         for (size_t i = 0; i < n; i++) {
-                int r;
-                if (present_recall(t->present, chunks[i].id, now))
-                        continue;
-                uint64_t t0 = now_usec();
-                r = chunkstore_exists(t->store, chunks[i].id, NULL);
-                account(t, t0, r);
+                r = object_present(t, chunks[i].id, now);
                 if (r < 0)
                         return r;
                 if (r == 0) {
@@ -174,7 +197,28 @@ int storage_check_present(struct troved *t, const struct db_nar_chunk *chunks, s
                         log_error("chunk %s of a NAR is missing from the chunk store", hex);
                         return -ENODATA;
                 }
-                present_note(t->present, chunks[i].id, now);
+        }
+        return 0;
+}
+
+int storage_confirm_objects(struct troved *t, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, bool *present) {
+        uint32_t now = mono_sec();
+        int r;
+
+        for (size_t i = 0; i < n; i++) {
+                if (!present[i])
+                        continue;
+                r = object_present(t, ids[i], now);
+                if (r < 0)
+                        return r;
+                if (r == 0) {
+                        char hex[2 * SHA256_DIGEST_LEN + 1];
+                        hex_encode(ids[i], SHA256_DIGEST_LEN, hex);
+                        log_warning("chunk %s is recorded but its object is missing from the chunk store; "
+                                    "it is taken as missing and stored again on upload",
+                                    hex);
+                        present[i] = false;
+                }
         }
         return 0;
 }

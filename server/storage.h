@@ -30,6 +30,14 @@ int storage_chunk_record(struct troved *t, const struct db_chunk *row, const voi
 /* 0 if every chunk's object is in the store, -ENODATA (logged) if one is
  * missing. Objects seen within the last few minutes are not asked again. */
 int storage_check_present(struct troved *t, const struct db_nar_chunk *chunks, size_t n);
+/* Clears present[i] of each chunk whose row exists but whose object is not
+ * in the store (lost with the server, deleted behind troved's back): such a
+ * row is not trusted, the chunk is asked for and stored again. Objects seen
+ * within the last few minutes are not asked again. */
+int storage_confirm_objects(struct troved *t, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, bool *present);
+/* -EHOSTDOWN while the S3 breaker is open (the store is known to be away),
+ * else 0. */
+int storage_available(struct troved *t);
 struct storage_memo;
 int storage_memo_new(struct storage_memo **ret);
 void storage_memo_free(struct storage_memo *m);

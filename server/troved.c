@@ -7,6 +7,7 @@
 #include <ftw.h>
 #include <grp.h>
 #include <limits.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <unistd.h>
@@ -230,6 +231,43 @@ static int cmd_token(struct troved_config *cfg, int argc, char **argv) {
         return 0;
 }
 
+/* The bound on shutdown: request threads that do not end (a database or
+ * an upstream that hangs) must not keep troved alive past it. Nothing that
+ * is visible depends on them finishing: every row is written in a
+ * transaction, and what they stored without a row GC reclaims. */
+static void *shutdown_watchdog(void *arg) {
+        unsigned sec = (unsigned) (uintptr_t) arg;
+        struct timespec ts = { .tv_sec = sec };
+
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+        log_error("shutdown took longer than %u s (--shutdown-timeout); exiting with requests in flight", sec);
+        _exit(1);
+        return NULL;
+}
+
+static void start_shutdown_watchdog(unsigned sec) {
+        pthread_t th;
+        pthread_attr_t attr;
+
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&th, &attr, shutdown_watchdog, (void *) (uintptr_t) sec) != 0)
+                log_warning("cannot start the shutdown watchdog; shutdown is not bounded");
+        pthread_attr_destroy(&attr);
+}
+
+/* A client told to come back (503) is told when: once the S3 breaker lets
+ * a probe through, or in a few seconds. */
+static unsigned retry_after(void *userdata) {
+        struct troved *t = userdata;
+        struct s3_stats st;
+
+        if (chunkstore_s3_stats(t->store, &st) >= 0 && st.retry_after_s > 0)
+                return st.retry_after_s;
+        return 5;
+}
+
 static void observe_status(void *userdata, unsigned status) {
         struct troved *t = userdata;
         if (status >= 500)
@@ -296,7 +334,15 @@ int main(int argc, char **argv) {
                 snprintf(path, sizeof path, "%s", t.cfg.storage);
         else
                 snprintf(path, sizeof path, "%s/chunks", t.cfg.state_dir);
-        r = chunkstore_open_spec(path, &t.store);
+        r = chunkstore_open_spec_tuned(path,
+                                       &(struct s3_config){
+                                               .connect_timeout_ms = (long) t.cfg.s3_connect_timeout_sec * 1000,
+                                               .low_speed_time_s = (long) t.cfg.s3_timeout_sec,
+                                               .request_timeout_ms = (long) t.cfg.s3_request_timeout_sec * 1000,
+                                               .retry_budget_ms = t.cfg.s3_retry_budget_sec * 1000u,
+                                               .breaker_open_ms = t.cfg.s3_breaker_sec * 1000u,
+                                       },
+                                       &t.store);
         if (r < 0) {
                 log_error_errno(r, "cannot open chunk store %s: %s", path, strerror(-r));
                 goto out;
@@ -352,7 +398,8 @@ int main(int argc, char **argv) {
                                                             .connection_timeout_sec = t.cfg.idle_timeout_sec,
                                                             .route = troved_route,
                                                             .userdata = &t,
-                                                            .observe = observe_status },
+                                                            .observe = observe_status,
+                                                            .retry_after = retry_after },
                               &t.http);
         if (r < 0)
                 goto out;
@@ -367,6 +414,11 @@ int main(int argc, char **argv) {
         }
         log_info("shutting down");
         ret = 0;
+        start_shutdown_watchdog(t.cfg.shutdown_timeout_sec);
+        /* Requests waiting on S3 end now (503): their uploads are
+         * abandoned before anything of them became visible, and what
+         * reached the bucket without a row is an orphan that GC removes. */
+        chunkstore_cancel(t.store);
 out:
         httpd_server_stop(t.http);
         if (listen_fd >= 0)

@@ -34,6 +34,12 @@ struct troved_config {
         unsigned idle_timeout_sec;   /* a connection silent this long is closed */
         unsigned upstream_timeout_sec;       /* an upstream's narinfo answer; NARs get more */
         unsigned upstream_negative_ttl_sec;  /* an upstream miss is remembered this long */
+        unsigned s3_connect_timeout_sec;
+        unsigned s3_timeout_sec;          /* no byte moving this long: the attempt is given up */
+        unsigned s3_request_timeout_sec;  /* one attempt in all */
+        unsigned s3_retry_budget_sec;     /* no retry starts after this */
+        unsigned s3_breaker_sec;          /* S3 found away: fail at once this long */
+        unsigned shutdown_timeout_sec;    /* SIGTERM to exit, at most */
         bool chunk_redirect;      /* redirect chunk downloads to presigned URLs */
         int log_level;
 };

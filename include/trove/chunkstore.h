@@ -46,6 +46,10 @@ struct chunkstore_ops {
         /* NULL: not supported. */
         int (*presign_get)(struct chunkstore *cs, const uint8_t id[SHA256_DIGEST_LEN],
                            unsigned expires_s, char **ret_url);
+        /* NULL: always reachable, no counters, nothing to cancel. */
+        int (*probe)(struct chunkstore *cs);
+        void (*s3_stats)(struct chunkstore *cs, struct s3_stats *ret);
+        void (*cancel)(struct chunkstore *cs);
         void (*free)(struct chunkstore *cs);
 };
 
@@ -75,6 +79,19 @@ int chunkstore_open(const struct chunkstore_config *cfg, struct chunkstore **ret
  * For S3 the credentials come from the environment (AWS_ACCESS_KEY_ID,
  * AWS_SECRET_ACCESS_KEY), never from the spec. */
 int chunkstore_open_spec(const char *spec, struct chunkstore **ret);
+/* The same, with the S3 client's timeouts, retry budget and breaker taken
+ * from tuning (its endpoint, bucket, region and keys are ignored; zero
+ * fields keep the defaults of s3.h). */
+int chunkstore_open_spec_tuned(const char *spec, const struct s3_config *tuning, struct chunkstore **ret);
+
+/* 0 if the store answers (local: always), a negative errno if not; fails
+ * at once while the S3 breaker is open (-EHOSTDOWN). */
+int chunkstore_probe(struct chunkstore *cs);
+/* The S3 client's counters and breaker; -EOPNOTSUPP for the local store. */
+int chunkstore_s3_stats(struct chunkstore *cs, struct s3_stats *ret);
+/* Every call in flight is aborted, and every later one fails, with
+ * -ECANCELED (shutdown). The local store is not interrupted. */
+void chunkstore_cancel(struct chunkstore *cs);
 
 struct chunkstore *chunkstore_free(struct chunkstore *cs);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct chunkstore *, chunkstore_free);

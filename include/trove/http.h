@@ -16,11 +16,13 @@
  *   -EINVAL        malformed URL or request    -EPROTONOSUPPORT  scheme not supported
  *   -EPROTO        TLS / protocol failure      -ELOOP        too many redirects
  *   -E2BIG         response larger than the buffer's maximum
+ *   -ECANCELED     cancelled (options.cancel)
  *   -ENOMEM, or the errno a read/write callback returned; -EIO otherwise.
  * http_client_last_error() then holds curl's message for the log.
  */
 #pragma once
 
+#include <stdatomic.h>
 #include <sys/types.h>
 
 #include "trove/buf.h"
@@ -36,6 +38,10 @@ struct http_client_options {
         long low_speed_time_s;
         long total_timeout_ms; /* 0: none */
         bool follow_redirects;
+        /* If set: once *cancel is true, a request in flight is aborted
+         * within about a second and later ones fail at once, -ECANCELED
+         * (for a process that shuts down). */
+        const atomic_bool *cancel;
 };
 
 /* Reads up to n body bytes into p: returns the count, 0 at the end, or a

@@ -6,17 +6,33 @@
  * A struct s3 is thread-safe: it keeps a small pool of http clients, and a
  * request borrows one for its duration (keep-alive across requests).
  *
+ * Timeouts: every attempt is bounded: connect_timeout_ms to connect,
+ * low_speed_time_s without a byte moving (a server that accepted the
+ * connection but does not answer: the first byte, or any later one), and
+ * request_timeout_ms in all.
+ *
  * Retries: connection errors, timeouts, HTTP 5xx and 429 are retried up to
  * max_attempts in all, sleeping a random time in [0, min(backoff_max,
- * backoff_base * 2^attempt)] between attempts ("full jitter"). 4xx answers
- * are never retried. A streamed GET is retried only while nothing has been
- * passed to the write callback yet.
+ * backoff_base * 2^attempt)] between attempts ("full jitter"), as long as
+ * the call has not run for retry_budget_ms yet (no attempt starts after
+ * that). 4xx answers are never retried. A streamed GET is retried only while
+ * nothing has been passed to the write callback yet. Every call is
+ * idempotent (objects are immutable and written once), so retrying one is
+ * safe. A connection that failed is closed, never reused.
+ *
+ * Circuit breaker: breaker_threshold attempts in a row that found the
+ * server unreachable (connection refused or reset, a timeout, HTTP 502, 503
+ * or 504) open it: for breaker_open_ms every call fails at once with
+ * -EHOSTDOWN, without a request, and calls retrying stop. Then one call is
+ * let through as a probe (half open): if the server answers, the breaker
+ * closes; if not, it opens again. Idle connections are dropped when it opens.
  *
  * Errors: -ENOENT (no such key or bucket), -EACCES (401/403, bad
  * credentials or signature), -ERANGE (416), -EINVAL (other 4xx),
  * -EIO (5xx after the last attempt), -EAGAIN (429 after the last attempt),
  * the http.h transport errors (-ECONNREFUSED, -ETIMEDOUT, ...), -E2BIG
- * (object larger than the buffer's maximum), -EBADMSG (unparsable reply).
+ * (object larger than the buffer's maximum), -EBADMSG (unparsable reply),
+ * -EHOSTDOWN (the breaker is open), -ECANCELED (after s3_cancel()).
  * The S3 error code of a refusal is logged at debug level.
  */
 #pragma once
@@ -36,8 +52,41 @@ struct s3_config {
         unsigned max_attempts;  /* 0: 5 */
         unsigned backoff_base_ms; /* 0: 100 */
         unsigned backoff_max_ms;  /* 0: 5000 */
-        long connect_timeout_ms;  /* 0: 10 s */
-        long low_speed_time_s;    /* 0: 30 s below 1 byte/s aborts */
+        long connect_timeout_ms;  /* 0: 5 s */
+        long low_speed_time_s;    /* 0: 10 s below 1 byte/s aborts */
+        long request_timeout_ms;  /* 0: 60 s for one attempt in all */
+        unsigned retry_budget_ms; /* 0: 30 s; no retry starts after this */
+        unsigned breaker_threshold; /* 0: 3 failed attempts in a row open it */
+        unsigned breaker_open_ms;   /* 0: 10 s open before a probe */
+};
+
+/* What a call does, for the counters. */
+enum s3_op {
+        S3_OP_GET,
+        S3_OP_PUT,
+        S3_OP_HEAD,
+        S3_OP_DELETE,
+        S3_OP_LIST,
+        S3_OP_BUCKET, /* bucket creation and probes */
+        S3_OP_COUNT,
+};
+
+const char *s3_op_name(enum s3_op op);
+
+enum s3_breaker_state {
+        S3_BREAKER_CLOSED,
+        S3_BREAKER_OPEN,
+        S3_BREAKER_HALF_OPEN,
+};
+
+struct s3_stats {
+        uint64_t requests[S3_OP_COUNT]; /* HTTP requests sent (attempts) */
+        uint64_t errors[S3_OP_COUNT];   /* calls that failed: server unreachable, 5xx, timeout */
+        uint64_t timeouts[S3_OP_COUNT]; /* attempts that timed out */
+        uint64_t rejected[S3_OP_COUNT]; /* calls failed at once by the open breaker */
+        uint64_t breaker_opens;
+        enum s3_breaker_state breaker;
+        unsigned retry_after_s;         /* open: seconds until a probe may go (>= 1); else 0 */
 };
 
 struct s3;
@@ -46,6 +95,17 @@ struct s3;
 int s3_new(const struct s3_config *cfg, struct s3 **ret);
 struct s3 *s3_free(struct s3 *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct s3 *, s3_free);
+
+/* A snapshot of the counters and the breaker. */
+void s3_stats_get(struct s3 *s, struct s3_stats *ret);
+
+/* Asks the server whether the bucket is there (HEAD, one attempt, through
+ * the breaker): 0 if it answered, a negative errno if not. */
+int s3_probe(struct s3 *s);
+
+/* From now on every call fails with -ECANCELED; calls in flight are
+ * aborted within about a second (shutdown). */
+void s3_cancel(struct s3 *s);
 
 /* Keys: 1..1024 bytes, no NUL, no leading '/'. */
 int s3_put_object(struct s3 *s, const char *key, const void *data, size_t n);

@@ -6,7 +6,7 @@
 # pools of size 1, cephx off (loopback only). S3 SigV4 auth in radosgw is
 # fully enforced. Starts in a few seconds.
 #
-# usage: ceph-s3.sh start|stop|kill|status|stop-rgw|start-rgw
+# usage: ceph-s3.sh start|stop|kill|status|stop-rgw|start-rgw|kill-rgw|pause-rgw|resume-rgw
 #   env: CEPH_S3_DIR       state directory (required; wiped on start if it
 #                          holds a previous instance, refused if it holds
 #                          anything else)
@@ -19,6 +19,11 @@
 # kill: SIGKILL all daemons at once (the state is throwaway anyway).
 # stop-rgw / start-rgw: stop or restart only radosgw (same port, same data),
 # to test clients through an S3 outage.
+# kill-rgw: SIGKILL radosgw (a crash: in-flight requests are cut off); start-rgw
+# brings it back.
+# pause-rgw / resume-rgw: SIGSTOP / SIGCONT radosgw: the port still accepts
+# connections (the kernel's backlog) but nothing answers, as with a stalled
+# server.
 set -euo pipefail
 
 DIR=${CEPH_S3_DIR:?CEPH_S3_DIR must name the state directory}
@@ -40,6 +45,7 @@ stop() {
     [ -e "$f" ] || continue
     pid=$(cat "$f")
     rm -f "$f"
+    kill -CONT "$pid" 2>/dev/null || true  # a paused daemon handles no SIGTERM
     if kill "$pid" 2>/dev/null; then
       for i in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
       kill -9 "$pid" 2>/dev/null || true
@@ -167,10 +173,33 @@ stop_rgw() {
   [ -e "$f" ] || return 0
   pid=$(cat "$f")
   rm -f "$f"
+  kill -CONT "$pid" 2>/dev/null || true
   if kill "$pid" 2>/dev/null; then
     for i in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
     kill -9 "$pid" 2>/dev/null || true
   fi
+}
+
+rgw_pid() {
+  local f="$DIR/run/client.rgw.a.pid"
+  [ -e "$f" ] && cat "$f"
+}
+
+kill_rgw() {
+  local pid i
+  pid=$(rgw_pid) || return 0
+  rm -f "$DIR/run/client.rgw.a.pid"
+  kill -CONT "$pid" 2>/dev/null || true
+  kill -9 "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
+  echo "ceph-s3: radosgw $pid did not die" >&2
+  exit 1
+}
+
+signal_rgw() {
+  local pid
+  pid=$(rgw_pid) || { echo "ceph-s3: radosgw is not running" >&2; exit 1; }
+  kill "-$1" "$pid"
 }
 
 start_rgw() {
@@ -193,5 +222,8 @@ case "${1:-}" in
   status) ceph -c "$CONF" -s ;;
   stop-rgw) stop_rgw ;;
   start-rgw) start_rgw ;;
-  *) echo "usage: $0 start|stop|kill|status|stop-rgw|start-rgw" >&2; exit 2 ;;
+  kill-rgw) kill_rgw ;;
+  pause-rgw) signal_rgw STOP ;;
+  resume-rgw) signal_rgw CONT ;;
+  *) echo "usage: $0 start|stop|kill|status|stop-rgw|start-rgw|kill-rgw|pause-rgw|resume-rgw" >&2; exit 2 ;;
 esac

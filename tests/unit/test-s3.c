@@ -240,7 +240,7 @@ static int retry_case(int status, int *ret_requests) {
         CHECK_OK(s3_new(&(struct s3_config){ .endpoint = endpoint, .bucket = "bucket",
                                              .access_key = "a", .secret_key = "s",
                                              .max_attempts = 4, .backoff_base_ms = 10,
-                                             .backoff_max_ms = 40 },
+                                             .backoff_max_ms = 40, .breaker_threshold = 100 },
                         &s));
         r = s3_get_object(s, "k", NULL, &out);
         fixed_stop(&srv);
@@ -288,11 +288,111 @@ static void test_retries(void) {
         close(fd);
 }
 
+static void sleep_ms(unsigned ms) {
+        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
+        while (nanosleep(&ts, &ts) < 0)
+                ;
+}
+
+/* The breaker: opens after threshold unreachable answers in a row, fails
+ * calls at once (no request) while open, lets one probe through after the
+ * open time, and closes when the server answers again. */
+static void test_breaker(void) {
+        _cleanup_(s3_freep) struct s3 *s = NULL;
+        struct buf out = BUF_INIT(1 << 16);
+        struct fixed_server srv;
+        struct s3_stats st;
+        char endpoint[64];
+        uint64_t size;
+
+        fixed_start(&srv, 503);
+        snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", srv.port);
+        CHECK_OK(s3_new(&(struct s3_config){ .endpoint = endpoint, .bucket = "bucket",
+                                             .access_key = "a", .secret_key = "s",
+                                             .max_attempts = 5, .backoff_base_ms = 5,
+                                             .backoff_max_ms = 10, .breaker_threshold = 2,
+                                             .breaker_open_ms = 300 },
+                        &s));
+        CHECK_RC(s3_get_object(s, "k", NULL, &out), -EAGAIN);
+        CHECK_EQ_U64(srv.requests, 2); /* the breaker stopped the retries */
+        s3_stats_get(s, &st);
+        CHECK(st.breaker == S3_BREAKER_OPEN);
+        CHECK(st.retry_after_s >= 1);
+        CHECK_EQ_U64(st.breaker_opens, 1);
+        CHECK_EQ_U64(st.requests[S3_OP_GET], 2);
+        CHECK_EQ_U64(st.errors[S3_OP_GET], 1);
+
+        CHECK_RC(s3_head_object(s, "k", &size), -EHOSTDOWN);
+        CHECK_RC(s3_probe(s), -EHOSTDOWN);
+        CHECK_EQ_U64(srv.requests, 2); /* nothing sent */
+        s3_stats_get(s, &st);
+        CHECK_EQ_U64(st.rejected[S3_OP_HEAD], 1);
+        CHECK_EQ_U64(st.rejected[S3_OP_BUCKET], 1);
+
+        /* After the open time one probe goes; it fails, the breaker opens again. */
+        sleep_ms(350);
+        CHECK_RC(s3_get_object(s, "k", NULL, &out), -EAGAIN);
+        CHECK_EQ_U64(srv.requests, 3);
+        s3_stats_get(s, &st);
+        CHECK(st.breaker == S3_BREAKER_OPEN);
+        CHECK_EQ_U64(st.breaker_opens, 2);
+
+        /* The server is back (it answers 404): the probe closes the breaker. */
+        __atomic_store_n(&srv.status, 404, __ATOMIC_SEQ_CST);
+        sleep_ms(350);
+        CHECK_RC(s3_get_object(s, "k", NULL, &out), -ENOENT);
+        s3_stats_get(s, &st);
+        CHECK(st.breaker == S3_BREAKER_CLOSED);
+        CHECK_EQ_U64(st.retry_after_s, 0);
+        CHECK_EQ_U64(s3_head_object(s, "k", &size), 0);
+        CHECK_EQ_U64(srv.requests, 5);
+
+        /* Cancelled: every call fails at once, nothing is sent. */
+        s3_cancel(s);
+        CHECK_RC(s3_get_object(s, "k", NULL, &out), -ECANCELED);
+        CHECK_EQ_U64(srv.requests, 5);
+        fixed_stop(&srv);
+        buf_free(&out);
+}
+
+/* A server that accepts and never answers: every attempt ends at the
+ * low-speed bound, the retry budget ends the call. */
+static void test_stall(void) {
+        _cleanup_(s3_freep) struct s3 *s = NULL;
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t al = sizeof a;
+        struct buf out = BUF_INIT(1 << 16);
+        struct s3_stats st;
+        char endpoint[64];
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        CHECK(fd >= 0);
+        CHECK(bind(fd, (struct sockaddr *) &a, sizeof a) == 0);
+        CHECK(listen(fd, 16) == 0); /* the kernel accepts; nobody reads */
+        CHECK(getsockname(fd, (struct sockaddr *) &a, &al) == 0);
+        snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", ntohs(a.sin_port));
+        CHECK_OK(s3_new(&(struct s3_config){ .endpoint = endpoint, .bucket = "bucket",
+                                             .access_key = "a", .secret_key = "s",
+                                             .max_attempts = 50, .backoff_base_ms = 5,
+                                             .backoff_max_ms = 10, .low_speed_time_s = 1,
+                                             .retry_budget_ms = 1500, .breaker_threshold = 100 },
+                        &s));
+        CHECK_RC(s3_get_object(s, "k", NULL, &out), -ETIMEDOUT);
+        s3_stats_get(s, &st);
+        /* The budget, not max_attempts, ended it. */
+        CHECK(st.requests[S3_OP_GET] >= 1 && st.requests[S3_OP_GET] <= 3);
+        CHECK_EQ_U64(st.timeouts[S3_OP_GET], st.requests[S3_OP_GET]);
+        close(fd);
+        buf_free(&out);
+}
+
 int main(void) {
         test_presign_aws_vector();
         test_presign_path_style();
         test_list_parse();
         test_config();
         test_retries();
+        test_breaker();
+        test_stall();
         return 0;
 }
