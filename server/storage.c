@@ -99,6 +99,7 @@ struct present_slot {
 
 struct storage_memo {
         pthread_mutex_t lock;
+        uint64_t outages; /* S3 breaker openings when last looked */
         struct present_slot slots[PRESENT_SLOTS];
 };
 
@@ -164,6 +165,21 @@ int storage_available(struct troved *t) {
         return 0;
 }
 
+/* What was seen before S3 went away is not trusted after it: an object
+ * acknowledged by a server that then crashed may be gone. */
+static void forget_across_outages(struct troved *t) {
+        struct s3_stats st;
+
+        if (chunkstore_s3_stats(t->store, &st) < 0)
+                return;
+        pthread_mutex_lock(&t->present->lock);
+        if (st.breaker_opens != t->present->outages) {
+                t->present->outages = st.breaker_opens;
+                memset(t->present->slots, 0, sizeof t->present->slots);
+        }
+        pthread_mutex_unlock(&t->present->lock);
+}
+
 static int object_present(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], uint32_t now) {
         uint64_t t0;
         int r;
@@ -187,6 +203,7 @@ int storage_check_present(struct troved *t, const struct db_nar_chunk *chunks, s
         r = storage_available(t);
         if (r < 0)
                 return r;
+        forget_across_outages(t);
         for (size_t i = 0; i < n; i++) {
                 r = object_present(t, chunks[i].id, now);
                 if (r < 0)
@@ -205,6 +222,7 @@ int storage_confirm_objects(struct troved *t, const uint8_t (*ids)[SHA256_DIGEST
         uint32_t now = mono_sec();
         int r;
 
+        forget_across_outages(t);
         for (size_t i = 0; i < n; i++) {
                 if (!present[i])
                         continue;
