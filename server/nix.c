@@ -310,7 +310,7 @@ reply:
         r = storage_check_present(t, s->chunks + first, last - first);
         if (r < 0) {
                 nar_stream_free(s);
-                return httpd_reply_error(req, r == -ENODATA ? 503 : 500, "NAR is not fully stored: %s",
+                return httpd_reply_error(req, r == -ENODATA ? 503 : httpd_status_from_errno(r), "NAR is not fully stored: %s",
                                          strerror(-r));
         }
         troved_cache_immutable(rq);
