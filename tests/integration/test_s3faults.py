@@ -119,12 +119,13 @@ def timed(fn):
     return r, time.monotonic() - t0
 
 
-def kill_during(rgw, proc, cond, what):
-    """Kills radosgw (SIGKILL) once cond() holds while proc runs; returns
-    proc's (returncode, stdout, stderr) once it has ended."""
+def fault_during(rgw, proc, cond, what, fault="kill-rgw"):
+    """Does fault to radosgw (kill-rgw: SIGKILL, pause-rgw: SIGSTOP) once
+    cond() holds while proc runs; returns proc's (returncode, stdout,
+    stderr) once it has ended."""
     try:
         wait_for(cond, what, proc=proc)
-        rgw.ctl("kill-rgw", timeout=60)
+        rgw.ctl(fault, timeout=60)
         out, err = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:
@@ -142,7 +143,7 @@ def test_sigkill_during_trove_push(server, client, rgw, tmp_path):
     chunks0 = metric(server, "chunks_stored_total")
     proc = subprocess.Popen([str(trovetest.binary("trove")), "push", "--no-progress", name, top],
                             env=client, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rc, out, err = kill_during(rgw, proc, lambda: metric(server, "chunks_stored_total") - chunks0 >= 200,
+    rc, out, err = fault_during(rgw, proc, lambda: metric(server, "chunks_stored_total") - chunks0 >= 200,
                                "200 chunks stored")
     assert rc != 0, f"the push succeeded without S3: {out}"
     # While S3 is away: narinfo (PostgreSQL) answers, /health names the store.
@@ -187,7 +188,7 @@ def test_sigkill_during_nix_copy(server, rgw, tmp_path):
     cmd = ["nix", "copy", "--netrc-file", str(netrc), "--to", f"{server.url}/{name}?compression=zstd", top]
     proc = subprocess.Popen(cmd, env=trovetest.nix_env({"XDG_CACHE_HOME": str(tmp_path / "xdg1")}),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rc, out, err = kill_during(rgw, proc, lambda: metric(server, "chunks_stored_total") - chunks0 >= 100,
+    rc, out, err = fault_during(rgw, proc, lambda: metric(server, "chunks_stored_total") - chunks0 >= 100,
                                "100 chunks stored")
     assert rc != 0, "nix copy succeeded without S3"
     assert "503" in err, err[-2000:]
@@ -211,15 +212,9 @@ def test_sigstop_fails_fast_and_recovers(server, client, rgw, tmp_path):
     chunks0 = metric(server, "chunks_stored_total")
     proc = subprocess.Popen([str(trovetest.binary("trove")), "push", "--no-progress", name, top],
                             env=client, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: metric(server, "chunks_stored_total") - chunks0 >= 50, "50 chunks stored", proc=proc)
-        rgw.ctl("pause-rgw", timeout=30)
-        out, err = proc.communicate(timeout=900)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode != 0, "the push succeeded with S3 stopped"
+    rc, out, err = fault_during(rgw, proc, lambda: metric(server, "chunks_stored_total") - chunks0 >= 50,
+                                "50 chunks stored", fault="pause-rgw")
+    assert rc != 0, "the push succeeded with S3 stopped"
     # The breaker is open now: requests that need S3 fail at once, with 503
     # and Retry-After, without asking S3; the rest is answered.
     wait_for(lambda: metric(server, "s3_breaker_state") == 1 or metric(server, "s3_breaker_state") == 2,
@@ -350,3 +345,18 @@ def test_trovefs_through_outage(server, client, rgw, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# ---- the settings refuse bad values ----
+
+@pytest.mark.parametrize("option", ["--s3-connect-timeout", "--s3-timeout", "--s3-request-timeout",
+                                    "--s3-retry-budget", "--s3-breaker", "--shutdown-timeout"])
+def test_bad_settings_are_refused(option, tmp_path):
+    for bad in ("0", "3601", "-1", "ten", "", "1e3", "99999999999999999999999"):
+        r = run([trovetest.binary("troved"), "--state-dir", tmp_path / "state", option, bad],
+                expect=None, timeout=60, text=True)
+        assert r.returncode == 2, (option, bad, r.stdout, r.stderr)
+        assert f"bad value '{bad}' for '{option[2:]}'" in r.stderr, r.stderr
+        assert not (tmp_path / "state").exists(), "a refused start left a state directory"
+    out = run([trovetest.binary("troved"), "--help"], text=True).stdout
+    assert option in out
