@@ -257,7 +257,9 @@ static bool breaker_note(struct s3 *s, enum s3_op op, enum attempt_outcome o, in
                 if (probe || s->failures_in_a_row >= s->breaker_threshold)
                         breaker_open_locked(s);
         }
-        if (s->breaker == S3_BREAKER_OPEN)
+        /* Calls already under way finish their retries within their
+         * budget (the server may be back by then); a failed probe stops. */
+        if (probe && s->breaker == S3_BREAKER_OPEN)
                 go_on = false;
         pthread_mutex_unlock(&s->lock);
         return go_on;

@@ -23,7 +23,8 @@
  * Circuit breaker: breaker_threshold attempts in a row that found the
  * server unreachable (connection refused or reset, a timeout, HTTP 502, 503
  * or 504) open it: for breaker_open_ms every call fails at once with
- * -EHOSTDOWN, without a request, and calls retrying stop. Then one call is
+ * -EHOSTDOWN, without a request (calls already under way go on retrying
+ * within their budget). Then one call is
  * let through as a probe (half open): if the server answers, the breaker
  * closes; if not, it opens again. Idle connections are dropped when it opens.
  *
