@@ -282,6 +282,9 @@ void s3_stats_get(struct s3 *s, struct s3_stats *ret) {
         pthread_mutex_lock(&s->lock);
         *ret = s->stats;
         ret->breaker = s->breaker;
+        /* Past its open time the breaker lets the next call probe. */
+        if (s->breaker == S3_BREAKER_OPEN && now >= s->open_until_ms)
+                ret->breaker = S3_BREAKER_HALF_OPEN;
         ret->retry_after_s = 0;
         if (s->breaker != S3_BREAKER_CLOSED)
                 ret->retry_after_s = s->open_until_ms > now ? (unsigned) ((s->open_until_ms - now + 999) / 1000) : 1;

@@ -160,9 +160,9 @@ void storage_forget_present(struct troved *t) {
 int storage_available(struct troved *t) {
         struct s3_stats st;
 
-        if (chunkstore_s3_stats(t->store, &st) >= 0 && st.breaker == S3_BREAKER_OPEN)
-                return -EHOSTDOWN;
-        return 0;
+        if (chunkstore_s3_stats(t->store, &st) < 0 || st.breaker == S3_BREAKER_CLOSED)
+                return 0;
+        return st.breaker == S3_BREAKER_OPEN ? -EHOSTDOWN : 1;
 }
 
 /* What was seen before S3 went away is not trusted after it: an object
@@ -203,6 +203,15 @@ int storage_check_present(struct troved *t, const struct db_nar_chunk *chunks, s
         r = storage_available(t);
         if (r < 0)
                 return r;
+        if (r > 0 && n > 0) {
+                /* Half open: S3 itself is asked (this may be the probe, or
+                 * be refused) before the response starts. */
+                uint64_t t0 = now_usec();
+                r = chunkstore_exists(t->store, chunks[0].id, NULL);
+                account(t, t0, r);
+                if (r < 0)
+                        return r;
+        }
         forget_across_outages(t);
         for (size_t i = 0; i < n; i++) {
                 r = object_present(t, chunks[i].id, now);

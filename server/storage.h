@@ -36,7 +36,7 @@ int storage_check_present(struct troved *t, const struct db_nar_chunk *chunks, s
  * within the last few minutes are not asked again. */
 int storage_confirm_objects(struct troved *t, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, bool *present);
 /* -EHOSTDOWN while the S3 breaker is open (the store is known to be away),
- * else 0. */
+ * 1 while it is half open (the next call probes), else 0. */
 int storage_available(struct troved *t);
 struct storage_memo;
 int storage_memo_new(struct storage_memo **ret);

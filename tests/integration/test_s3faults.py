@@ -61,13 +61,18 @@ def server(make_troved, rgw):
     return t
 
 
-@pytest.fixture
-def client(server, tmp_path):
+def login(server, tmp_path):
+    """The environment of a trove client logged in to server as admin."""
     env = trovetest.nix_env({"XDG_CONFIG_HOME": str(tmp_path / "config"),
                              "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")})
     env.pop("TROVE_TOKEN", None)
     trove("login", "srv", server.url, server.admin, env=env, text=True)
     return env
+
+
+@pytest.fixture
+def client(server, tmp_path):
+    return login(server, tmp_path)
 
 
 def build_closure(tmp_path, tag, sizes):
@@ -265,12 +270,19 @@ def test_sigterm_while_s3_stalled(make_troved, rgw, tmp_path):
     t.create_cache("term")
     path, _ = put_one_nar(t, "term", tmp_path)
     rows = chunk_rows(t)
+    client = login(t, tmp_path)
+    fresh, _ = build_closure(tmp_path, "term-fresh", ["2M"])
     rgw.ctl("pause-rgw", timeout=30)
-    # Requests that wait on S3: chunk downloads and an upload.
+    # Requests that wait on S3: chunk downloads and a push's uploads.
     procs = [subprocess.Popen(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "120",
                                "-H", f"Authorization: Bearer {t.admin}",
                                f"{t.url}/_api/v1/caches/term/chunks/{h}"],
                               stdout=subprocess.PIPE, text=True) for h in rows[:3]]
+    bytes0 = metric(t, "bytes_received_total")
+    push = subprocess.Popen([str(trovetest.binary("trove")), "push", "--no-progress", "term", fresh],
+                            env=client, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: metric(t, "bytes_received_total") - bytes0 > 1024 * 1024, "chunks uploaded",
+             timeout=120, proc=push)
     time.sleep(1)  # let them reach S3
     assert all(p.poll() is None for p in procs)
     t0 = time.monotonic()
@@ -286,13 +298,19 @@ def test_sigterm_while_s3_stalled(make_troved, rgw, tmp_path):
     for p in procs:
         out, _ = p.communicate(timeout=60)
         assert out in ("503", "000"), out
+    _, err = push.communicate(timeout=300)
+    assert push.returncode != 0, "the push succeeded with troved stopped"
     rgw.ctl("resume-rgw", timeout=30)
-    # Nothing half-visible: restarted, the path is there and whole, GC finds
-    # nothing to repair.
+    # Nothing half-visible: restarted, the old path is there and whole, the
+    # abandoned one is not there at all, and every row has its object.
     t.start()
     r = t.get(f"/term/{store_hash_part(path)}.narinfo", token=t.admin)
     assert r.status == 200, r
+    assert t.get(f"/term/{store_hash_part(fresh)}.narinfo", token=t.admin).status == 404
     assert set(chunk_rows(t)) <= set(rgw.list_chunks(spec))
+    # The abandoned push, run again, completes.
+    r = trove("push", "--no-progress", "term", fresh, env=client, text=True, timeout=600)
+    assert "1 path(s) pushed" in r.stdout, r.stdout + r.stderr
 
 
 def put_one_nar(t, cache, tmp_path):
