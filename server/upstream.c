@@ -319,6 +319,9 @@ static int pull_nar(struct pull *pl, const struct narinfo *ni) {
         return 1;
 }
 
+static void prefetch_references(struct troved *t, const struct db_cache *cache, const struct narinfo *ni,
+                                const char *self);
+
 /* 1 stored, 0 miss (logged), negative errno (-ETIMEDOUT / -EREMOTEIO for
  * the upstream's own failures). */
 static int pull_from(struct pull *pl) {
@@ -400,6 +403,7 @@ static int pull_from(struct pull *pl) {
                 r = 0;
                 goto out;
         }
+        prefetch_references(t, pl->cache, &ni, pl->hash);
         r = pull_nar(pl, &ni);
 out:
         narinfo_free(&ni);
@@ -544,13 +548,15 @@ static int pull_once(struct troved *t, const struct db_cache *cache, const char 
         return r;
 }
 
-/* ---- pulling the references of a pulled path ahead of their requests ----
+/* ---- pulling a closure in parallel ----
  *
  * A program run from a mount looks its closure up one path at a time (the
  * interpreter, then each library), so pulling only what is asked makes the
- * pulls one long chain. Once a path is pulled, its references are pulled in
- * the background, in parallel, and recursively: a later request for one of
- * them finds it stored, or waits for the pull already in flight. */
+ * pulls one long chain. As soon as an upstream narinfo is accepted, its
+ * references are pulled in the background, in parallel with its own NAR,
+ * and so on recursively: the whole closure is on its way after one narinfo
+ * round trip per level, and a later request for one of its paths finds it
+ * stored, or waits for the pull already in flight. */
 
 struct prefetch {
         struct troved *t;
@@ -558,24 +564,24 @@ struct prefetch {
         char hash[STOREPATH_HASH_LEN + 1];
 };
 
-static void prefetch_references(struct troved *t, const struct db_cache *cache, const char *hash);
-
-static void *prefetch_main(void *arg) {
-        struct prefetch *pf = arg;
-        struct troved *t = pf->t;
-        struct upstream *u = t->upstream;
-        struct db_cache c;
-
-        if (db_cache_get(t->db, pf->cache_name, &c) >= 0) {
-                if (pull_once(t, &c, pf->hash) == 1)
-                        prefetch_references(t, &c, pf->hash);
-                db_cache_free(&c);
-        }
-        free(pf);
+static void prefetch_done(struct upstream *u) {
         pthread_mutex_lock(&u->lock);
         u->prefetching--;
         pthread_cond_broadcast(&u->cond);
         pthread_mutex_unlock(&u->lock);
+}
+
+static void *prefetch_main(void *arg) {
+        struct prefetch *pf = arg;
+        struct troved *t = pf->t;
+        struct db_cache c;
+
+        if (db_cache_get(t->db, pf->cache_name, &c) >= 0) {
+                (void) pull_once(t, &c, pf->hash);
+                db_cache_free(&c);
+        }
+        free(pf);
+        prefetch_done(t->upstream);
         return NULL;
 }
 
@@ -586,62 +592,57 @@ static bool in_flight(struct upstream *u, int64_t cache_id, const char *hash) {
         return false;
 }
 
-static void prefetch_references(struct troved *t, const struct db_cache *cache, const char *hash) {
+/* Starts a background pull of ref (a reference of self: a store path base
+ * name) unless the cache has it or it is in flight already. Two of them
+ * may race past the flight check; pull_once() still makes one download. */
+static void prefetch_one(struct troved *t, const struct db_cache *cache, const char *self, const char *ref) {
         struct upstream *u = t->upstream;
-        struct db_path p;
-        const char *s;
+        struct prefetch *pf;
+        struct db_path q;
+        pthread_attr_t attr;
+        pthread_t th;
+        bool start;
+        int r;
 
-        if (db_path_get(t->db, cache->id, hash, &p) <= 0)
+        if (strlen(ref) <= STOREPATH_HASH_LEN || !storepath_is_hash_part(ref, STOREPATH_HASH_LEN) ||
+            strncmp(ref, self, STOREPATH_HASH_LEN) == 0)
                 return;
-        for (s = p.references; s && *s;) {
-                size_t n = strcspn(s, " ");
-                char ref[STOREPATH_HASH_LEN + 1];
-                struct db_path q;
-                struct prefetch *pf;
-                pthread_attr_t attr;
-                pthread_t th;
-                bool start;
-
-                if (n > STOREPATH_HASH_LEN && storepath_is_hash_part(s, STOREPATH_HASH_LEN)) {
-                        memcpy(ref, s, STOREPATH_HASH_LEN);
-                        ref[STOREPATH_HASH_LEN] = 0;
-                        start = false;
-                        if (!streq(ref, hash)) {
-                                int r = db_path_get(t->db, cache->id, ref, &q);
-                                if (r > 0)
-                                        db_path_free(&q);
-                                start = r == 0;
-                        }
-                        pthread_mutex_lock(&u->lock);
-                        start = start && !u->stopping && u->prefetching < PREFETCH_MAX &&
-                                !in_flight(u, cache->id, ref);
-                        if (start)
-                                u->prefetching++;
-                        pthread_mutex_unlock(&u->lock);
-                        pf = start ? calloc(1, sizeof *pf) : NULL;
-                        if (pf) {
-                                pf->t = t;
-                                snprintf(pf->cache_name, sizeof pf->cache_name, "%s", cache->name);
-                                memcpy(pf->hash, ref, sizeof pf->hash);
-                                pthread_attr_init(&attr);
-                                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-                                if (pthread_create(&th, &attr, prefetch_main, pf) != 0) {
-                                        free(pf);
-                                        pf = NULL;
-                                }
-                                pthread_attr_destroy(&attr);
-                        }
-                        if (start && !pf) {
-                                pthread_mutex_lock(&u->lock);
-                                u->prefetching--;
-                                pthread_cond_broadcast(&u->cond);
-                                pthread_mutex_unlock(&u->lock);
-                        }
-                }
-                s += n;
-                s += strspn(s, " ");
+        pf = calloc(1, sizeof *pf);
+        if (!pf)
+                return;
+        pf->t = t;
+        snprintf(pf->cache_name, sizeof pf->cache_name, "%s", cache->name);
+        memcpy(pf->hash, ref, STOREPATH_HASH_LEN);
+        pthread_mutex_lock(&u->lock);
+        start = !u->stopping && u->prefetching < PREFETCH_MAX && !in_flight(u, cache->id, pf->hash);
+        if (start)
+                u->prefetching++;
+        pthread_mutex_unlock(&u->lock);
+        if (!start) {
+                free(pf);
+                return;
         }
-        db_path_free(&p);
+        r = db_path_get(t->db, cache->id, pf->hash, &q);
+        if (r > 0)
+                db_path_free(&q);
+        if (r != 0) {
+                free(pf);
+                prefetch_done(u);
+                return;
+        }
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&th, &attr, prefetch_main, pf) != 0) {
+                free(pf);
+                prefetch_done(u);
+        }
+        pthread_attr_destroy(&attr);
+}
+
+static void prefetch_references(struct troved *t, const struct db_cache *cache, const struct narinfo *ni,
+                                const char *self) {
+        for (size_t i = 0; i < ni->n_references; i++)
+                prefetch_one(t, cache, self, ni->references[i]);
 }
 
 int upstream_path_get(struct troved *t, struct httpd_request *req, const struct db_cache *cache, const char *hash,
@@ -661,7 +662,5 @@ int upstream_path_get(struct troved *t, struct httpd_request *req, const struct 
                        r;
         if (r <= 0)
                 return r;
-        if (r == 1)
-                prefetch_references(t, cache, hash);
         return db_path_get(t->db, cache->id, hash, ret);
 }
