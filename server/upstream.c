@@ -46,8 +46,9 @@
 #define NAR_BYTES_PER_SEC (256u * 1024)
 #define YIELD_SEC(t) ((uint64_t) (t)->cfg.upstream_timeout_sec / 2)
 #define UPSTREAM_KEYS_MAX 32
-/* Background pulls of the references of a pulled path, at most this many
- * waiting or running at once (beyond it, references are pulled when asked). */
+/* Background pulls of the references named by accepted narinfos, at most
+ * this many waiting or running at once (beyond it, references are pulled
+ * when asked). */
 #define PREFETCH_MAX 32
 
 struct flight {
@@ -83,11 +84,11 @@ struct upstream {
 
 int upstream_new(struct upstream **ret) {
         struct upstream *u = calloc(1, sizeof *u);
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        pthread_condattr_t ca;
+
         if (!u)
                 return -ENOMEM;
-        pthread_condattr_t ca;
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-
         pthread_mutex_init(&u->lock, NULL);
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
