@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "commit.h"
 #include "ingest.h"
@@ -29,19 +30,25 @@
 #include "trove/storepath.h"
 
 /* Pulls running at once (each holds a download and an ingest); further
- * ones wait for a slot. */
+ * ones wait for a slot. Background pulls leave the last few slots to pulls
+ * a request waits for. */
 #define PULLS_MAX 8
+#define PULLS_KEPT_FOR_REQUESTS 2
 /* Remembered misses: a fixed table, a newer miss replaces an older one in
  * its slot, so memory is bounded whatever is asked. */
 #define NEGATIVE_SLOTS 16384
 /* An upstream narinfo larger than this is refused (a real one is a few
  * hundred bytes; the References of a large closure a few dozen KiB). */
 #define UPSTREAM_NARINFO_MAX (1u << 20)
-/* A NAR download may take the narinfo timeout plus 1 s per this many bytes. */
+/* A NAR download may take the narinfo timeout plus 1 s per this many bytes,
+ * plus the time a background pull may stand aside: half the timeout, so
+ * that it stays below the no-progress limit. */
 #define NAR_BYTES_PER_SEC (256u * 1024)
+#define YIELD_SEC(t) ((uint64_t) (t)->cfg.upstream_timeout_sec / 2)
 #define UPSTREAM_KEYS_MAX 32
-/* Background pulls of the references of a pulled path, at most this many
- * waiting or running at once (beyond it, references are pulled when asked). */
+/* Background pulls of the references named by accepted narinfos, at most
+ * this many waiting or running at once (beyond it, references are pulled
+ * when asked). */
 #define PREFETCH_MAX 32
 
 struct flight {
@@ -51,6 +58,9 @@ struct flight {
         bool done;
         int result;
         unsigned refs;
+        bool wanted;     /* a request waits for it (not only a background pull) */
+        bool running;    /* holds a pull slot */
+        bool going_on;   /* a background pull counted in bg_going_on */
 };
 
 struct negative {
@@ -65,16 +75,26 @@ struct upstream {
         struct flight *flights;
         unsigned active;
         unsigned prefetching;   /* background pulls not yet finished */
+        unsigned wanted_running; /* running pulls a request waits for */
+        unsigned bg_going_on;   /* running background pulls not standing aside */
+        unsigned cpus;
         bool stopping;
         struct negative neg[NEGATIVE_SLOTS];
 };
 
 int upstream_new(struct upstream **ret) {
         struct upstream *u = calloc(1, sizeof *u);
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        pthread_condattr_t ca;
+
         if (!u)
                 return -ENOMEM;
         pthread_mutex_init(&u->lock, NULL);
-        pthread_cond_init(&u->cond, NULL);
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&u->cond, &ca);
+        pthread_condattr_destroy(&ca);
+        u->cpus = n > 0 && n < 1024 ? (unsigned) n : 1;
         *ret = u;
         return 0;
 }
@@ -86,6 +106,7 @@ void upstream_free(struct upstream *u) {
          * next: wait for them (each is bounded by the upstream timeouts). */
         pthread_mutex_lock(&u->lock);
         u->stopping = true;
+        pthread_cond_broadcast(&u->cond); /* background pulls standing aside go on */
         while (u->prefetching > 0)
                 pthread_cond_wait(&u->cond, &u->lock);
         pthread_mutex_unlock(&u->lock);
@@ -144,6 +165,7 @@ static int upstream_failure(int r) {
 
 struct pull {
         struct troved *t;
+        struct flight *flight;
         const struct db_cache *cache;
         const char *base;        /* upstream URL, no trailing '/' */
         const char *hash;
@@ -153,6 +175,8 @@ struct pull {
 
 struct nar_sink {
         struct troved *t;
+        struct flight *flight;
+        uint64_t yield_usec;           /* how long it may still stand aside */
         struct ingest *ingest;
         struct decompressor *dec;
         uint64_t received, received_max;
@@ -168,10 +192,47 @@ static int nar_sink_decompressed(void *ud, const void *p, size_t n) {
         return ingest_feed_nar(s->ingest, p, n);
 }
 
+/* A background pull stands aside while requests wait for other pulls: of
+ * the background pulls, at most as many go on as there are CPUs not taken
+ * by pulls a request waits for; the others wait here, in their download's
+ * write callback, each for at most s->yield_usec in all (which keeps the
+ * download within its timeouts). A request for the path makes it wanted. */
+static void nar_sink_yield(struct nar_sink *s) {
+        struct upstream *u = s->t->upstream;
+        struct flight *f = s->flight;
+
+        pthread_mutex_lock(&u->lock);
+        for (;;) {
+                unsigned allowed = u->cpus > u->wanted_running ? u->cpus - u->wanted_running : 0;
+                struct timespec until;
+                uint64_t t0;
+
+                if (f->wanted || u->stopping || u->wanted_running == 0 || s->yield_usec == 0 ||
+                    u->bg_going_on + !f->going_on <= allowed)
+                        break;
+                if (f->going_on) {
+                        f->going_on = false;
+                        u->bg_going_on--;
+                        pthread_cond_broadcast(&u->cond);
+                }
+                t0 = now_usec();
+                until.tv_sec = (time_t) ((t0 + s->yield_usec) / 1000000u);
+                until.tv_nsec = (long) ((t0 + s->yield_usec) % 1000000u) * 1000;
+                (void) pthread_cond_timedwait(&u->cond, &u->lock, &until);
+                s->yield_usec -= MIN(s->yield_usec, now_usec() - t0);
+        }
+        if (!f->wanted && !f->going_on) {
+                f->going_on = true;
+                u->bg_going_on++;
+        }
+        pthread_mutex_unlock(&u->lock);
+}
+
 static int nar_sink_received(void *ud, const void *p, size_t n) {
         struct nar_sink *s = ud;
         int r;
 
+        nar_sink_yield(s);
         METRIC_ADD(s->t, upstream_bytes, n);
         if (s->received + n > s->received_max)
                 return s->error = -EFBIG;
@@ -205,12 +266,13 @@ static int pull_nar(struct pull *pl, const struct narinfo *ni) {
                 .connect_timeout_ms = (long) MIN(t->cfg.upstream_timeout_sec, 10u) * 1000,
                 .low_speed_limit = 1,
                 .low_speed_time_s = (long) t->cfg.upstream_timeout_sec,
-                .total_timeout_ms = (long) MIN((uint64_t) t->cfg.upstream_timeout_sec * 1000 +
+                .total_timeout_ms = (long) MIN(((uint64_t) t->cfg.upstream_timeout_sec + YIELD_SEC(t)) * 1000 +
                                                        ni->nar_size / NAR_BYTES_PER_SEC * 1000,
                                                (uint64_t) LONG_MAX / 2),
         };
         struct buf errb = BUF_INIT(4096);
-        struct nar_sink s = { .t = t, .nar_size = ni->nar_size };
+        struct nar_sink s = { .t = t, .flight = pl->flight, .nar_size = ni->nar_size,
+                              .yield_usec = YIELD_SEC(t) * 1000000 };
         struct http_response resp;
         struct ingest_result res;
         enum compression comp;
@@ -319,6 +381,9 @@ static int pull_nar(struct pull *pl, const struct narinfo *ni) {
         return 1;
 }
 
+static void prefetch_references(struct troved *t, const struct db_cache *cache, const struct narinfo *ni,
+                                const char *self);
+
 /* 1 stored, 0 miss (logged), negative errno (-ETIMEDOUT / -EREMOTEIO for
  * the upstream's own failures). */
 static int pull_from(struct pull *pl) {
@@ -400,6 +465,7 @@ static int pull_from(struct pull *pl) {
                 r = 0;
                 goto out;
         }
+        prefetch_references(t, pl->cache, &ni, pl->hash);
         r = pull_nar(pl, &ni);
 out:
         narinfo_free(&ni);
@@ -409,9 +475,9 @@ out:
 
 /* Asks each upstream in turn: 1 hit, 0 miss everywhere, or the first
  * upstream's error when none had it; 2 if the cache has the path already. */
-static int pull(struct troved *t, const struct db_cache *cache, const char *hash) {
+static int pull(struct troved *t, struct flight *f, const struct db_cache *cache, const char *hash) {
         struct signing_public keys[UPSTREAM_KEYS_MAX];
-        struct pull pl = { .t = t, .cache = cache, .hash = hash, .keys = keys };
+        struct pull pl = { .t = t, .flight = f, .cache = cache, .hash = hash, .keys = keys };
         struct db_path p;
         const char *s;
         int r, err = 0;
@@ -469,9 +535,24 @@ static int pull(struct troved *t, const struct db_cache *cache, const char *hash
         return err;
 }
 
+/* Marks f as waited for by a request (u->lock held). */
+static void flight_want(struct upstream *u, struct flight *f) {
+        if (f->wanted)
+                return;
+        f->wanted = true;
+        if (f->running)
+                u->wanted_running++;
+        if (f->going_on) {
+                f->going_on = false;
+                u->bg_going_on--;
+        }
+        pthread_cond_broadcast(&u->cond);
+}
+
 /* One pull per cache and path at a time: the first requester pulls, later
- * ones wait for its result. A miss is remembered. */
-static int pull_once(struct troved *t, const struct db_cache *cache, const char *hash) {
+ * ones wait for its result. A miss is remembered. wanted: a request waits
+ * for the result (not a background pull). */
+static int pull_once(struct troved *t, const struct db_cache *cache, const char *hash, bool wanted) {
         struct upstream *u = t->upstream;
         struct negative *neg;
         struct flight *f;
@@ -490,6 +571,8 @@ static int pull_once(struct troved *t, const struct db_cache *cache, const char 
                         break;
         if (f) {
                 f->refs++;
+                if (wanted)
+                        flight_want(u, f);
                 while (!f->done)
                         pthread_cond_wait(&u->cond, &u->lock);
                 r = f->result;
@@ -506,15 +589,19 @@ static int pull_once(struct troved *t, const struct db_cache *cache, const char 
         f->cache_id = cache->id;
         snprintf(f->hash, sizeof f->hash, "%s", hash);
         f->refs = 1;
+        f->wanted = wanted;
         f->next = u->flights;
         u->flights = f;
-        while (u->active >= PULLS_MAX)
+        while (u->active >= (f->wanted ? PULLS_MAX : PULLS_MAX - PULLS_KEPT_FOR_REQUESTS))
                 pthread_cond_wait(&u->cond, &u->lock);
         u->active++;
+        f->running = true;
+        if (f->wanted)
+                u->wanted_running++;
         pthread_mutex_unlock(&u->lock);
 
         t0 = now_usec();
-        r = pull(t, cache, hash);
+        r = pull(t, f, cache, hash);
         METRIC_ADD(t, upstream_usec, now_usec() - t0);
         if (r == 1)
                 METRIC_ADD(t, upstream_hits, 1);
@@ -525,6 +612,13 @@ static int pull_once(struct troved *t, const struct db_cache *cache, const char 
 
         pthread_mutex_lock(&u->lock);
         u->active--;
+        f->running = false;
+        if (f->wanted)
+                u->wanted_running--;
+        if (f->going_on) {
+                f->going_on = false;
+                u->bg_going_on--;
+        }
         for (struct flight **pp = &u->flights; *pp; pp = &(*pp)->next)
                 if (*pp == f) {
                         *pp = f->next;
@@ -544,13 +638,15 @@ static int pull_once(struct troved *t, const struct db_cache *cache, const char 
         return r;
 }
 
-/* ---- pulling the references of a pulled path ahead of their requests ----
+/* ---- pulling a closure in parallel ----
  *
  * A program run from a mount looks its closure up one path at a time (the
  * interpreter, then each library), so pulling only what is asked makes the
- * pulls one long chain. Once a path is pulled, its references are pulled in
- * the background, in parallel, and recursively: a later request for one of
- * them finds it stored, or waits for the pull already in flight. */
+ * pulls one long chain. As soon as an upstream narinfo is accepted, its
+ * references are pulled in the background, in parallel with its own NAR,
+ * and so on recursively: the whole closure is on its way after one narinfo
+ * round trip per level, and a later request for one of its paths finds it
+ * stored, or waits for the pull already in flight. */
 
 struct prefetch {
         struct troved *t;
@@ -558,24 +654,24 @@ struct prefetch {
         char hash[STOREPATH_HASH_LEN + 1];
 };
 
-static void prefetch_references(struct troved *t, const struct db_cache *cache, const char *hash);
-
-static void *prefetch_main(void *arg) {
-        struct prefetch *pf = arg;
-        struct troved *t = pf->t;
-        struct upstream *u = t->upstream;
-        struct db_cache c;
-
-        if (db_cache_get(t->db, pf->cache_name, &c) >= 0) {
-                if (pull_once(t, &c, pf->hash) == 1)
-                        prefetch_references(t, &c, pf->hash);
-                db_cache_free(&c);
-        }
-        free(pf);
+static void prefetch_done(struct upstream *u) {
         pthread_mutex_lock(&u->lock);
         u->prefetching--;
         pthread_cond_broadcast(&u->cond);
         pthread_mutex_unlock(&u->lock);
+}
+
+static void *prefetch_main(void *arg) {
+        struct prefetch *pf = arg;
+        struct troved *t = pf->t;
+        struct db_cache c;
+
+        if (db_cache_get(t->db, pf->cache_name, &c) >= 0) {
+                (void) pull_once(t, &c, pf->hash, false);
+                db_cache_free(&c);
+        }
+        free(pf);
+        prefetch_done(t->upstream);
         return NULL;
 }
 
@@ -586,62 +682,57 @@ static bool in_flight(struct upstream *u, int64_t cache_id, const char *hash) {
         return false;
 }
 
-static void prefetch_references(struct troved *t, const struct db_cache *cache, const char *hash) {
+/* Starts a background pull of ref (a reference of self: a store path base
+ * name) unless the cache has it or it is in flight already. Two of them
+ * may race past the flight check; pull_once() still makes one download. */
+static void prefetch_one(struct troved *t, const struct db_cache *cache, const char *self, const char *ref) {
         struct upstream *u = t->upstream;
-        struct db_path p;
-        const char *s;
+        struct prefetch *pf;
+        struct db_path q;
+        pthread_attr_t attr;
+        pthread_t th;
+        bool start;
+        int r;
 
-        if (db_path_get(t->db, cache->id, hash, &p) <= 0)
+        if (strlen(ref) <= STOREPATH_HASH_LEN || !storepath_is_hash_part(ref, STOREPATH_HASH_LEN) ||
+            strncmp(ref, self, STOREPATH_HASH_LEN) == 0)
                 return;
-        for (s = p.references; s && *s;) {
-                size_t n = strcspn(s, " ");
-                char ref[STOREPATH_HASH_LEN + 1];
-                struct db_path q;
-                struct prefetch *pf;
-                pthread_attr_t attr;
-                pthread_t th;
-                bool start;
-
-                if (n > STOREPATH_HASH_LEN && storepath_is_hash_part(s, STOREPATH_HASH_LEN)) {
-                        memcpy(ref, s, STOREPATH_HASH_LEN);
-                        ref[STOREPATH_HASH_LEN] = 0;
-                        start = false;
-                        if (!streq(ref, hash)) {
-                                int r = db_path_get(t->db, cache->id, ref, &q);
-                                if (r > 0)
-                                        db_path_free(&q);
-                                start = r == 0;
-                        }
-                        pthread_mutex_lock(&u->lock);
-                        start = start && !u->stopping && u->prefetching < PREFETCH_MAX &&
-                                !in_flight(u, cache->id, ref);
-                        if (start)
-                                u->prefetching++;
-                        pthread_mutex_unlock(&u->lock);
-                        pf = start ? calloc(1, sizeof *pf) : NULL;
-                        if (pf) {
-                                pf->t = t;
-                                snprintf(pf->cache_name, sizeof pf->cache_name, "%s", cache->name);
-                                memcpy(pf->hash, ref, sizeof pf->hash);
-                                pthread_attr_init(&attr);
-                                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-                                if (pthread_create(&th, &attr, prefetch_main, pf) != 0) {
-                                        free(pf);
-                                        pf = NULL;
-                                }
-                                pthread_attr_destroy(&attr);
-                        }
-                        if (start && !pf) {
-                                pthread_mutex_lock(&u->lock);
-                                u->prefetching--;
-                                pthread_cond_broadcast(&u->cond);
-                                pthread_mutex_unlock(&u->lock);
-                        }
-                }
-                s += n;
-                s += strspn(s, " ");
+        pf = calloc(1, sizeof *pf);
+        if (!pf)
+                return;
+        pf->t = t;
+        snprintf(pf->cache_name, sizeof pf->cache_name, "%s", cache->name);
+        memcpy(pf->hash, ref, STOREPATH_HASH_LEN);
+        pthread_mutex_lock(&u->lock);
+        start = !u->stopping && u->prefetching < PREFETCH_MAX && !in_flight(u, cache->id, pf->hash);
+        if (start)
+                u->prefetching++;
+        pthread_mutex_unlock(&u->lock);
+        if (!start) {
+                free(pf);
+                return;
         }
-        db_path_free(&p);
+        r = db_path_get(t->db, cache->id, pf->hash, &q);
+        if (r > 0)
+                db_path_free(&q);
+        if (r != 0) {
+                free(pf);
+                prefetch_done(u);
+                return;
+        }
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&th, &attr, prefetch_main, pf) != 0) {
+                free(pf);
+                prefetch_done(u);
+        }
+        pthread_attr_destroy(&attr);
+}
+
+static void prefetch_references(struct troved *t, const struct db_cache *cache, const struct narinfo *ni,
+                                const char *self) {
+        for (size_t i = 0; i < ni->n_references; i++)
+                prefetch_one(t, cache, self, ni->references[i]);
 }
 
 int upstream_path_get(struct troved *t, struct httpd_request *req, const struct db_cache *cache, const char *hash,
@@ -651,7 +742,7 @@ int upstream_path_get(struct troved *t, struct httpd_request *req, const struct 
         r = db_path_get(t->db, cache->id, hash, ret);
         if (r != 0 || !cache->upstreams || !cache->upstreams[0])
                 return r;
-        r = pull_once(t, cache, hash);
+        r = pull_once(t, cache, hash, true);
         if (r == -ETIMEDOUT)
                 return httpd_reply_error(req, 504, "the upstream caches of '%s' timed out for %s", cache->name,
                                          hash),
@@ -661,7 +752,5 @@ int upstream_path_get(struct troved *t, struct httpd_request *req, const struct 
                        r;
         if (r <= 0)
                 return r;
-        if (r == 1)
-                prefetch_references(t, cache, hash);
         return db_path_get(t->db, cache->id, hash, ret);
 }

@@ -406,3 +406,85 @@ def test_silent_upstream_times_out(up):
         assert time.monotonic() - t0 >= 4
     finally:
         silent.close()
+
+
+# ---- the closure comes in parallel ----
+
+class GateProxy:
+    """An HTTP proxy in front of an upstream directory that holds back the
+    answer to one URL until another URL has been asked for (or a bounded
+    wait ran out), and records every path asked."""
+
+    def __init__(self, upstream, hold, until, wait=30):
+        import http.client
+        import http.server
+        import urllib.parse
+
+        self.requests = []
+        self.released_by_request = None
+        opened = threading.Event()
+        target = urllib.parse.urlsplit(upstream)
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                proxy.requests.append(self.path)
+                if self.path == until:
+                    opened.set()
+                if self.path == hold:
+                    proxy.released_by_request = opened.wait(wait)
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                try:
+                    conn.request("GET", target.path + self.path)
+                    r = conn.getresponse()
+                    body = r.read()
+                finally:
+                    conn.close()
+                self.send_response(r.status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_references_pulled_while_the_nar_downloads(up, make_troved):
+    """Asked for lib2 alone, troved pulls lib1 (its reference) too, starting
+    as soon as lib2's narinfo is accepted: the upstream holds lib2's NAR
+    back until lib1's NAR has been asked for, which happens only if the
+    reference pull does not wait for lib2 to be stored."""
+    p, nginx, pk = up["paths"], up["nginx"], up["keys"]["up"][1]
+    good = up["dir"] / "www" / "good"
+    h1, h2 = store_hash_part(p["lib1"]), store_hash_part(p["lib2"])
+    nar1 = "/" + narinfo_field((good / f"{h1}.narinfo").read_text(), "URL")
+    nar2 = "/" + narinfo_field((good / f"{h2}.narinfo").read_text(), "URL")
+    # Its own server: the held NAR must not run into the 5 s upstream timeout of the module's.
+    s = make_troved(log_level="info", args=["--upstream-timeout", "60"])
+    gate = GateProxy(nginx.url + "/good", hold=nar2, until=nar1)
+    try:
+        r = s.request("POST", "/_api/v1/caches/par", json.dumps({"upstreams": [gate.url], "upstreamKeys": pk}),
+                      token=s.admin)
+        assert r.status == 201, r
+        assert s.manifest("par", p["lib2"])["chunks"]
+        assert gate.released_by_request is True, gate.requests
+        # lib1 is stored without anyone asking for it, from one download.
+        for _ in range(600):
+            if path_rows(s, "par", h1) == 1:
+                break
+            time.sleep(0.1)
+        assert path_rows(s, "par", h1) == 1
+        assert gate.requests.count(nar1) == 1 and gate.requests.count(f"/{h1}.narinfo") == 1, gate.requests
+        assert s.manifest("par", p["lib1"])["chunks"]
+        assert gate.requests.count(f"/{h1}.narinfo") == 1, gate.requests
+    finally:
+        gate.stop()
