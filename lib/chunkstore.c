@@ -255,18 +255,23 @@ static int fsync_dirat(int dirfd, const char *path) {
         return 0;
 }
 
-static int mkdir_shard(int chunks_fd, const char *path) {
+/* Makes the shard directories of path. A new directory is made durable at
+ * once unless the put is NOSYNC: then the caller's chunkstore_sync() (one
+ * syncfs) covers it with the objects, and a fresh store does not pay an
+ * fsync for each of its first thousands of chunks. */
+static int mkdir_shard(int chunks_fd, const char *path, bool sync) {
         char d1[3] = { path[0], path[1], 0 };
         char d2[6] = { path[0], path[1], '/', path[3], path[4], 0 };
+        int r;
 
         if (mkdirat(chunks_fd, d1, 0700) == 0) {
-                if (fsync_dirat(chunks_fd, ".") < 0)
-                        return negative_errno();
+                if (sync && (r = fsync_dirat(chunks_fd, ".")) < 0)
+                        return r;
         } else if (errno != EEXIST)
                 return negative_errno();
         if (mkdirat(chunks_fd, d2, 0700) == 0) {
-                if (fsync_dirat(chunks_fd, d1) < 0)
-                        return negative_errno();
+                if (sync && (r = fsync_dirat(chunks_fd, d1)) < 0)
+                        return r;
         } else if (errno != EEXIST)
                 return negative_errno();
         return 0;
@@ -316,7 +321,7 @@ static int local_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN
                 return -EEXIST;
         if (errno != ENOENT)
                 return negative_errno();
-        r = mkdir_shard(cs->chunks_fd, path);
+        r = mkdir_shard(cs->chunks_fd, path, !(flags & CHUNKSTORE_PUT_NOSYNC));
         if (r < 0)
                 return r;
         if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
