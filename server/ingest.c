@@ -348,10 +348,12 @@ static int batch_retire(struct ingest *in, struct ingest_batch *b) {
         return 0;
 }
 
-/* Hands the batch being filled to the pool (after the one before it is
- * retired, so that a chunk recorded there is known here): its ids are
- * computed on every core, asked about in one query, and its chunks
- * stored while the caller goes on. */
+/* Hands the batch being filled to the pool: its ids are computed on every
+ * core and asked about in one query, and its chunks are compressed and
+ * stored on the pool while this thread retires the batch before it and
+ * goes on reading. (A chunk in both batches may be asked about before the
+ * other's row is written: it is then stored twice, which the write-once
+ * store turns into one object whose bytes both record.) */
 static int flush_pending(struct ingest *in) {
         struct troved *t = in->t;
         struct ingest_batch *b = &in->batch[in->cur], *prev = &in->batch[in->cur ^ 1];
@@ -360,27 +362,29 @@ static int flush_pending(struct ingest *in) {
         size_t n = b->n_pending;
         int r;
 
+        if (n > 0) {
+                r = workpool_run(t->pool, batch_hash_task, b, n);
+                if (r < 0)
+                        return r;
+                ids = malloc(n * sizeof *ids);
+                if (!ids)
+                        return -ENOMEM;
+                for (size_t i = 0; i < n; i++)
+                        memcpy(ids[i], b->pending[i].id, SHA256_DIGEST_LEN);
+                r = db_chunks_present(t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, n, present);
+                free(ids);
+                if (r < 0)
+                        return r;
+                for (size_t i = 0; i < n; i++)
+                        b->pending[i].present = present[i];
+                workpool_submit(t->pool, &b->job, batch_store_task, b, n);
+                b->in_flight = true;
+        }
+        /* The chunk list grows in NAR order: prev's chunks come first. */
         r = batch_retire(in, prev);
-        if (r < 0 || n == 0)
-                return r;
-        r = workpool_run(t->pool, batch_hash_task, b, n);
-        if (r < 0)
-                return r;
-        ids = malloc(n * sizeof *ids);
-        if (!ids)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++)
-                memcpy(ids[i], b->pending[i].id, SHA256_DIGEST_LEN);
-        r = db_chunks_present(t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, n, present);
-        free(ids);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < n; i++)
-                b->pending[i].present = present[i];
-        workpool_submit(t->pool, &b->job, batch_store_task, b, n);
-        b->in_flight = true;
-        in->cur ^= 1;
-        return 0;
+        if (r >= 0 && n > 0)
+                in->cur ^= 1;
+        return r;
 }
 
 /* A chunk cut from the raw NAR stream: validated at once, stored with its
