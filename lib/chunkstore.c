@@ -321,14 +321,19 @@ static int local_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN
                 return -EEXIST;
         if (errno != ENOENT)
                 return negative_errno();
-        r = mkdir_shard(cs->chunks_fd, path, !(flags & CHUNKSTORE_PUT_NOSYNC));
-        if (r < 0)
-                return r;
         if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
                 return -EIO;
-        /* Same directory as the final name, so publishing it is atomic. */
+        /* Same directory as the final name, so publishing it is atomic. The
+         * shard directories are made when the first open says they are
+         * missing. */
         snprintf(tmp, sizeof tmp, "%.6s" TMP_PREFIX "%s.%016" PRIx64, path, path + 6, rnd);
         fd = openat(cs->chunks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno == ENOENT) {
+                r = mkdir_shard(cs->chunks_fd, path, !(flags & CHUNKSTORE_PUT_NOSYNC));
+                if (r < 0)
+                        return r;
+                fd = openat(cs->chunks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        }
         if (fd < 0)
                 return negative_errno();
         r = write_all(fd, frame, n);

@@ -575,6 +575,7 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
         uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
         bool *present = NULL;
         uint8_t *data = NULL;
+        size_t data_cap = 0;
         size_t count = 0, n_fresh = 0;
         uint64_t dedup_bytes = 0, fresh_bytes = 0;
         int r;
@@ -591,8 +592,7 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
         present = calloc(count + 1, sizeof *present);
         fresh = calloc(count + 1, sizeof *fresh);
         rows = calloc(count + 1, sizeof *rows);
-        data = malloc(API_CHUNK_MAX);
-        if (!ids || !present || !fresh || !rows || !data) {
+        if (!ids || !present || !fresh || !rows) {
                 r = -ENOMEM;
                 goto out;
         }
@@ -619,9 +619,20 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
                                              API_CHUNK_MAX);
                         goto out;
                 }
+                /* As large as the largest chunk so far (a buffer of the
+                 * maximum would be mapped and unmapped per request). */
+                if (size > data_cap) {
+                        free(data);
+                        data = malloc(size);
+                        if (!data) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
+                        data_cap = size;
+                }
                 /* Every frame is checked, also those the server has. */
                 r = chunkcodec_decode(codec, recs[i].frame, recs[i].frame_len, recs[i].id, API_CHUNK_MAX, data,
-                                      API_CHUNK_MAX, &len);
+                                      data_cap, &len);
                 if (r < 0) {
                         r = httpd_reply_error(req, 400, "chunk %s does not match its id: %s", hex, strerror(-r));
                         goto out;
