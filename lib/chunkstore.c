@@ -275,11 +275,10 @@ static int fsync_dirat(int dirfd, const char *path) {
         return 0;
 }
 
-/* The two shard directories of path. A new one is made durable at once
- * (an fsync of its parent), unless sync is false: then the caller's later
- * chunkstore_sync() does it with everything else. In a young store nearly
- * every object makes a shard directory, so a batch of NOSYNC puts must not
- * pay one or two fsyncs per object here. */
+/* Makes the shard directories of path. A new directory is made durable at
+ * once unless the put is NOSYNC: then the caller's chunkstore_sync() (one
+ * syncfs) covers it with the objects, and a fresh store does not pay an
+ * fsync for each of its first thousands of chunks. */
 static int mkdir_shard(int chunks_fd, const char *path, bool sync) {
         char d1[3] = { path[0], path[1], 0 };
         char d2[6] = { path[0], path[1], '/', path[3], path[4], 0 };
@@ -342,14 +341,19 @@ static int local_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN
                 return -EEXIST;
         if (errno != ENOENT)
                 return negative_errno();
-        r = mkdir_shard(cs->chunks_fd, path, !(flags & CHUNKSTORE_PUT_NOSYNC));
-        if (r < 0)
-                return r;
         if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
                 return -EIO;
-        /* Same directory as the final name, so publishing it is atomic. */
+        /* Same directory as the final name, so publishing it is atomic. The
+         * shard directories are made when the first open says they are
+         * missing. */
         snprintf(tmp, sizeof tmp, "%.6s" TMP_PREFIX "%s.%016" PRIx64, path, path + 6, rnd);
         fd = openat(cs->chunks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno == ENOENT) {
+                r = mkdir_shard(cs->chunks_fd, path, !(flags & CHUNKSTORE_PUT_NOSYNC));
+                if (r < 0)
+                        return r;
+                fd = openat(cs->chunks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        }
         if (fd < 0)
                 return negative_errno();
         r = write_all(fd, frame, n);

@@ -627,6 +627,7 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
         uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
         bool *present = NULL;
         uint8_t *data = NULL;
+        size_t data_cap = 0;
         size_t count = 0, n_fresh = 0;
         uint64_t dedup_bytes = 0, fresh_bytes = 0;
         int r;
@@ -643,8 +644,7 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
         present = calloc(count + 1, sizeof *present);
         fresh = calloc(count + 1, sizeof *fresh);
         rows = calloc(count + 1, sizeof *rows);
-        data = malloc(API_CHUNK_MAX);
-        if (!ids || !present || !fresh || !rows || !data) {
+        if (!ids || !present || !fresh || !rows) {
                 r = -ENOMEM;
                 goto out;
         }
@@ -673,9 +673,20 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
                                              API_CHUNK_MAX);
                         goto out;
                 }
+                /* As large as the largest chunk so far (a buffer of the
+                 * maximum would be mapped and unmapped per request). */
+                if (size > data_cap) {
+                        free(data);
+                        data = malloc(size);
+                        if (!data) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
+                        data_cap = size;
+                }
                 /* Every frame is checked, also those the server has. */
                 r = chunkcodec_decode(codec, recs[i].frame, recs[i].frame_len, recs[i].id, API_CHUNK_MAX, data,
-                                      API_CHUNK_MAX, &len);
+                                      data_cap, &len);
                 if (r < 0) {
                         r = httpd_reply_error(req, 400, "chunk %s does not match its id: %s", hex, strerror(-r));
                         goto out;
@@ -781,12 +792,10 @@ int api_path_commit(struct troved_request *rq, const void *body, size_t n) {
         struct manifest m = {};
         struct db_nar nar;
         _cleanup_(ingest_freep) struct ingest *in = NULL;
-        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
-        struct buf frame = BUF_INIT(chunkcodec_bound(API_CHUNK_MAX));
         uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
         bool *present = NULL;
-        uint8_t *data = NULL;
         struct storepath sp;
+        size_t bad = 0;
         int64_t nar_id;
         int r;
 
@@ -837,36 +846,21 @@ int api_path_commit(struct troved_request *rq, const void *body, size_t n) {
                 r = ingest_new(t, &in);
                 if (r < 0)
                         goto out;
-                r = chunkcodec_new(t->cfg.compression_level, &codec);
+                r = ingest_add_stored(in, m.chunks, m.n_chunks, &bad);
+                if (r == -ENOENT) {
+                        r = httpd_reply_error(req, 409, "chunk %zu is recorded but missing from the store", bad);
+                        goto out;
+                }
+                if (r < 0 && ingest_error(in)[0]) {
+                        r = httpd_reply_error(req, 400, "%s", ingest_error(in));
+                        goto out;
+                }
+                if (r == -EBADMSG) {
+                        r = httpd_reply_error(req, 400, "chunk %zu does not match the manifest", bad);
+                        goto out;
+                }
                 if (r < 0)
                         goto out;
-                data = malloc(API_CHUNK_MAX);
-                if (!data) {
-                        r = -ENOMEM;
-                        goto out;
-                }
-                for (size_t i = 0; i < m.n_chunks; i++) {
-                        size_t len;
-                        r = storage_get(t, m.chunks[i].id, 0, &frame);
-                        if (r == -ENOENT) {
-                                r = httpd_reply_error(req, 409, "chunk %zu is recorded but missing from the store", i);
-                                goto out;
-                        }
-                        if (r < 0)
-                                goto out;
-                        r = chunkcodec_decode(codec, frame.data, frame.len, m.chunks[i].id, API_CHUNK_MAX, data,
-                                              API_CHUNK_MAX, &len);
-                        if (r < 0 || len != m.chunks[i].length) {
-                                r = httpd_reply_error(req, 400, "chunk %zu does not match the manifest", i);
-                                goto out;
-                        }
-                        r = ingest_add_chunk(in, m.chunks[i].id, data, len, frame.data, frame.len);
-                        if (r < 0) {
-                                const char *msg = ingest_error(in);
-                                r = httpd_reply_error(req, 400, "%s", msg[0] ? msg : strerror(-r));
-                                goto out;
-                        }
-                }
                 r = ingest_finish(in, &res);
                 if (r < 0) {
                         const char *msg = ingest_error(in);
@@ -893,8 +887,6 @@ int api_path_commit(struct troved_request *rq, const void *body, size_t n) {
 out:
         free(ids);
         free(present);
-        free(data);
-        buf_free(&frame);
         manifest_free(&m);
         return r;
 }

@@ -13,11 +13,37 @@
 #define INGEST_BATCH 64
 #define INGEST_BATCH_BYTES (8u * 1024 * 1024)
 
+/* A chunk cut but not yet stored. */
+struct pending_chunk {
+        uint8_t id[SHA256_DIGEST_LEN];
+        uint8_t *data;
+        size_t len;
+        uint64_t nar_offset;
+        bool present;       /* the database has its row */
+        bool deduped;       /* its stored frame was read back (not stored by us) */
+        uint8_t *frame;     /* the frame the chunk is served as */
+        size_t frame_len;
+};
+
+/* Chunks resolved together: one presence query, one sync, one transaction
+ * for their rows. While the pool hashes, compresses and stores one batch,
+ * the thread of the upload reads, checks and cuts the next. */
+struct ingest_batch {
+        struct ingest *in;
+        struct pending_chunk pending[INGEST_BATCH];
+        size_t n_pending, pending_bytes;
+        struct workpool_job job;
+        bool in_flight;     /* submitted, not yet waited for */
+};
+
+/* Codecs for the pool's tasks (a codec serves one thread at a time): taken
+ * from this stack, made when it is empty, given back after the task. */
+#define INGEST_CODECS_MAX 64
+
 struct ingest {
         struct troved *t;
         struct nar_reader *reader;
         struct listing_builder *lb;
-        struct chunkcodec *codec;
         struct chunker chunker;
         struct sha256 nar_sha, file_sha;
         uint64_t nar_size, file_size;
@@ -26,21 +52,13 @@ struct ingest {
         /* chunk in progress (ingest_feed_nar) */
         uint8_t *cbuf;
         size_t clen;
-        uint8_t *frame;
-        size_t frame_cap;
-        struct buf stored;       /* a deduplicated chunk's stored frame */
 
-        /* Chunks cut but not yet stored: resolved together (one presence
-         * query, one sync, one transaction for their rows). */
-        struct pending_chunk {
-                uint8_t id[SHA256_DIGEST_LEN];
-                uint8_t *data;
-                size_t len;
-                uint64_t nar_offset;
-                uint8_t *frame;  /* new chunks: their frame */
-                size_t frame_len;
-        } pending[INGEST_BATCH];
-        size_t n_pending, pending_bytes;
+        struct ingest_batch batch[2];
+        unsigned cur;       /* the batch being filled; the other may be in flight */
+
+        pthread_mutex_t codec_lock;
+        struct chunkcodec *codecs[INGEST_CODECS_MAX];
+        size_t n_codecs;
 
         struct db_nar_chunk *chunks;
         size_t n_chunks, cap_chunks;
@@ -51,21 +69,33 @@ struct ingest {
         char error[TROVE_ERRMSG_MAX];
 };
 
+static void batch_clear(struct ingest_batch *b) {
+        for (size_t i = 0; i < b->n_pending; i++) {
+                free(b->pending[i].data);
+                free(b->pending[i].frame);
+        }
+        memset(b->pending, 0, sizeof b->pending);
+        b->n_pending = 0;
+        b->pending_bytes = 0;
+}
+
 void ingest_free(struct ingest *in) {
         if (!in)
                 return;
+        /* A batch the pool still works on uses this memory. */
+        for (size_t k = 0; k < ELEMENTSOF(in->batch); k++) {
+                if (in->batch[k].in_flight)
+                        (void) workpool_wait(in->t->pool, &in->batch[k].job);
+                batch_clear(&in->batch[k]);
+        }
         nar_reader_free(in->reader);
         listing_builder_free(in->lb);
-        chunkcodec_free(in->codec);
+        for (size_t i = 0; i < in->n_codecs; i++)
+                chunkcodec_free(in->codecs[i]);
+        pthread_mutex_destroy(&in->codec_lock);
         sha256_done(&in->nar_sha);
         sha256_done(&in->file_sha);
-        for (size_t i = 0; i < in->n_pending; i++) {
-                free(in->pending[i].data);
-                free(in->pending[i].frame);
-        }
         free(in->cbuf);
-        free(in->frame);
-        buf_free(&in->stored);
         free(in->chunks);
         free(in->listing_json);
         free(in);
@@ -78,13 +108,13 @@ int ingest_new(struct troved *t, struct ingest **ret) {
         if (!in)
                 return -ENOMEM;
         in->t = t;
+        pthread_mutex_init(&in->codec_lock, NULL);
+        for (size_t k = 0; k < ELEMENTSOF(in->batch); k++)
+                in->batch[k].in = in;
         r = listing_builder_new(&in->lb);
         if (r < 0)
                 goto fail;
         r = nar_reader_new(&listing_builder_callbacks, in->lb, &in->reader);
-        if (r < 0)
-                goto fail;
-        r = chunkcodec_new(t->cfg.compression_level, &in->codec);
         if (r < 0)
                 goto fail;
         r = chunker_init(&in->chunker, &t->cfg.chunking);
@@ -97,10 +127,7 @@ int ingest_new(struct troved *t, struct ingest **ret) {
         if (r < 0)
                 goto fail;
         in->cbuf = malloc(t->cfg.chunking.max_size);
-        in->frame_cap = chunkcodec_bound(t->cfg.chunking.max_size);
-        in->frame = malloc(in->frame_cap);
-        buf_init(&in->stored, chunkcodec_bound(CHUNK_SIZE_MAX));
-        if (!in->cbuf || !in->frame) {
+        if (!in->cbuf) {
                 r = -ENOMEM;
                 goto fail;
         }
@@ -168,6 +195,91 @@ static int append_chunk(struct ingest *in, const uint8_t id[SHA256_DIGEST_LEN], 
         return 0;
 }
 
+static int codec_take(struct ingest *in, struct chunkcodec **ret) {
+        struct chunkcodec *c = NULL;
+
+        pthread_mutex_lock(&in->codec_lock);
+        if (in->n_codecs > 0)
+                c = in->codecs[--in->n_codecs];
+        pthread_mutex_unlock(&in->codec_lock);
+        if (c) {
+                *ret = c;
+                return 0;
+        }
+        return chunkcodec_new(in->t->cfg.compression_level, ret);
+}
+
+static void codec_give(struct ingest *in, struct chunkcodec *c) {
+        pthread_mutex_lock(&in->codec_lock);
+        if (in->n_codecs < INGEST_CODECS_MAX) {
+                in->codecs[in->n_codecs++] = c;
+                c = NULL;
+        }
+        pthread_mutex_unlock(&in->codec_lock);
+        chunkcodec_free(c);
+}
+
+/* Pool task: the id of chunk i. */
+static int batch_hash_task(void *userdata, size_t i) {
+        struct pending_chunk *pc = &((struct ingest_batch *) userdata)->pending[i];
+        return sha256_buf(pc->data, pc->len, pc->id);
+}
+
+/* Pool task: the frame chunk i is served as. A chunk the server holds
+ * contributes its stored frame (the FileHash must describe the frames
+ * actually served, so it is read back, verified, rather than assumed to
+ * equal what this encoder would produce); a new one is compressed and
+ * stored, without a sync (the batch is synced as a whole). */
+static int batch_store_task(void *userdata, size_t i) {
+        struct ingest_batch *b = userdata;
+        struct ingest *in = b->in;
+        struct troved *t = in->t;
+        struct pending_chunk *pc = &b->pending[i];
+        struct buf stored = BUF_INIT(chunkcodec_bound(CHUNK_SIZE_MAX));
+        struct chunkcodec *codec = NULL;
+        size_t cap, flen;
+        int r;
+
+        if (pc->present) {
+                r = storage_get(t, pc->id, CHUNKSTORE_GET_VERIFY, &stored);
+                if (r >= 0) {
+                        pc->deduped = true;
+                        goto take_stored;
+                }
+                if (r != -ENOENT && r != -EBADMSG)
+                        goto out;
+                /* The row outlived its object (lost or damaged): store it again. */
+                log_warning("chunk object missing or damaged for a known chunk; storing it again");
+        }
+        cap = chunkcodec_bound(pc->len);
+        pc->frame = malloc(cap);
+        if (!pc->frame) {
+                r = -ENOMEM;
+                goto out;
+        }
+        r = codec_take(in, &codec);
+        if (r < 0)
+                goto out;
+        r = chunkcodec_encode(codec, pc->data, pc->len, pc->frame, cap, &flen);
+        codec_give(in, codec);
+        if (r < 0)
+                goto out;
+        pc->frame_len = flen;
+        r = storage_put(t, pc->id, pc->frame, flen, CHUNKSTORE_PUT_NOSYNC, &stored);
+        if (r <= 0)
+                goto out;
+        /* Stored meanwhile by someone else, perhaps as another frame: that
+         * object is what will be served. */
+take_stored:
+        free(pc->frame);
+        pc->frame = NULL;
+        pc->frame_len = stored.len;
+        r = buf_steal(&stored, (char **) &pc->frame, NULL);
+out:
+        buf_free(&stored);
+        return r < 0 ? r : 0;
+}
+
 struct pending_store {
         struct troved *t;
         const struct db_chunk *rows;
@@ -185,82 +297,41 @@ static int pending_ensure_stored(void *userdata, size_t i) {
         return r < 0 ? r : 0;
 }
 
-/* Resolves the pending chunks, in NAR order: a chunk the server holds
- * contributes its stored frame (the FileHash must describe the frames
- * actually served, so it is read back rather than assumed to equal what
- * this encoder would produce); a new one is compressed and stored. New
- * objects are made durable by one sync, then recorded in one transaction. */
-static int flush_pending(struct ingest *in) {
+/* Waits for the batch the pool works on, makes its new objects durable
+ * (one sync), records them (one transaction), and appends all its chunks,
+ * in NAR order, to the NAR's chunk list. */
+static int batch_retire(struct ingest *in, struct ingest_batch *b) {
         struct troved *t = in->t;
-        uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
         struct pending_chunk *fresh[INGEST_BATCH];
         struct db_chunk rows[INGEST_BATCH];
-        bool present[INGEST_BATCH];
-        size_t n = in->n_pending, n_fresh = 0;
+        size_t n_fresh = 0;
         int r;
 
-        if (n == 0)
+        if (!b->in_flight)
                 return 0;
-        ids = malloc(n * sizeof *ids);
-        if (!ids)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++)
-                memcpy(ids[i], in->pending[i].id, SHA256_DIGEST_LEN);
-        r = db_chunks_present(t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, n, present);
-        free(ids);
+        b->in_flight = false;
+        r = workpool_wait(t->pool, &b->job);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < n; i++) {
-                struct pending_chunk *pc = &in->pending[i];
-                size_t flen;
+        for (size_t i = 0; i < b->n_pending; i++) {
+                struct pending_chunk *pc = &b->pending[i];
 
-                if (present[i]) {
-                        /* Verified: the bytes served must decode to the chunk. */
-                        r = storage_get(t, pc->id, CHUNKSTORE_GET_VERIFY, &in->stored);
-                        if (r >= 0) {
-                                in->res.dedup_chunks++;
-                                in->res.dedup_chunk_bytes += pc->len;
-                                METRIC_ADD(t, chunks_deduped, 1);
-                                METRIC_ADD(t, chunk_bytes_deduped, pc->len);
-                                r = append_chunk(in, pc->id, pc->nar_offset, pc->len, in->stored.data, in->stored.len);
-                                if (r < 0)
-                                        return r;
-                                continue;
-                        }
-                        if (r != -ENOENT && r != -EBADMSG)
-                                return r;
-                        /* The row outlived its object (lost or damaged): store it again. */
-                        log_warning("chunk object missing or damaged for a known chunk; storing it again");
+                if (pc->deduped) {
+                        in->res.dedup_chunks++;
+                        in->res.dedup_chunk_bytes += pc->len;
+                        METRIC_ADD(t, chunks_deduped, 1);
+                        METRIC_ADD(t, chunk_bytes_deduped, pc->len);
+                } else {
+                        rows[n_fresh] = (struct db_chunk){ .length = (uint32_t) pc->len,
+                                                           .stored_size = (uint32_t) pc->frame_len };
+                        memcpy(rows[n_fresh].id, pc->id, SHA256_DIGEST_LEN);
+                        fresh[n_fresh++] = pc;
+                        in->res.new_chunks++;
+                        in->res.new_chunk_bytes += pc->len;
+                        METRIC_ADD(t, chunks_uploaded, 1);
+                        METRIC_ADD(t, chunk_bytes_uploaded, pc->len);
                 }
-                r = chunkcodec_encode(in->codec, pc->data, pc->len, in->frame, in->frame_cap, &flen);
-                if (r < 0)
-                        return r;
-                pc->frame = malloc(flen);
-                if (!pc->frame)
-                        return -ENOMEM;
-                memcpy(pc->frame, in->frame, flen);
-                pc->frame_len = flen;
-                r = storage_put(t, pc->id, pc->frame, flen, CHUNKSTORE_PUT_NOSYNC, &in->stored);
-                if (r < 0)
-                        return r;
-                if (r > 0) {
-                        /* Stored meanwhile by someone else, perhaps as another
-                         * frame: that object is what will be served. */
-                        void *f = realloc(pc->frame, in->stored.len);
-                        if (!f)
-                                return -ENOMEM;
-                        memcpy(f, in->stored.data, in->stored.len);
-                        pc->frame = f;
-                        pc->frame_len = flen = in->stored.len;
-                }
-                rows[n_fresh] = (struct db_chunk){ .length = (uint32_t) pc->len, .stored_size = (uint32_t) flen };
-                memcpy(rows[n_fresh].id, pc->id, SHA256_DIGEST_LEN);
-                fresh[n_fresh++] = pc;
-                in->res.new_chunks++;
-                in->res.new_chunk_bytes += pc->len;
-                METRIC_ADD(t, chunks_uploaded, 1);
-                METRIC_ADD(t, chunk_bytes_uploaded, pc->len);
-                r = append_chunk(in, pc->id, pc->nar_offset, pc->len, pc->frame, flen);
+                r = append_chunk(in, pc->id, pc->nar_offset, pc->len, pc->frame, pc->frame_len);
                 if (r < 0)
                         return r;
         }
@@ -273,19 +344,53 @@ static int flush_pending(struct ingest *in) {
                 if (r < 0)
                         return r;
         }
-        for (size_t i = 0; i < n; i++) {
-                free(in->pending[i].data);
-                free(in->pending[i].frame);
-                in->pending[i].data = in->pending[i].frame = NULL;
-        }
-        in->n_pending = 0;
-        in->pending_bytes = 0;
+        batch_clear(b);
         return 0;
+}
+
+/* Hands the batch being filled to the pool: its ids are computed on every
+ * core and asked about in one query, and its chunks are compressed and
+ * stored on the pool while this thread retires the batch before it and
+ * goes on reading. (A chunk in both batches may be asked about before the
+ * other's row is written: it is then stored twice, which the write-once
+ * store turns into one object whose bytes both record.) */
+static int flush_pending(struct ingest *in) {
+        struct troved *t = in->t;
+        struct ingest_batch *b = &in->batch[in->cur], *prev = &in->batch[in->cur ^ 1];
+        uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
+        bool present[INGEST_BATCH];
+        size_t n = b->n_pending;
+        int r;
+
+        if (n > 0) {
+                r = workpool_run(t->pool, batch_hash_task, b, n);
+                if (r < 0)
+                        return r;
+                ids = malloc(n * sizeof *ids);
+                if (!ids)
+                        return -ENOMEM;
+                for (size_t i = 0; i < n; i++)
+                        memcpy(ids[i], b->pending[i].id, SHA256_DIGEST_LEN);
+                r = db_chunks_present(t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, n, present);
+                free(ids);
+                if (r < 0)
+                        return r;
+                for (size_t i = 0; i < n; i++)
+                        b->pending[i].present = present[i];
+                workpool_submit(t->pool, &b->job, batch_store_task, b, n);
+                b->in_flight = true;
+        }
+        /* The chunk list grows in NAR order: prev's chunks come first. */
+        r = batch_retire(in, prev);
+        if (r >= 0 && n > 0)
+                in->cur ^= 1;
+        return r;
 }
 
 /* A chunk cut from the raw NAR stream: validated at once, stored with its
  * batch. */
 static int store_cut_chunk(struct ingest *in) {
+        struct ingest_batch *b = &in->batch[in->cur];
         struct pending_chunk *pc;
         int r;
 
@@ -294,21 +399,17 @@ static int store_cut_chunk(struct ingest *in) {
         r = consume_nar_bytes(in, in->cbuf, in->clen);
         if (r < 0)
                 return r;
-        pc = &in->pending[in->n_pending];
-        r = sha256_buf(in->cbuf, in->clen, pc->id);
-        if (r < 0)
-                return r;
+        pc = &b->pending[b->n_pending];
         pc->data = malloc(in->clen);
         if (!pc->data)
                 return -ENOMEM;
         memcpy(pc->data, in->cbuf, in->clen);
         pc->len = in->clen;
         pc->nar_offset = in->nar_size - in->clen;
-        pc->frame = NULL;
-        in->n_pending++;
-        in->pending_bytes += in->clen;
+        b->n_pending++;
+        b->pending_bytes += in->clen;
         in->clen = 0;
-        if (in->n_pending == INGEST_BATCH || in->pending_bytes >= INGEST_BATCH_BYTES)
+        if (b->n_pending == INGEST_BATCH || b->pending_bytes >= INGEST_BATCH_BYTES)
                 return flush_pending(in);
         return 0;
 }
@@ -349,6 +450,151 @@ int ingest_add_chunk(struct ingest *in, const uint8_t id[SHA256_DIGEST_LEN], con
         return append_chunk(in, id, in->nar_size - len, len, frame, frame_len);
 }
 
+/* Chunks read back per window, and the bytes (as the manifest declares
+ * them) after which a window ends early; while the pool reads and verifies
+ * one window, the caller feeds the one before through the NAR checks. */
+#define INGEST_READ_WINDOW 64
+#define INGEST_READ_WINDOW_BYTES (16u * 1024 * 1024)
+
+struct stored_window {
+        struct ingest *in;
+        const struct manifest_chunk *chunks;
+        size_t n;
+        struct stored_chunk {
+                struct buf frame;
+                uint8_t *data;
+                size_t data_cap;
+                int error;      /* -ECANCELED: not read (an earlier one failed) */
+        } c[INGEST_READ_WINDOW];
+        struct workpool_job job;
+        bool in_flight;
+};
+
+/* Pool task: reads chunk i's stored frame and decodes it, verified against
+ * its id and length. */
+static int stored_read_task(void *userdata, size_t i) {
+        struct stored_window *w = userdata;
+        const struct manifest_chunk *mc = &w->chunks[i];
+        struct stored_chunk *sc = &w->c[i];
+        struct chunkcodec *codec = NULL;
+        uint64_t size;
+        size_t len;
+        int r;
+
+        r = storage_get(w->in->t, mc->id, 0, &sc->frame);
+        if (r == -EBADMSG)
+                r = -EIO; /* a stored object that is no frame: the store's fault */
+        /* Its header must declare the manifest's length before that much
+         * memory is taken. */
+        if (r >= 0 && (chunkcodec_frame_size(sc->frame.data, sc->frame.len, &size) < 0 || size != mc->length))
+                r = -EBADMSG;
+        if (r >= 0 && sc->data_cap < mc->length) {
+                free(sc->data);
+                sc->data_cap = 0;
+                sc->data = malloc(mc->length);
+                if (sc->data)
+                        sc->data_cap = mc->length;
+                else
+                        r = -ENOMEM;
+        }
+        if (r >= 0)
+                r = codec_take(w->in, &codec);
+        if (r >= 0) {
+                r = chunkcodec_decode(codec, sc->frame.data, sc->frame.len, mc->id, mc->length, sc->data,
+                                      mc->length, &len);
+                codec_give(w->in, codec);
+                if (r != -ENOMEM && (r < 0 || len != mc->length))
+                        r = -EBADMSG;
+        }
+        sc->error = r;
+        return r;
+}
+
+/* How many of the n chunks from chunks on make the next window. */
+static size_t window_size(const struct manifest_chunk *chunks, size_t n) {
+        size_t m = 0;
+        uint64_t bytes = 0;
+
+        while (m < n && m < INGEST_READ_WINDOW && (m == 0 || bytes < INGEST_READ_WINDOW_BYTES))
+                bytes += chunks[m++].length;
+        return m;
+}
+
+static void stored_window_start(struct stored_window *w, const struct manifest_chunk *chunks, size_t n) {
+        w->chunks = chunks;
+        w->n = n;
+        for (size_t i = 0; i < n; i++)
+                w->c[i].error = -ECANCELED;
+        workpool_submit(w->in->t->pool, &w->job, stored_read_task, w, n);
+        w->in_flight = true;
+}
+
+/* Waits for w; with release, also frees its buffers (else they are kept
+ * for the next window: already mapped, they cost no page faults). */
+static void stored_window_clear(struct stored_window *w, bool release) {
+        if (w->in_flight)
+                (void) workpool_wait(w->in->t->pool, &w->job);
+        w->in_flight = false;
+        w->n = 0;
+        if (!release)
+                return;
+        for (size_t i = 0; i < INGEST_READ_WINDOW; i++) {
+                buf_free(&w->c[i].frame);
+                free(w->c[i].data);
+                w->c[i].data = NULL;
+                w->c[i].data_cap = 0;
+        }
+}
+
+int ingest_add_stored(struct ingest *in, const struct manifest_chunk *chunks, size_t n, size_t *ret_bad) {
+        struct stored_window *w = calloc(2, sizeof *w);
+        size_t next = 0, at = 0;
+        unsigned k = 0;
+        int r = 0;
+
+        if (!w)
+                return -ENOMEM;
+        for (unsigned j = 0; j < 2; j++) {
+                w[j].in = in;
+                for (size_t i = 0; i < INGEST_READ_WINDOW; i++)
+                        buf_init(&w[j].c[i].frame, chunkcodec_bound(CHUNK_SIZE_MAX));
+        }
+        for (unsigned j = 0; j < 2 && next < n; j++) {
+                size_t m = window_size(chunks + next, n - next);
+                stored_window_start(&w[j], chunks + next, m);
+                next += m;
+        }
+        while (at < n) {
+                struct stored_window *cw = &w[k];
+
+                (void) workpool_wait(in->t->pool, &cw->job);
+                cw->in_flight = false;
+                for (size_t i = 0; i < cw->n; i++, at++) {
+                        struct stored_chunk *sc = &cw->c[i];
+                        r = sc->error;
+                        if (r >= 0)
+                                r = ingest_add_chunk(in, cw->chunks[i].id, sc->data, cw->chunks[i].length,
+                                                     sc->frame.data, sc->frame.len);
+                        if (r < 0) {
+                                *ret_bad = at;
+                                goto out;
+                        }
+                }
+                stored_window_clear(cw, false);
+                if (next < n) {
+                        size_t m = window_size(chunks + next, n - next);
+                        stored_window_start(cw, chunks + next, m);
+                        next += m;
+                }
+                k ^= 1;
+        }
+out:
+        stored_window_clear(&w[0], true);
+        stored_window_clear(&w[1], true);
+        free(w);
+        return r;
+}
+
 int ingest_finish(struct ingest *in, struct ingest_result *ret) {
         int r;
 
@@ -362,6 +608,8 @@ int ingest_finish(struct ingest *in, struct ingest_result *ret) {
         if (r < 0)
                 return fail_msg(in, r, "invalid NAR: ", nar_reader_error(in->reader));
         r = flush_pending(in);
+        if (r >= 0)
+                r = batch_retire(in, &in->batch[in->cur ^ 1]);
         if (r < 0)
                 return r;
         if (in->n_chunks == 0)

@@ -368,6 +368,8 @@ int main(int argc, char **argv) {
                 r = usage_memo_new(&t.usage);
         if (r >= 0)
                 r = upstream_new(&t.upstream);
+        if (r >= 0)
+                r = workpool_new(0, &t.pool);
         if (r < 0)
                 goto out;
 
@@ -429,6 +431,7 @@ out:
         usage_memo_free(t.usage);
         exchange_teardown(&t);
         upstream_free(t.upstream);
+        workpool_free(t.pool);
         chunkstore_free(t.store);
         db_close(t.db);
         if (pg) {

@@ -14,6 +14,7 @@
 #include "trove/chunker.h"
 #include "trove/chunkstore.h"
 #include "trove/token.h"
+#include "trove/workpool.h"
 
 struct troved_config {
         char *config_file;
@@ -85,6 +86,7 @@ struct troved {
         struct oidcpolicy *oidc_policy; /* token exchange: trusted issuers and rules (NULL: off) */
         struct oidckeys *oidc_keys;     /* their fetched key sets */
         struct upstream *upstream;  /* pull-through: fetches in flight, remembered misses */
+        struct workpool *pool;      /* one thread per core: hashing, compressing, storing chunks of uploads */
 };
 
 #define METRIC_ADD(t, field, n) atomic_fetch_add_explicit(&(t)->m.field, (n), memory_order_relaxed)

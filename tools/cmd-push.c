@@ -2,17 +2,19 @@
 /*
  * cmd-push.c - `trove push`: the push engine (push.h) and its command line.
  *
- * Per store path, two passes keep memory bounded whatever the NAR size:
- *   pass 1  nar_dump_path → NAR SHA-256, FastCDC cuts with a SHA-256 per
- *           chunk, the listing (nar_reader + listing_builder); the hash and
- *           size are checked against what Nix recorded;
- *   ask     missing-chunks for the path's distinct chunk ids;
- *   pass 2  only if something is missing: the NAR again (or the copy kept
- *           from pass 1 for small NARs), cut at the pass-1 offsets; each
- *           missing chunk is copied into a bounded queue that upload workers
- *           drain (each with its own codec and HTTP connection): compress,
- *           check the id once more, PUT;
- *   commit  once every reference inside the push set is committed.
+ * Per store path, one read of the NAR, overlapped across cores:
+ *   path worker  nar_dump_path → NAR SHA-256, the listing (nar_reader +
+ *                listing_builder), FastCDC cuts; the chunks' bytes go into
+ *                groups of a few MiB, handed to a bounded queue;
+ *   uploaders    (each with its own codec and HTTP connection) take a
+ *                group: SHA-256 of each chunk, one missing-chunks question
+ *                for its distinct ids, then the missing ones compressed and
+ *                POSTed in batches;
+ *   commit       once the NAR's hash and size matched what Nix recorded,
+ *                every group of the path is through and every reference
+ *                inside the push set is committed.
+ * A path whose NAR does not match Nix's database fails; chunks it already
+ * sent are unreferenced and left to the server's GC.
  * Path workers take paths in topological order, so a worker that waits for
  * references only waits for paths handed out before its own: the earliest
  * unfinished path never waits, and there is no deadlock.
@@ -45,11 +47,14 @@
 #define NIX_JSON_MAX ((size_t) 512 << 20)
 #define MISSING_BATCH 10000
 #define PATHS_BATCH 50000
-/* NARs up to this size are kept from pass 1 instead of being dumped twice. */
-#define KEEP_NAR_MAX ((uint64_t) 16 << 20)
-/* Chunks waiting for an uploader (each holds its uncompressed bytes, at
- * most the chunking maximum: 128 x 256 KiB = 32 MiB by default). */
-#define QUEUE_SLOTS 128
+/* A group of chunks handed to an uploader: it ends after the chunk that
+ * brings it to GROUP_BYTES, or at GROUP_ITEMS chunks. */
+#define GROUP_BYTES (4u * 1024 * 1024)
+#define GROUP_ITEMS 256
+/* Groups waiting for an uploader (each at most GROUP_BYTES plus one chunk:
+ * about 36 MiB by default). */
+#define QUEUE_SLOTS 8
+#define SPARE_GROUPS 16
 /* An uploader sends what is queued in batches of up to this many bytes of
  * frames / chunks per request (POST .../chunks). */
 #define BATCH_BYTES (4u * 1024 * 1024)
@@ -84,18 +89,22 @@ struct push_path {
 struct chunk_rec {
         uint64_t offset;
         uint32_t length;
-        uint32_t stored_size;
+        uint32_t stored_size;   /* 0: not uploaded by this push */
         uint8_t id[SHA256_DIGEST_LEN];
-        bool upload;            /* first occurrence of a chunk the server lacks */
 };
 
 struct job;
 
-struct upload_item {
+/* Consecutive chunks of one NAR, their bytes back to back. */
+struct upload_group {
         struct job *job;
-        size_t index;           /* into job->chunks */
+        size_t first;           /* index of the first into job->chunks */
+        size_t n;
+        uint32_t len[GROUP_ITEMS];
+        uint8_t id[GROUP_ITEMS][SHA256_DIGEST_LEN];  /* filled by the uploader */
+        uint32_t stored[GROUP_ITEMS];                /* frame sizes of those it sent */
         uint8_t *data;
-        size_t len;
+        size_t bytes, cap;
 };
 
 struct pusher {
@@ -114,9 +123,13 @@ struct pusher {
         pthread_mutex_t lock;
         pthread_cond_t cond;    /* path state changes, job uploads finish */
         pthread_cond_t q_put, q_get;
-        struct upload_item queue[QUEUE_SLOTS];
+        struct upload_group *queue[QUEUE_SLOTS];
         size_t q_head, q_len;
         bool q_closed;
+        /* Groups done with, kept for reuse: their buffers are already
+         * mapped (a fresh one costs a page fault every 4 KiB). */
+        struct upload_group *spare[SPARE_GROUPS];
+        size_t n_spare;
 
         pthread_mutex_t out_lock;
         bool status_shown;
@@ -130,9 +143,9 @@ struct pusher {
 struct job {
         struct pusher *p;
         struct push_path *pp;
-        struct chunk_rec *chunks;
+        struct chunk_rec *chunks;   /* grown and written back to under p->lock */
         size_t n_chunks, cap_chunks;
-        size_t outstanding;     /* queued or uploading, under p->lock */
+        size_t outstanding;     /* groups queued or uploading, under p->lock */
         int upload_error;
         char upload_msg[TROVE_ERRMSG_MAX];
         uint64_t sent;
@@ -537,52 +550,156 @@ static const char *upstream_signer(struct pusher *p, const struct push_path *pp,
         return NULL;
 }
 
-/* ---- pass 1: hash, cut, list ---- */
+/* ---- the path worker: read once, hash, cut, list ---- */
 
-struct pass1 {
+struct reader {
         struct job *job;
         struct sha256 nar;
-        struct sha256 chunk;
         struct chunker ch;
         uint64_t offset;        /* NAR bytes so far */
         uint64_t chunk_start;
         uint32_t chunk_len;
         struct nar_reader *reader;
-        struct buf *keep;       /* small NARs are kept for pass 2 */
         int reader_state;
+        struct upload_group *group;  /* being filled */
 };
 
-static int job_add_chunk(struct job *j, uint64_t off, uint32_t len, const uint8_t id[SHA256_DIGEST_LEN]) {
+static int job_add_chunk(struct job *j, uint64_t off, uint32_t len) {
+        struct pusher *p = j->p;
+        int r = 0;
+
+        /* Uploaders write ids and sizes back into this array: it moves
+         * only under the lock. */
+        pthread_mutex_lock(&p->lock);
         if (j->n_chunks == j->cap_chunks) {
                 size_t nc = j->cap_chunks ? j->cap_chunks * 2 : 64;
-                if (nc > MANIFEST_CHUNKS_MAX)
-                        return -E2BIG;
-                struct chunk_rec *c = reallocarray(j->chunks, nc, sizeof *c);
+                struct chunk_rec *c = nc > MANIFEST_CHUNKS_MAX ? NULL : reallocarray(j->chunks, nc, sizeof *c);
                 if (!c)
-                        return -ENOMEM;
-                j->chunks = c;
-                j->cap_chunks = nc;
+                        r = nc > MANIFEST_CHUNKS_MAX ? -E2BIG : -ENOMEM;
+                else {
+                        j->chunks = c;
+                        j->cap_chunks = nc;
+                }
         }
-        j->chunks[j->n_chunks++] = (struct chunk_rec){ .offset = off, .length = len };
-        memcpy(j->chunks[j->n_chunks - 1].id, id, SHA256_DIGEST_LEN);
+        if (r >= 0)
+                j->chunks[j->n_chunks++] = (struct chunk_rec){ .offset = off, .length = len };
+        pthread_mutex_unlock(&p->lock);
+        return r;
+}
+
+static void group_free(struct upload_group *g) {
+        if (g) {
+                free(g->data);
+                free(g);
+        }
+}
+
+/* Keeps g for reuse, or frees it. */
+static void group_recycle(struct pusher *p, struct upload_group *g) {
+        if (!g)
+                return;
+        pthread_mutex_lock(&p->lock);
+        if (p->n_spare < SPARE_GROUPS) {
+                p->spare[p->n_spare++] = g;
+                g = NULL;
+        }
+        pthread_mutex_unlock(&p->lock);
+        group_free(g);
+}
+
+static int group_new(struct job *j, size_t max_chunk, struct upload_group **ret) {
+        struct pusher *p = j->p;
+        struct upload_group *g = NULL;
+        uint8_t *data = NULL;
+        size_t cap = GROUP_BYTES + max_chunk;
+
+        pthread_mutex_lock(&p->lock);
+        if (p->n_spare > 0)
+                g = p->spare[--p->n_spare];
+        pthread_mutex_unlock(&p->lock);
+        if (g) {
+                data = g->data;
+                memset(g, 0, offsetof(struct upload_group, data));
+        } else {
+                g = calloc(1, sizeof *g);
+                data = g ? malloc(cap) : NULL;
+                if (!data) {
+                        free(g);
+                        return -ENOMEM;
+                }
+        }
+        g->job = j;
+        g->first = j->n_chunks;
+        g->data = data;
+        g->bytes = 0;
+        g->cap = cap;
+        *ret = g;
         return 0;
 }
 
-static int pass1_cut(struct pass1 *s) {
-        uint8_t id[SHA256_DIGEST_LEN];
-        int r = sha256_final(&s->chunk, id);
+/* ---- the upload queue ---- */
+
+static int queue_put(struct pusher *p, struct upload_group *g) {
+        pthread_mutex_lock(&p->lock);
+        while (p->q_len == QUEUE_SLOTS && !p->q_closed)
+                pthread_cond_wait(&p->q_put, &p->lock);
+        if (p->q_closed) {
+                pthread_mutex_unlock(&p->lock);
+                return -ECANCELED;
+        }
+        p->queue[(p->q_head + p->q_len) % QUEUE_SLOTS] = g;
+        p->q_len++;
+        g->job->outstanding++;
+        pthread_cond_signal(&p->q_get);
+        pthread_mutex_unlock(&p->lock);
+        return 0;
+}
+
+static struct upload_group *queue_get(struct pusher *p) {
+        struct upload_group *g = NULL;
+
+        pthread_mutex_lock(&p->lock);
+        while (p->q_len == 0 && !p->q_closed)
+                pthread_cond_wait(&p->q_get, &p->lock);
+        if (p->q_len > 0) {
+                g = p->queue[p->q_head];
+                p->q_head = (p->q_head + 1) % QUEUE_SLOTS;
+                p->q_len--;
+                pthread_cond_signal(&p->q_put);
+        }
+        pthread_mutex_unlock(&p->lock);
+        return g;
+}
+
+/* Hands the group being filled (if it holds a chunk) to the uploaders. */
+static int reader_send_group(struct reader *s) {
+        struct upload_group *g = s->group;
+        int r;
+
+        if (!g || g->n == 0)
+                return 0;
+        s->group = NULL;
+        r = queue_put(s->job->p, g);
+        if (r < 0)
+                group_recycle(s->job->p, g);
+        return r;
+}
+
+static int reader_cut(struct reader *s) {
+        struct upload_group *g = s->group;
+        int r = job_add_chunk(s->job, s->chunk_start, s->chunk_len);
         if (r < 0)
                 return r;
-        r = job_add_chunk(s->job, s->chunk_start, s->chunk_len, id);
-        if (r < 0)
-                return r;
+        g->len[g->n++] = s->chunk_len;
         s->chunk_start += s->chunk_len;
         s->chunk_len = 0;
+        if (g->n == GROUP_ITEMS || g->bytes >= GROUP_BYTES)
+                return reader_send_group(s);
         return 0;
 }
 
-static int pass1_sink(void *ud, const void *data, size_t n) {
-        struct pass1 *s = ud;
+static int reader_sink(void *ud, const void *data, size_t n) {
+        struct reader *s = ud;
         const uint8_t *p = data;
         int r;
 
@@ -599,22 +716,24 @@ static int pass1_sink(void *ud, const void *data, size_t n) {
         } else {
                 return -EBADMSG; /* bytes after the end of the archive */
         }
-        if (s->keep) {
-                r = buf_append(s->keep, p, n);
-                if (r < 0)
-                        return r;
-        }
         s->offset += n;
         atomic_fetch_add(&s->job->p->bytes_read, n);
         while (n > 0) {
                 size_t cut = chunker_scan(&s->ch, p, n);
                 size_t take = cut ? cut : n;
-                r = sha256_update(&s->chunk, p, take);
-                if (r < 0)
-                        return r;
+                if (!s->group) {
+                        r = group_new(s->job, s->job->p->cp.max_size, &s->group);
+                        if (r < 0)
+                                return r;
+                }
+                /* The chunker bounds a chunk by max_size; a group has room for one more. */
+                if (s->group->bytes + take > s->group->cap)
+                        return -EIO;
+                memcpy(s->group->data + s->group->bytes, p, take);
+                s->group->bytes += take;
                 s->chunk_len += (uint32_t) take;
                 if (cut) {
-                        r = pass1_cut(s);
+                        r = reader_cut(s);
                         if (r < 0)
                                 return r;
                 }
@@ -624,105 +743,100 @@ static int pass1_sink(void *ud, const void *data, size_t n) {
         return 0;
 }
 
-/* ---- the upload queue ---- */
-
-static int queue_put(struct pusher *p, struct upload_item *it) {
-        pthread_mutex_lock(&p->lock);
-        while (p->q_len == QUEUE_SLOTS && !p->q_closed)
-                pthread_cond_wait(&p->q_put, &p->lock);
-        if (p->q_closed) {
-                pthread_mutex_unlock(&p->lock);
-                return -ECANCELED;
-        }
-        p->queue[(p->q_head + p->q_len) % QUEUE_SLOTS] = *it;
-        p->q_len++;
-        it->job->outstanding++;
-        pthread_cond_signal(&p->q_get);
-        pthread_mutex_unlock(&p->lock);
-        return 0;
-}
-
-static bool queue_get(struct pusher *p, struct upload_item *ret) {
-        pthread_mutex_lock(&p->lock);
-        while (p->q_len == 0 && !p->q_closed)
-                pthread_cond_wait(&p->q_get, &p->lock);
-        if (p->q_len == 0) {
-                pthread_mutex_unlock(&p->lock);
-                return false;
-        }
-        *ret = p->queue[p->q_head];
-        p->q_head = (p->q_head + 1) % QUEUE_SLOTS;
-        p->q_len--;
-        pthread_cond_signal(&p->q_put);
-        pthread_mutex_unlock(&p->lock);
-        return true;
-}
-
-/* Like queue_get, without waiting: false when nothing is queued now. */
-static bool queue_try_get(struct pusher *p, struct upload_item *ret) {
-        bool got = false;
-
-        pthread_mutex_lock(&p->lock);
-        if (p->q_len > 0) {
-                *ret = p->queue[p->q_head];
-                p->q_head = (p->q_head + 1) % QUEUE_SLOTS;
-                p->q_len--;
-                pthread_cond_signal(&p->q_put);
-                got = true;
-        }
-        pthread_mutex_unlock(&p->lock);
-        return got;
-}
-
 struct uploader {
         struct pusher *p;
         pthread_t thread;
 };
 
-/* Accounts for one chunk of a batch, sent or failed. */
-static void upload_done(struct pusher *p, struct upload_item *it, size_t flen, int r, const struct trove_error *err) {
+static int missing_in_group(struct pusher *p, struct http_client *hc, struct upload_group *g, bool *send,
+                            struct trove_error *err);
+
+/* Accounts for a group, sent or failed. */
+static void group_done(struct pusher *p, struct upload_group *g, int r, const struct trove_error *err) {
+        struct job *j = g->job;
+
         pthread_mutex_lock(&p->lock);
-        if (r >= 0) {
-                it->job->chunks[it->index].stored_size = (uint32_t) flen;
-                it->job->sent += flen;
-                it->job->new_bytes += it->len;
-                it->job->new_chunks++;
-        } else if (!it->job->upload_error) {
+        for (size_t i = 0; i < g->n; i++) {
+                struct chunk_rec *c = &j->chunks[g->first + i];
+                memcpy(c->id, g->id[i], SHA256_DIGEST_LEN);
+                if (r >= 0 && g->stored[i]) {
+                        c->stored_size = g->stored[i];
+                        j->sent += g->stored[i];
+                        j->new_bytes += g->len[i];
+                        j->new_chunks++;
+                }
+        }
+        if (r < 0 && !j->upload_error) {
                 static const char pre[] = "chunk upload failed: ";
                 const char *m = err && err->msg[0] ? err->msg : strerror(-r);
-                size_t ml = MIN(strlen(m), sizeof it->job->upload_msg - sizeof pre);
-                it->job->upload_error = r;
-                memcpy(it->job->upload_msg, pre, sizeof pre - 1);
-                memcpy(it->job->upload_msg + sizeof pre - 1, m, ml);
-                it->job->upload_msg[sizeof pre - 1 + ml] = 0;
+                size_t ml = MIN(strlen(m), sizeof j->upload_msg - sizeof pre);
+                j->upload_error = r;
+                memcpy(j->upload_msg, pre, sizeof pre - 1);
+                memcpy(j->upload_msg + sizeof pre - 1, m, ml);
+                j->upload_msg[sizeof pre - 1 + ml] = 0;
         }
-        it->job->outstanding--;
+        j->outstanding--;
         pthread_cond_broadcast(&p->cond);
         pthread_mutex_unlock(&p->lock);
-        free(it->data);
-        it->data = NULL;
+        group_recycle(p, g);
 }
 
-/* Compresses one chunk and appends it to the batch body (chunkbatch.h). */
-static int batch_append(struct buf *body, struct chunkcodec *codec, const struct upload_item *it, uint8_t *frame,
-                        size_t cap, size_t *ret_flen, struct trove_error *err) {
-        uint8_t id[SHA256_DIGEST_LEN];
-        size_t flen;
+static int post_batch(struct pusher *p, struct http_client *hc, const char *path, struct buf *body,
+                      struct trove_error *err) {
+        long status = 0;
         int r;
 
-        r = sha256_buf(it->data, it->len, id);
-        if (r < 0)
-                return r;
-        if (memcmp(id, it->job->chunks[it->index].id, SHA256_DIGEST_LEN) != 0)
-                return trove_error_set(err, EIO, "the NAR changed between the two reads (chunk at offset %" PRIu64 ")",
-                                       it->job->chunks[it->index].offset);
-        r = chunkcodec_encode(codec, it->data, it->len, frame, cap, &flen);
-        if (r < 0)
-                return r;
-        r = chunkbatch_append(body, id, frame, flen);
+        if (body->len == 0)
+                return 0;
+        r = api_call(hc, &p->rm, "POST", path, "application/octet-stream", body->data, body->len, HTTP_ATTEMPTS,
+                     &status, NULL, err);
         if (r >= 0)
-                *ret_flen = flen;
+                r = api_check(status, err);
+        if (r >= 0)
+                atomic_fetch_add(&p->bytes_sent, body->len);
+        buf_reset(body);
         return r;
+}
+
+/* Hashes the group's chunks, asks which the server lacks, and sends those
+ * compressed, in batches of up to BATCH_BYTES / BATCH_ITEMS (chunkbatch.h). */
+static int upload_group(struct pusher *p, struct http_client *hc, struct chunkcodec *codec, struct upload_group *g,
+                        uint8_t *frame, size_t cap, struct buf *body, const char *path, struct trove_error *err) {
+        bool send[GROUP_ITEMS];
+        size_t off = 0, items = 0;
+        int r;
+
+        for (size_t i = 0; i < g->n; i++) {
+                r = sha256_buf(g->data + off, g->len[i], g->id[i]);
+                if (r < 0)
+                        return r;
+                off += g->len[i];
+        }
+        r = missing_in_group(p, hc, g, send, err);
+        if (r < 0)
+                return r;
+        buf_reset(body);
+        off = 0;
+        for (size_t i = 0; i < g->n; off += g->len[i], i++) {
+                size_t flen;
+                if (!send[i])
+                        continue;
+                r = chunkcodec_encode(codec, g->data + off, g->len[i], frame, cap, &flen);
+                if (r < 0)
+                        return r;
+                if (body->len > 0 && (items == BATCH_ITEMS || body->len + flen + CHUNKBATCH_RECORD_HEADER > BATCH_BYTES)) {
+                        r = post_batch(p, hc, path, body, err);
+                        if (r < 0)
+                                return r;
+                        items = 0;
+                }
+                r = chunkbatch_append(body, g->id[i], frame, flen);
+                if (r < 0)
+                        return r;
+                items++;
+                g->stored[i] = (uint32_t) flen;
+        }
+        return post_batch(p, hc, path, body, err);
 }
 
 static void *upload_main(void *ud) {
@@ -731,11 +845,10 @@ static void *upload_main(void *ud) {
         _cleanup_(http_client_freep) struct http_client *hc = NULL;
         _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
         _cleanup_free_ uint8_t *frame = NULL;
-        _cleanup_free_ struct upload_item *items = NULL;
-        _cleanup_free_ size_t *flens = NULL;
         size_t cap = chunkcodec_bound(p->cp.max_size);
         struct buf body = BUF_INIT(BATCH_BYTES + chunkcodec_bound(p->cp.max_size) + 64);
         struct http_client_options ho = {};
+        struct upload_group *g;
         char path[512];
         int setup;
 
@@ -745,156 +858,88 @@ static void *upload_main(void *ud) {
                 setup = chunkcodec_new(p->o->level, &codec);
         if (setup >= 0) {
                 frame = malloc(cap);
-                items = calloc(BATCH_ITEMS, sizeof *items);
-                flens = calloc(BATCH_ITEMS, sizeof *flens);
-                if (!frame || !items || !flens)
+                if (!frame)
                         setup = -ENOMEM;
         }
-        for (;;) {
+        while ((g = queue_get(p))) {
                 struct trove_error err = {};
-                size_t n = 0, i;
-                long status = 0;
-                int r = setup;
+                int r = setup, failed;
 
-                /* Wait for one chunk, then take whatever else is queued, up
-                 * to a batch. */
-                if (!queue_get(p, &items[0]))
-                        break;
-                n = 1;
-                buf_reset(&body);
-                for (i = 0; r >= 0; i++) {
-                        r = batch_append(&body, codec, &items[i], frame, cap, &flens[i], &err);
-                        if (r < 0 || n == BATCH_ITEMS || body.len >= BATCH_BYTES || !queue_try_get(p, &items[n]))
-                                break;
-                        n++;
-                }
-                if (r >= 0) {
-                        r = api_call(hc, &p->rm, "POST", path, "application/octet-stream", body.data, body.len,
-                                     HTTP_ATTEMPTS, &status, NULL, &err);
-                        if (r >= 0)
-                                r = api_check(status, &err);
-                }
-                if (r >= 0)
-                        atomic_fetch_add(&p->bytes_sent, body.len);
-                for (i = 0; i < n; i++)
-                        upload_done(p, &items[i], flens[i], r, &err);
+                pthread_mutex_lock(&p->lock);
+                failed = g->job->upload_error;
+                pthread_mutex_unlock(&p->lock);
+                /* Once one group of a path failed, the rest is not sent. */
+                if (r >= 0 && !failed)
+                        r = upload_group(p, hc, codec, g, frame, cap, &body, path, &err);
+                else if (r >= 0)
+                        r = failed;
+                group_done(p, g, r, &err);
         }
         buf_free(&body);
         return NULL;
 }
 
-/* ---- pass 2: send what is missing ---- */
-
-struct pass2 {
-        struct job *job;
-        size_t ci;              /* chunk being filled */
-        uint32_t fill;
-        uint8_t *cur;           /* malloc'd buffer for a chunk to upload, or NULL */
-        int error;
-};
-
-static int pass2_sink(void *ud, const void *data, size_t n) {
-        struct pass2 *s = ud;
-        struct job *j = s->job;
-        const uint8_t *p = data;
-        int r;
-
-        while (n > 0) {
-                if (s->ci >= j->n_chunks)
-                        return -EIO; /* longer than in pass 1 */
-                struct chunk_rec *c = &j->chunks[s->ci];
-                size_t take = MIN(n, (size_t) (c->length - s->fill));
-                if (c->upload) {
-                        if (!s->cur) {
-                                s->cur = malloc(c->length);
-                                if (!s->cur)
-                                        return -ENOMEM;
-                        }
-                        memcpy(s->cur + s->fill, p, take);
-                }
-                s->fill += (uint32_t) take;
-                p += take;
-                n -= take;
-                if (s->fill == c->length) {
-                        if (c->upload) {
-                                struct upload_item it = { .job = j, .index = s->ci, .data = s->cur, .len = c->length };
-                                r = queue_put(j->p, &it);
-                                if (r < 0)
-                                        return r;
-                                s->cur = NULL;
-                        }
-                        s->ci++;
-                        s->fill = 0;
-                }
-        }
-        return 0;
-}
-
-static int chunk_index_cmp(const void *a, const void *b, void *ud) {
-        const struct chunk_rec *c = ud;
+static int group_index_cmp(const void *a, const void *b, void *ud) {
+        const struct upload_group *g = ud;
         size_t x = *(const size_t *) a, y = *(const size_t *) b;
-        int d = memcmp(c[x].id, c[y].id, SHA256_DIGEST_LEN);
+        int d = memcmp(g->id[x], g->id[y], SHA256_DIGEST_LEN);
         if (d)
                 return d;
         return x < y ? -1 : x > y;
 }
 
-static int ask_missing_chunks(struct job *j, struct http_client *hc, struct trove_error *err) {
-        struct pusher *p = j->p;
+/* send[i]: chunk i of the group is the first of its id in the group, and
+ * the server lacks it. */
+static int missing_in_group(struct pusher *p, struct http_client *hc, struct upload_group *g, bool *send,
+                            struct trove_error *err) {
         _cleanup_free_ char *path = NULL;
-        _cleanup_free_ size_t *idx = NULL;
-        size_t n_unique = 0;
+        size_t idx[GROUP_ITEMS], n_unique = 0, at = 0;
+        char hex[2 * SHA256_DIGEST_LEN + 1];
+        json_t *arr, *miss = NULL;
+        int r;
 
         if (asprintf(&path, "%s/missing-chunks", p->cache_path) < 0)
                 return -ENOMEM;
         /* Distinct ids only (a NAR may hold the same chunk twice): sort
          * indices by id and ask for the first of each run. */
-        idx = calloc(j->n_chunks + 1, sizeof *idx);
-        if (!idx)
-                return -ENOMEM;
-        for (size_t i = 0; i < j->n_chunks; i++)
+        for (size_t i = 0; i < g->n; i++) {
                 idx[i] = i;
-        qsort_r(idx, j->n_chunks, sizeof *idx, chunk_index_cmp, j->chunks);
-        for (size_t i = 0; i < j->n_chunks; i++)
-                if (i == 0 || memcmp(j->chunks[idx[i]].id, j->chunks[idx[i - 1]].id, SHA256_DIGEST_LEN) != 0)
-                        idx[n_unique++] = idx[i];
-        for (size_t start = 0; start < n_unique; start += MISSING_BATCH) {
-                size_t end = MIN(n_unique, start + MISSING_BATCH);
-                json_t *arr = json_array(), *miss = NULL;
-                char hex[2 * SHA256_DIGEST_LEN + 1];
-                size_t at = start;
-                int r;
-
-                if (!arr)
-                        return -ENOMEM;
-                for (size_t i = start; i < end; i++) {
-                        hex_encode(j->chunks[idx[i]].id, SHA256_DIGEST_LEN, hex);
-                        json_array_append_new(arr, json_string(hex));
-                }
-                r = ask_missing(p, hc, path, "chunks", arr, &miss, err);
-                json_decref(arr);
-                if (r < 0)
-                        return r;
-                for (size_t k = 0; k < json_array_size(miss); k++) {
-                        const char *h = json_string_value(json_array_get(miss, k));
-                        uint8_t id[SHA256_DIGEST_LEN];
-                        if (!h || hex_decode(h, strlen(h), id, SHA256_DIGEST_LEN) < 0)
-                                continue;
-                        /* ids are sorted, and so is the answer if it keeps
-                         * our order; fall back to a scan otherwise */
-                        while (at < end && memcmp(j->chunks[idx[at]].id, id, SHA256_DIGEST_LEN) != 0)
-                                at++;
-                        if (at < end) {
-                                j->chunks[idx[at]].upload = true;
-                                continue;
-                        }
-                        for (size_t i = start; i < end; i++)
-                                if (memcmp(j->chunks[idx[i]].id, id, SHA256_DIGEST_LEN) == 0)
-                                        j->chunks[idx[i]].upload = true;
-                        at = start;
-                }
-                json_decref(miss);
+                send[i] = false;
         }
+        qsort_r(idx, g->n, sizeof *idx, group_index_cmp, g);
+        for (size_t i = 0; i < g->n; i++)
+                if (i == 0 || memcmp(g->id[idx[i]], g->id[idx[i - 1]], SHA256_DIGEST_LEN) != 0)
+                        idx[n_unique++] = idx[i];
+        arr = json_array();
+        if (!arr)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_unique; i++) {
+                hex_encode(g->id[idx[i]], SHA256_DIGEST_LEN, hex);
+                json_array_append_new(arr, json_string(hex));
+        }
+        r = ask_missing(p, hc, path, "chunks", arr, &miss, err);
+        json_decref(arr);
+        if (r < 0)
+                return r;
+        for (size_t k = 0; k < json_array_size(miss); k++) {
+                const char *h = json_string_value(json_array_get(miss, k));
+                uint8_t id[SHA256_DIGEST_LEN];
+                if (!h || hex_decode(h, strlen(h), id, SHA256_DIGEST_LEN) < 0)
+                        continue;
+                /* ids are sorted, and so is the answer if it keeps our
+                 * order; fall back to a scan otherwise */
+                while (at < n_unique && memcmp(g->id[idx[at]], id, SHA256_DIGEST_LEN) != 0)
+                        at++;
+                if (at < n_unique) {
+                        send[idx[at]] = true;
+                        continue;
+                }
+                for (size_t i = 0; i < n_unique; i++)
+                        if (memcmp(g->id[idx[i]], id, SHA256_DIGEST_LEN) == 0)
+                                send[idx[i]] = true;
+                at = 0;
+        }
+        json_decref(miss);
         return 0;
 }
 
@@ -996,50 +1041,43 @@ static int push_one(struct job *j, struct http_client *hc, struct trove_error *e
         struct push_path *pp = j->pp;
         _cleanup_(listing_builder_freep) struct listing_builder *lb = NULL;
         struct listing listing = {};
-        struct buf keep = BUF_INIT(KEEP_NAR_MAX);
-        struct pass1 s1 = { .job = j };
-        struct pass2 s2 = { .job = j };
+        struct reader s = { .job = j };
         struct trove_error derr = {};
         uint8_t digest[SHA256_DIGEST_LEN];
-        bool any = false;
-        int r;
+        int r, w;
 
         r = listing_builder_new(&lb);
         if (r >= 0)
-                r = nar_reader_new(&listing_builder_callbacks, lb, &s1.reader);
+                r = nar_reader_new(&listing_builder_callbacks, lb, &s.reader);
         if (r >= 0)
-                r = chunker_init(&s1.ch, &p->cp);
+                r = chunker_init(&s.ch, &p->cp);
         if (r < 0)
                 goto out;
-        r = sha256_init(&s1.nar);
+        r = sha256_init(&s.nar);
         if (r < 0)
                 goto out;
-        r = sha256_init(&s1.chunk);
-        if (r < 0) {
-                sha256_done(&s1.nar);
-                goto out;
-        }
-        if (pp->nar_size <= KEEP_NAR_MAX)
-                s1.keep = &keep;
 
-        r = nar_dump_path(pp->path, pass1_sink, &s1, &derr);
-        if (r >= 0 && s1.chunk_len > 0)
-                r = pass1_cut(&s1);
+        r = nar_dump_path(pp->path, reader_sink, &s, &derr);
+        if (r >= 0 && s.chunk_len > 0)
+                r = reader_cut(&s);
         if (r >= 0)
-                r = sha256_final(&s1.nar, digest);
-        sha256_done(&s1.nar);
-        sha256_done(&s1.chunk);
+                r = reader_send_group(&s);
+        if (r >= 0)
+                r = sha256_final(&s.nar, digest);
+        sha256_done(&s.nar);
         if (r == -EBADMSG) {
                 const char *m = listing_builder_error(lb);
                 r = trove_error_set(err, r, "the NAR does not parse: %s",
-                                    m && m[0] ? m : nar_reader_error(s1.reader));
+                                    m && m[0] ? m : nar_reader_error(s.reader));
                 goto out;
         }
         if (r < 0) {
-                r = trove_error_set(err, r, "reading %s: %s", pp->path, derr.msg[0] ? derr.msg : strerror(-r));
+                if (!err->msg[0])
+                        r = trove_error_set(err, r, "reading %s: %s", pp->path,
+                                            derr.msg[0] ? derr.msg : strerror(-r));
                 goto out;
         }
-        if (s1.offset != pp->nar_size || memcmp(digest, pp->nar_hash, SHA256_DIGEST_LEN) != 0) {
+        if (s.offset != pp->nar_size || memcmp(digest, pp->nar_hash, SHA256_DIGEST_LEN) != 0) {
                 char got[HASH_STRING_MAX], want[HASH_STRING_MAX];
                 hash_format(digest, HASH_NIX32, got);
                 hash_format(pp->nar_hash, HASH_NIX32, want);
@@ -1047,10 +1085,10 @@ static int push_one(struct job *j, struct http_client *hc, struct trove_error *e
                                     "the path on disk does not match Nix's database: NAR %s (%" PRIu64
                                     " bytes), Nix recorded %s (%" PRIu64 " bytes); refusing to push it "
                                     "(nix-store --verify --check-contents --repair may fix the store)",
-                                    got, s1.offset, want, pp->nar_size);
+                                    got, s.offset, want, pp->nar_size);
                 goto out;
         }
-        r = nar_reader_finish(s1.reader);
+        r = nar_reader_finish(s.reader);
         if (r >= 0)
                 r = listing_builder_take(lb, &listing);
         if (r < 0) {
@@ -1058,42 +1096,19 @@ static int push_one(struct job *j, struct http_client *hc, struct trove_error *e
                 goto out;
         }
         atomic_fetch_add(&p->nar_bytes, pp->nar_size);
-
-        r = ask_missing_chunks(j, hc, err);
-        if (r < 0)
-                goto out;
-        for (size_t i = 0; i < j->n_chunks; i++)
-                any |= j->chunks[i].upload;
-        if (any) {
-                if (s1.keep)
-                        r = pass2_sink(&s2, keep.data, keep.len);
-                else {
-                        buf_free(&keep);
-                        r = nar_dump_path(pp->path, pass2_sink, &s2, &derr);
-                }
-                free(s2.cur);
-                if (r >= 0 && (s2.ci != j->n_chunks || s2.fill != 0))
-                        r = trove_error_set(err, EIO, "the NAR changed between the two reads");
-                if (r < 0) {
-                        (void) wait_uploads(j, err);
-                        if (!err->msg[0])
-                                trove_error_set(err, r, "reading %s again: %s", pp->path,
-                                                derr.msg[0] ? derr.msg : strerror(-r));
-                        goto out;
-                }
-        }
-        buf_free(&keep);
-        r = wait_uploads(j, err);
-        if (r < 0)
-                goto out;
-        r = wait_references(j, err);
-        if (r < 0)
-                goto out;
-        r = commit_path(j, hc, &listing, err);
 out:
-        nar_reader_free(s1.reader);
+        group_recycle(p, s.group);
+        /* Whatever happened, the groups handed out must be through before
+         * the job's memory goes. */
+        w = wait_uploads(j, r < 0 ? &derr : err);
+        if (r >= 0)
+                r = w;
+        if (r >= 0)
+                r = wait_references(j, err);
+        if (r >= 0)
+                r = commit_path(j, hc, &listing, err);
+        nar_reader_free(s.reader);
         listing_free(&listing);
-        buf_free(&keep);
         return r;
 }
 
@@ -1209,6 +1224,8 @@ static void pusher_free(struct pusher *p) {
                 free(pp->ca);
                 free(pp->reason);
         }
+        for (size_t i = 0; i < p->n_spare; i++)
+                group_free(p->spare[i]);
         free(p->paths);
         free(p->order);
         free(p->cache);

@@ -237,6 +237,46 @@ def test_dedup_on_the_wire(server, client, tmp_path):
     assert metric(server, "chunks_stored_total") == chunks0
 
 
+def test_push_and_nix_copy_store_what_nar_chunks_computes(server, client, tmp_path):
+    """trove push (one read, groups hashed and compressed by several
+    uploaders) and nix copy (the server cuts, then hashes, compresses and
+    stores batches on its pool) both store exactly the chunk table that
+    `trove nar chunks` computes alone (offsets, lengths, ids, frame sizes),
+    also for content that repeats within and across groups and batches; and
+    both substitute and verify."""
+    def repeats(tag):
+        seed = f"{tag}-{os.getpid()}-{time.time_ns()}"
+        script = ("mkdir $out; head -c 6M /dev/urandom > $out/r; "
+                  "head -c 20M /dev/zero > $out/zeros; "
+                  "cat $out/r $out/r $out/r > $out/r3; "
+                  "for i in $(seq 1 300); do echo $i > $out/s$i; done")
+        (path,) = build(tmp_path, tag, MK + f'mk "trove-repeats-{seed}" "{script}"')
+        out = trovetest.pipeline(["nix-store", "--dump", path],
+                                 [trovetest.binary("trove"), "nar", "chunks", "-"])
+        want = [[int(o), int(n), h, int(z)] for o, n, h, z in
+                (line.split() for line in out.splitlines())]
+        ids = [c[2] for c in want]
+        assert len(set(ids)) < len(ids) / 2, "the content was meant to repeat"
+        return path, want
+
+    cache, info = new_cache(client)
+    pushed, want_pushed = repeats("pushed")
+    copied, want_copied = repeats("copied")
+    push(client, cache, pushed)
+    server.nix_copy_to(cache, [copied], server.admin, tmp_path / "xdg-nixcopy", compression="zstd")
+    for path, want in ((pushed, want_pushed), (copied, want_copied)):
+        m = server.manifest(cache, path)
+        assert m["narHash"] == trovetest.nix_path_hash(path)
+        assert m["chunks"] == want
+        ni = server.narinfo(cache, path)
+        assert int(ni["FileSize"]) == sum(c[3] for c in want)
+        root = tmp_path / f"root-{Path(path).name}"
+        server.nix_copy_from(cache, [path], root, info["publicKey"], tmp_path / f"xdg-{Path(path).name}",
+                             token=server.admin)
+        assert trovetest.stream_sha256(["nix-store", "--dump", f"{root}{path}"]) == \
+            trovetest.nix_dump_sha256(path)
+
+
 # ---- (3) the server refuses pushes that lie ----
 
 def zstd_frame(data):
