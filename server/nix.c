@@ -29,6 +29,7 @@ int nix_narinfo_get(struct troved_request *rq) {
         const char *hash = rq->hash;
         struct db_path p;
         struct narinfo ni;
+        uint64_t epoch;
         char *text;
         size_t len;
         int r;
@@ -48,13 +49,13 @@ int nix_narinfo_get(struct troved_request *rq) {
                 httpd_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
                 return httpd_reply_take(req, 200, "text/x-nix-narinfo", text, len);
         }
+        epoch = nicache_epoch(t->narinfos, cache->id, hash);
         r = upstream_path_get(t, req, cache, hash, &p);
         if (r < 0)
                 return r;
         if (r == 0) {
                 METRIC_ADD(t, narinfo_misses, 1);
-                if (!httpd_replied(req))
-                        nicache_put(t->narinfos, cache->id, hash, "", 0);
+                nicache_put_since(t->narinfos, epoch, cache->id, hash, "", 0);
                 return httpd_reply_error(req, 404, "no such path in cache '%s'", cache->name);
         }
         r = commit_narinfo(cache, &p, &ni);
@@ -65,7 +66,7 @@ int nix_narinfo_get(struct troved_request *rq) {
         narinfo_free(&ni);
         if (r < 0)
                 return r;
-        nicache_put(t->narinfos, cache->id, hash, text, strlen(text));
+        nicache_put_since(t->narinfos, epoch, cache->id, hash, text, strlen(text));
         METRIC_ADD(t, narinfo_hits, 1);
         httpd_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
         return httpd_reply_take(req, 200, "text/x-nix-narinfo", text, strlen(text));
