@@ -35,10 +35,12 @@ def fleet(postgres, radosgw, bucket, make_troved, tmp_path):
     cluster, db = postgres
     common = dict(database_url=cluster.dsn(db), storage=radosgw.spec(bucket, prefix="fleet/"),
                   extra_env=radosgw.credentials_env(), log_level="info")
-    a = make_troved(name="a", args=["--cache-ttl", str(TTL)], **common)
+    # Behind the balancer every connection comes from its address.
+    limits = ["--max-connections-per-client", "1024"]
+    a = make_troved(name="a", args=limits + ["--cache-ttl", str(TTL)], **common)
     secret = ["--token-secret-file", str(a.state_dir / "token-secret")]
-    b = make_troved(name="b", args=["--cache-ttl", str(TTL)] + secret, **common)
-    c = make_troved(name="c", args=["--cache-ttl", "0"] + secret, **common)
+    b = make_troved(name="b", args=limits + ["--cache-ttl", str(TTL)] + secret, **common)
+    c = make_troved(name="c", args=limits + ["--cache-ttl", "0"] + secret, **common)
     for t in (b, c):
         t._admin = a.admin
     lb = trovetest.balancer(tmp_path / "lb", [a.port, b.port])

@@ -890,10 +890,12 @@ def balancer(workdir, ports, workers=1, access_log=True):
     """A started nginx on 127.0.0.1 spreading requests round-robin over the
     troved instances on ports, as a load balancer in front of a fleet would:
     kept-alive upstream connections, request and response bodies streamed,
-    no size limit of its own."""
+    no size limit of its own. Every connection an instance gets comes from
+    one address: start the instances with a --max-connections-per-client
+    above the balancer's workers × (keepalive + concurrent requests)."""
     servers = " ".join(f"server 127.0.0.1:{p};" for p in ports)
     return Nginx(workdir, workdir, workers=workers, access_log=access_log,
-                 http_extra=f"upstream troved {{ {servers} keepalive 64; }}",
+                 http_extra=f"upstream troved {{ {servers} keepalive 16; }}",
                  extra="""client_max_body_size 0;
         location / {
             proxy_pass http://troved;
