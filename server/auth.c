@@ -7,7 +7,8 @@
 #include "auth.h"
 
 void auth_free(struct auth *a) {
-        token_claims_free(a->claims);
+        tokcache_release(a->held);
+        a->held = NULL;
         a->claims = NULL;
         free(a->pullable);
         a->pullable = NULL;
@@ -66,7 +67,7 @@ int auth_parse(struct troved *t, struct httpd_request *req, struct auth *ret) {
         while (*token == ' ')
                 token++;
         ret->present = true;
-        r = token_decode_verify(token, t->secret.key, t->secret.len, (int64_t) time(NULL), &ret->claims, &err);
+        r = tokcache_verify(t->tokens, token, &t->secret, (int64_t) time(NULL), &ret->claims, &ret->held, &err);
         if (r < 0) {
                 httpd_add_header(req, "WWW-Authenticate", "Basic realm=\"trove\"");
                 return httpd_reply_error(req, 401, "invalid token: %s", err.msg[0] ? err.msg : strerror(-r)),

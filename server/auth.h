@@ -10,11 +10,13 @@
 #pragma once
 
 #include "httpd.h"
+#include "tokcache.h"
 #include "troved.h"
 
 struct auth {
         bool present;                 /* a token was sent (and verified) */
-        struct token_claims *claims;
+        const struct token_claims *claims;    /* shared with the token cache (tokcache.h) */
+        struct tokcache_claims *held;
         /* The caches this caller may pull, computed on first use (NULL
          * until then; never NULL after, even when empty). */
         int64_t *pullable;

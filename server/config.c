@@ -17,7 +17,7 @@ static const char *const keys[] = {
         "db-pool-size",  "max-nar-size",   "max-connections", "chunk-redirect", "log-level",
         "max-connections-per-client", "idle-timeout", "user", "oidc-config", "upstream-timeout",
         "upstream-negative-ttl", "s3-connect-timeout", "s3-timeout", "s3-request-timeout", "s3-retry-budget",
-        "s3-breaker", "shutdown-timeout",
+        "s3-breaker", "shutdown-timeout", "http-threads", "cache-ttl",
 };
 
 void troved_config_defaults(struct troved_config *c) {
@@ -32,6 +32,8 @@ void troved_config_defaults(struct troved_config *c) {
         c->max_connections = 1024;
         c->max_connections_per_client = 64;
         c->idle_timeout_sec = 60;
+        c->http_threads = HTTPD_THREADS_DEFAULT;
+        c->cache_ttl_sec = 5;
         c->upstream_timeout_sec = 30;
         c->upstream_negative_ttl_sec = 3600;
         c->s3_connect_timeout_sec = 5;
@@ -138,6 +140,16 @@ static int set_key(struct troved_config *c, const char *key, const char *v, cons
                                 r = -ERANGE;
                         else
                                 c->idle_timeout_sec = (unsigned) n;
+                } else if (streq(key, "http-threads")) {
+                        if (n < 1 || n > 1024)
+                                r = -ERANGE;
+                        else
+                                c->http_threads = (unsigned) n;
+                } else if (streq(key, "cache-ttl")) {
+                        if (n > 3600)
+                                r = -ERANGE;
+                        else
+                                c->cache_ttl_sec = (unsigned) n;
                 } else if (streq(key, "upstream-timeout")) {
                         if (n < 1 || n > 3600)
                                 r = -ERANGE;
@@ -247,6 +259,9 @@ static void usage(FILE *f) {
                 "  --max-connections N          concurrent HTTP connections (1024)\n"
                 "  --max-connections-per-client N   concurrent connections from one address (64)\n"
                 "  --idle-timeout SECONDS       close a connection idle this long, 1..3600 (60)\n"
+                "  --http-threads N             event-loop threads serving connections, 1..1024 (16)\n"
+                "  --cache-ttl SECONDS          answers kept in memory at most this long; the bound\n"
+                "                               on what other instances' changes take to show, 0..3600 (5)\n"
                 "  --upstream-timeout SECONDS   bound on an upstream cache's narinfo answer, 1..3600 (30);\n"
                 "                               a NAR download may take this plus 1 s per 256 KiB\n"
                 "  --upstream-negative-ttl SECONDS  how long an upstream miss is remembered, 0..2592000 (3600)\n"

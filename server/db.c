@@ -18,9 +18,10 @@
 
 /* Cache rows are read on every request; they are kept here for a few
  * seconds. Changes made through this process take effect at once; changes
- * made by another troved sharing the database within DB_CACHE_TTL_SEC. */
+ * made by another troved sharing the database within cache_ttl seconds
+ * (db_set_cache_ttl(), troved's cache-ttl). */
 #define DB_CACHE_SLOTS 64
-#define DB_CACHE_TTL_SEC 5
+#define DB_CACHE_TTL_DEFAULT_SEC 5
 
 struct cache_slot {
         struct db_cache c;     /* c.name NULL: empty */
@@ -32,6 +33,7 @@ struct db {
         pthread_mutex_t cache_lock;
         struct cache_slot caches[DB_CACHE_SLOTS];
         unsigned cache_next;
+        unsigned cache_ttl;
         pthread_mutex_t lock;
         pthread_cond_t cond;
         unsigned n;
@@ -399,6 +401,7 @@ int db_open(const char *conninfo, unsigned pool_size, struct db **ret) {
         pthread_cond_init(&db->cond, NULL);
         pthread_mutex_init(&db->cache_lock, NULL);
         db->n = pool_size;
+        db->cache_ttl = DB_CACHE_TTL_DEFAULT_SEC;
         r = migrate(db);
         if (r < 0) {
                 db_close(db);
@@ -421,6 +424,12 @@ void db_close(struct db *db) {
                 db_cache_free(&db->caches[i].c);
         free(db->conninfo);
         free(db);
+}
+
+void db_set_cache_ttl(struct db *db, unsigned sec) {
+        pthread_mutex_lock(&db->cache_lock);
+        db->cache_ttl = sec;
+        pthread_mutex_unlock(&db->cache_lock);
 }
 
 int db_ping(struct db *db) {
@@ -608,7 +617,7 @@ int db_cache_get(struct db *db, const char *name, struct db_cache *ret) {
                         }
                 db_cache_free(&db->caches[slot].c);
                 if (cache_copy(&fresh, &db->caches[slot].c) >= 0)
-                        db->caches[slot].expires = now + DB_CACHE_TTL_SEC;
+                        db->caches[slot].expires = now + db->cache_ttl;
         }
         pthread_mutex_unlock(&db->cache_lock);
         *ret = fresh;

@@ -26,6 +26,8 @@
 struct db;
 
 int db_open(const char *conninfo, unsigned pool_size, struct db **ret);
+/* How long a cache row read from the database is reused (0: never). */
+void db_set_cache_ttl(struct db *db, unsigned sec);
 void db_close(struct db *db);
 /* 0 if a query succeeds now; for /health and readiness. */
 int db_ping(struct db *db);

@@ -13,6 +13,9 @@
 #include "trove/buf.h"
 
 #define HTTP_HEADERS_MAX 16
+/* A body refused before it was read is read and dropped up to this size,
+ * keeping the connection; past it the connection is closed instead. */
+#define HTTPD_DRAIN_MAX (1024u * 1024)
 
 struct httpd_server {
         struct MHD_Daemon *daemon;
@@ -56,6 +59,8 @@ struct httpd_request {
         struct MHD_Response *response; /* built, not yet queued */
         unsigned status;
         bool queued;
+        bool draining;          /* replied before the body: read and drop it, then send */
+        bool close_after;       /* the reply goes out before the body was read: close */
 };
 
 unsigned httpd_status_from_errno(int err) {
@@ -312,8 +317,10 @@ static void reply_errno(struct httpd_request *req, int err) {
                 (void) httpd_reply_error(req, status, "%s", strerror(err < 0 ? -err : err));
 }
 
-/* Queues the pending reply; MHD accepts it only right after the headers
- * or once the whole body has arrived, which is where this is called. */
+/* Queues the pending reply. MHD accepts it right after the headers or once
+ * the whole body has arrived; queued in its first call ("early"), MHD closes
+ * the connection after the reply, which is what a refused upload needs and
+ * what every other request must avoid (see access_handler). */
 static enum MHD_Result queue_pending(struct httpd_request *req) {
         enum MHD_Result r;
 
@@ -321,12 +328,7 @@ static enum MHD_Result queue_pending(struct httpd_request *req) {
                 return MHD_YES;
         if (req->server->observe)
                 req->server->observe(req->server->userdata, req->status);
-        /* Connections that carried an upload are not reused: a client that
-         * gave up waiting for "100 Continue" and sent its body anyway (curl
-         * does, under load) must not have the next request read in the
-         * middle of that exchange. Downloads, the hot path, keep the
-         * connection alive. */
-        if (httpd_request_content_length(req) > 0 || httpd_request_header(req, "Transfer-Encoding"))
+        if (req->close_after)
                 MHD_add_response_header(req->response, MHD_HTTP_HEADER_CONNECTION, "close");
         r = MHD_queue_response(req->conn, req->status, req->response);
         MHD_destroy_response(req->response);
@@ -381,6 +383,10 @@ static void finish_body(struct httpd_request *req) {
                 reply_errno(req, req->body_error ? req->body_error : -EIO);
 }
 
+static bool request_has_body(struct httpd_request *req) {
+        return httpd_request_content_length(req) > 0 || httpd_request_header(req, "Transfer-Encoding");
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                       const char *method, const char *version, const char *upload_data,
                                       size_t *upload_data_size, void **con_cls) {
@@ -422,29 +428,41 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
                 }
                 if (req->body_mode == BODY_NONE && !httpd_replied(req))
                         reply_errno(req, -EIO); /* a bodiless request whose route did not reply */
-                /* Replies are queued here, in MHD's first call, whenever
-                 * they are ready. MHD then closes the connection after the
-                 * reply; answering bodiless requests in its second call
-                 * instead keeps connections alive, but with curl clients
-                 * under load it let an upload that followed on the same
-                 * connection read a reply that was not a status line
-                 * (curl: "Unsupported protocol"), so that is not done. */
-                if (httpd_replied(req))
+                if (httpd_replied(req) && request_has_body(req)) {
+                        /* Refused before its body was read. The body bytes
+                         * may already be on the way (curl sends them once
+                         * its wait for "100 Continue" times out): a small
+                         * body is read and dropped so the connection stays
+                         * in step and alive; a large or unknown one gets the
+                         * reply now and the connection is closed after it,
+                         * so no body byte is ever read as the next request. */
+                        len = httpd_request_content_length(req);
+                        if (len > 0 && (uint64_t) len <= HTTPD_DRAIN_MAX) {
+                                req->draining = true;
+                                return MHD_YES;
+                        }
+                        req->close_after = true;
                         return queue_pending(req);
+                }
+                /* Everything else is answered in MHD's next call, after it
+                 * has seen the end of the request: a reply queued in this
+                 * first call would make MHD close the connection. */
                 return MHD_YES;
         }
 
         if (req->queued) {
-                /* Replied early: swallow whatever body still arrives. */
+                /* Replied early (connection closing): drop what still arrives. */
                 *upload_data_size = 0;
                 return MHD_YES;
         }
         if (*upload_data_size) {
-                feed_body(req, upload_data, *upload_data_size);
+                if (!req->draining)
+                        feed_body(req, upload_data, *upload_data_size);
                 *upload_data_size = 0;
                 return MHD_YES;
         }
-        finish_body(req);
+        if (!req->draining)
+                finish_body(req);
         return queue_pending(req);
 }
 
@@ -515,7 +533,9 @@ int httpd_server_start(const struct httpd_server_config *c, struct httpd_server 
         struct sockaddr_storage sa;
         socklen_t sa_len;
         struct httpd_server *s;
-        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
+        /* A fixed pool of event loops (epoll), each serving many
+         * connections: an idle or slow client costs a socket, not a thread. */
+        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
         const union MHD_DaemonInfo *info;
         int r;
 
@@ -542,6 +562,7 @@ int httpd_server_start(const struct httpd_server_config *c, struct httpd_server 
                 (unsigned) (c->max_connections_per_client ? c->max_connections_per_client : 64),
                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) (c->connection_timeout_sec ? c->connection_timeout_sec : 60),
                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 64 * 1024,
+                MHD_OPTION_THREAD_POOL_SIZE, (unsigned) (c->threads ? c->threads : HTTPD_THREADS_DEFAULT),
                 MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
                 MHD_OPTION_END);
         if (!s->daemon) {

@@ -2,8 +2,11 @@
 /*
  * httpd.h - troved's HTTP front: the only code that talks to libmicrohttpd.
  *
- * One thread per connection (handlers may block on the database and the
- * chunk store). For every request the route function is called once the
+ * A fixed pool of threads, each an epoll loop over many connections
+ * (HTTP/1.1 keep-alive on every route). Handlers run on the loop thread of
+ * their connection: one that blocks (database, chunk store) delays only the
+ * other connections of that thread, so the pool is sized for the blocking
+ * work, not for the number of clients. For every request the route function is called once the
  * headers are in; it either replies at once, or installs a body consumer
  * (streamed, or collected into a bounded buffer) whose end callback replies.
  * Exactly one reply per request; a request that ends without one gets a 500.
@@ -18,6 +21,8 @@
 
 struct httpd_request;
 struct httpd_server;
+
+#define HTTPD_THREADS_DEFAULT 16
 
 typedef int (*httpd_route_fn)(struct httpd_request *req, void *userdata);
 typedef int (*httpd_body_fn)(struct httpd_request *req, const void *p, size_t n);
@@ -34,6 +39,7 @@ struct httpd_server_config {
         unsigned max_connections;
         unsigned max_connections_per_client;
         unsigned connection_timeout_sec;
+        unsigned threads;         /* event-loop threads; 0: HTTPD_THREADS_DEFAULT */
         httpd_route_fn route;
         void *userdata;
         /* Called with the status of every reply queued (for metrics). */

@@ -14,6 +14,7 @@ struct entry {
         char *text;
         size_t len;
         time_t expires;
+        uint64_t forgets;       /* bumped whenever this slot is forgotten */
 };
 
 struct nicache {
@@ -87,7 +88,22 @@ char *nicache_get(struct nicache *c, int64_t cache_id, const char *hash, size_t 
         return copy;
 }
 
+uint64_t nicache_epoch(struct nicache *c, int64_t cache_id, const char *hash) {
+        unsigned s = slot_of(c, cache_id, hash);
+        uint64_t v;
+
+        pthread_mutex_lock(&c->locks[s % NICACHE_STRIPES]);
+        v = c->e[s].forgets;
+        pthread_mutex_unlock(&c->locks[s % NICACHE_STRIPES]);
+        return v;
+}
+
 void nicache_put(struct nicache *c, int64_t cache_id, const char *hash, const char *text, size_t len) {
+        nicache_put_since(c, UINT64_MAX, cache_id, hash, text, len);
+}
+
+void nicache_put_since(struct nicache *c, uint64_t epoch, int64_t cache_id, const char *hash, const char *text,
+                       size_t len) {
         unsigned s = slot_of(c, cache_id, hash);
         struct entry *e = &c->e[s];
         char *copy;
@@ -100,6 +116,13 @@ void nicache_put(struct nicache *c, int64_t cache_id, const char *hash, const ch
         memcpy(copy, text, len);
         copy[len] = 0;
         pthread_mutex_lock(&c->locks[s % NICACHE_STRIPES]);
+        if (epoch != UINT64_MAX && e->forgets != epoch) {
+                /* Something was forgotten since the answer was read: it may
+                 * be this one, so it is not kept. */
+                pthread_mutex_unlock(&c->locks[s % NICACHE_STRIPES]);
+                free(copy);
+                return;
+        }
         entry_drop(c, e);
         if (atomic_fetch_add(&c->bytes, len) + len > c->max_bytes) {
                 atomic_fetch_sub(&c->bytes, len);
@@ -116,9 +139,12 @@ void nicache_put(struct nicache *c, int64_t cache_id, const char *hash, const ch
 }
 
 void nicache_forget(struct nicache *c, int64_t cache_id, const char *hash) {
+        /* A slot's count of forgets moves with the drop, under its lock: an
+         * answer read before the forget and kept after it is refused. */
         if (hash) {
                 unsigned s = slot_of(c, cache_id, hash);
                 pthread_mutex_lock(&c->locks[s % NICACHE_STRIPES]);
+                c->e[s].forgets++;
                 if (c->e[s].text && c->e[s].cache_id == cache_id && streq(c->e[s].hash, hash))
                         entry_drop(c, &c->e[s]);
                 pthread_mutex_unlock(&c->locks[s % NICACHE_STRIPES]);
@@ -126,6 +152,7 @@ void nicache_forget(struct nicache *c, int64_t cache_id, const char *hash) {
         }
         for (unsigned i = 0; i < c->n; i++) {
                 pthread_mutex_lock(&c->locks[i % NICACHE_STRIPES]);
+                c->e[i].forgets++;
                 if (c->e[i].text && (cache_id < 0 || c->e[i].cache_id == cache_id))
                         entry_drop(c, &c->e[i]);
                 pthread_mutex_unlock(&c->locks[i % NICACHE_STRIPES]);

@@ -2,11 +2,12 @@
 /*
  * nicache.h - rendered, signed narinfos kept in memory for a few seconds.
  *
- * The narinfo of a store path only changes when signatures are added or the
- * path is deleted; both go through this process's invalidation calls, so a
- * single troved never serves a stale answer. Also used for manifests. Several troved instances
- * sharing one database see each other's changes within the TTL. Fixed size:
- * a new entry replaces whatever occupied its slot.
+ * The narinfo of a store path only changes when it is committed, signatures
+ * are added or the path is deleted; all go through this process's
+ * invalidation calls, so a single troved never serves a stale answer. Also
+ * used for manifests, and for "not found" answers (an empty text). Several
+ * troved instances sharing one database see each other's changes within
+ * the TTL. Fixed size: a new entry replaces whatever occupied its slot.
  */
 #pragma once
 
@@ -20,5 +21,12 @@ void nicache_free(struct nicache *c);
 /* A malloc()ed copy of the cached text, or NULL. */
 char *nicache_get(struct nicache *c, int64_t cache_id, const char *hash, size_t *ret_len);
 void nicache_put(struct nicache *c, int64_t cache_id, const char *hash, const char *text, size_t len);
+/* For answers computed from the database: take nicache_epoch() of the key
+ * before reading, and keep the answer with nicache_put_since(); it is not
+ * kept if its slot was forgotten in between (a concurrent change may have
+ * made it stale already). */
+uint64_t nicache_epoch(struct nicache *c, int64_t cache_id, const char *hash);
+void nicache_put_since(struct nicache *c, uint64_t epoch, int64_t cache_id, const char *hash, const char *text,
+                       size_t len);
 /* hash NULL: every entry of the cache; cache_id < 0: everything. */
 void nicache_forget(struct nicache *c, int64_t cache_id, const char *hash);

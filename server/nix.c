@@ -29,21 +29,33 @@ int nix_narinfo_get(struct troved_request *rq) {
         const char *hash = rq->hash;
         struct db_path p;
         struct narinfo ni;
+        uint64_t epoch;
         char *text;
         size_t len;
         int r;
 
+        /* Answers are kept for cache_ttl seconds, found or not (an empty
+         * text is "not found"): a path committed through this server drops
+         * its entry at once; one committed through another instance shows
+         * within the TTL. */
         text = nicache_get(t->narinfos, cache->id, hash, &len);
+        if (text && len == 0) {
+                free(text);
+                METRIC_ADD(t, narinfo_misses, 1);
+                return httpd_reply_error(req, 404, "no such path in cache '%s'", cache->name);
+        }
         if (text) {
                 METRIC_ADD(t, narinfo_hits, 1);
                 httpd_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
                 return httpd_reply_take(req, 200, "text/x-nix-narinfo", text, len);
         }
+        epoch = nicache_epoch(t->narinfos, cache->id, hash);
         r = upstream_path_get(t, req, cache, hash, &p);
         if (r < 0)
                 return r;
         if (r == 0) {
                 METRIC_ADD(t, narinfo_misses, 1);
+                nicache_put_since(t->narinfos, epoch, cache->id, hash, "", 0);
                 return httpd_reply_error(req, 404, "no such path in cache '%s'", cache->name);
         }
         r = commit_narinfo(cache, &p, &ni);
@@ -54,7 +66,7 @@ int nix_narinfo_get(struct troved_request *rq) {
         narinfo_free(&ni);
         if (r < 0)
                 return r;
-        nicache_put(t->narinfos, cache->id, hash, text, strlen(text));
+        nicache_put_since(t->narinfos, epoch, cache->id, hash, text, strlen(text));
         METRIC_ADD(t, narinfo_hits, 1);
         httpd_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
         return httpd_reply_take(req, 200, "text/x-nix-narinfo", text, strlen(text));
@@ -307,11 +319,19 @@ int nix_nar_get(struct troved_request *rq) {
                 }
         }
 reply:
-        r = storage_check_present(t, s->chunks + first, last - first);
-        if (r < 0) {
-                nar_stream_free(s);
-                return httpd_reply_error(req, r == -ENODATA ? 503 : httpd_status_from_errno(r), "NAR is not fully stored: %s",
-                                         strerror(-r));
+        /* The chunk rows are the truth: no chunk store question per chunk
+         * before the first byte. The first chunk is fetched now, so a NAR
+         * whose store is unreachable or whose first object is gone gets a
+         * clean error status; an object missing further on is a logged
+         * server error and a cut connection (nar_stream_read), as for any
+         * failure after the status line. */
+        if (first < last) {
+                r = nar_stream_load(s);
+                if (r < 0) {
+                        unsigned st = r == -ENOENT || httpd_status_from_errno(r) == 503 ? 503 : 500;
+                        nar_stream_free(s);
+                        return httpd_reply_error(req, st, "NAR is not fully stored: %s", strerror(-r));
+                }
         }
         troved_cache_immutable(rq);
         return httpd_reply_stream(req, status, compressed ? "application/zstd" : "application/x-nix-nar", s->left,

@@ -194,39 +194,6 @@ static int object_present(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN],
         return r;
 }
 
-int storage_check_present(struct troved *t, const struct db_nar_chunk *chunks, size_t n) {
-        uint32_t now = mono_sec();
-        int r;
-
-        /* Memory says nothing about a store that is away right now: fail
-         * before a response starts, not in the middle of it. */
-        r = storage_available(t);
-        if (r < 0)
-                return r;
-        if (r > 0 && n > 0) {
-                /* Half open: S3 itself is asked (this may be the probe, or
-                 * be refused) before the response starts. */
-                uint64_t t0 = now_usec();
-                r = chunkstore_exists(t->store, chunks[0].id, NULL);
-                account(t, t0, r);
-                if (r < 0)
-                        return r;
-        }
-        forget_across_outages(t);
-        for (size_t i = 0; i < n; i++) {
-                r = object_present(t, chunks[i].id, now);
-                if (r < 0)
-                        return r;
-                if (r == 0) {
-                        char hex[2 * SHA256_DIGEST_LEN + 1];
-                        hex_encode(chunks[i].id, SHA256_DIGEST_LEN, hex);
-                        log_error("chunk %s of a NAR is missing from the chunk store", hex);
-                        return -ENODATA;
-                }
-        }
-        return 0;
-}
-
 int storage_confirm_objects(struct troved *t, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, bool *present) {
         uint32_t now = mono_sec();
         int r;

@@ -27,9 +27,6 @@ int storage_put(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const voi
  * collection deleted the object in between. */
 int storage_chunk_record(struct troved *t, const struct db_chunk *row, const void *frame, size_t n);
 
-/* 0 if every chunk's object is in the store, -ENODATA (logged) if one is
- * missing. Objects seen within the last few minutes are not asked again. */
-int storage_check_present(struct troved *t, const struct db_nar_chunk *chunks, size_t n);
 /* Clears present[i] of each chunk whose row exists but whose object is not
  * in the store (lost with the server, deleted behind troved's back): such a
  * row is not trusted, the chunk is asked for and stored again. Objects seen
@@ -41,5 +38,5 @@ int storage_available(struct troved *t);
 struct storage_memo;
 int storage_memo_new(struct storage_memo **ret);
 void storage_memo_free(struct storage_memo *m);
-/* Forgets what storage_check_present() remembered (after GC deletes). */
+/* Forgets which objects were seen present (after GC deletes). */
 void storage_forget_present(struct troved *t);

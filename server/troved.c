@@ -359,9 +359,11 @@ int main(int argc, char **argv) {
                 r = exchange_setup(&t);
         if (r < 0)
                 goto out;
-        r = nicache_new(16384, 10, (size_t) 64 << 20, &t.narinfos);
+        r = nicache_new(16384, t.cfg.cache_ttl_sec, (size_t) 64 << 20, &t.narinfos);
         if (r >= 0)
                 r = nicache_new(1024, 300, (size_t) 256 << 20, &t.manifests);
+        if (r >= 0)
+                r = tokcache_new(1024, &t.tokens);
         if (r >= 0)
                 r = storage_memo_new(&t.present);
         if (r >= 0)
@@ -392,12 +394,14 @@ int main(int argc, char **argv) {
                                 as.drop ? as.name : "", strerror(-r));
                 goto out;
         }
+        db_set_cache_ttl(t.db, t.cfg.cache_ttl_sec);
         r = httpd_server_start(&(struct httpd_server_config){ .listen = t.cfg.listen,
                                                             .listen_fd = listen_fd,
                                                             .max_connections = t.cfg.max_connections,
                                                             .max_connections_per_client =
                                                                     t.cfg.max_connections_per_client,
                                                             .connection_timeout_sec = t.cfg.idle_timeout_sec,
+                                                            .threads = t.cfg.http_threads,
                                                             .route = troved_route,
                                                             .userdata = &t,
                                                             .observe = observe_status,
@@ -427,6 +431,7 @@ out:
                 close(listen_fd);
         nicache_free(t.narinfos);
         nicache_free(t.manifests);
+        tokcache_free(t.tokens);
         storage_memo_free(t.present);
         usage_memo_free(t.usage);
         exchange_teardown(&t);

@@ -10,6 +10,7 @@
 
 #include "db.h"
 #include "nicache.h"
+#include "tokcache.h"
 #include "httpd.h"
 #include "trove/chunker.h"
 #include "trove/chunkstore.h"
@@ -33,6 +34,13 @@ struct troved_config {
         unsigned max_connections;
         unsigned max_connections_per_client;
         unsigned idle_timeout_sec;   /* a connection silent this long is closed */
+        unsigned http_threads;       /* event-loop threads serving all connections */
+        /* The staleness bound between instances sharing one database: cache
+         * settings and keys, narinfo answers (found and not found) are kept in
+         * memory this long, so a change made through another instance is seen
+         * here within it. Changes made through this instance are seen at once.
+         * 0: every request asks the database. */
+        unsigned cache_ttl_sec;
         unsigned upstream_timeout_sec;       /* an upstream's narinfo answer; NARs get more */
         unsigned upstream_negative_ttl_sec;  /* an upstream miss is remembered this long */
         unsigned s3_connect_timeout_sec;
@@ -79,7 +87,8 @@ struct troved {
         struct token_secret secret;
         struct troved_metrics m;
         struct httpd_server *http;
-        struct nicache *narinfos;   /* rendered narinfos, a few seconds */
+        struct nicache *narinfos;   /* narinfo answers (signed text, or not found), cache_ttl_sec */
+        struct tokcache *tokens;    /* verified tokens' claims */
         struct nicache *manifests;  /* encoded, signed manifests, bounded by bytes */
         struct storage_memo *present; /* chunk objects recently seen in the store */
         struct usage_memo *usage;   /* aggregate statistics, recomputed at most every few seconds */

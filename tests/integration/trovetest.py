@@ -806,13 +806,18 @@ class Troved:
 
 class Nginx:
     """nginx serving the directory root on 127.0.0.1:port, with an access log
-    (an upstream binary cache, an OpenID issuer's keys)."""
+    (an upstream binary cache, an OpenID issuer's keys, a load balancer).
+    extra goes into the server block, http_extra into the http block."""
 
-    def __init__(self, workdir, root, port=None, extra="", default_type="application/octet-stream"):
+    def __init__(self, workdir, root, port=None, extra="", default_type="application/octet-stream",
+                 http_extra="", workers=1, access_log=True):
+        self.workers = workers
+        self.log_requests = access_log
         self.dir = Path(workdir)
         self.root = Path(root)
         self.port = port or free_tcp_port()
         self.extra = extra
+        self.http_extra = http_extra
         self.default_type = default_type
         self.proc = None
         (self.dir / "tmp").mkdir(parents=True, exist_ok=True)
@@ -827,12 +832,12 @@ class Nginx:
         conf = d / "nginx.conf"
         conf.write_text(f"""
 user root;
-worker_processes 1;
+worker_processes {self.workers};
 error_log {d}/error.log;
 pid {d}/nginx.pid;
-events {{ worker_connections 256; }}
+events {{ worker_connections 1024; }}
 http {{
-    access_log {self.access_log};
+    access_log {self.access_log if self.log_requests else "off"};
     default_type {self.default_type};
     types {{ text/x-nix-narinfo narinfo; }}
     client_body_temp_path {d}/tmp;
@@ -840,6 +845,7 @@ http {{
     fastcgi_temp_path {d}/tmp;
     uwsgi_temp_path {d}/tmp;
     scgi_temp_path {d}/tmp;
+    {self.http_extra}
     server {{
         listen 127.0.0.1:{self.port};
         root {self.root};
@@ -878,6 +884,27 @@ http {{
         except OSError:
             return []
         return [ln for ln in lines if needle in ln]
+
+
+def balancer(workdir, ports, workers=1, access_log=True):
+    """A started nginx on 127.0.0.1 spreading requests round-robin over the
+    troved instances on ports, as a load balancer in front of a fleet would:
+    kept-alive upstream connections, request and response bodies streamed,
+    no size limit of its own. Every connection an instance gets comes from
+    one address: start the instances with a --max-connections-per-client
+    above the balancer's workers × (keepalive + concurrent requests)."""
+    servers = " ".join(f"server 127.0.0.1:{p};" for p in ports)
+    return Nginx(workdir, workdir, workers=workers, access_log=access_log,
+                 http_extra=f"upstream troved {{ {servers} keepalive 16; }}",
+                 extra="""client_max_body_size 0;
+        location / {
+            proxy_pass http://troved;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_request_buffering off;
+            proxy_buffering off;
+        }""").start()
 
 
 # ---- S3 (radosgw) ----
