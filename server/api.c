@@ -1038,7 +1038,7 @@ int api_profiles_report(struct troved_request *rq, const void *body, size_t n) {
         if (!json_is_array(arr) || json_array_size(arr) > API_PROFILE_PATHS_MAX)
                 return httpd_reply_error(req, 400,
                                          "expected {\"paths\": [{\"hash\": hash part, \"chunks\": [chunk ids]}]} "
-                                         "(at most %u paths)", API_PROFILE_PATHS_MAX);
+                                         "(at most %d paths)", API_PROFILE_PATHS_MAX);
         n_reps = json_array_size(arr);
         for (size_t i = 0; i < n_reps; i++) {
                 json_t *e = json_array_get(arr, i), *c = json_object_get(e, "chunks");
@@ -1047,7 +1047,7 @@ int api_profiles_report(struct troved_request *rq, const void *body, size_t n) {
                     !storepath_is_hash_part(h, strlen(h)) || !json_is_array(c) ||
                     json_array_size(c) > API_PROFILE_CHUNKS_MAX)
                         return httpd_reply_error(req, 400,
-                                                 "paths[%zu]: expected {\"hash\": hash part, \"chunks\": [at most %u "
+                                                 "paths[%zu]: expected {\"hash\": hash part, \"chunks\": [at most %d "
                                                  "chunk ids]}", i, API_PROFILE_CHUNKS_MAX);
                 total += json_array_size(c);
         }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "request.h"
+#include "trove/profile.h"
 
 /* A chunk upload is at most this big uncompressed; clients use the
  * server's chunking parameters (max 256 KiB by default). */
@@ -22,10 +23,10 @@
 /* Learned prefetch profiles: one report holds at most this many paths, a
  * path's report or profile at most this many chunks (16384 chunks of
  * 64 KiB on average: 1 GiB read in a path's first seconds). */
-#define API_PROFILE_PATHS_MAX 256
-#define API_PROFILE_CHUNKS_MAX 16384
+#define API_PROFILE_PATHS_MAX PROFILE_REPORT_PATHS_MAX
+#define API_PROFILE_CHUNKS_MAX PROFILE_CHUNKS_MAX
 #define API_PROFILE_VALUES_MAX (4u * API_PROFILE_CHUNKS_MAX)
-#define API_PROFILE_BODY_MAX (4u * 1024 * 1024)
+#define API_PROFILE_BODY_MAX PROFILE_REPORT_BODY_MAX
 #define API_CHUNK_PUT_BODY_MAX (API_CHUNK_MAX + API_CHUNK_MAX / 128 + 4096) /* a zstd frame of a chunk */
 
 /* Handlers of bodiless requests, and (with body, n) of requests whose body
