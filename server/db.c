@@ -1562,12 +1562,12 @@ int db_profile_get(struct db *db, int64_t cache_id, const char *hash_part, size_
          * strongest) are left out, and so is any chunk that is not (or no
          * longer) one of the path's own. */
         r = q(&h, &res,
-              "SELECT pc.chunk_hash FROM profile_chunks pc"
-              " WHERE pc.cache_id = $1 AND pc.hash_part = $2"
-              " AND pc.weight * 3 >= (SELECT max(weight) FROM profile_chunks WHERE cache_id = $1 AND hash_part = $2)"
-              " AND pc.chunk_hash IN (SELECT c.hash FROM paths p JOIN nar_chunks nc ON nc.nar_id = p.nar_id"
-              "   JOIN chunks c ON c.id = nc.chunk_id WHERE p.cache_id = $1 AND p.hash_part = $2)"
-              " ORDER BY pc.pos, pc.chunk_hash LIMIT $3::bigint",
+              "WITH own AS (SELECT pc.chunk_hash, pc.weight, pc.pos FROM profile_chunks pc"
+              "   WHERE pc.cache_id = $1 AND pc.hash_part = $2"
+              "   AND pc.chunk_hash IN (SELECT c.hash FROM paths p JOIN nar_chunks nc ON nc.nar_id = p.nar_id"
+              "     JOIN chunks c ON c.id = nc.chunk_id WHERE p.cache_id = $1 AND p.hash_part = $2))"
+              " SELECT chunk_hash FROM own WHERE weight * 3 >= (SELECT max(weight) FROM own)"
+              " ORDER BY pos, chunk_hash LIMIT $3::bigint",
               3, p);
         if (r < 0)
                 return r;
