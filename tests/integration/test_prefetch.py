@@ -107,10 +107,13 @@ def test_learned_profile_prefetched(test_closure, fs_prog, server, mount):  # no
 
     # Learning runs, each on its own mount with its own empty chunk cache.
     # The first reports when its window ends, the others at unmount.
-    m = mount("--record-window", "1")
+    # (The window is long enough for a loaded machine to finish the job in
+    # it; the report goes out when it ends, with the mount still up.)
+    m = mount("--record-window", "8")
     want = run_program(m, prog, tree)
     assert want.startswith("static hello job\n")
-    wait_for(lambda: m.stats()["pathsReported"] >= 2, "the report of the first mount")
+    assert m.stats()["pathsReported"] == 0
+    wait_for(lambda: m.stats()["pathsReported"] >= 2, "the report of the first mount", 120)
     m.unmount()
     for _ in range(2):
         m = mount()
@@ -201,9 +204,9 @@ def test_hostile_reports_change_nothing(test_closure, fs_prog, server):  # noqa:
     assert r.status == 403, r
     r = server.get(f"/_api/v1/caches/{OTHER}/profiles/{hp}")
     assert r.status in (401, 404), r
-    r = server.get(f"/_api/v1/caches/{CACHE}/profiles/{'0' * 32}")
+    r = server.get(f"/_api/v1/caches/{CACHE}/profiles/{'0' * 32}", token=server.admin)
     assert r.status == 404, r
-    r = server.get(f"/_api/v1/caches/{CACHE}/profiles/not-a-hash")
+    r = server.get(f"/_api/v1/caches/{CACHE}/profiles/not-a-hash", token=server.admin)
     assert r.status == 404, r
 
     assert profile(server, prog) == before
