@@ -741,12 +741,19 @@ static void read_ahead(struct trovefs *fs, struct trovefs_path *p, uint32_t node
         bool sequential = prev_node == (uint64_t) node + 1 &&
                           (off >= prev_end ? off - prev_end : prev_end - off) <= SEQUENTIAL_SLACK;
 
+        uint32_t run = sequential ? __atomic_load_n(&p->ra_run[slot], __ATOMIC_RELAXED) + 1 : 0;
+        size_t window;
+
         __atomic_store_n(&p->ra_node[slot], (uint64_t) node + 1, __ATOMIC_RELAXED);
         __atomic_store_n(&p->ra_end[slot], off + len, __ATOMIC_RELAXED);
+        __atomic_store_n(&p->ra_run[slot], MIN(run, 64u), __ATOMIC_RELAXED);
         if (!sequential && off != 0)
                 return;
-        for (size_t i = last_chunk + 1, n = 0; i < p->m.n_chunks && n < fs->readahead_chunks;
-             i++, n++) {
+        /* A file read front to back gets a window that doubles every 4
+         * sequential reads, up to 8 x --readahead: more chunks in flight
+         * while it streams, none wasted on a single small read. */
+        window = (size_t) fs->readahead_chunks << MIN(run / 4, 3u);
+        for (size_t i = last_chunk + 1, n = 0; i < p->m.n_chunks && n < window; i++, n++) {
                 if (p->m.chunks[i].nar_offset >= file_nar_end)
                         break;
                 fetcher_chunk_prefetch(fs->fetcher, &p->m.chunks[i]);

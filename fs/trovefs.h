@@ -31,6 +31,7 @@ struct trovefs_path {
         struct manifest m;
         uint64_t ra_node[TROVEFS_RA_SLOTS];
         uint64_t ra_end[TROVEFS_RA_SLOTS];
+        uint32_t ra_run[TROVEFS_RA_SLOTS];   /* sequential reads in a row */
 
         /* Learned prefetch (learn.c). Recording: chunks read before
          * record_until_ms (monotonic; 0: not recording), by index, in

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 import trovetest
-from test_fs import Mount, fs_prog  # noqa: F401 (a fixture)
+from test_fs import CACHE, fs_prog, mount  # noqa: F401 (fixtures)
 
-CACHE = "pf"
-OTHER = "pf-other"
+OTHER = "other"
+# The mounts of test_fs's fixture do not report unless told to.
+LEARN = ("--prefetch", "on", "--record", "on")
+USE = ("--prefetch", "on", "--record", "off")
 
 
 @pytest.fixture(scope="module")
@@ -31,23 +33,6 @@ def server(test_closure, fs_prog, make_troved_module):  # noqa: F811
     srv.token_file = base / "token"
     srv.token_file.write_text(srv.admin + "\n")
     return srv
-
-
-@pytest.fixture
-def mount(server, tmp_path):
-    mounts = []
-
-    def make(*extra):
-        i = len(mounts)
-        (tmp_path / f"mnt{i}").mkdir()
-        m = Mount(server, tmp_path / f"mnt{i}", tmp_path / f"cache{i}", extra, cache=CACHE)
-        mounts.append(m)
-        return m
-
-    yield make
-    for m in mounts:
-        if m.proc.poll() is None:
-            m.unmount()
 
 
 def profile(server, path, token=None):
@@ -95,7 +80,7 @@ def wait_for(pred, what, timeout=60):
         if v:
             return v
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
         time.sleep(0.1)
 
 
@@ -109,13 +94,14 @@ def test_learned_profile_prefetched(test_closure, fs_prog, server, mount):  # no
     # The first reports when its window ends, the others at unmount.
     # (The window is long enough for a loaded machine to finish the job in
     # it; the report goes out when it ends, with the mount still up.)
-    m = mount("--record-window", "8")
+    m = mount(None, *LEARN, "--record-window", "8")
     want = run_program(m, prog, tree)
     assert want.startswith("static hello job\n")
-    wait_for(lambda: m.stats()["pathsReported"] >= 2, "the report of the first mount", 120)
+    wait_for(lambda: m.stats()["pathsReported"] >= 2,
+             lambda: f"the report of the first mount: {m.stats()}\n{m.output()}", 120)
     m.unmount()
     for _ in range(2):
-        m = mount()
+        m = mount(None, *LEARN)
         assert run_program(m, prog, tree) == want
         m.unmount()
         c = final_counters(m)
@@ -129,7 +115,7 @@ def test_learned_profile_prefetched(test_closure, fs_prog, server, mount):  # no
 
     # A fresh mount, empty chunk cache: looking the paths up prefetches
     # their profiles in the background.
-    m = mount()
+    m = mount(None, *USE)
     os.stat(m.path(prog))
     os.stat(m.path(tree))
     s = wait_for(lambda: (lambda s: s if s["chunksPrefetched"] >= len(learned)
@@ -146,7 +132,7 @@ def test_learned_profile_prefetched(test_closure, fs_prog, server, mount):  # no
     assert s["errors"] == 0, s
 
     # --prefetch off: no profile asked for, same output.
-    m = mount("--prefetch", "off", "--record", "off")
+    m = mount(None, "--prefetch", "off", "--record", "off")
     assert run_program(m, prog, tree) == want
     s = m.stats()
     assert s["profilesFetched"] == 0 and s["chunksPrefetched"] == 0, s
@@ -215,7 +201,7 @@ def test_profile_naming_missing_chunks_is_harmless(test_closure, fs_prog, server
     prog = fs_prog[0]
     tree = test_closure["tree"]
     hp = trovetest.store_hash_part(prog)
-    m = mount()
+    m = mount(None, *LEARN)
     want = run_program(m, prog, tree)
     m.unmount()
     learned = profile(server, prog)
@@ -228,7 +214,7 @@ def test_profile_naming_missing_chunks_is_harmless(test_closure, fs_prog, server
                     f" VALUES ({cid}, '{hp}', decode('{i:02x}{'ee' * 31}', 'hex'), 1000, -1)")
     assert profile(server, prog) == learned
     # A mount uses the profile as before.
-    m = mount()
+    m = mount(None, *USE)
     assert run_program(m, prog, tree) == want
     s = m.stats()
     assert s["profilesFetched"] >= 1 and s["errors"] == 0, s
@@ -237,7 +223,7 @@ def test_profile_naming_missing_chunks_is_harmless(test_closure, fs_prog, server
     assert r.status in (200, 204), r
     r = server.get(f"/_api/v1/caches/{CACHE}/profiles/{hp}", token=server.admin)
     assert r.status == 404, r
-    m2 = mount()
+    m2 = mount(None, *USE)
     with pytest.raises(FileNotFoundError):
         os.stat(m2.path(prog))
     assert server.scalar(f"SELECT count(*) FROM profile_chunks WHERE hash_part = '{hp}'") > 0
