@@ -89,7 +89,7 @@ static void help(void) {
                "                      recorded (default 30)\n"
                "  --prefetch-budget SIZE\n"
                "                      bytes prefetched per store path at most (default 256M)\n"
-               "  --memory-cache SIZE decoded chunks kept in memory (default 16M)\n"
+               "  --memory-cache SIZE decoded chunks kept in memory (default 8M)\n"
                "  -f                  stay in the foreground\n"
                "  -d                  debug: FUSE requests and trove's debug log (implies -f)\n"
                "  -o OPT[,OPT...]     FUSE mount options (allow_other, ...)\n"
@@ -410,7 +410,7 @@ int main(int argc, char **argv) {
                 .record = true,
                 .record_window_s = 30,
                 .prefetch_budget = (uint64_t) 256 << 20,
-                .memory_cache = (uint64_t) 16 << 20,
+                .memory_cache = (uint64_t) 8 << 20,
                 .fuse_opts = BUF_INIT(65536),
         };
         struct trovefs fs = { 0 };
