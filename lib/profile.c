@@ -31,7 +31,9 @@ int profile_decode(const void *body, size_t n, const char *hash_part,
         }
         for (size_t i = 0; i < cnt; i++) {
                 const char *s = json_string_value(json_array_get(arr, i));
+                /* Lower-case hex, as troved writes ids. */
                 if (!s || strlen(s) != HASH_BASE16_LEN ||
+                    strspn(s, "0123456789abcdef") != HASH_BASE16_LEN ||
                     hex_decode(s, HASH_BASE16_LEN, ids[i], SHA256_DIGEST_LEN) < 0)
                         goto out;
         }
