@@ -74,7 +74,7 @@ static void help(void) {
                "  --trusted-key-file FILE\n"
                "                      file of such keys, separated by whitespace\n"
                "  --store-dir DIR     store directory manifests must name (default %s)\n"
-               "  --workers N         parallel chunk downloads (default 8)\n"
+               "  --workers N         parallel chunk downloads (default 16)\n"
                "  --timeout SECONDS   give up on the server after this long (default 30);\n"
                "                      reads then fail with EIO\n"
                "  --negative-timeout SECONDS\n"

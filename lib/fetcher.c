@@ -11,7 +11,7 @@
 #include "trove/profile.h"
 #include "trove/storepath.h"
 
-#define WORKERS_DEFAULT 8
+#define WORKERS_DEFAULT 16
 #define WORKERS_MAX 64
 #define TIMEOUT_DEFAULT_MS 30000
 #define ATTEMPTS_DEFAULT 5

@@ -62,7 +62,7 @@ struct fetcher_options {
         size_t n_servers;
         const char *cache;        /* cache name */
         const char *token;        /* Bearer token, or NULL for anonymous pull */
-        unsigned n_workers;       /* 0: 8 */
+        unsigned n_workers;       /* 0: 16 */
         long timeout_ms;          /* per operation, retries included; 0: 30 s */
         unsigned max_attempts;    /* per operation; 0: 5 */
         uint64_t mem_cache_bytes; /* decoded chunks kept in memory; 0: 64 MiB */
