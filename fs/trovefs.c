@@ -13,6 +13,7 @@
 #include <fuse_lowlevel.h>
 #include <arpa/inet.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -423,6 +424,13 @@ int main(int argc, char **argv) {
         int r, ret = 1;
 
         log_set_ident("trovefs");
+        /* Chunks are buffers of 16-256 KiB, allocated by one thread and
+         * freed by another. With glibc's defaults (an arena per thread, a
+         * mmap threshold that grows with every large free) the freed ones
+         * stay in the process; a fixed threshold hands them back at once,
+         * and a few arenas keep the rest from spreading. */
+        mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+        mallopt(M_ARENA_MAX, 4);
         r = parse_args(argc, argv, &o);
         if (r <= 0) {
                 buf_free(&o.fuse_opts);
