@@ -119,7 +119,7 @@ static const char *const migrations[] = {
          * from a push (a retention policy may drop those first). */
         "ALTER TABLE caches ADD COLUMN upstreams text NOT NULL DEFAULT '';"
         "ALTER TABLE paths ADD COLUMN pulled boolean NOT NULL DEFAULT false;",
-        /* Learned prefetch profiles: per store path of a cache, the chunks
+        /* 6: learned prefetch profiles: per store path of a cache, the chunks
          * mounts read soon after looking the path up. weight decays with
          * every report and grows by one for each report naming the chunk;
          * pos is the weighted mean of its first-touch positions. Rows name
