@@ -53,6 +53,7 @@
 #define SEQUENTIAL_SLACK (1u << 20)
 
 #define COUNT(fs, field, n) __atomic_fetch_add(&(fs)->field, (n), __ATOMIC_RELAXED)
+#define LOAD(fs, field) __atomic_load_n(&(fs)->field, __ATOMIC_RELAXED)
 
 static inline fuse_ino_t make_ino(uint64_t k, uint32_t node) {
         return (fuse_ino_t) (((k + 1) << INO_SHIFT) | node);
@@ -155,6 +156,7 @@ static int path_add(struct trovefs *fs, struct trovefs_path *p) {
 static void path_free(struct trovefs_path *p) {
         if (!p)
                 return;
+        learn_path_free(p);
         manifest_free(&p->m);
         free(p->name);
         free(p);
@@ -164,6 +166,10 @@ static void path_free(struct trovefs_path *p) {
 static void path_unref(struct trovefs_path *p) {
         if (p && __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) == 0)
                 path_free(p);
+}
+
+void trovefs_path_unref(struct trovefs_path *p) {
+        path_unref(p);
 }
 
 /* The kernel now holds one more reference to a node of p (an entry reply
@@ -313,6 +319,7 @@ static int lookup_store_path(struct trovefs *fs, const char *name, struct trovef
         struct trove_error err = { "" };
         size_t len = strlen(name);
         const char *base;
+        bool added = false;
         int r;
 
         if (storepath_parse_basename(name, len, &sp) < 0)
@@ -334,6 +341,7 @@ static int lookup_store_path(struct trovefs *fs, const char *name, struct trovef
         p = calloc(1, sizeof *p);
         if (!p)
                 return -ENOMEM;
+        pthread_mutex_init(&p->learn_lock, NULL);
         r = fetcher_get_manifest(fs->fetcher, sp.hash, fs->store_dir, &p->m, &err);
         if (r == -ENOENT)
                 return r;
@@ -372,8 +380,10 @@ static int lookup_store_path(struct trovefs *fs, const char *name, struct trovef
         found = path_find(fs, name, len);
         if (!found) {
                 r = path_add(fs, p);
-                if (r >= 0)
+                if (r >= 0) {
                         found = TAKE_PTR(p);
+                        added = true;
+                }
         }
         if (found) {
                 __atomic_add_fetch(&found->refs, 1, __ATOMIC_RELAXED);
@@ -384,6 +394,8 @@ static int lookup_store_path(struct trovefs *fs, const char *name, struct trovef
                 path_free(TAKE_PTR(p));
         if (!found)
                 return r;
+        if (added)
+                learn_path_added(fs, found);
         *ret = found;
         return 0;
 }
@@ -729,12 +741,19 @@ static void read_ahead(struct trovefs *fs, struct trovefs_path *p, uint32_t node
         bool sequential = prev_node == (uint64_t) node + 1 &&
                           (off >= prev_end ? off - prev_end : prev_end - off) <= SEQUENTIAL_SLACK;
 
+        uint32_t run = sequential ? __atomic_load_n(&p->ra_run[slot], __ATOMIC_RELAXED) + 1 : 0;
+        size_t window;
+
         __atomic_store_n(&p->ra_node[slot], (uint64_t) node + 1, __ATOMIC_RELAXED);
         __atomic_store_n(&p->ra_end[slot], off + len, __ATOMIC_RELAXED);
+        __atomic_store_n(&p->ra_run[slot], MIN(run, 64u), __ATOMIC_RELAXED);
         if (!sequential && off != 0)
                 return;
-        for (size_t i = last_chunk + 1, n = 0; i < p->m.n_chunks && n < fs->readahead_chunks;
-             i++, n++) {
+        /* A file read front to back gets a window that doubles every 4
+         * sequential reads, up to 8 x --readahead: more chunks in flight
+         * while it streams, none wasted on a single small read. */
+        window = (size_t) fs->readahead_chunks << MIN(run / 4, 3u);
+        for (size_t i = last_chunk + 1, n = 0; i < p->m.n_chunks && n < window; i++, n++) {
                 if (p->m.chunks[i].nar_offset >= file_nar_end)
                         break;
                 fetcher_chunk_prefetch(fs->fetcher, &p->m.chunks[i]);
@@ -778,6 +797,7 @@ static int read_path(struct trovefs *fs, struct trovefs_path *p, uint32_t node, 
         out = malloc(len);
         if (!out)
                 return -ENOMEM;
+        learn_read(fs, p, first, last);
         /* All covering chunks in parallel; then the read-ahead behind them. */
         for (size_t i = first + 1; i <= last; i++)
                 fetcher_chunk_prefetch(fs->fetcher, &p->m.chunks[i]);
@@ -875,7 +895,11 @@ int trovefs_stats_json(struct trovefs *fs, char **ret, size_t *ret_len) {
                        ",\"cacheEvicted\":%" PRIu64 ",\"errors\":%" PRIu64
                        ",\"failovers\":%" PRIu64 ",\"manifestsKept\":%" PRIu64
                        ",\"manifestCacheHits\":%" PRIu64 ",\"manifestCacheDamaged\":%" PRIu64
-                       "}",
+                       ",\"profilesFetched\":%" PRIu64 ",\"profileChunks\":%" PRIu64
+                       ",\"chunksPrefetched\":%" PRIu64 ",\"bytesPrefetched\":%" PRIu64
+                       ",\"prefetchedRead\":%" PRIu64 ",\"prefetchedReadBytes\":%" PRIu64
+                       ",\"prefetchWastedBytes\":%" PRIu64 ",\"pathsReported\":%" PRIu64
+                       ",\"reportErrors\":%" PRIu64 "}",
                        __atomic_load_n(&fs->lookups, __ATOMIC_RELAXED),
                        __atomic_load_n(&fs->root_lookups, __ATOMIC_RELAXED), n_paths,
                        __atomic_load_n(&fs->forgets, __ATOMIC_RELAXED),
@@ -887,7 +911,12 @@ int trovefs_stats_json(struct trovefs *fs, char **ret, size_t *ret_len) {
                        f.retries, f.verify_failures, c.corrupt, c.files, c.bytes, c.evicted,
                        f.errors + __atomic_load_n(&fs->read_errors, __ATOMIC_RELAXED),
                        f.failovers, c.manifests_stored, f.manifests_kept_used,
-                       c.manifest_damaged);
+                       c.manifest_damaged, LOAD(fs, profiles_fetched), LOAD(fs, profile_chunks),
+                       LOAD(fs, prefetched), LOAD(fs, prefetched_bytes),
+                       LOAD(fs, prefetched_used), LOAD(fs, prefetched_used_bytes),
+                       LOAD(fs, prefetched_bytes) - MIN(LOAD(fs, prefetched_bytes),
+                                                        LOAD(fs, prefetched_used_bytes)),
+                       LOAD(fs, reports_sent), LOAD(fs, report_errors));
         if (r < 0) {
                 buf_free(&b);
                 return r;

@@ -13,6 +13,7 @@
 #include <fuse_lowlevel.h>
 #include <arpa/inet.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -41,6 +42,11 @@ struct options {
         long timeout_ms;
         double negative_timeout;
         unsigned readahead;
+        bool prefetch;
+        bool record;
+        unsigned record_window_s;
+        uint64_t prefetch_budget;
+        uint64_t memory_cache;
         struct signing_public trusted_keys[TRUSTED_KEYS_MAX];
         size_t n_trusted_keys;
         bool foreground;
@@ -69,12 +75,22 @@ static void help(void) {
                "  --trusted-key-file FILE\n"
                "                      file of such keys, separated by whitespace\n"
                "  --store-dir DIR     store directory manifests must name (default %s)\n"
-               "  --workers N         parallel chunk downloads (default 8)\n"
+               "  --workers N         parallel chunk downloads (default 16)\n"
                "  --timeout SECONDS   give up on the server after this long (default 30);\n"
                "                      reads then fail with EIO\n"
                "  --negative-timeout SECONDS\n"
                "                      how long an unknown store path stays unknown (default 2)\n"
                "  --readahead N       chunks fetched ahead of sequential reads (default 4)\n"
+               "  --prefetch on|off   fetch the chunks other mounts read first of a store\n"
+               "                      path when it is looked up (learned profile; default on)\n"
+               "  --record on|off     report to the server which chunks of a store path are\n"
+               "                      read soon after its first lookup (default on)\n"
+               "  --record-window SECONDS\n"
+               "                      how long after a path's first lookup reads are\n"
+               "                      recorded (default 30)\n"
+               "  --prefetch-budget SIZE\n"
+               "                      bytes prefetched per store path at most (default 256M)\n"
+               "  --memory-cache SIZE decoded chunks kept in memory (default 8M)\n"
                "  -f                  stay in the foreground\n"
                "  -d                  debug: FUSE requests and trove's debug log (implies -f)\n"
                "  -o OPT[,OPT...]     FUSE mount options (allow_other, ...)\n"
@@ -227,6 +243,11 @@ enum {
         OPT_TIMEOUT,
         OPT_NEGATIVE_TIMEOUT,
         OPT_READAHEAD,
+        OPT_PREFETCH,
+        OPT_RECORD,
+        OPT_RECORD_WINDOW,
+        OPT_PREFETCH_BUDGET,
+        OPT_MEMORY_CACHE,
         OPT_VERSION,
 };
 
@@ -244,6 +265,11 @@ static int parse_args(int argc, char **argv, struct options *o) {
                 { "timeout", required_argument, NULL, OPT_TIMEOUT },
                 { "negative-timeout", required_argument, NULL, OPT_NEGATIVE_TIMEOUT },
                 { "readahead", required_argument, NULL, OPT_READAHEAD },
+                { "prefetch", required_argument, NULL, OPT_PREFETCH },
+                { "record", required_argument, NULL, OPT_RECORD },
+                { "record-window", required_argument, NULL, OPT_RECORD_WINDOW },
+                { "prefetch-budget", required_argument, NULL, OPT_PREFETCH_BUDGET },
+                { "memory-cache", required_argument, NULL, OPT_MEMORY_CACHE },
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, OPT_VERSION },
                 {}
@@ -306,6 +332,34 @@ static int parse_args(int argc, char **argv, struct options *o) {
                         }
                         o->readahead = (unsigned) v;
                         break;
+                case OPT_PREFETCH:
+                case OPT_RECORD:
+                        if (!streq(optarg, "on") && !streq(optarg, "off")) {
+                                log_error("--%s: expected on or off: %s",
+                                          c == OPT_PREFETCH ? "prefetch" : "record", optarg);
+                                return -EINVAL;
+                        }
+                        *(c == OPT_PREFETCH ? &o->prefetch : &o->record) = streq(optarg, "on");
+                        break;
+                case OPT_RECORD_WINDOW:
+                        if (parse_uint(optarg, 3600, &v) < 0 || v == 0) {
+                                log_error("--record-window: expected 1..3600 seconds: %s", optarg);
+                                return -EINVAL;
+                        }
+                        o->record_window_s = (unsigned) v;
+                        break;
+                case OPT_PREFETCH_BUDGET:
+                case OPT_MEMORY_CACHE:
+                        if (parse_size(optarg, c == OPT_PREFETCH_BUDGET ? &o->prefetch_budget
+                                                                        : &o->memory_cache) < 0 ||
+                            (c == OPT_MEMORY_CACHE && o->memory_cache < ((uint64_t) 1 << 20))) {
+                                log_error("--%s: not a size%s: %s",
+                                          c == OPT_PREFETCH_BUDGET ? "prefetch-budget"
+                                                                   : "memory-cache",
+                                          c == OPT_MEMORY_CACHE ? " of at least 1M" : "", optarg);
+                                return -EINVAL;
+                        }
+                        break;
                 case 'f': o->foreground = true; break;
                 case 'd': o->debug = o->foreground = true; break;
                 case 'o':
@@ -353,6 +407,11 @@ int main(int argc, char **argv) {
                 .store_dir = STORE_DIR_DEFAULT,
                 .negative_timeout = 2,
                 .readahead = 4,
+                .prefetch = true,
+                .record = true,
+                .record_window_s = 30,
+                .prefetch_budget = (uint64_t) 256 << 20,
+                .memory_cache = (uint64_t) 8 << 20,
                 .fuse_opts = BUF_INIT(65536),
         };
         struct trovefs fs = { 0 };
@@ -365,6 +424,13 @@ int main(int argc, char **argv) {
         int r, ret = 1;
 
         log_set_ident("trovefs");
+        /* Chunks are buffers of 16-256 KiB, allocated by one thread and
+         * freed by another. With glibc's defaults (an arena per thread, a
+         * mmap threshold that grows with every large free) the freed ones
+         * stay in the process; a fixed threshold hands them back at once,
+         * and a few arenas keep the rest from spreading. */
+        mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+        mallopt(M_ARENA_MAX, 4);
         r = parse_args(argc, argv, &o);
         if (r <= 0) {
                 buf_free(&o.fuse_opts);
@@ -414,6 +480,10 @@ int main(int argc, char **argv) {
         fs.gid = getgid();
         fs.root_negative_timeout = o.negative_timeout;
         fs.readahead_chunks = o.readahead;
+        fs.prefetch = o.prefetch;
+        fs.record = o.record;
+        fs.record_window_ms = (uint64_t) o.record_window_s * 1000;
+        fs.prefetch_budget = o.prefetch_budget;
         if (!fs.store_dir)
                 goto out_fs;
         r = chunkcache_open(cache_dir, o.cache_size, &fs.cache);
@@ -452,6 +522,7 @@ int main(int argc, char **argv) {
                         .token = token,
                         .n_workers = o.workers,
                         .timeout_ms = o.timeout_ms,
+                        .mem_cache_bytes = o.memory_cache,
                         .trusted_keys = o.trusted_keys,
                         .n_trusted_keys = o.n_trusted_keys,
                 };
@@ -459,6 +530,11 @@ int main(int argc, char **argv) {
                 if (r < 0) {
                         log_error_errno(r, "cannot set up fetching from %s: %s", o.servers[0],
                                         strerror(-r));
+                        goto out_unmount;
+                }
+                r = learn_start(&fs);
+                if (r < 0) {
+                        log_error_errno(r, "cannot start prefetching: %s", strerror(-r));
                         goto out_unmount;
                 }
         }
@@ -476,6 +552,8 @@ int main(int argc, char **argv) {
 
 out_unmount:
         fuse_session_unmount(se);
+        /* Reports what was recorded; before the counters are logged. */
+        learn_stop(&fs);
 out_signals:
         fuse_remove_signal_handlers(se);
 out_session:

@@ -238,6 +238,15 @@ void chunkcache_path(const struct chunkcache *c, const uint8_t id[SHA256_DIGEST_
         memcpy(out + c->dir_len + 4, hex, HASH_BASE16_LEN + 1);
 }
 
+bool chunkcache_has(const struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN]) {
+        char path[PATH_MAX];
+
+        if (chunkcache_path_max(c) > sizeof path)
+                return false;
+        chunkcache_path(c, id, path);
+        return access(path, F_OK) == 0;
+}
+
 /* Where object (kind, id) lives; out holds chunkcache_path_max(c). */
 static void object_path(const struct chunkcache *c, uint8_t kind,
                         const uint8_t id[SHA256_DIGEST_LEN], char *out) {

@@ -8,9 +8,10 @@
 #include "trove/fetcher.h"
 #include "trove/http.h"
 #include "trove/nix32.h"
+#include "trove/profile.h"
 #include "trove/storepath.h"
 
-#define WORKERS_DEFAULT 8
+#define WORKERS_DEFAULT 16
 #define WORKERS_MAX 64
 #define TIMEOUT_DEFAULT_MS 30000
 #define ATTEMPTS_DEFAULT 5
@@ -54,6 +55,7 @@ struct fetcher_chunk {
         bool in_table;
         bool queued;
         bool prefetch;
+        bool background;  /* in (or taken from) the background queue */
         uint8_t *data;
         struct fetcher_chunk *hnext;
         struct fetcher_chunk *qprev, *qnext; /* work queue */
@@ -83,6 +85,13 @@ struct fetcher {
         size_t n_entries;
         struct fetcher_chunk *qhead, *qtail;
         unsigned n_prefetch_queued;
+        /* Background fetches (profile prefetch): taken only when the queue
+         * above is empty, by at most bg_max workers at once. */
+        struct fetcher_chunk *bhead, *btail;
+        unsigned n_bg_queued;
+        unsigned n_bg_running;
+        unsigned bg_max;
+        pthread_cond_t bg_cond;    /* room in the background queue, or stopping */
         struct fetcher_chunk *lhead, *ltail;
         uint64_t mem_bytes;
 
@@ -347,18 +356,44 @@ static void table_remove(struct fetcher *f, struct fetcher_chunk *e) {
 }
 
 static void queue_remove(struct fetcher *f, struct fetcher_chunk *e) {
+        struct fetcher_chunk **head = e->background ? &f->bhead : &f->qhead;
+        struct fetcher_chunk **tail = e->background ? &f->btail : &f->qtail;
+
         if (e->qprev)
                 e->qprev->qnext = e->qnext;
         else
-                f->qhead = e->qnext;
+                *head = e->qnext;
         if (e->qnext)
                 e->qnext->qprev = e->qprev;
         else
-                f->qtail = e->qprev;
+                *tail = e->qprev;
         e->qprev = e->qnext = NULL;
         e->queued = false;
-        if (e->prefetch)
+        if (e->background) {
+                f->n_bg_queued--;
+                pthread_cond_broadcast(&f->bg_cond);
+        } else if (e->prefetch)
                 f->n_prefetch_queued--;
+}
+
+/* Appends e to the background queue. */
+static void bqueue_push(struct fetcher *f, struct fetcher_chunk *e) {
+        e->qnext = NULL;
+        e->qprev = f->btail;
+        if (f->btail)
+                f->btail->qnext = e;
+        f->btail = e;
+        if (!f->bhead)
+                f->bhead = e;
+        e->queued = true;
+        e->background = true;
+        f->n_bg_queued++;
+        pthread_cond_signal(&f->work_cond);
+}
+
+/* Whether a worker may take a background entry now. */
+static bool background_ready(const struct fetcher *f) {
+        return f->bhead && f->n_bg_running < f->bg_max;
 }
 
 static void queue_push(struct fetcher *f, struct fetcher_chunk *e, bool front) {
@@ -532,12 +567,18 @@ static void *worker_main(void *arg) {
                 uint8_t *data;
                 int r;
 
-                while (!f->stopping && !f->qhead)
+                bool background;
+
+                while (!f->stopping && !f->qhead && !background_ready(f))
                         pthread_cond_wait(&f->work_cond, &f->lock);
                 if (f->stopping)
                         break;
-                e = f->qhead;
+                /* Demand and read-ahead first; background only behind them. */
+                e = f->qhead ? f->qhead : f->bhead;
                 queue_remove(f, e);
+                background = e->background;
+                if (background)
+                        f->n_bg_running++;
                 entry_ref(f, e);
                 pthread_mutex_unlock(&f->lock);
 
@@ -561,6 +602,11 @@ static void *worker_main(void *arg) {
                         /* Later requests try again. */
                         if (e->in_table)
                                 table_remove(f, e);
+                }
+                if (background) {
+                        f->n_bg_running--;
+                        if (f->bhead)
+                                pthread_cond_signal(&f->work_cond);
                 }
                 pthread_cond_broadcast(&f->done_cond);
                 entry_unref_locked(f, e);
@@ -604,6 +650,7 @@ int fetcher_new(const struct fetcher_options *o, struct chunkcache *cache, struc
         pthread_mutex_init(&f->servers_lock, NULL);
         pthread_cond_init(&f->work_cond, NULL);
         pthread_cond_init(&f->done_cond, NULL);
+        pthread_cond_init(&f->bg_cond, NULL);
         f->cache = cache;
         f->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : TIMEOUT_DEFAULT_MS;
         f->max_attempts = o->max_attempts > 0 ? o->max_attempts : ATTEMPTS_DEFAULT;
@@ -650,6 +697,8 @@ int fetcher_new(const struct fetcher_options *o, struct chunkcache *cache, struc
         }
 
         n = o->n_workers > 0 ? MIN(o->n_workers, WORKERS_MAX) : WORKERS_DEFAULT;
+        /* Two workers stay free for demand reads whatever runs behind. */
+        f->bg_max = n > 2 ? (unsigned) n - 2 : 1;
         f->workers = calloc(n, sizeof *f->workers);
         if (!f->workers) {
                 fetcher_free(f);
@@ -673,6 +722,7 @@ struct fetcher *fetcher_free(struct fetcher *f) {
         pthread_mutex_lock(&f->lock);
         f->stopping = true;
         pthread_cond_broadcast(&f->work_cond);
+        pthread_cond_broadcast(&f->bg_cond);
         pthread_mutex_unlock(&f->lock);
         for (unsigned i = 0; i < f->n_workers; i++)
                 pthread_join(f->workers[i], NULL);
@@ -695,6 +745,7 @@ struct fetcher *fetcher_free(struct fetcher *f) {
         free(f->trusted_keys);
         pthread_cond_destroy(&f->work_cond);
         pthread_cond_destroy(&f->done_cond);
+        pthread_cond_destroy(&f->bg_cond);
         pthread_mutex_destroy(&f->lock);
         free(f);
         return NULL;
@@ -951,10 +1002,10 @@ int fetcher_chunk_get(struct fetcher *f, const struct manifest_chunk *mc,
         }
         if (created)
                 queue_push(f, e, true);
-        else if (e->queued && e->prefetch) {
+        else if (e->queued && (e->prefetch || e->background)) {
                 /* Someone is waiting now: move it before other read-ahead. */
                 queue_remove(f, e);
-                e->prefetch = false;
+                e->prefetch = e->background = false;
                 queue_push(f, e, true);
         } else if (e->state == CHUNK_READY || e->state == CHUNK_PENDING)
                 STAT_ADD(f, mem_hits, 1);
@@ -993,6 +1044,108 @@ void fetcher_chunk_prefetch(struct fetcher *f, const struct manifest_chunk *mc) 
                 e->refs--;
         }
         pthread_mutex_unlock(&f->lock);
+}
+
+int fetcher_chunk_background(struct fetcher *f, const struct manifest_chunk *mc,
+                             const bool *cancel) {
+        struct fetcher_chunk *e;
+        bool created;
+
+        if (mc->length == 0 || mc->length > CHUNK_SIZE_MAX)
+                return -EINVAL;
+        /* Cheap before the lock: a chunk on local disk needs no fetch. */
+        if (f->cache && chunkcache_has(f->cache, mc->id))
+                return 0;
+        pthread_mutex_lock(&f->lock);
+        /* Enough queued to keep the background workers busy: wait. */
+        while (!f->stopping && !__atomic_load_n(cancel, __ATOMIC_RELAXED) &&
+               f->n_bg_queued >= f->bg_max)
+                pthread_cond_wait(&f->bg_cond, &f->lock);
+        if (f->stopping || __atomic_load_n(cancel, __ATOMIC_RELAXED)) {
+                pthread_mutex_unlock(&f->lock);
+                return -ECANCELED;
+        }
+        if (table_find(f, mc->id)) {
+                pthread_mutex_unlock(&f->lock);
+                return 0;
+        }
+        e = entry_get(f, mc, false, &created);
+        if (!e) {
+                pthread_mutex_unlock(&f->lock);
+                return -ENOMEM;
+        }
+        bqueue_push(f, e);
+        /* As for read-ahead: the queue holds no reference. */
+        e->refs--;
+        pthread_mutex_unlock(&f->lock);
+        return 1;
+}
+
+void fetcher_cancel_background(struct fetcher *f) {
+        pthread_mutex_lock(&f->lock);
+        pthread_cond_broadcast(&f->bg_cond);
+        pthread_mutex_unlock(&f->lock);
+}
+
+int fetcher_get_profile(struct fetcher *f, const char *hash_part,
+                        uint8_t (**ret_ids)[SHA256_DIGEST_LEN], size_t *ret_n) {
+        struct http_client *client = NULL;
+        struct buf b = BUF_INIT(PROFILE_BODY_MAX);
+        char path[16 + STOREPATH_HASH_LEN];
+        char url[URL_MAX];
+        int r;
+
+        if (!storepath_is_hash_part(hash_part, strlen(hash_part)))
+                return -EINVAL;
+        snprintf(path, sizeof path, "/profiles/%s", hash_part);
+        r = client_acquire(f, &client);
+        if (r < 0)
+                return r;
+        r = get_with_retries(f, client, path, url, &b, NULL, NULL, NULL, NULL);
+        client_release(f, client);
+        if (r >= 0)
+                r = profile_decode(b.data, b.len, hash_part, ret_ids, ret_n);
+        if (r < 0)
+                log_debug_errno(r, "no profile of %s: %s", hash_part, strerror(-r));
+        buf_free(&b);
+        return r;
+}
+
+int fetcher_report_profiles(struct fetcher *f, const void *body, size_t n) {
+        struct http_client *client = NULL;
+        struct buf resp = BUF_INIT(65536);
+        const char *headers[] = { "Content-Type: application/json", f->auth_header, NULL };
+        struct http_response hr;
+        char url[URL_MAX];
+        bool available;
+        size_t s;
+        int r;
+
+        /* One attempt: a report is worth a request, never a wait. */
+        s = server_pick(f, now_ms(), &available);
+        if (snprintf(url, sizeof url, "%s/profiles", f->servers[s].base_url) >= (int) sizeof url)
+                return -ENAMETOOLONG;
+        r = client_acquire(f, &client);
+        if (r < 0)
+                return r;
+        struct http_request req = {
+                .method = "POST",
+                .url = url,
+                .headers = headers,
+                .body = body,
+                .body_len = n,
+                .response = &resp,
+                .error_body = &resp,
+        };
+        r = http_request(client, &req, &hr);
+        if (r >= 0)
+                r = http_status_to_errno(hr.status);
+        if (r < 0)
+                log_debug("POST %s: %s %.*s", url, strerror(-r), (int) MIN(resp.len, 512),
+                          resp.len ? (const char *) resp.data : "");
+        client_release(f, client);
+        buf_free(&resp);
+        return r;
 }
 
 const uint8_t *fetcher_chunk_data(const struct fetcher_chunk *c, size_t *ret_len) {

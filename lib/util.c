@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "trove/util.h"
 
@@ -154,4 +155,11 @@ size_t json_value_count(const char *p, size_t n) {
                 }
         }
         return count;
+}
+
+uint64_t monotonic_ms(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
 }

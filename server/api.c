@@ -1039,3 +1039,95 @@ int api_path_delete(struct troved_request *rq) {
         /* Its NAR and chunks stay while other paths use them; GC takes the rest. */
         return httpd_reply_buf(rq->http, 200, "application/json", "{}", 2);
 }
+
+/* ---- learned prefetch profiles ---- */
+
+int api_profile_get(struct troved_request *rq) {
+        _cleanup_json_ json_t *out = NULL;
+        uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
+        json_t *arr;
+        size_t n = 0;
+        int r;
+
+        r = db_profile_get(rq->t->db, rq->cache.id, rq->hash, API_PROFILE_CHUNKS_MAX, &ids, &n);
+        if (r == -ENOENT)
+                return httpd_reply_error(rq->http, 404, "no such path in cache '%s'", rq->cache.name);
+        if (r < 0)
+                return r;
+        arr = json_array();
+        for (size_t i = 0; arr && i < n; i++) {
+                char hex[HASH_BASE16_LEN + 1];
+                hex_encode(ids[i], SHA256_DIGEST_LEN, hex);
+                if (json_array_append_new(arr, json_string(hex)) < 0) {
+                        json_decref(arr);
+                        arr = NULL;
+                }
+        }
+        free(ids);
+        out = arr ? json_pack("{s:s, s:o}", "hash", rq->hash, "chunks", arr) : NULL;
+        return out ? reply_json(rq->http, 200, out) : -ENOMEM;
+}
+
+int api_profiles_report(struct troved_request *rq, const void *body, size_t n) {
+        struct httpd_request *req = rq->http;
+        _cleanup_json_ json_t *j = NULL, *out = NULL;
+        struct db_profile_report *reps = NULL;
+        uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
+        size_t n_reps, total = 0, k = 0, bad = 0;
+        json_t *arr;
+        int r;
+
+        j = parse_body(req, body, n, API_PROFILE_VALUES_MAX);
+        if (!j)
+                return -EINVAL;
+        arr = json_object_get(j, "paths");
+        if (!json_is_array(arr) || json_array_size(arr) > API_PROFILE_PATHS_MAX)
+                return httpd_reply_error(req, 400,
+                                         "expected {\"paths\": [{\"hash\": hash part, \"chunks\": [chunk ids]}]} "
+                                         "(at most %d paths)", API_PROFILE_PATHS_MAX);
+        n_reps = json_array_size(arr);
+        for (size_t i = 0; i < n_reps; i++) {
+                json_t *e = json_array_get(arr, i), *c = json_object_get(e, "chunks");
+                const char *h = json_string_value(json_object_get(e, "hash"));
+                if (!json_is_object(e) || json_object_size(e) != 2 || !h ||
+                    !storepath_is_hash_part(h, strlen(h)) || !json_is_array(c) ||
+                    json_array_size(c) > API_PROFILE_CHUNKS_MAX)
+                        return httpd_reply_error(req, 400,
+                                                 "paths[%zu]: expected {\"hash\": hash part, \"chunks\": [at most %d "
+                                                 "chunk ids]}", i, API_PROFILE_CHUNKS_MAX);
+                total += json_array_size(c);
+        }
+        reps = calloc(n_reps + 1, sizeof *reps);
+        ids = calloc(total + 1, sizeof *ids);
+        if (!reps || !ids) {
+                r = -ENOMEM;
+                goto out;
+        }
+        for (size_t i = 0; i < n_reps; i++) {
+                json_t *e = json_array_get(arr, i), *c = json_object_get(e, "chunks");
+                reps[i].hash_part = json_string_value(json_object_get(e, "hash"));
+                reps[i].ids = &ids[k];
+                reps[i].n = json_array_size(c);
+                for (size_t m = 0; m < reps[i].n; m++, k++) {
+                        const char *s = json_string_value(json_array_get(c, m));
+                        if (!s || strlen(s) != HASH_BASE16_LEN ||
+                            hex_decode(s, HASH_BASE16_LEN, ids[k], SHA256_DIGEST_LEN) < 0) {
+                                r = httpd_reply_error(req, 400, "paths[%zu].chunks[%zu] is not a chunk id", i, m);
+                                goto out;
+                        }
+                }
+        }
+        r = db_profiles_report(rq->t->db, rq->cache.id, reps, n_reps, &bad);
+        if (r == -ENOENT)
+                r = httpd_reply_error(req, 404, "paths[%zu]: no such path in cache '%s'", bad, rq->cache.name);
+        else if (r == -EBADMSG)
+                r = httpd_reply_error(req, 400, "paths[%zu]: names chunks that are not part of that path", bad);
+        else if (r >= 0) {
+                out = json_pack("{s:I}", "accepted", (json_int_t) n_reps);
+                r = out ? reply_json(req, 200, out) : -ENOMEM;
+        }
+out:
+        free(reps);
+        free(ids);
+        return r;
+}

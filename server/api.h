@@ -7,6 +7,7 @@
 #pragma once
 
 #include "request.h"
+#include "trove/profile.h"
 
 /* A chunk upload is at most this big uncompressed; clients use the
  * server's chunking parameters (max 256 KiB by default). */
@@ -19,6 +20,13 @@
 #define API_MANIFEST_BODY_MAX (64u * 1024 * 1024)  /* path commit */
 #define API_BATCH_BODY_MAX (16u * 1024 * 1024)     /* chunk batch */
 #define API_BATCH_RECORDS_MAX 4096
+/* Learned prefetch profiles: one report holds at most this many paths, a
+ * path's report or profile at most this many chunks (16384 chunks of
+ * 64 KiB on average: 1 GiB read in a path's first seconds). */
+#define API_PROFILE_PATHS_MAX PROFILE_REPORT_PATHS_MAX
+#define API_PROFILE_CHUNKS_MAX PROFILE_CHUNKS_MAX
+#define API_PROFILE_VALUES_MAX (4u * API_PROFILE_CHUNKS_MAX)
+#define API_PROFILE_BODY_MAX PROFILE_REPORT_BODY_MAX
 #define API_CHUNK_PUT_BODY_MAX (API_CHUNK_MAX + API_CHUNK_MAX / 128 + 4096) /* a zstd frame of a chunk */
 
 /* Handlers of bodiless requests, and (with body, n) of requests whose body
@@ -38,3 +46,5 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n);
 int api_chunk_get(struct troved_request *rq);
 int api_chunk_put(struct troved_request *rq, const void *body, size_t n);
 int api_manifest_get(struct troved_request *rq);
+int api_profile_get(struct troved_request *rq);
+int api_profiles_report(struct troved_request *rq, const void *body, size_t n);

@@ -121,6 +121,20 @@ static const char *const migrations[] = {
          * from a push (a retention policy may drop those first). */
         "ALTER TABLE caches ADD COLUMN upstreams text NOT NULL DEFAULT '';"
         "ALTER TABLE paths ADD COLUMN pulled boolean NOT NULL DEFAULT false;",
+        /* 6: learned prefetch profiles: per store path of a cache, the chunks
+         * mounts read soon after looking the path up. weight decays with
+         * every report and grows by one for each report naming the chunk;
+         * pos is the weighted mean of its first-touch positions. Rows name
+         * chunks by hash, without a foreign key: GC may delete a chunk a
+         * profile names, and reading a profile joins it with the path's
+         * current chunks, so such a row is never served. */
+        "CREATE TABLE profile_chunks ("
+        "  cache_id bigint NOT NULL REFERENCES caches(id) ON DELETE CASCADE,"
+        "  hash_part text NOT NULL,"
+        "  chunk_hash bytea NOT NULL CHECK (length(chunk_hash) = 32),"
+        "  weight double precision NOT NULL,"
+        "  pos double precision NOT NULL,"
+        "  PRIMARY KEY (cache_id, hash_part, chunk_hash));",
 };
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(PGresult *, PQclear);
@@ -1454,6 +1468,130 @@ int db_paths_missing(struct db *db, int64_t cache_id, char *const *hash_parts, s
 out:
         buf_free(&list);
         return r;
+}
+
+/* ---- learned prefetch profiles ---- */
+
+/* How much a profile's weights keep of their value with each report, and
+ * below which weight a chunk leaves the profile. A chunk read by every
+ * mount tends to weight 1 / (1 - DECAY) = 4. */
+#define PROFILE_DECAY "0.75"
+#define PROFILE_DROP "0.05"
+
+int db_profiles_report(struct db *db, int64_t cache_id, const struct db_profile_report *reps, size_t n_reps,
+                       size_t *ret_bad) {
+        _cleanup_handle_ struct db_handle h = {};
+        char cid[24];
+        int r;
+
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = tx_begin(&h);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n_reps; i++) {
+                _cleanup_pgresult_ PGresult *res = NULL;
+                _cleanup_free_ char *list = NULL;
+                uint64_t distinct, of_path, exists;
+
+                if (reps[i].n == 0)
+                        continue;
+                r = hash_list(reps[i].ids, reps[i].n, &list);
+                if (r < 0)
+                        return r;
+                const char *p[] = { cid, reps[i].hash_part, list };
+                /* Every chunk named must be one of the path's own. */
+                r = q(&h, &res,
+                      "WITH t AS (SELECT DISTINCT decode(x, 'hex') AS hash FROM unnest(string_to_array($3, ',')) AS u(x))"
+                      " SELECT (SELECT count(*) FROM t),"
+                      " (SELECT count(*) FROM t WHERE t.hash IN (SELECT c.hash FROM paths p"
+                      "   JOIN nar_chunks nc ON nc.nar_id = p.nar_id JOIN chunks c ON c.id = nc.chunk_id"
+                      "   WHERE p.cache_id = $1 AND p.hash_part = $2)),"
+                      " (SELECT count(*) FROM paths WHERE cache_id = $1 AND hash_part = $2)",
+                      3, p);
+                if (r < 0)
+                        return r;
+                if (get_u64(res, 0, 0, &distinct) < 0 || get_u64(res, 0, 1, &of_path) < 0 ||
+                    get_u64(res, 0, 2, &exists) < 0)
+                        return -EIO;
+                if (exists == 0 || distinct != of_path) {
+                        *ret_bad = i;
+                        return exists == 0 ? -ENOENT : -EBADMSG;
+                }
+                r = q(&h, NULL,
+                      "UPDATE profile_chunks SET weight = weight * " PROFILE_DECAY
+                      " WHERE cache_id = $1 AND hash_part = $2",
+                      2, p);
+                if (r < 0)
+                        return r;
+                /* The first position at which the report names a chunk. */
+                r = q(&h, NULL,
+                      "INSERT INTO profile_chunks (cache_id, hash_part, chunk_hash, weight, pos)"
+                      " SELECT $1::bigint, $2, decode(x, 'hex'), 1, min(ord) - 1"
+                      " FROM unnest(string_to_array($3, ',')) WITH ORDINALITY AS u(x, ord) GROUP BY x"
+                      " ON CONFLICT (cache_id, hash_part, chunk_hash) DO UPDATE SET"
+                      " pos = (profile_chunks.pos * profile_chunks.weight + EXCLUDED.pos) / (profile_chunks.weight + 1),"
+                      " weight = profile_chunks.weight + 1",
+                      3, p);
+                if (r < 0)
+                        return r;
+                r = q(&h, NULL,
+                      "DELETE FROM profile_chunks WHERE cache_id = $1 AND hash_part = $2 AND weight < " PROFILE_DROP,
+                      2, p);
+                if (r < 0)
+                        return r;
+        }
+        return tx_commit(&h);
+}
+
+int db_profile_get(struct db *db, int64_t cache_id, const char *hash_part, size_t max,
+                   uint8_t (**ret_ids)[SHA256_DIGEST_LEN], size_t *ret_n) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
+        char cid[24], lim[24];
+        const char *p[] = { cid, hash_part, lim };
+        size_t n;
+        int r;
+
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
+        snprintf(lim, sizeof lim, "%zu", max);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res, "SELECT 1 FROM paths WHERE cache_id = $1 AND hash_part = $2", 2, p);
+        if (r < 0)
+                return r;
+        if (PQntuples(res) == 0)
+                return -ENOENT;
+        PQclear(TAKE_PTR(res));
+        /* Chunks read by few of the mounts (weight under a third of the
+         * strongest) are left out, and so is any chunk that is not (or no
+         * longer) one of the path's own. */
+        r = q(&h, &res,
+              "WITH own AS (SELECT pc.chunk_hash, pc.weight, pc.pos FROM profile_chunks pc"
+              "   WHERE pc.cache_id = $1 AND pc.hash_part = $2"
+              "   AND pc.chunk_hash IN (SELECT c.hash FROM paths p JOIN nar_chunks nc ON nc.nar_id = p.nar_id"
+              "     JOIN chunks c ON c.id = nc.chunk_id WHERE p.cache_id = $1 AND p.hash_part = $2))"
+              " SELECT chunk_hash FROM own WHERE weight * 3 >= (SELECT max(weight) FROM own)"
+              " ORDER BY pos, chunk_hash LIMIT $3::bigint",
+              3, p);
+        if (r < 0)
+                return r;
+        n = (size_t) PQntuples(res);
+        ids = calloc(n ? n : 1, sizeof *ids);
+        if (!ids)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (get_hash(res, (int) i, 0, ids[i]) < 0) {
+                        free(ids);
+                        return -EIO;
+                }
+        *ret_ids = ids;
+        *ret_n = n;
+        return 0;
 }
 
 /* ---- uploads ---- */

@@ -180,6 +180,26 @@ int db_path_delete(struct db *db, int64_t cache_id, const char *hash_part);
 /* For each of n hash parts, sets missing[i] if the cache lacks it. */
 int db_paths_missing(struct db *db, int64_t cache_id, char *const *hash_parts, size_t n, bool *missing);
 
+/* ---- learned prefetch profiles (docs/api.md) ---- */
+
+/* What one mount read of one store path soon after looking it up: chunk
+ * ids in first-touch order. */
+struct db_profile_report {
+        const char *hash_part;
+        const uint8_t (*ids)[SHA256_DIGEST_LEN];
+        size_t n;
+};
+/* Merges the reports into the cache's profiles, all or none: -ENOENT if
+ * report *ret_bad names a path the cache does not have, -EBADMSG if it
+ * names a chunk that is not one of that path's. */
+int db_profiles_report(struct db *db, int64_t cache_id, const struct db_profile_report *reps, size_t n_reps,
+                       size_t *ret_bad);
+/* The profile of a path: at most max chunk ids (heap array, free()), in
+ * the order mounts read them; none if nobody reported. -ENOENT if the
+ * cache does not have the path. */
+int db_profile_get(struct db *db, int64_t cache_id, const char *hash_part, size_t max,
+                   uint8_t (**ret_ids)[SHA256_DIGEST_LEN], size_t *ret_n);
+
 /* ---- uploads of `nix copy` (NAR first, narinfo second) ---- */
 
 int db_upload_put(struct db *db, int64_t cache_id, const char *file_name, int64_t nar_id);

@@ -70,6 +70,9 @@ static const struct route routes[] = {
         { "GET",    "/_api/v1/caches/{cache}/chunks/{chunk}",        ON_CACHE, PULL,                    0,                         api_chunk_get, NULL },
         { "PUT",    "/_api/v1/caches/{cache}/chunks/{chunk}",        ON_CACHE, PUSH,                    API_CHUNK_PUT_BODY_MAX,    NULL, api_chunk_put },
         { "GET",    "/_api/v1/caches/{cache}/manifests/{hash}",      ON_CACHE, PULL,                    0,                         api_manifest_get, NULL },
+        /* Learned prefetch: mounts read profiles and report what they read (pull suffices for both). */
+        { "GET",    "/_api/v1/caches/{cache}/profiles/{hash}",       ON_CACHE, PULL,                    0,                         api_profile_get, NULL },
+        { "POST",   "/_api/v1/caches/{cache}/profiles",              ON_CACHE, PULL,                    API_PROFILE_BODY_MAX,      NULL, api_profiles_report },
         /* The Nix binary-cache protocol, below /<cache>/ (the API rows above match first). */
         { "GET",    "/{cache}/nix-cache-info",                       ON_CACHE, PULL,                    0,                         nix_cache_info, NULL },
         { "GET",    "/{cache}/{hash}.narinfo",                       ON_CACHE, PULL,                    0,                         nix_narinfo_get, NULL },

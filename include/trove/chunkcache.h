@@ -90,6 +90,9 @@ int chunkcache_get(struct chunkcache *c, struct chunkcodec *codec,
  * this one) down to 90% of it. */
 int chunkcache_put(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,
                    size_t n);
+/* Whether a file for chunk id is present (unverified: a read may still
+ * find it corrupt or evicted). For deciding what is worth fetching. */
+bool chunkcache_has(const struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN]);
 /* Removes chunk id if present (0 either way, or a negative errno). */
 int chunkcache_remove(struct chunkcache *c, const uint8_t id[SHA256_DIGEST_LEN]);
 /* Path of the file chunk id would live in; out must hold

@@ -62,7 +62,7 @@ struct fetcher_options {
         size_t n_servers;
         const char *cache;        /* cache name */
         const char *token;        /* Bearer token, or NULL for anonymous pull */
-        unsigned n_workers;       /* 0: 8 */
+        unsigned n_workers;       /* 0: 16 */
         long timeout_ms;          /* per operation, retries included; 0: 30 s */
         unsigned max_attempts;    /* per operation; 0: 5 */
         uint64_t mem_cache_bytes; /* decoded chunks kept in memory; 0: 64 MiB */
@@ -114,6 +114,24 @@ int fetcher_chunk_get(struct fetcher *f, const struct manifest_chunk *mc,
 /* Starts fetching mc in the background unless it is present, in flight, or
  * too much read-ahead is queued already. Never waits. */
 void fetcher_chunk_prefetch(struct fetcher *f, const struct manifest_chunk *mc);
+/* Background fetch of mc (learned prefetch): 1 when queued, 0 when it is
+ * in the local chunk cache, in memory or in flight already. Background
+ * fetches run only when no demand read or read-ahead waits, on at most
+ * n_workers - 2 workers at once (so demand always finds a free one); when
+ * enough of them are queued this waits for room, until *cancel is set
+ * (then -ECANCELED; wake waiters with fetcher_cancel_background()). */
+int fetcher_chunk_background(struct fetcher *f, const struct manifest_chunk *mc,
+                             const bool *cancel);
+void fetcher_cancel_background(struct fetcher *f);
+/* The learned prefetch profile of a store path (include/trove/profile.h):
+ * chunk ids in read order (heap array, free()). -ENOENT: the cache does
+ * not have the path (or the server no profiles); the errors of
+ * fetcher_get_manifest otherwise. */
+int fetcher_get_profile(struct fetcher *f, const char *hash_part,
+                        uint8_t (**ret_ids)[SHA256_DIGEST_LEN], size_t *ret_n);
+/* POSTs a report (profile_report_add/_end) to the first server not in
+ * back-off, once, without retries. */
+int fetcher_report_profiles(struct fetcher *f, const void *body, size_t n);
 const uint8_t *fetcher_chunk_data(const struct fetcher_chunk *c, size_t *ret_len);
 void fetcher_chunk_unref(struct fetcher *f, struct fetcher_chunk *c);
 

@@ -35,5 +35,8 @@ int read_text_file(const char *path, char *out, size_t cap, size_t *ret_len);
  * the parser allocate many times its size. */
 size_t json_value_count(const char *p, size_t n);
 
+/* CLOCK_MONOTONIC in milliseconds. */
+uint64_t monotonic_ms(void);
+
 /* mkdir -p: creates path and its missing parents with mode. */
 int mkdir_parents(const char *path, mode_t mode);

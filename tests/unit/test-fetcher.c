@@ -411,6 +411,71 @@ static void test_single_flight(void) {
         CHECK(requests(5) == 1);
 }
 
+struct background_arg {
+        struct fetcher *f;
+        size_t first, n;
+        bool cancel;
+        int queued, cancelled;
+};
+
+static void *background(void *p) {
+        struct background_arg *a = p;
+
+        for (size_t i = a->first; i < a->first + a->n; i++) {
+                int r = fetcher_chunk_background(a->f, &chunks[i].mc, &a->cancel);
+                if (r == -ECANCELED)
+                        a->cancelled++;
+                else if (r == 1)
+                        a->queued++;
+                else
+                        CHECK_RC(r, 0);
+        }
+        return NULL;
+}
+
+/* Learned prefetch's background queue: at most n_workers - 2 fetches at
+ * once behind demand reads, a demand read of a queued chunk shares its
+ * fetch, what is present is not queued, and a cancelled feeder returns. */
+static void test_background(void) {
+        _cleanup_(fetcher_freep) struct fetcher *f = new_fetcher(NULL, TOKEN, 10000, 0);
+        struct background_arg a = { .f = f, .first = 6, .n = 6 };
+        pthread_t th;
+
+        reset_server();
+        check_chunk(f, 6); /* in memory: not queued again */
+        srv.delay_ms = 100;
+        CHECK(pthread_create(&th, NULL, background, &a) == 0);
+        /* Demand reads of chunks the feeder is queueing: one request each. */
+        check_chunk(f, 11);
+        check_chunk(f, 10);
+        pthread_join(th, NULL);
+        CHECK_EQ_U64(a.cancelled, 0);
+        CHECK(a.queued >= 3 && a.queued <= 5);
+        for (size_t i = 7; i < 12; i++)
+                check_chunk(f, i);
+        for (size_t i = 6; i < 12; i++)
+                CHECK(requests((int) i) == 1);
+
+        /* A feeder waiting for room is cancelled: with 3 workers one runs
+         * in the background and one more waits, so the third chunk waits
+         * for the first (slow) fetch to end. */
+        struct fetcher_options o = {
+                .server_url = url, .cache = "c", .token = TOKEN, .n_workers = 3,
+                .timeout_ms = 10000,
+        };
+        _cleanup_(fetcher_freep) struct fetcher *g = NULL;
+        CHECK_OK(fetcher_new(&o, NULL, &g));
+        srv.delay_ms = 900; /* (the server sleeps less than a second) */
+        struct background_arg b = { .f = g, .first = 12, .n = 4 };
+        CHECK(pthread_create(&th, NULL, background, &b) == 0);
+        for (int k = 0; k < 500 && requests(12) == 0; k++)
+                nanosleep(&(struct timespec){ 0, 10 * 1000000L }, NULL);
+        __atomic_store_n(&b.cancel, true, __ATOMIC_RELAXED);
+        fetcher_cancel_background(g);
+        pthread_join(th, NULL);
+        CHECK(b.queued >= 1 && b.queued + b.cancelled == 4 && b.cancelled >= 2);
+}
+
 static void test_retries_and_verification(void) {
         _cleanup_(fetcher_freep) struct fetcher *f = new_fetcher(NULL, TOKEN, 5000, 0);
         struct fetcher_chunk *c = NULL;
@@ -821,6 +886,7 @@ int main(void) {
         test_manifest_signature();
         test_chunks();
         test_single_flight();
+        test_background();
         test_retries_and_verification();
         test_disk_cache();
         test_memory_bound();
