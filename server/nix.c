@@ -11,6 +11,7 @@
 
 #include "commit.h"
 #include "ingest.h"
+#include "lastuse.h"
 #include "nix.h"
 #include "storage.h"
 #include "upstream.h"
@@ -35,6 +36,7 @@ int nix_narinfo_get(struct troved_request *rq) {
 
         text = nicache_get(t->narinfos, cache->id, hash, &len);
         if (text) {
+                lastuse_mark_path(t->lastuse, cache->id, hash);
                 METRIC_ADD(t, narinfo_hits, 1);
                 httpd_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
                 return httpd_reply_take(req, 200, "text/x-nix-narinfo", text, len);
@@ -55,6 +57,7 @@ int nix_narinfo_get(struct troved_request *rq) {
         if (r < 0)
                 return r;
         nicache_put(t->narinfos, cache->id, hash, text, strlen(text));
+        lastuse_mark_path(t->lastuse, cache->id, hash);
         METRIC_ADD(t, narinfo_hits, 1);
         httpd_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
         return httpd_reply_take(req, 200, "text/x-nix-narinfo", text, strlen(text));
@@ -233,6 +236,7 @@ int nix_nar_get(struct troved_request *rq) {
                 return r;
         if (r == 0)
                 return httpd_reply_error(req, 404, "no such NAR");
+        lastuse_mark_nar(t->lastuse, cache->id, nar.id);
 
         s = calloc(1, sizeof *s);
         if (!s)

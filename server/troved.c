@@ -19,6 +19,8 @@
 #include "trove/util.h"
 #include "troved.h"
 #include "exchange.h"
+#include "gc.h"
+#include "lastuse.h"
 #include "storage.h"
 #include "upstream.h"
 #include "usage.h"
@@ -322,6 +324,8 @@ int main(int argc, char **argv) {
                 r = usage_memo_new(&t.usage);
         if (r >= 0)
                 r = upstream_new(&t.upstream);
+        if (r >= 0)
+                r = lastuse_new(16384, &t.lastuse);
         if (r < 0)
                 goto out;
 
@@ -357,6 +361,9 @@ int main(int argc, char **argv) {
         if (r < 0)
                 goto out;
         listen_fd = -1; /* the server owns it now */
+        r = gc_start(&t);
+        if (r < 0)
+                goto out;
         log_info("serving on %s (port %u), chunks in %s (%s)", t.cfg.listen, httpd_server_port(t.http), path,
                  chunkstore_backend(t.store));
 
@@ -369,6 +376,8 @@ int main(int argc, char **argv) {
         ret = 0;
 out:
         httpd_server_stop(t.http);
+        gc_stop(&t);
+        lastuse_free(t.lastuse);
         if (listen_fd >= 0)
                 close(listen_fd);
         nicache_free(t.narinfos);

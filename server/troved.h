@@ -35,6 +35,8 @@ struct troved_config {
         unsigned upstream_timeout_sec;       /* an upstream's narinfo answer; NARs get more */
         unsigned upstream_negative_ttl_sec;  /* an upstream miss is remembered this long */
         bool chunk_redirect;      /* redirect chunk downloads to presigned URLs */
+        unsigned gc_interval_sec; /* scheduled garbage collection; 0: never */
+        unsigned gc_min_age_sec;  /* what scheduled collections leave alone */
         int log_level;
 };
 
@@ -79,6 +81,8 @@ struct troved {
         struct oidcpolicy *oidc_policy; /* token exchange: trusted issuers and rules (NULL: off) */
         struct oidckeys *oidc_keys;     /* their fetched key sets */
         struct upstream *upstream;  /* pull-through: fetches in flight, remembered misses */
+        struct lastuse *lastuse;    /* reads to record as last use, flushed in batches */
+        struct gc_thread *gc;       /* scheduled collections and last-use flushes */
 };
 
 #define METRIC_ADD(t, field, n) atomic_fetch_add_explicit(&(t)->m.field, (n), memory_order_relaxed)
