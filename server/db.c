@@ -1841,15 +1841,18 @@ int db_gc_begin(struct db *db, bool wait, struct db_gc **ret) {
         g->locked = true;
         /* The run's work lists live in this session only: a run that dies
          * leaves nothing behind but what the next run finds again. */
-        r = q(&g->h, NULL,
-              "SET client_min_messages = warning;"
-              "CREATE TEMP TABLE IF NOT EXISTS gc_paths (id bigint PRIMARY KEY, used_before timestamptz NOT NULL);"
-              "CREATE TEMP TABLE IF NOT EXISTS gc_nars (id bigint PRIMARY KEY);"
-              "CREATE TEMP TABLE IF NOT EXISTS gc_chunks (id bigint PRIMARY KEY);"
-              "TRUNCATE gc_paths, gc_nars, gc_chunks",
-              0, NULL);
-        if (r < 0)
-                goto fail;
+        static const char *const setup[] = {
+                "SET client_min_messages = warning",
+                "CREATE TEMP TABLE IF NOT EXISTS gc_paths (id bigint PRIMARY KEY, used_before timestamptz NOT NULL)",
+                "CREATE TEMP TABLE IF NOT EXISTS gc_nars (id bigint PRIMARY KEY)",
+                "CREATE TEMP TABLE IF NOT EXISTS gc_chunks (id bigint PRIMARY KEY)",
+                "TRUNCATE gc_paths, gc_nars, gc_chunks",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(setup); i++) {
+                r = q(&g->h, NULL, setup[i], 0, NULL);
+                if (r < 0)
+                        goto fail;
+        }
         *ret = g;
         return 0;
 fail:
