@@ -1205,11 +1205,13 @@ int db_nar_insert(struct db *db, const struct db_nar *n, const struct db_nar_chu
                         goto out;
         }
         if (PQntuples(res) == 0) {
-                /* Someone else committed the same NAR first: theirs is complete. */
+                /* Someone else committed the same NAR first: theirs is complete.
+                 * Its age restarts: the caller is about to reference it, and
+                 * garbage collection leaves NARs younger than its min-age. */
                 const char *p[] = { nar_hash };
                 PQclear(res);
                 res = NULL;
-                r = q(&h, &res, "SELECT id FROM nars WHERE nar_hash = $1", 1, p);
+                r = q(&h, &res, "UPDATE nars SET created_at = now() WHERE nar_hash = $1 RETURNING id", 1, p);
                 if (r < 0)
                         goto out;
                 if (PQntuples(res) != 1 || get_i64(res, 0, 0, &nar_id) < 0) {
@@ -1306,11 +1308,23 @@ int db_nar_find_visible(struct db *db, const uint8_t nar_hash[SHA256_DIGEST_LEN]
         r = db_get(db, &h);
         if (r < 0)
                 return r;
-        r = q(&h, &res,
-              "SELECT " NAR_COLUMNS " FROM nars n WHERE n.nar_hash = $1 AND ("
-              " EXISTS (SELECT 1 FROM paths p WHERE p.nar_id = n.id AND p.cache_id = ANY($2::bigint[]))"
-              " OR EXISTS (SELECT 1 FROM uploads u WHERE u.nar_id = n.id AND u.cache_id = ANY($2::bigint[])))",
-              2, p);
+        /* The caller will reference what it finds: its age restarts (at
+         * most once a minute), under the GC lock, so a collection either
+         * deleted it before (not found) or leaves it for its min-age. */
+        r = tx_begin(&h);
+        if (r >= 0)
+                r = q(&h, NULL, "SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")", 0, NULL);
+        if (r >= 0)
+                r = q(&h, &res,
+                      "WITH f AS (SELECT " NAR_COLUMNS " FROM nars n WHERE n.nar_hash = $1 AND ("
+                      " EXISTS (SELECT 1 FROM paths p WHERE p.nar_id = n.id AND p.cache_id = ANY($2::bigint[]))"
+                      " OR EXISTS (SELECT 1 FROM uploads u WHERE u.nar_id = n.id AND u.cache_id = ANY($2::bigint[])))),"
+                      " t AS (UPDATE nars SET created_at = now() FROM f WHERE nars.id = f.id"
+                      "  AND nars.created_at < now() - interval '1 minute')"
+                      " SELECT * FROM f",
+                      2, p);
+        if (r >= 0)
+                r = tx_commit(&h);
         if (r < 0)
                 return r;
         if (PQntuples(res) != 1)
