@@ -1011,7 +1011,7 @@ int db_chunks_present(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], si
                             "  FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS t(x, ord)),"
                             " touch AS (UPDATE chunks SET created_at = now() WHERE id IN (SELECT c.id FROM t"
                             "  JOIN chunks c ON c.hash = t.h WHERE c.created_at < now() - interval '1 minute'"
-                            "  ORDER BY c.id FOR UPDATE SKIP LOCKED))"
+                            "  ORDER BY c.id FOR UPDATE OF c SKIP LOCKED))"
                             " SELECT t.ord - 1 FROM t WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.hash = t.h)",
                             0, NULL, present);
 }
@@ -1756,17 +1756,17 @@ int db_paths_mark_used(struct db *db, const struct db_use *uses, size_t n) {
                 [DB_USE_PATH] = "UPDATE paths SET last_used = now() WHERE id IN (SELECT p.id FROM paths p"
                                 " JOIN (SELECT split_part(x, ':', 1)::bigint AS c, split_part(x, ':', 2) AS h"
                                 "  FROM unnest(string_to_array($1, ',')) x) t ON p.cache_id = t.c AND p.hash_part = t.h"
-                                " WHERE p.last_used < now() - interval '1 minute' ORDER BY p.id FOR UPDATE SKIP LOCKED)",
+                                " WHERE p.last_used < now() - interval '1 minute' ORDER BY p.id FOR UPDATE OF p SKIP LOCKED)",
                 [DB_USE_NAR] = "UPDATE paths SET last_used = now() WHERE id IN (SELECT p.id FROM paths p"
                                " JOIN (SELECT split_part(x, ':', 1)::bigint AS c, split_part(x, ':', 2)::bigint AS n"
                                "  FROM unnest(string_to_array($1, ',')) x) t ON p.cache_id = t.c AND p.nar_id = t.n"
-                               " WHERE p.last_used < now() - interval '1 minute' ORDER BY p.id FOR UPDATE SKIP LOCKED)",
+                               " WHERE p.last_used < now() - interval '1 minute' ORDER BY p.id FOR UPDATE OF p SKIP LOCKED)",
                 [DB_USE_CHUNK] = "UPDATE paths SET last_used = now() WHERE id IN (SELECT p.id FROM paths p"
                                  " JOIN (SELECT DISTINCT t.c, nc.nar_id FROM (SELECT split_part(x, ':', 1)::bigint AS c,"
                                  "   decode(split_part(x, ':', 2), 'hex') AS h FROM unnest(string_to_array($1, ',')) x) t"
                                  "  JOIN chunks ch ON ch.hash = t.h JOIN nar_chunks nc ON nc.chunk_id = ch.id) u"
                                  "  ON p.cache_id = u.c AND p.nar_id = u.nar_id"
-                                 " WHERE p.last_used < now() - interval '1 minute' ORDER BY p.id FOR UPDATE SKIP LOCKED)",
+                                 " WHERE p.last_used < now() - interval '1 minute' ORDER BY p.id FOR UPDATE OF p SKIP LOCKED)",
         };
         _cleanup_handle_ struct db_handle h = {};
         int r = 0;
