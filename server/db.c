@@ -1836,11 +1836,15 @@ int db_gc_begin(struct db *db, bool wait, struct db_gc **ret) {
         if (r < 0)
                 goto fail;
         if (wait) {
+                /* Bounded: a run that does not end within the timeout is
+                 * reported as running (-EALREADY). */
                 r = q(&g->h, NULL, "SET lock_timeout = '300s'", 0, NULL);
-                if (r >= 0)
-                        r = q(&g->h, NULL, "SELECT pg_advisory_lock(" DB_GC_RUN_LOCK ")", 0, NULL);
-                if (r >= 0)
-                        r = q(&g->h, NULL, "SET lock_timeout = 0", 0, NULL);
+                if (r < 0)
+                        goto fail;
+                r = q(&g->h, NULL, "SELECT pg_advisory_lock(" DB_GC_RUN_LOCK ")", 0, NULL);
+                (void) q(&g->h, NULL, "RESET lock_timeout", 0, NULL);
+                if (r == -EIO && conn_ok(g->h.conn))
+                        r = -EALREADY;
                 if (r < 0)
                         goto fail;
         } else {
