@@ -156,6 +156,7 @@ static const char *const migrations[] = {
         "INSERT INTO path_refs (path_id, cache_id, ref)"
         " SELECT DISTINCT p.id, p.cache_id, left(r, 32) FROM paths p, unnest(string_to_array(p.refs, ' ')) r"
         " WHERE length(r) >= 32 AND left(r, 32) <> p.hash_part;"
+        "CREATE INDEX orphan_objects_seen ON orphan_objects (first_seen, hash);"
         "ALTER TABLE caches ADD COLUMN quota_bytes bigint NOT NULL DEFAULT 0;"
         "ALTER TABLE caches ADD COLUMN old_secret_key text NOT NULL DEFAULT '';",
 };
@@ -2098,15 +2099,21 @@ fail:
         return r;
 }
 
-int db_gc_delete_objects(struct db_gc *g, int64_t min_age_sec, unsigned batch,
+static uint64_t monotonic_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
+
+int db_gc_delete_objects(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint64_t budget_usec,
                          int (*delete_object)(void *userdata, const uint8_t id[SHA256_DIGEST_LEN]), void *userdata,
                          uint64_t *ret_n, bool *ret_more) {
         _cleanup_pgresult_ PGresult *res = NULL;
         struct buf done = BUF_INIT((size_t) 64 << 20);
         char age[24], lim[16];
         const char *p[] = { age, lim };
-        uint64_t n = 0;
-        bool failed = false;
+        uint64_t n = 0, start;
+        bool failed = false, stopped = false;
         int r;
 
         snprintf(age, sizeof age, "%" PRId64, min_age_sec);
@@ -2123,8 +2130,15 @@ int db_gc_delete_objects(struct db_gc *g, int64_t min_age_sec, unsigned batch,
               2, p);
         if (r < 0)
                 goto fail;
+        /* The lock is held while objects are deleted: writers wait at most
+         * the time budget (and one store call). */
+        start = monotonic_usec();
         for (int i = 0; i < PQntuples(res); i++) {
                 uint8_t id[SHA256_DIGEST_LEN];
+                if (monotonic_usec() - start > budget_usec) {
+                        stopped = true;
+                        break;
+                }
                 if (get_hash(res, i, 0, id) < 0) {
                         r = -EIO;
                         goto fail;
@@ -2151,7 +2165,7 @@ int db_gc_delete_objects(struct db_gc *g, int64_t min_age_sec, unsigned batch,
         if (r < 0)
                 goto out;
         *ret_n = n;
-        *ret_more = !failed && (uint64_t) PQntuples(res) == batch;
+        *ret_more = !failed && (stopped || (uint64_t) PQntuples(res) == batch);
         goto out;
 fail:
         (void) q(&g->h, NULL, "ROLLBACK", 0, NULL);

@@ -264,12 +264,12 @@ int db_gc_mark_unreferenced(struct db_gc *g, int64_t min_age_sec, uint64_t *ret_
 int db_gc_sweep_rows(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint64_t *ret_nars,
                      uint64_t *ret_chunks);
 /* Deletes up to batch objects recorded in orphan_objects that have no
- * chunk row: those left by deleted rows at once, those found in the store
+ * chunk row, for at most budget_usec: those left by deleted rows at once, those found in the store
  * without a row once first seen more than min_age_sec ago. Runs under the
  * GC lock, so a writer that needs one of these objects stores it again
  * before writing its row. *ret_n: objects deleted; *ret_more: whether
  * another batch may find more. */
-int db_gc_delete_objects(struct db_gc *g, int64_t min_age_sec, unsigned batch,
+int db_gc_delete_objects(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint64_t budget_usec,
                          int (*delete_object)(void *userdata, const uint8_t id[SHA256_DIGEST_LEN]), void *userdata,
                          uint64_t *ret_n, bool *ret_more);
 

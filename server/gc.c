@@ -17,8 +17,10 @@
 /* Rows per transaction: what a push or read may wait for at most. */
 #define GC_PATH_BATCH 500
 #define GC_ROW_BATCH 2000
-/* Objects deleted per transaction (each is a store round trip). */
-#define GC_OBJECT_BATCH 64
+/* Objects deleted per transaction (each is a store round trip), and the
+ * time one such transaction may hold writers back. */
+#define GC_OBJECT_BATCH 512
+#define GC_OBJECT_BUDGET_USEC 200000
 /* Quota rounds per run: each marks what covers the excess it sees. */
 #define GC_QUOTA_ROUNDS 64
 /* Last-use marks are written at least this often. */
@@ -29,16 +31,17 @@ struct gc_thread {
         pthread_mutex_t lock;
         pthread_cond_t cond;
         bool stop;
-        atomic_bool cancel;       /* a run in progress ends after its batch */
 };
 
-static int gc_cancelled(struct troved *t) {
-        return t->gc && atomic_load(&t->gc->cancel) ? -ECANCELED : 0;
-}
-
 /* One run per process at a time; other instances are kept out by the
- * database's run lock. */
+ * database's run lock. Shutdown ends a run in progress (scheduled or asked
+ * for) after its current batch. */
 static pthread_mutex_t gc_run_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_bool gc_cancel;
+
+static int gc_cancelled(void) {
+        return atomic_load(&gc_cancel) ? -ECANCELED : 0;
+}
 
 static uint64_t now_usec(void) {
         struct timespec ts;
@@ -97,7 +100,7 @@ static void gc_path_deleted(void *userdata, int64_t cache_id, const char *hash) 
 static int gc_sweep_paths(struct troved *t, struct db_gc *g, uint64_t *deleted) {
         for (;;) {
                 uint64_t n = 0;
-                int r = gc_cancelled(t);
+                int r = gc_cancelled();
                 if (r < 0)
                         return r;
                 (void) lastuse_flush(t->lastuse, t->db);
@@ -143,7 +146,7 @@ static int gc_run(struct troved *t, struct db_gc *g, int64_t min_age, struct gc_
         /* Each batch takes at least one candidate off the lists. */
         for (uint64_t i = 0; i <= n; i++) {
                 uint64_t nars, chunks;
-                r = gc_cancelled(t);
+                r = gc_cancelled();
                 if (r < 0)
                         return r;
                 r = db_gc_sweep_rows(g, min_age, GC_ROW_BATCH, &nars, &chunks);
@@ -157,10 +160,11 @@ static int gc_run(struct troved *t, struct db_gc *g, int64_t min_age, struct gc_
         /* Rows are gone (committed): now their objects. */
         storage_forget_present(t);
         do {
-                r = gc_cancelled(t);
+                r = gc_cancelled();
                 if (r < 0)
                         return r;
-                r = db_gc_delete_objects(g, min_age, GC_OBJECT_BATCH, gc_delete_object, t, &n, &more);
+                r = db_gc_delete_objects(g, min_age, GC_OBJECT_BATCH, GC_OBJECT_BUDGET_USEC, gc_delete_object, t, &n,
+                                         &more);
                 if (r < 0)
                         return r;
                 res->objects_deleted += n;
@@ -264,11 +268,11 @@ int gc_start(struct troved *t) {
 void gc_stop(struct troved *t) {
         struct gc_thread *th = t->gc;
 
+        atomic_store(&gc_cancel, true);
         if (!th)
                 return;
         pthread_mutex_lock(&th->lock);
         th->stop = true;
-        atomic_store(&th->cancel, true);
         pthread_cond_signal(&th->cond);
         pthread_mutex_unlock(&th->lock);
         pthread_join(th->thread, NULL);
@@ -276,6 +280,4 @@ void gc_stop(struct troved *t) {
         pthread_cond_destroy(&th->cond);
         free(th);
         t->gc = NULL;
-        if (t->lastuse && t->db)
-                (void) lastuse_flush(t->lastuse, t->db);
 }

@@ -38,5 +38,6 @@ int gc_collect(struct troved *t, int64_t min_age_sec, bool wait, struct gc_resul
 /* The background thread: flushes last-use marks every few seconds and
  * collects every cfg.gc_interval_sec (0: never) with cfg.gc_min_age_sec. */
 int gc_start(struct troved *t);
-/* Stops it (flushing the last marks); NULL-safe. */
+/* Stops it and ends a collection in progress after its current batch (it
+ * fails with -ECANCELED); the caller flushes the last marks. */
 void gc_stop(struct troved *t);

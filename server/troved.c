@@ -375,8 +375,12 @@ int main(int argc, char **argv) {
         log_info("shutting down");
         ret = 0;
 out:
-        httpd_server_stop(t.http);
+        /* A collection in progress ends first (after its batch), so that
+         * stopping the HTTP server does not wait for a long run. */
         gc_stop(&t);
+        httpd_server_stop(t.http);
+        if (t.lastuse && t.db)
+                (void) lastuse_flush(t.lastuse, t.db);
         lastuse_free(t.lastuse);
         if (listen_fd >= 0)
                 close(listen_fd);
