@@ -373,6 +373,19 @@ static int tx_commit(struct db_handle *h) {
         return r;
 }
 
+/* BEGIN, then lock_stmt (an advisory lock taken before any snapshot of the
+ * transaction). On failure the transaction stays open for the caller's
+ * rollback. */
+static int tx_begin_locked(struct db_handle *h, const char *lock_stmt) {
+        int r = tx_begin(h);
+        return r < 0 ? r : q(h, NULL, lock_stmt, 0, NULL);
+}
+
+static void tx_abort(struct db_handle *h) {
+        (void) q(h, NULL, "ROLLBACK", 0, NULL);
+        h->in_tx = false;
+}
+
 static int migrate(struct db *db) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
@@ -962,9 +975,7 @@ static int ids_query_ex(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], 
                 return r;
         if (!gc_shared)
                 return q(&h, ret, sql, n_extra + 1, p);
-        r = tx_begin(&h);
-        if (r >= 0)
-                r = q(&h, NULL, "SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")", 0, NULL);
+        r = tx_begin_locked(&h, "SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")");
         if (r >= 0)
                 r = q(&h, ret, sql, n_extra + 1, p);
         if (r >= 0) {
@@ -1312,9 +1323,7 @@ int db_nar_find_visible(struct db *db, const uint8_t nar_hash[SHA256_DIGEST_LEN]
         /* The caller will reference what it finds: its age restarts (at
          * most once a minute), under the GC lock, so a collection either
          * deleted it before (not found) or leaves it for its min-age. */
-        r = tx_begin(&h);
-        if (r >= 0)
-                r = q(&h, NULL, "SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")", 0, NULL);
+        r = tx_begin_locked(&h, "SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")");
         if (r >= 0)
                 r = q(&h, &res,
                       "WITH f AS (SELECT " NAR_COLUMNS " FROM nars n WHERE n.nar_hash = $1 AND ("
@@ -1473,10 +1482,7 @@ int db_path_insert(struct db *db, int64_t cache_id, const char *hash_part, const
         r = db_get(db, &h);
         if (r < 0)
                 return r;
-        r = tx_begin(&h);
-        if (r < 0)
-                return r;
-        r = q(&h, NULL, "SELECT pg_advisory_xact_lock_shared(" DB_PATHS_LOCK ")", 0, NULL);
+        r = tx_begin_locked(&h, "SELECT pg_advisory_xact_lock_shared(" DB_PATHS_LOCK ")");
         if (r < 0)
                 return r;
         /* An existing row wins (it is complete); only signatures it lacks
@@ -1567,10 +1573,7 @@ int db_paths_delete(struct db *db, int64_t cache_id, char *const *hash_parts, si
         r = db_get(db, &h);
         if (r < 0)
                 return r;
-        r = tx_begin(&h);
-        if (r < 0)
-                return r;
-        r = q(&h, NULL, "SELECT pg_advisory_xact_lock(" DB_PATHS_LOCK ")", 0, NULL);
+        r = tx_begin_locked(&h, "SELECT pg_advisory_xact_lock(" DB_PATHS_LOCK ")");
         if (r < 0)
                 return r;
         r = paths_all_present(&h, p, n);
@@ -1953,10 +1956,7 @@ int db_gc_sweep_paths(struct db_gc *g, unsigned batch,
         int r;
 
         snprintf(lim, sizeof lim, "%u", batch);
-        r = tx_begin(&g->h);
-        if (r < 0)
-                return r;
-        r = q(&g->h, NULL, "SELECT pg_advisory_xact_lock(" DB_PATHS_LOCK ")", 0, NULL);
+        r = tx_begin_locked(&g->h, "SELECT pg_advisory_xact_lock(" DB_PATHS_LOCK ")");
         if (r < 0)
                 goto fail;
         /* Referrers go before what they reference: a batch takes only
@@ -1985,8 +1985,7 @@ int db_gc_sweep_paths(struct db_gc *g, unsigned batch,
         *ret_n = (uint64_t) PQntuples(res);
         return 0;
 fail:
-        (void) q(&g->h, NULL, "ROLLBACK", 0, NULL);
-        g->h.in_tx = false;
+        tx_abort(&g->h);
         return r;
 }
 
@@ -2045,10 +2044,7 @@ int db_gc_sweep_rows(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint6
         snprintf(age, sizeof age, "%" PRId64, min_age_sec);
         snprintf(lim, sizeof lim, "%u", batch);
         *ret_nars = *ret_chunks = 0;
-        r = tx_begin(&g->h);
-        if (r < 0)
-                return r;
-        r = q(&g->h, NULL, "SELECT pg_advisory_xact_lock(" DB_GC_LOCK ")", 0, NULL);
+        r = tx_begin_locked(&g->h, "SELECT pg_advisory_xact_lock(" DB_GC_LOCK ")");
         if (r < 0)
                 goto fail;
         /* NARs first (their chunk tables go with them), then chunk rows;
@@ -2094,8 +2090,7 @@ int db_gc_sweep_rows(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint6
         r = tx_commit(&g->h);
         return r < 0 ? r : any;
 fail:
-        (void) q(&g->h, NULL, "ROLLBACK", 0, NULL);
-        g->h.in_tx = false;
+        tx_abort(&g->h);
         return r;
 }
 
@@ -2118,10 +2113,7 @@ int db_gc_delete_objects(struct db_gc *g, int64_t min_age_sec, unsigned batch, u
 
         snprintf(age, sizeof age, "%" PRId64, min_age_sec);
         snprintf(lim, sizeof lim, "%u", batch);
-        r = tx_begin(&g->h);
-        if (r < 0)
-                return r;
-        r = q(&g->h, NULL, "SELECT pg_advisory_xact_lock(" DB_GC_LOCK ")", 0, NULL);
+        r = tx_begin_locked(&g->h, "SELECT pg_advisory_xact_lock(" DB_GC_LOCK ")");
         if (r < 0)
                 goto fail;
         r = q(&g->h, &res,
@@ -2168,8 +2160,7 @@ int db_gc_delete_objects(struct db_gc *g, int64_t min_age_sec, unsigned batch, u
         *ret_more = !failed && (stopped || (uint64_t) PQntuples(res) == batch);
         goto out;
 fail:
-        (void) q(&g->h, NULL, "ROLLBACK", 0, NULL);
-        g->h.in_tx = false;
+        tx_abort(&g->h);
 out:
         buf_free(&done);
         return r;

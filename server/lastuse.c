@@ -4,6 +4,7 @@
  * of distinct marks, swapped out whole by a flush so that marking never
  * waits for the database.
  */
+#include <inttypes.h>
 #include <pthread.h>
 
 #include "lastuse.h"
@@ -13,7 +14,7 @@ struct lastuse {
         unsigned capacity;        /* a power of two */
         unsigned count;
         struct db_use *slots;     /* cache_id 0: empty (cache ids start at 1) */
-        uint64_t dropped;
+        uint64_t dropped;         /* marks lost to a full set */
 };
 
 int lastuse_new(unsigned capacity, struct lastuse **ret) {
@@ -122,17 +123,10 @@ unsigned lastuse_pending(struct lastuse *lu) {
         return n;
 }
 
-uint64_t lastuse_dropped(struct lastuse *lu) {
-        uint64_t n;
-        pthread_mutex_lock(&lu->lock);
-        n = lu->dropped;
-        pthread_mutex_unlock(&lu->lock);
-        return n;
-}
-
 int lastuse_flush(struct lastuse *lu, struct db *db) {
         struct db_use *fresh, *old, *list;
         unsigned count, n = 0;
+        uint64_t dropped;
         int r;
 
         fresh = calloc(lu->capacity, sizeof *fresh);
@@ -148,7 +142,11 @@ int lastuse_flush(struct lastuse *lu, struct db *db) {
         }
         lu->slots = fresh;
         lu->count = 0;
+        dropped = lu->dropped;
+        lu->dropped = 0;
         pthread_mutex_unlock(&lu->lock);
+        if (dropped > 0)
+                log_warning("%" PRIu64 " last-use marks were dropped: the set was full between flushes", dropped);
 
         /* Compacted in place: entry i moves to n <= i. */
         list = old;

@@ -6,8 +6,8 @@
  * set fills up, and right before a collection looks at last-use times.
  *
  * Bounded: a set that is full drops further marks until the next flush (a
- * dropped mark costs at most one flush interval of recency, counted in
- * lastuse_dropped()).
+ * dropped mark costs at most one flush interval of recency; the flush
+ * logs how many were dropped).
  */
 #pragma once
 
@@ -26,4 +26,3 @@ void lastuse_mark_chunk(struct lastuse *lu, int64_t cache_id, const uint8_t id[S
 unsigned lastuse_pending(struct lastuse *lu);
 /* Writes the marks gathered so far; those of a failed write are lost. */
 int lastuse_flush(struct lastuse *lu, struct db *db);
-uint64_t lastuse_dropped(struct lastuse *lu);
