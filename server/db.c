@@ -2107,7 +2107,7 @@ int db_gc_delete_objects(struct db_gc *g, int64_t min_age_sec, unsigned batch, u
         struct buf done = BUF_INIT((size_t) 64 << 20);
         char age[24], lim[16];
         const char *p[] = { age, lim };
-        uint64_t n = 0, start;
+        uint64_t n = 0, deleted = 0, start;
         bool failed = false, stopped = false;
         int r;
 
@@ -2116,9 +2116,14 @@ int db_gc_delete_objects(struct db_gc *g, int64_t min_age_sec, unsigned batch, u
         r = tx_begin_locked(&g->h, "SELECT pg_advisory_xact_lock(" DB_GC_LOCK ")");
         if (r < 0)
                 goto fail;
+        /* The batch is taken in index order first and checked for rows
+         * after (a hash anti-join over all chunk rows per batch would
+         * hold the lock for seconds). An entry whose object got a row again
+         * is only forgotten. */
         r = q(&g->h, &res,
-              "SELECT o.hash FROM orphan_objects o WHERE o.first_seen <= now() - make_interval(secs => $1::bigint)"
-              " AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.hash = o.hash) ORDER BY o.first_seen, o.hash LIMIT $2::integer",
+              "SELECT o.hash, EXISTS (SELECT 1 FROM chunks c WHERE c.hash = o.hash) FROM"
+              " (SELECT hash FROM orphan_objects WHERE first_seen <= now() - make_interval(secs => $1::bigint)"
+              "  ORDER BY first_seen, hash LIMIT $2::integer) o",
               2, p);
         if (r < 0)
                 goto fail;
@@ -2135,11 +2140,14 @@ int db_gc_delete_objects(struct db_gc *g, int64_t min_age_sec, unsigned batch, u
                         r = -EIO;
                         goto fail;
                 }
-                if (delete_object(userdata, id) < 0) {
+                if (PQgetvalue(res, i, 1)[0] == 't')
+                        ; /* has a row: not an orphan, forgotten below */
+                else if (delete_object(userdata, id) < 0) {
                         /* Kept in the list: the next run tries again. */
                         failed = true;
                         continue;
-                }
+                } else
+                        deleted++;
                 r = buf_printf(&done, "%s%s", n ? "," : "", PQgetvalue(res, i, 0) + 2);
                 if (r < 0)
                         goto fail;
@@ -2156,7 +2164,7 @@ int db_gc_delete_objects(struct db_gc *g, int64_t min_age_sec, unsigned batch, u
         r = tx_commit(&g->h);
         if (r < 0)
                 goto out;
-        *ret_n = n;
+        *ret_n = deleted;
         *ret_more = !failed && (stopped || (uint64_t) PQntuples(res) == batch);
         goto out;
 fail:
