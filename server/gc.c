@@ -15,12 +15,12 @@
 
 #define GC_LIST_BATCH 10000
 /* Rows per transaction: what a push or read may wait for at most. */
-#define GC_PATH_BATCH 500
-#define GC_ROW_BATCH 2000
+#define GC_PATH_BATCH 200
+#define GC_ROW_BATCH 500
 /* Objects deleted per transaction (each is a store round trip), and the
  * time one such transaction may hold writers back. */
 #define GC_OBJECT_BATCH 512
-#define GC_OBJECT_BUDGET_USEC 200000
+#define GC_OBJECT_BUDGET_USEC 100000
 /* Quota rounds per run: each marks what covers the excess it sees. */
 #define GC_QUOTA_ROUNDS 64
 /* Last-use marks are written at least this often. */
