@@ -551,6 +551,7 @@ int nix_listing_get(struct troved_request *rq) {
                 return r;
         if (r == 0)
                 return httpd_reply_error(rq->http, 404, "no such path in cache '%s'", rq->cache.name);
+        lastuse_mark_path(rq->t->lastuse, rq->cache.id, rq->hash);
         r = db_nar_listing(rq->t->db, p.nar.id, &ls);
         db_path_free(&p);
         if (r < 0)
