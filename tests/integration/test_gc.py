@@ -141,9 +141,9 @@ def assert_no_missing_chunks(t):
 def test_retention_counts_from_last_use(s3srv):
     t = s3srv
     cache = new_cache(t, retention=86400)
-    by_narinfo, by_nar, by_manifest, by_chunk, unread, repushed = (
-        put_path(t, cache, name=n) for n in ("narinfo", "nar", "manifest", "chunk", "unread", "repushed"))
-    age_paths(t, cache, [by_narinfo, by_nar, by_manifest, by_chunk, unread, repushed], 2 * 86400)
+    by_narinfo, by_nar, by_manifest, by_chunk, by_listing, unread, repushed = (
+        put_path(t, cache, name=n) for n in ("narinfo", "nar", "manifest", "chunk", "ls", "unread", "repushed"))
+    age_paths(t, cache, [by_narinfo, by_nar, by_manifest, by_chunk, by_listing, unread, repushed], 2 * 86400)
     # One read of each kind, one path each. A small NAR is one chunk: its
     # id is the NAR's SHA-256, its URL the NAR hash.
     assert t.narinfo(cache, by_narinfo) is not None
@@ -152,6 +152,7 @@ def test_retention_counts_from_last_use(s3srv):
     assert t.manifest(cache, by_manifest)["chunks"]
     chunk = hashlib.sha256(NARS[by_chunk]).hexdigest()
     assert t.get(f"/_api/v1/caches/{cache}/chunks/{chunk}", token=t.admin).status == 200
+    assert t.get(f"/{cache}/{store_hash_part(by_listing)}.ls", token=t.admin).status == 200
     # A second push of a path counts as a use too.
     r = t.request("PUT", f"/{cache}/{store_hash_part(repushed)}.narinfo", narinfo_text(repushed, NARS[repushed]),
                   token=t.admin)
@@ -159,7 +160,7 @@ def test_retention_counts_from_last_use(s3srv):
 
     res = t.gc(0)
     assert not present(t, cache, unread)
-    for p in (by_narinfo, by_nar, by_manifest, by_chunk, repushed):
+    for p in (by_narinfo, by_nar, by_manifest, by_chunk, by_listing, repushed):
         assert present(t, cache, p), p
         check_nar(t, cache, p)
     assert res["pathsDeleted"] == 1, res
