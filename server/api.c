@@ -12,6 +12,7 @@
 #include "commit.h"
 #include "gc.h"
 #include "ingest.h"
+#include "lastuse.h"
 #include "storage.h"
 #include "upstream.h"
 #include "usage.h"
@@ -178,6 +179,15 @@ static json_t *cache_json(struct troved *t, const struct db_cache *c, bool with_
                       "chunking", "min", (json_int_t) t->cfg.chunking.min_size, "avg",
                       (json_int_t) t->cfg.chunking.avg_size, "max", (json_int_t) t->cfg.chunking.max_size);
         if (j) {
+                json_object_set_new(j, "quotaBytes", json_integer((json_int_t) c->quota_bytes));
+                if (c->old_secret_key && c->old_secret_key[0] && signing_secret_parse(c->old_secret_key, &sk) >= 0) {
+                        signing_secret_to_public(&sk, &pk);
+                        signing_secret_wipe(&sk);
+                        signing_public_format(&pk, pub);
+                        json_object_set_new(j, "retiringPublicKey", json_string(pub));
+                }
+        }
+        if (j) {
                 json_t *ups = json_array();
                 const char *u = c->upstreams ? c->upstreams : "";
                 while (ups && *u) {
@@ -228,6 +238,13 @@ static int cache_apply_config(struct httpd_request *req, json_t *body, struct db
                                                  DB_RETENTION_MAX),
                                -EINVAL;
                 c->retention_sec = json_integer_value(v);
+        }
+        if ((v = json_object_get(body, "quotaBytes"))) {
+                if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > DB_QUOTA_MAX)
+                        return httpd_reply_error(req, 400, "'quotaBytes' must be an integer 0..%lld (0: no quota)",
+                                                 DB_QUOTA_MAX),
+                               -EINVAL;
+                c->quota_bytes = json_integer_value(v);
         }
         if ((v = json_object_get(body, "upstreamKeys"))) {
                 const char *s = json_string_value(v);
@@ -459,6 +476,9 @@ int api_missing_paths(struct troved_request *rq, const void *body, size_t n) {
         for (i = 0; i < cnt; i++)
                 if (miss[i])
                         json_array_append_new(missing, json_string(hashes[i]));
+                else
+                        /* The pusher will reference it: a use. */
+                        lastuse_mark_path(rq->t->lastuse, rq->cache.id, hashes[i]);
         out = json_pack("{s:o}", "missing", missing);
         r = out ? reply_json(req, 200, out) : -ENOMEM;
 out:
@@ -536,6 +556,7 @@ int api_chunk_put(struct troved_request *rq, const void *body, size_t n) {
         _cleanup_free_ uint8_t *data = NULL;
         struct buf stored = BUF_INIT(chunkcodec_bound(CHUNK_SIZE_MAX));
         struct db_chunk row;
+        bool claimed = false;
         uint64_t size;
         size_t len;
         int r;
@@ -556,20 +577,17 @@ int api_chunk_put(struct troved_request *rq, const void *body, size_t n) {
         r = chunkcodec_decode(codec, body, n, id, API_CHUNK_MAX, data, size, &len);
         if (r < 0)
                 return httpd_reply_error(req, 400, "chunk does not match its id: %s", strerror(-r));
-        r = db_chunk_get(t->db, id, &row);
-        if (r > 0) {
+        /* A chunk the server has is claimed at once: the claim keeps it from
+         * garbage collection until the push references it. */
+        r = db_chunk_claims_add(t->db, rq->cache.id, (const uint8_t(*)[SHA256_DIGEST_LEN]) & id, 1, &claimed);
+        if (r >= 0 && claimed)
                 /* A row whose object was lost is not trusted: stored again below. */
-                bool present = true;
-                int k = storage_confirm_objects(t, (const uint8_t(*)[SHA256_DIGEST_LEN]) & id, 1, &present);
-                if (k < 0)
-                        return k;
-                r = present;
-        }
+                r = storage_confirm_objects(t, (const uint8_t(*)[SHA256_DIGEST_LEN]) & id, 1, &claimed);
         if (r < 0)
                 return r;
-        if (r > 0) {
+        if (claimed) {
                 METRIC_ADD(t, chunks_deduped, 1);
-                METRIC_ADD(t, chunk_bytes_deduped, row.length);
+                METRIC_ADD(t, chunk_bytes_deduped, len);
         } else {
                 r = storage_put(t, id, body, n, 0, &stored);
                 if (r < 0)
@@ -582,8 +600,8 @@ int api_chunk_put(struct troved_request *rq, const void *body, size_t n) {
                         goto out;
                 METRIC_ADD(t, chunks_uploaded, 1);
                 METRIC_ADD(t, chunk_bytes_uploaded, len);
+                r = db_chunk_claims_add(t->db, rq->cache.id, (const uint8_t(*)[SHA256_DIGEST_LEN]) & id, 1, NULL);
         }
-        r = db_chunk_claims_add(t->db, rq->cache.id, (const uint8_t(*)[SHA256_DIGEST_LEN]) & id, 1);
         if (r >= 0)
                 r = httpd_reply_buf(req, 201, "text/plain", "", 0);
 out:
@@ -650,7 +668,10 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
         }
         for (size_t i = 0; i < count; i++)
                 memcpy(ids[i], recs[i].id, SHA256_DIGEST_LEN);
-        r = db_chunks_present(t->db, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, count, present);
+        /* Chunks the server has are claimed first (each then stays until the
+         * push references it); the rest are stored, recorded and claimed
+         * below. */
+        r = db_chunk_claims_add(t->db, rq->cache.id, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, count, present);
         if (r >= 0) /* rows whose object was lost are stored again */
                 r = storage_confirm_objects(t, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, count, present);
         if (r < 0)
@@ -714,7 +735,9 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
                 if (r < 0)
                         goto out;
         }
-        r = db_chunk_claims_add(t->db, rq->cache.id, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, count);
+        for (size_t i = 0; i < n_fresh; i++)
+                memcpy(ids[i], rows[i].id, SHA256_DIGEST_LEN);
+        r = db_chunk_claims_add(t->db, rq->cache.id, (const uint8_t(*)[SHA256_DIGEST_LEN]) ids, n_fresh, NULL);
         if (r < 0)
                 goto out;
         METRIC_ADD(t, chunks_uploaded, n_fresh);
@@ -753,6 +776,7 @@ int api_chunk_get(struct troved_request *rq) {
                 r = httpd_reply_error(req, 404, "no such chunk in cache '%s'", cache);
         if (r <= 0 || httpd_replied(req))
                 goto out;
+        lastuse_mark_chunk(t->lastuse, c.id, id);
         troved_cache_immutable(rq);
         if (t->cfg.chunk_redirect) {
                 char *url;
@@ -968,6 +992,7 @@ int api_manifest_get(struct troved_request *rq) {
                 return r;
         if (r == 0)
                 return httpd_reply_error(rq->http, 404, "no such path in cache '%s'", rq->cache.name);
+        lastuse_mark_path(rq->t->lastuse, rq->cache.id, rq->hash);
         /* Signed as narinfo is, so a client can refuse a changed manifest. */
         r = signing_secret_parse(rq->cache.secret_key, &key);
         if (r >= 0)
@@ -999,13 +1024,20 @@ int api_gc(struct troved_request *rq) {
                         return httpd_reply_error(rq->http, 400, "bad min-age (seconds, 0..%lld)", DB_RETENTION_MAX);
                 min_age = v;
         }
-        r = gc_collect(rq->t, min_age, &res);
+        r = gc_collect(rq->t, min_age, true, &res);
+        if (r == -ECANCELED)
+                return httpd_reply_error(rq->http, 503, "garbage collection stopped: troved is shutting down");
         if (r < 0)
                 return r;
-        /* An object is deleted exactly when its row is. */
-        out = json_pack("{s:I, s:I, s:I}", "chunksDeleted", (json_int_t) res.chunks_deleted, "objectsDeleted",
-                        (json_int_t) (res.chunks_deleted + res.orphans_deleted), "orphansDeleted",
-                        (json_int_t) res.orphans_deleted);
+        if (res.skipped)
+                return httpd_reply_error(rq->http, 409, "another garbage collection is running");
+        out = json_pack("{s:I, s:I, s:I, s:I, s:I, s:f}", "pathsDeleted", (json_int_t) res.paths_deleted,
+                        "narsDeleted", (json_int_t) res.nars_deleted, "chunksDeleted",
+                        (json_int_t) res.chunks_deleted, "objectsDeleted", (json_int_t) res.objects_deleted,
+                        "orphansDeleted",
+                        (json_int_t) (res.objects_deleted > res.chunks_deleted ? res.objects_deleted - res.chunks_deleted
+                                                                               : 0),
+                        "seconds", (double) res.usec / 1e6);
         return out ? reply_json(rq->http, 200, out) : -ENOMEM;
 }
 
@@ -1028,15 +1060,53 @@ int api_cache_destroy(struct troved_request *rq) {
         return httpd_reply_buf(rq->http, 200, "application/json", "{}", 2);
 }
 
-int api_path_delete(struct troved_request *rq) {
-        int r = db_path_delete(rq->t->db, rq->cache.id, rq->hash);
-        nicache_forget(rq->t->narinfos, rq->cache.id, rq->hash);
-        nicache_forget(rq->t->manifests, rq->cache.id, rq->hash);
+/* Deletes n paths of rq's cache (or says why not). */
+static int paths_delete(struct troved_request *rq, char *const *hashes, size_t n, bool force) {
+        _cleanup_free_ char *blockers = NULL;
+        int r;
+
+        r = db_paths_delete(rq->t->db, rq->cache.id, hashes, n, force, &blockers);
         if (r == -ENOENT)
-                return httpd_reply_error(rq->http, 404, "no such path in cache '%s'", rq->cache_name);
+                return httpd_reply_error(rq->http, 404, "%s not in cache '%s'",
+                                         n == 1 ? "path is" : "one of the paths is", rq->cache_name);
+        if (r == -EBUSY)
+                return httpd_reply_error(rq->http, 409,
+                                         "still referenced by other paths of cache '%s' (delete them too, or force): %s",
+                                         rq->cache_name, blockers ? blockers : "");
+        if (r == -EPERM)
+                return httpd_reply_error(rq->http, 409, "pinned in cache '%s' (unpin first, or force): %s",
+                                         rq->cache_name, blockers ? blockers : "");
         if (r < 0)
                 return r;
+        for (size_t i = 0; i < n; i++) {
+                nicache_forget(rq->t->narinfos, rq->cache.id, hashes[i]);
+                nicache_forget(rq->t->manifests, rq->cache.id, hashes[i]);
+        }
         /* Its NAR and chunks stay while other paths use them; GC takes the rest. */
+        return 0;
+}
+
+static bool query_flag(struct troved_request *rq, const char *name, bool *ret) {
+        const char *v = httpd_request_query(rq->http, name);
+        if (!v)
+                return (*ret = false), true;
+        if (streq(v, "1") || streq(v, "true"))
+                return (*ret = true), true;
+        if (streq(v, "0") || streq(v, "false"))
+                return (*ret = false), true;
+        return false;
+}
+
+int api_path_delete(struct troved_request *rq) {
+        char *hashes[] = { rq->hash };
+        bool force;
+        int r;
+
+        if (!query_flag(rq, "force", &force))
+                return httpd_reply_error(rq->http, 400, "'force' must be 0, 1, true or false");
+        r = paths_delete(rq, hashes, 1, force);
+        if (r < 0 || httpd_replied(rq->http))
+                return r;
         return httpd_reply_buf(rq->http, 200, "application/json", "{}", 2);
 }
 
@@ -1130,4 +1200,214 @@ out:
         free(reps);
         free(ids);
         return r;
+}
+
+/* {"paths": [hash parts], <flag>: bool}: the hash parts (borrowed from j)
+ * in *ret (malloc()ed), the flag in *ret_flag. Replies 400 itself. */
+static int paths_body(struct troved_request *rq, json_t *j, const char *flag, char ***ret, size_t *ret_n,
+                      bool *ret_flag) {
+        json_t *arr = json_object_get(j, "paths"), *f = json_object_get(j, flag);
+        const char *key;
+        json_t *v;
+        char **hashes;
+        size_t n;
+
+        if (!json_is_object(j) || !json_is_array(arr) || json_array_size(arr) == 0 ||
+            json_array_size(arr) > API_BATCH_MAX || (f && !json_is_boolean(f)))
+                return httpd_reply_error(rq->http, 400,
+                                         "expected {\"paths\": [store path hash parts] (1..%u), \"%s\": boolean}",
+                                         API_BATCH_MAX, flag),
+                       -EINVAL;
+        json_object_foreach(j, key, v)
+                if (!streq(key, "paths") && !streq(key, flag))
+                        return httpd_reply_error(rq->http, 400, "unknown key '%s'", key), -EINVAL;
+        n = json_array_size(arr);
+        hashes = calloc(n + 1, sizeof *hashes);
+        if (!hashes)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                const char *s = json_string_value(json_array_get(arr, i));
+                if (!s || strlen(s) != STOREPATH_HASH_LEN || !storepath_is_hash_part(s, strlen(s))) {
+                        free(hashes);
+                        return httpd_reply_error(rq->http, 400, "paths[%zu] is not a store path hash part", i),
+                               -EINVAL;
+                }
+                hashes[i] = (char *) s;
+        }
+        *ret = hashes;
+        *ret_n = n;
+        *ret_flag = f && json_is_true(f);
+        return 0;
+}
+
+int api_paths_delete(struct troved_request *rq, const void *body, size_t n) {
+        _cleanup_json_ json_t *j = NULL, *out = NULL;
+        _cleanup_free_ char **hashes = NULL;
+        size_t cnt;
+        bool force;
+        int r;
+
+        j = parse_body(rq->http, body, n, BATCH_VALUES_MAX);
+        if (!j)
+                return -EINVAL;
+        r = paths_body(rq, j, "force", &hashes, &cnt, &force);
+        if (r < 0)
+                return httpd_replied(rq->http) ? 0 : r;
+        r = paths_delete(rq, hashes, cnt, force);
+        if (r < 0 || httpd_replied(rq->http))
+                return r;
+        log_info("deleted %zu paths from cache %s%s", cnt, rq->cache_name, force ? " (forced)" : "");
+        out = json_pack("{s:I}", "deleted", (json_int_t) cnt);
+        return out ? reply_json(rq->http, 200, out) : -ENOMEM;
+}
+
+static int pin_change(struct troved_request *rq, const void *body, size_t n, bool pin) {
+        _cleanup_json_ json_t *j = NULL, *out = NULL;
+        _cleanup_free_ char **hashes = NULL;
+        uint64_t changed;
+        size_t cnt;
+        bool closure;
+        int r;
+
+        j = parse_body(rq->http, body, n, BATCH_VALUES_MAX);
+        if (!j)
+                return -EINVAL;
+        r = paths_body(rq, j, "keepClosure", &hashes, &cnt, &closure);
+        if (r < 0)
+                return httpd_replied(rq->http) ? 0 : r;
+        r = db_paths_pin(rq->t->db, rq->cache.id, hashes, cnt, pin, closure, &changed);
+        if (r == -ENOENT)
+                return httpd_reply_error(rq->http, 404, "%s not in cache '%s'",
+                                         cnt == 1 ? "path is" : "one of the paths is", rq->cache_name);
+        if (r < 0)
+                return r;
+        out = json_pack("{s:I}", pin ? "pinned" : "unpinned", (json_int_t) changed);
+        return out ? reply_json(rq->http, 200, out) : -ENOMEM;
+}
+
+int api_pin(struct troved_request *rq, const void *body, size_t n) {
+        return pin_change(rq, body, n, true);
+}
+
+int api_unpin(struct troved_request *rq, const void *body, size_t n) {
+        return pin_change(rq, body, n, false);
+}
+
+int api_pins_get(struct troved_request *rq) {
+        _cleanup_json_ json_t *out = NULL;
+        _cleanup_free_ char *list = NULL;
+        json_t *arr;
+        int r;
+
+        r = db_pins_list(rq->t->db, rq->cache.id, &list);
+        if (r < 0)
+                return r;
+        arr = json_array();
+        for (const char *p = list; arr && *p;) {
+                size_t len = strcspn(p, "\n");
+                json_array_append_new(arr, json_stringn(p, len));
+                p += len;
+                p += *p == '\n';
+        }
+        out = arr ? json_pack("{s:o}", "pins", arr) : NULL;
+        return out ? reply_json(rq->http, 200, out) : -ENOMEM;
+}
+
+/* The name of the key after old: "name-N" becomes "name-(N+1)", any other
+ * name gets "-2". */
+static void next_key_name(const char *old, char *out, size_t cap) {
+        const char *dash = strrchr(old, '-');
+        char *end;
+        unsigned long v;
+
+        if (dash && dash[1] >= '0' && dash[1] <= '9') {
+                errno = 0;
+                v = strtoul(dash + 1, &end, 10);
+                if (!errno && !*end && v < 1000000) {
+                        snprintf(out, cap, "%.*s-%lu", (int) MIN((size_t) (dash - old), cap > 9 ? cap - 9 : 0), old,
+                                 v + 1);
+                        return;
+                }
+        }
+        snprintf(out, cap, "%.*s-2", (int) MIN(strlen(old), cap > 3 ? cap - 3 : 0), old);
+}
+
+/* {"keyName": name} starts a rotation: a new key signs from now on, the
+ * current one keeps signing too until {"retire": true} ends it. */
+int api_rotate_key(struct troved_request *rq, const void *body, size_t n) {
+        struct db_cache *c = &rq->cache;
+        _cleanup_json_ json_t *j = NULL, *out = NULL;
+        struct signing_secret sk;
+        char sktext[SIGNING_SECRET_TEXT_MAX], keyname[128];
+        const char *key;
+        json_t *v, *name, *retire;
+        char *fresh, *old;
+        int r;
+
+        j = n ? parse_body(rq->http, body, n, CONFIG_VALUES_MAX) : json_object();
+        if (!j)
+                return -EINVAL;
+        if (!json_is_object(j))
+                return httpd_reply_error(rq->http, 400, "expected a JSON object");
+        json_object_foreach(j, key, v)
+                if (!streq(key, "keyName") && !streq(key, "retire"))
+                        return httpd_reply_error(rq->http, 400, "unknown key '%s'", key);
+        name = json_object_get(j, "keyName");
+        retire = json_object_get(j, "retire");
+        if ((retire && !json_is_boolean(retire)) || (name && (!json_is_string(name) || json_is_true(retire))))
+                return httpd_reply_error(rq->http, 400,
+                                         "expected {\"keyName\": string} to rotate or {\"retire\": true} to finish");
+        if (json_is_true(retire)) {
+                if (!c->old_secret_key || !c->old_secret_key[0])
+                        return httpd_reply_error(rq->http, 409, "cache '%s' has no retiring key", c->name);
+                explicit_bzero(c->old_secret_key, strlen(c->old_secret_key));
+                c->old_secret_key[0] = 0;
+        } else {
+                if (c->old_secret_key && c->old_secret_key[0])
+                        return httpd_reply_error(rq->http, 409,
+                                                 "cache '%s' is rotating keys already: retire the old key first",
+                                                 c->name);
+                r = signing_secret_parse(c->secret_key, &sk);
+                if (r < 0)
+                        return r;
+                next_key_name(sk.name, keyname, sizeof keyname);
+                signing_secret_wipe(&sk);
+                if (name) {
+                        const char *kn = json_string_value(name);
+                        if (!*kn || strlen(kn) >= sizeof keyname)
+                                return httpd_reply_error(rq->http, 400, "bad 'keyName'");
+                        snprintf(keyname, sizeof keyname, "%s", kn);
+                }
+                r = signing_secret_parse(c->secret_key, &sk);
+                if (r >= 0 && streq(sk.name, keyname))
+                        r = -EEXIST;
+                signing_secret_wipe(&sk);
+                if (r == -EEXIST)
+                        return httpd_reply_error(rq->http, 400, "the new key needs another name than the current one");
+                if (r < 0)
+                        return r;
+                r = signing_generate(keyname, &sk);
+                if (r < 0)
+                        return httpd_reply_error(rq->http, 400, "cannot make a signing key named '%s'", keyname);
+                signing_secret_format(&sk, sktext);
+                signing_secret_wipe(&sk);
+                fresh = strdup(sktext);
+                explicit_bzero(sktext, sizeof sktext);
+                if (!fresh)
+                        return -ENOMEM;
+                old = c->secret_key;
+                free(c->old_secret_key);
+                c->old_secret_key = old;
+                c->secret_key = fresh;
+        }
+        r = db_cache_update(rq->t->db, c);
+        /* Narinfos and manifests signed with the former key set are
+         * dropped (other instances: within their few seconds of TTL). */
+        nicache_forget(rq->t->narinfos, c->id, NULL);
+        nicache_forget(rq->t->manifests, c->id, NULL);
+        if (r < 0)
+                return r;
+        log_info("cache %s: %s", c->name, json_is_true(retire) ? "retired its old signing key" : "rotated its signing key");
+        out = cache_json(rq->t, c, false);
+        return out ? reply_json(rq->http, 200, out) : -ENOMEM;
 }

@@ -80,6 +80,15 @@ int commit_narinfo(const struct db_cache *cache, const struct db_path *p, struct
                 r = narinfo_sign(&ni, cache->store_dir, &key);
                 signing_secret_wipe(&key);
         }
+        /* During a key rotation the retiring key signs too, so clients that
+         * trust only it keep substituting until it is retired. */
+        if (r >= 0 && cache->old_secret_key && cache->old_secret_key[0]) {
+                r = signing_secret_parse(cache->old_secret_key, &key);
+                if (r >= 0) {
+                        r = narinfo_sign(&ni, cache->store_dir, &key);
+                        signing_secret_wipe(&key);
+                }
+        }
         if (r < 0) {
                 narinfo_free(&ni);
                 return r;

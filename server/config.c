@@ -17,7 +17,7 @@ static const char *const keys[] = {
         "db-pool-size",  "max-nar-size",   "max-connections", "chunk-redirect", "log-level",
         "max-connections-per-client", "idle-timeout", "user", "oidc-config", "upstream-timeout",
         "upstream-negative-ttl", "s3-connect-timeout", "s3-timeout", "s3-request-timeout", "s3-retry-budget",
-        "s3-breaker", "shutdown-timeout", "http-threads", "cache-ttl",
+        "s3-breaker", "shutdown-timeout", "http-threads", "cache-ttl", "gc-interval", "gc-min-age",
 };
 
 void troved_config_defaults(struct troved_config *c) {
@@ -42,6 +42,8 @@ void troved_config_defaults(struct troved_config *c) {
         c->s3_retry_budget_sec = 30;
         c->s3_breaker_sec = 10;
         c->shutdown_timeout_sec = 10;
+        c->gc_interval_sec = 3600;
+        c->gc_min_age_sec = 3600;
         c->log_level = TROVE_LOG_INFO;
 }
 
@@ -173,6 +175,16 @@ static int set_key(struct troved_config *c, const char *key, const char *v, cons
                                 r = -ERANGE;
                         else
                                 c->upstream_negative_ttl_sec = (unsigned) n;
+                } else if (streq(key, "gc-interval")) {
+                        if (n > 7 * 86400 || (n > 0 && n < 10))
+                                r = -ERANGE;
+                        else
+                                c->gc_interval_sec = (unsigned) n;
+                } else if (streq(key, "gc-min-age")) {
+                        if (n < 60 || n > 30 * 86400)
+                                r = -ERANGE;
+                        else
+                                c->gc_min_age_sec = (unsigned) n;
                 } else
                         return log_error_errno(EINVAL, "%s: unknown setting '%s'", where, key);
         }
@@ -265,6 +277,10 @@ static void usage(FILE *f) {
                 "  --upstream-timeout SECONDS   bound on an upstream cache's narinfo answer, 1..3600 (30);\n"
                 "                               a NAR download may take this plus 1 s per 256 KiB\n"
                 "  --upstream-negative-ttl SECONDS  how long an upstream miss is remembered, 0..2592000 (3600)\n"
+                "  --gc-interval SECONDS        run garbage collection this often, 10..604800, 0 = never (3600);\n"
+                "                               instances sharing a database take turns\n"
+                "  --gc-min-age SECONDS         chunks, NARs and uploads younger than this are left alone by\n"
+                "                               scheduled collections (a push in flight uses them), 60..2592000 (3600)\n"
                 "  --chunk-redirect BOOL        redirect chunk downloads to presigned S3 URLs (false)\n"
                 "  --s3-connect-timeout SECONDS bound on connecting to S3, 1..3600 (5)\n"
                 "  --s3-timeout SECONDS         an S3 request that moves no byte this long (the first\n"

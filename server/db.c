@@ -15,6 +15,16 @@
 /* Advisory lock key: garbage collection holds it exclusively, writers of
  * chunk rows and NARs shared. */
 #define DB_GC_LOCK "7432002"
+/* Advisory lock key: a collection run (one at a time among all instances
+ * sharing the database), held for the run by its session. */
+#define DB_GC_RUN_LOCK "7432003"
+/* Advisory lock key: deleting paths holds it exclusively for one short
+ * batch, inserting a path shared, so a path is never deleted by a
+ * collection that could not see the new path referencing it. */
+#define DB_PATHS_LOCK "7432004"
+/* A path used or pushed this recently is never collected: the last-use
+ * marks of every instance are flushed well within it. */
+#define DB_GC_RECENT "interval '60 seconds'"
 
 /* Cache rows are read on every request; they are kept here for a few
  * seconds. Changes made through this process take effect at once; changes
@@ -121,6 +131,36 @@ static const char *const migrations[] = {
          * from a push (a retention policy may drop those first). */
         "ALTER TABLE caches ADD COLUMN upstreams text NOT NULL DEFAULT '';"
         "ALTER TABLE paths ADD COLUMN pulled boolean NOT NULL DEFAULT false;",
+        /* 5: cache lifecycle. Retention counts from a path's last use (reads
+         * are marked in batches, pushes of an existing path refresh it);
+         * pinned paths are never collected; path_refs holds each path's
+         * references by hash part (filled by a trigger, so every insert
+         * keeps it) for closure-aware collection and for naming the
+         * referrers of a path about to be deleted; a cache may have a
+         * stored-bytes quota, and a retiring signing key that still signs
+         * during a key rotation. */
+        "ALTER TABLE paths ADD COLUMN last_used timestamptz NOT NULL DEFAULT now();"
+        "UPDATE paths SET last_used = created_at;"
+        "ALTER TABLE paths ADD COLUMN pinned_at timestamptz;"
+        "CREATE INDEX paths_lru ON paths (cache_id, last_used);"
+        "CREATE TABLE path_refs ("
+        "  path_id bigint NOT NULL REFERENCES paths(id) ON DELETE CASCADE,"
+        "  cache_id bigint NOT NULL,"
+        "  ref text NOT NULL,"
+        "  PRIMARY KEY (path_id, ref));"
+        "CREATE INDEX path_refs_ref ON path_refs (cache_id, ref);"
+        "CREATE FUNCTION path_refs_fill() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN"
+        "  INSERT INTO path_refs (path_id, cache_id, ref)"
+        "   SELECT DISTINCT NEW.id, NEW.cache_id, left(r, 32) FROM unnest(string_to_array(NEW.refs, ' ')) r"
+        "   WHERE length(r) >= 32 AND left(r, 32) <> NEW.hash_part;"
+        "  RETURN NULL; END $f$;"
+        "CREATE TRIGGER paths_refs AFTER INSERT ON paths FOR EACH ROW EXECUTE FUNCTION path_refs_fill();"
+        "INSERT INTO path_refs (path_id, cache_id, ref)"
+        " SELECT DISTINCT p.id, p.cache_id, left(r, 32) FROM paths p, unnest(string_to_array(p.refs, ' ')) r"
+        " WHERE length(r) >= 32 AND left(r, 32) <> p.hash_part;"
+        "CREATE INDEX orphan_objects_seen ON orphan_objects (first_seen, hash);"
+        "ALTER TABLE caches ADD COLUMN quota_bytes bigint NOT NULL DEFAULT 0;"
+        "ALTER TABLE caches ADD COLUMN old_secret_key text NOT NULL DEFAULT '';",
         /* 6: learned prefetch profiles: per store path of a cache, the chunks
          * mounts read soon after looking the path up. weight decays with
          * every report and grows by one for each report naming the chunk;
@@ -349,6 +389,19 @@ static int tx_commit(struct db_handle *h) {
         return r;
 }
 
+/* BEGIN, then lock_stmt (an advisory lock taken before any snapshot of the
+ * transaction). On failure the transaction stays open for the caller's
+ * rollback. */
+static int tx_begin_locked(struct db_handle *h, const char *lock_stmt) {
+        int r = tx_begin(h);
+        return r < 0 ? r : q(h, NULL, lock_stmt, 0, NULL);
+}
+
+static void tx_abort(struct db_handle *h) {
+        (void) q(h, NULL, "ROLLBACK", 0, NULL);
+        h->in_tx = false;
+}
+
 static int migrate(struct db *db) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
@@ -536,6 +589,10 @@ void db_cache_free(struct db_cache *c) {
                 explicit_bzero(c->secret_key, strlen(c->secret_key));
                 free(c->secret_key);
         }
+        if (c->old_secret_key) {
+                explicit_bzero(c->old_secret_key, strlen(c->old_secret_key));
+                free(c->old_secret_key);
+        }
         free(c->upstream_keys);
         free(c->upstreams);
         *c = (struct db_cache){};
@@ -548,7 +605,8 @@ static int cache_copy(const struct db_cache *src, struct db_cache *ret) {
         c.secret_key = strdup(src->secret_key);
         c.upstream_keys = strdup(src->upstream_keys);
         c.upstreams = strdup(src->upstreams ? src->upstreams : "");
-        if (!c.name || !c.store_dir || !c.secret_key || !c.upstream_keys || !c.upstreams) {
+        c.old_secret_key = strdup(src->old_secret_key ? src->old_secret_key : "");
+        if (!c.name || !c.store_dir || !c.secret_key || !c.upstream_keys || !c.upstreams || !c.old_secret_key) {
                 db_cache_free(&c);
                 return -ENOMEM;
         }
@@ -577,7 +635,7 @@ static int cache_row_get(struct db *db, const char *name, struct db_cache *ret) 
                 return r;
         r = q(&h, &res,
               "SELECT id, name, is_public, priority, store_dir, secret_key, upstream_keys, retention_sec,"
-              " upstreams FROM caches WHERE name = $1",
+              " upstreams, quota_bytes, old_secret_key FROM caches WHERE name = $1",
               1, p);
         if (r < 0)
                 return r;
@@ -585,7 +643,7 @@ static int cache_row_get(struct db *db, const char *name, struct db_cache *ret) 
                 return -ENOENT;
         int64_t prio;
         if (get_i64(res, 0, 0, &c.id) < 0 || get_i64(res, 0, 3, &prio) < 0 ||
-            get_i64(res, 0, 7, &c.retention_sec) < 0)
+            get_i64(res, 0, 7, &c.retention_sec) < 0 || get_i64(res, 0, 9, &c.quota_bytes) < 0)
                 return -EIO;
         c.priority = (int) prio;
         c.is_public = PQgetvalue(res, 0, 2)[0] == 't';
@@ -594,7 +652,8 @@ static int cache_row_get(struct db *db, const char *name, struct db_cache *ret) 
         c.secret_key = strdup(PQgetvalue(res, 0, 5));
         c.upstream_keys = strdup(PQgetvalue(res, 0, 6));
         c.upstreams = strdup(PQgetvalue(res, 0, 8));
-        if (!c.name || !c.store_dir || !c.secret_key || !c.upstream_keys || !c.upstreams) {
+        c.old_secret_key = strdup(PQgetvalue(res, 0, 10));
+        if (!c.name || !c.store_dir || !c.secret_key || !c.upstream_keys || !c.upstreams || !c.old_secret_key) {
                 db_cache_free(&c);
                 return -ENOMEM;
         }
@@ -641,20 +700,21 @@ int db_cache_get(struct db *db, const char *name, struct db_cache *ret) {
 int db_cache_create(struct db *db, const struct db_cache *c, int64_t *ret_id) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
-        char prio[24], ret_s[24];
+        char prio[24], ret_s[24], quota[24];
         int r;
 
         snprintf(prio, sizeof prio, "%d", c->priority);
         snprintf(ret_s, sizeof ret_s, "%" PRId64, c->retention_sec);
+        snprintf(quota, sizeof quota, "%" PRId64, c->quota_bytes);
         const char *p[] = { c->name, c->is_public ? "t" : "f", prio, c->store_dir, c->secret_key,
-                            c->upstream_keys ? c->upstream_keys : "", ret_s, c->upstreams ? c->upstreams : "" };
+                            c->upstream_keys ? c->upstream_keys : "", ret_s, c->upstreams ? c->upstreams : "", quota };
         r = db_get(db, &h);
         if (r < 0)
                 return r;
         r = q(&h, &res,
               "INSERT INTO caches (name, is_public, priority, store_dir, secret_key, upstream_keys,"
-              " retention_sec, upstreams) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-              8, p);
+              " retention_sec, upstreams, quota_bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+              9, p);
         if (r < 0)
                 return r;
         if (ret_id)
@@ -665,21 +725,23 @@ int db_cache_create(struct db *db, const struct db_cache *c, int64_t *ret_id) {
 int db_cache_update(struct db *db, const struct db_cache *c) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
-        char prio[24], ret_s[24], id[24];
+        char prio[24], ret_s[24], id[24], quota[24];
         int r;
 
         snprintf(prio, sizeof prio, "%d", c->priority);
         snprintf(ret_s, sizeof ret_s, "%" PRId64, c->retention_sec);
         snprintf(id, sizeof id, "%" PRId64, c->id);
+        snprintf(quota, sizeof quota, "%" PRId64, c->quota_bytes);
         const char *p[] = { id, c->is_public ? "t" : "f", prio, c->upstream_keys ? c->upstream_keys : "",
-                            ret_s, c->upstreams ? c->upstreams : "" };
+                            ret_s, c->upstreams ? c->upstreams : "", quota, c->secret_key,
+                            c->old_secret_key ? c->old_secret_key : "" };
         r = db_get(db, &h);
         if (r < 0)
                 return r;
         r = q(&h, &res,
               "UPDATE caches SET is_public = $2, priority = $3, upstream_keys = $4, retention_sec = $5,"
-              " upstreams = $6 WHERE id = $1",
-              6, p);
+              " upstreams = $6, quota_bytes = $7, secret_key = $8, old_secret_key = $9 WHERE id = $1",
+              9, p);
         cache_forget(db, c->name);
         if (r < 0)
                 return r;
@@ -910,9 +972,11 @@ static int hash_list(const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, char **r
 
 /* Runs sql with $1 the "hex,hex,..." list of n ids and $2... the extra
  * parameters; *ret (if not NULL) gets the result. With n == 0 nothing runs
- * and *ret is NULL. */
-static int ids_query(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, const char *sql,
-                     int n_extra, const char *const *extra, PGresult **ret) {
+ * and *ret is NULL. gc_shared: in a transaction that holds the GC lock
+ * shared (taken before the statement's snapshot), so a collection batch
+ * is either wholly before or wholly after it. */
+static int ids_query_ex(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, const char *sql,
+                        int n_extra, const char *const *extra, PGresult **ret, bool gc_shared) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_free_ char *list = NULL;
         const char *p[4];
@@ -932,7 +996,24 @@ static int ids_query(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], siz
         r = db_get(db, &h);
         if (r < 0)
                 return r;
-        return q(&h, ret, sql, n_extra + 1, p);
+        if (!gc_shared)
+                return q(&h, ret, sql, n_extra + 1, p);
+        r = tx_begin_locked(&h, "SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")");
+        if (r >= 0)
+                r = q(&h, ret, sql, n_extra + 1, p);
+        if (r >= 0) {
+                r = tx_commit(&h);
+                if (r < 0 && ret) {
+                        PQclear(*ret);
+                        *ret = NULL;
+                }
+        }
+        return r;
+}
+
+static int ids_query(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, const char *sql,
+                     int n_extra, const char *const *extra, PGresult **ret) {
+        return ids_query_ex(db, ids, n, sql, n_extra, extra, ret, false);
 }
 
 /* Runs sql (as ids_query) and sets present[i] for each ordinal i - 1 it
@@ -944,7 +1025,7 @@ static int chunks_query(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], 
 
         for (size_t i = 0; i < n; i++)
                 present[i] = false;
-        r = ids_query(db, ids, n, sql, n_extra, extra, &res);
+        r = ids_query_ex(db, ids, n, sql, n_extra, extra, &res, true);
         if (r < 0 || !res)
                 return r;
         for (int i = 0; i < PQntuples(res); i++) {
@@ -957,9 +1038,16 @@ static int chunks_query(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], 
 }
 
 int db_chunks_present(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, bool *present) {
+        /* The caller will reference what it finds: its age is refreshed
+         * (at most once a minute; rows another writer is touching are
+         * skipped, not waited for, so no two writers deadlock). */
         return chunks_query(db, ids, n,
-                            "SELECT t.ord - 1 FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS t(x, ord)"
-                            " WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.hash = decode(t.x, 'hex'))",
+                            "WITH t AS (SELECT decode(x, 'hex') AS h, ord"
+                            "  FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS t(x, ord)),"
+                            " touch AS (UPDATE chunks SET created_at = now() WHERE id IN (SELECT c.id FROM t"
+                            "  JOIN chunks c ON c.hash = t.h WHERE c.created_at < now() - interval '1 minute'"
+                            "  ORDER BY c.id FOR UPDATE OF c SKIP LOCKED))"
+                            " SELECT t.ord - 1 FROM t WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.hash = t.h)",
                             0, NULL, present);
 }
 
@@ -1009,29 +1097,47 @@ int db_chunks_visible(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], si
                 return r;
         snprintf(claim, sizeof claim, "%" PRId64, claim_cache_id);
         const char *extra[] = { caches, claim };
+        /* What is reported present is claimed for claim_cache_id in the
+         * same transaction (under the GC lock), so it stays while the
+         * push that asked goes on to reference it. */
         return chunks_query(db, ids, n,
-                            "SELECT t.ord - 1 FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS t(x, ord)"
+                            "WITH v AS (SELECT t.ord, c.id FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS t(x, ord)"
                             " JOIN chunks c ON c.hash = decode(t.x, 'hex') WHERE"
                             " EXISTS (SELECT 1 FROM chunk_claims cl WHERE cl.chunk_id = c.id AND cl.cache_id = $3::bigint)"
                             " OR EXISTS (SELECT 1 FROM nar_chunks nc JOIN paths p ON p.nar_id = nc.nar_id"
                             "            WHERE nc.chunk_id = c.id AND p.cache_id = ANY($2::bigint[]))"
                             " OR EXISTS (SELECT 1 FROM nar_chunks nc JOIN uploads u ON u.nar_id = nc.nar_id"
-                            "            WHERE nc.chunk_id = c.id AND u.cache_id = ANY($2::bigint[]))",
+                            "            WHERE nc.chunk_id = c.id AND u.cache_id = ANY($2::bigint[]))),"
+                            " cl AS (INSERT INTO chunk_claims (cache_id, chunk_id)"
+                            "  SELECT DISTINCT $3::bigint, id FROM v ORDER BY 2"
+                            "  ON CONFLICT (cache_id, chunk_id) DO UPDATE SET created_at = now())"
+                            " SELECT ord - 1 FROM v",
                             2, extra, present);
 }
 
-int db_chunk_claims_add(struct db *db, int64_t cache_id, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n) {
+int db_chunk_claims_add(struct db *db, int64_t cache_id, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n,
+                        bool *claimed) {
+        _cleanup_free_ bool *ignored = NULL;
         char cid[24];
 
         snprintf(cid, sizeof cid, "%" PRId64, cache_id);
         const char *extra[] = { cid };
-        /* A refreshed claim keeps the chunk's proof young for GC. */
-        return ids_query(db, ids, n,
-                         "INSERT INTO chunk_claims (cache_id, chunk_id)"
-                         " SELECT DISTINCT $2::bigint, c.id FROM unnest(string_to_array($1, ',')) AS t(x)"
-                         " JOIN chunks c ON c.hash = decode(t.x, 'hex')"
-                         " ON CONFLICT (cache_id, chunk_id) DO UPDATE SET created_at = now()",
-                         1, extra, NULL);
+        if (!claimed) {
+                claimed = ignored = calloc(n + 1, sizeof *ignored);
+                if (!ignored)
+                        return -ENOMEM;
+        }
+        /* A refreshed claim keeps the chunk's proof young for GC. Claims
+         * are written in chunk id order: concurrent uploads of the same
+         * chunks never wait on each other in a circle. */
+        return chunks_query(db, ids, n,
+                            "WITH c AS (SELECT t.ord, c.id FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS t(x, ord)"
+                            "  JOIN chunks c ON c.hash = decode(t.x, 'hex')),"
+                            " cl AS (INSERT INTO chunk_claims (cache_id, chunk_id)"
+                            "  SELECT DISTINCT $2::bigint, id FROM c ORDER BY 2"
+                            "  ON CONFLICT (cache_id, chunk_id) DO UPDATE SET created_at = now())"
+                            " SELECT ord - 1 FROM c",
+                            1, extra, claimed);
 }
 
 int db_cache_list(struct db *db, struct db_cache_ref **ret, size_t *ret_n) {
@@ -1134,11 +1240,13 @@ int db_nar_insert(struct db *db, const struct db_nar *n, const struct db_nar_chu
                         goto out;
         }
         if (PQntuples(res) == 0) {
-                /* Someone else committed the same NAR first: theirs is complete. */
+                /* Someone else committed the same NAR first: theirs is complete.
+                 * Its age restarts: the caller is about to reference it, and
+                 * garbage collection leaves NARs younger than its min-age. */
                 const char *p[] = { nar_hash };
                 PQclear(res);
                 res = NULL;
-                r = q(&h, &res, "SELECT id FROM nars WHERE nar_hash = $1", 1, p);
+                r = q(&h, &res, "UPDATE nars SET created_at = now() WHERE nar_hash = $1 RETURNING id", 1, p);
                 if (r < 0)
                         goto out;
                 if (PQntuples(res) != 1 || get_i64(res, 0, 0, &nar_id) < 0) {
@@ -1235,11 +1343,21 @@ int db_nar_find_visible(struct db *db, const uint8_t nar_hash[SHA256_DIGEST_LEN]
         r = db_get(db, &h);
         if (r < 0)
                 return r;
-        r = q(&h, &res,
-              "SELECT " NAR_COLUMNS " FROM nars n WHERE n.nar_hash = $1 AND ("
-              " EXISTS (SELECT 1 FROM paths p WHERE p.nar_id = n.id AND p.cache_id = ANY($2::bigint[]))"
-              " OR EXISTS (SELECT 1 FROM uploads u WHERE u.nar_id = n.id AND u.cache_id = ANY($2::bigint[])))",
-              2, p);
+        /* The caller will reference what it finds: its age restarts (at
+         * most once a minute), under the GC lock, so a collection either
+         * deleted it before (not found) or leaves it for its min-age. */
+        r = tx_begin_locked(&h, "SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")");
+        if (r >= 0)
+                r = q(&h, &res,
+                      "WITH f AS (SELECT " NAR_COLUMNS " FROM nars n WHERE n.nar_hash = $1 AND ("
+                      " EXISTS (SELECT 1 FROM paths p WHERE p.nar_id = n.id AND p.cache_id = ANY($2::bigint[]))"
+                      " OR EXISTS (SELECT 1 FROM uploads u WHERE u.nar_id = n.id AND u.cache_id = ANY($2::bigint[])))),"
+                      " t AS (UPDATE nars SET created_at = now() FROM f WHERE nars.id = f.id"
+                      "  AND nars.created_at < now() - interval '1 minute')"
+                      " SELECT * FROM f",
+                      2, p);
+        if (r >= 0)
+                r = tx_commit(&h);
         if (r < 0)
                 return r;
         if (PQntuples(res) != 1)
@@ -1387,6 +1505,9 @@ int db_path_insert(struct db *db, int64_t cache_id, const char *hash_part, const
         r = db_get(db, &h);
         if (r < 0)
                 return r;
+        r = tx_begin_locked(&h, "SELECT pg_advisory_xact_lock_shared(" DB_PATHS_LOCK ")");
+        if (r < 0)
+                return r;
         /* An existing row wins (it is complete); only signatures it lacks
          * are added, so re-pushing with another signature keeps both. A
          * pulled path that is then pushed counts as pushed. */
@@ -1396,7 +1517,7 @@ int db_path_insert(struct db *db, int64_t cache_id, const char *hash_part, const
               " ON CONFLICT (cache_id, hash_part) DO UPDATE SET sigs ="
               "  (SELECT coalesce(string_agg(s, E'\\n' ORDER BY s), '') FROM (SELECT DISTINCT s FROM"
               "   unnest(string_to_array(paths.sigs, E'\\n') || string_to_array(EXCLUDED.sigs, E'\\n')) s"
-              "   WHERE s <> '') AS x), pulled = paths.pulled AND EXCLUDED.pulled"
+              "   WHERE s <> '') AS x), pulled = paths.pulled AND EXCLUDED.pulled, last_used = now()"
               "  WHERE paths.nar_id = EXCLUDED.nar_id"
               " RETURNING (xmax = 0)",
               9, p);
@@ -1404,26 +1525,170 @@ int db_path_insert(struct db *db, int64_t cache_id, const char *hash_part, const
                 return r;
         if (PQntuples(res) == 0)
                 return -EEXIST; /* same path, different NAR: refuse to overwrite */
+        r = tx_commit(&h);
+        if (r < 0)
+                return r;
         return PQgetvalue(res, 0, 0)[0] == 't' ? 1 : 0;
 }
 
-int db_path_delete(struct db *db, int64_t cache_id, const char *hash_part) {
+/* "{a,b,c}" of n hash parts (nix32 characters only: nothing to quote), for
+ * a text[] parameter. */
+static int hash_array(char *const *hash_parts, size_t n, char **ret) {
+        struct buf b = BUF_INIT((size_t) 64 << 20);
+        int r = buf_printf(&b, "{");
+        for (size_t i = 0; i < n && r >= 0; i++) {
+                if (strpbrk(hash_parts[i], "{},\"\\ ")) {
+                        buf_free(&b);
+                        return -EINVAL;
+                }
+                r = buf_printf(&b, "%s%s", i ? "," : "", hash_parts[i]);
+        }
+        if (r >= 0)
+                r = buf_printf(&b, "}");
+        if (r >= 0)
+                r = buf_steal(&b, ret, NULL);
+        buf_free(&b);
+        return r;
+}
+
+/* The first column of every row, newline-separated. */
+static int rows_joined(PGresult *res, char **ret) {
+        struct buf b = BUF_INIT((size_t) 64 << 20);
+        int r = 0;
+        for (int i = 0; i < PQntuples(res) && r >= 0; i++)
+                r = buf_printf(&b, "%s%s", i ? "\n" : "", PQgetvalue(res, i, 0));
+        if (r >= 0)
+                r = buf_append(&b, "", 1);
+        if (r >= 0)
+                r = buf_steal(&b, ret, NULL);
+        buf_free(&b);
+        return r;
+}
+
+/* 0 if every one of the hash parts in $2 is a path of cache $1, else
+ * -ENOENT. */
+static int paths_all_present(struct db_handle *h, const char *const *p, size_t n) {
+        _cleanup_pgresult_ PGresult *res = NULL;
+        uint64_t found;
+        int r = q(h, &res, "SELECT count(*) FROM paths WHERE cache_id = $1 AND hash_part = ANY($2::text[])", 2, p);
+        if (r < 0)
+                return r;
+        if (get_u64(res, 0, 0, &found) < 0)
+                return -EIO;
+        return found == n ? 0 : -ENOENT;
+}
+
+int db_paths_delete(struct db *db, int64_t cache_id, char *const *hash_parts, size_t n, bool force,
+                    char **ret_blockers) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        _cleanup_free_ char *arr = NULL;
+        char cid[24];
+        int r;
+
+        if (ret_blockers)
+                *ret_blockers = NULL;
+        r = hash_array(hash_parts, n, &arr);
+        if (r < 0)
+                return r;
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
+        const char *p[] = { cid, arr };
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = tx_begin_locked(&h, "SELECT pg_advisory_xact_lock(" DB_PATHS_LOCK ")");
+        if (r < 0)
+                return r;
+        r = paths_all_present(&h, p, n);
+        if (r < 0)
+                return r;
+        if (!force) {
+                /* Referrers outside the set first (deleting would break their
+                 * closures), then pins. */
+                static const char *const checks[] = {
+                        "SELECT DISTINCT q.store_path FROM path_refs r JOIN paths q ON q.id = r.path_id"
+                        " WHERE r.cache_id = $1 AND r.ref = ANY($2::text[]) AND q.hash_part <> ALL($2::text[])"
+                        " ORDER BY 1 LIMIT 20",
+                        "SELECT store_path FROM paths WHERE cache_id = $1 AND hash_part = ANY($2::text[])"
+                        " AND pinned_at IS NOT NULL ORDER BY 1 LIMIT 20",
+                };
+                for (size_t i = 0; i < ELEMENTSOF(checks); i++) {
+                        r = q(&h, &res, checks[i], 2, p);
+                        if (r < 0)
+                                return r;
+                        if (PQntuples(res) > 0) {
+                                if (ret_blockers && rows_joined(res, ret_blockers) < 0)
+                                        return -ENOMEM;
+                                return i == 0 ? -EBUSY : -EPERM;
+                        }
+                        PQclear(res);
+                        res = NULL;
+                }
+        }
+        r = q(&h, NULL, "DELETE FROM paths WHERE cache_id = $1 AND hash_part = ANY($2::text[])", 2, p);
+        if (r < 0)
+                return r;
+        return tx_commit(&h);
+}
+
+int db_paths_pin(struct db *db, int64_t cache_id, char *const *hash_parts, size_t n, bool pin, bool closure,
+                 uint64_t *ret_changed) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        _cleanup_free_ char *arr = NULL;
+        char cid[24];
+        uint64_t changed;
+        int r;
+
+        r = hash_array(hash_parts, n, &arr);
+        if (r < 0)
+                return r;
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
+        const char *p[] = { cid, arr, pin ? "t" : "f" };
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = tx_begin(&h);
+        if (r < 0)
+                return r;
+        r = paths_all_present(&h, p, n);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              closure ? "WITH RECURSIVE cl(h) AS (SELECT unnest($2::text[])"
+                        "  UNION SELECT r.ref FROM cl JOIN paths p ON p.cache_id = $1 AND p.hash_part = cl.h"
+                        "  JOIN path_refs r ON r.path_id = p.id)"
+                        " UPDATE paths SET pinned_at = CASE WHEN $3::boolean THEN now() END"
+                        " WHERE cache_id = $1 AND hash_part IN (SELECT h FROM cl) AND (pinned_at IS NULL) = $3::boolean"
+                      : "UPDATE paths SET pinned_at = CASE WHEN $3::boolean THEN now() END"
+                        " WHERE cache_id = $1 AND hash_part = ANY($2::text[]) AND (pinned_at IS NULL) = $3::boolean",
+              3, p);
+        if (r < 0)
+                return r;
+        if (parse_i64(PQcmdTuples(res), (int64_t *) &changed) < 0)
+                return -EIO;
+        r = tx_commit(&h);
+        if (r >= 0)
+                *ret_changed = changed;
+        return r;
+}
+
+int db_pins_list(struct db *db, int64_t cache_id, char **ret) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
         char cid[24];
-        const char *p[] = { cid, hash_part };
+        const char *p[] = { cid };
         int r;
 
         snprintf(cid, sizeof cid, "%" PRId64, cache_id);
         r = db_get(db, &h);
         if (r < 0)
                 return r;
-        r = q(&h, &res, "DELETE FROM paths WHERE cache_id = $1 AND hash_part = $2", 2, p);
+        r = q(&h, &res, "SELECT store_path FROM paths WHERE cache_id = $1 AND pinned_at IS NOT NULL ORDER BY 1", 1, p);
         if (r < 0)
                 return r;
-        return streq(PQcmdTuples(res), "1") ? 0 : -ENOENT;
+        return rows_joined(res, ret);
 }
-
 int db_paths_missing(struct db *db, int64_t cache_id, char *const *hash_parts, size_t n, bool *missing) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
@@ -1633,7 +1898,59 @@ int db_upload_get(struct db *db, int64_t cache_id, const char *file_name, int64_
         return r < 0 ? r : 1;
 }
 
-/* ---- GC ---- */
+/* ---- last use ---- */
+
+int db_paths_mark_used(struct db *db, const struct db_use *uses, size_t n) {
+        /* One statement per kind; "cache:key" pairs in $1. Rows are
+         * updated in id order so that two flushes never deadlock. */
+        static const char *const sql[] = {
+                [DB_USE_PATH] = "UPDATE paths SET last_used = now() WHERE id IN (SELECT p.id FROM paths p"
+                                " JOIN (SELECT split_part(x, ':', 1)::bigint AS c, split_part(x, ':', 2) AS h"
+                                "  FROM unnest(string_to_array($1, ',')) x) t ON p.cache_id = t.c AND p.hash_part = t.h"
+                                " WHERE p.last_used < now() - interval '1 minute' ORDER BY p.id FOR UPDATE OF p SKIP LOCKED)",
+                [DB_USE_NAR] = "UPDATE paths SET last_used = now() WHERE id IN (SELECT p.id FROM paths p"
+                               " JOIN (SELECT split_part(x, ':', 1)::bigint AS c, split_part(x, ':', 2)::bigint AS n"
+                               "  FROM unnest(string_to_array($1, ',')) x) t ON p.cache_id = t.c AND p.nar_id = t.n"
+                               " WHERE p.last_used < now() - interval '1 minute' ORDER BY p.id FOR UPDATE OF p SKIP LOCKED)",
+                [DB_USE_CHUNK] = "UPDATE paths SET last_used = now() WHERE id IN (SELECT p.id FROM paths p"
+                                 " JOIN (SELECT DISTINCT t.c, nc.nar_id FROM (SELECT split_part(x, ':', 1)::bigint AS c,"
+                                 "   decode(split_part(x, ':', 2), 'hex') AS h FROM unnest(string_to_array($1, ',')) x) t"
+                                 "  JOIN chunks ch ON ch.hash = t.h JOIN nar_chunks nc ON nc.chunk_id = ch.id) u"
+                                 "  ON p.cache_id = u.c AND p.nar_id = u.nar_id"
+                                 " WHERE p.last_used < now() - interval '1 minute' ORDER BY p.id FOR UPDATE OF p SKIP LOCKED)",
+        };
+        _cleanup_handle_ struct db_handle h = {};
+        int r = 0;
+
+        for (unsigned kind = 0; kind < ELEMENTSOF(sql) && r >= 0; kind++) {
+                struct buf b = BUF_INIT((size_t) 64 << 20);
+                for (size_t i = 0; i < n && r >= 0; i++) {
+                        const struct db_use *u = &uses[i];
+                        char hex[2 * SHA256_DIGEST_LEN + 1];
+                        if (u->kind != kind)
+                                continue;
+                        if (kind == DB_USE_PATH && strpbrk(u->hash, ",:"))
+                                continue;
+                        if (kind == DB_USE_CHUNK)
+                                hex_encode(u->chunk, SHA256_DIGEST_LEN, hex);
+                        r = kind == DB_USE_NAR ? buf_printf(&b, "%s%" PRId64 ":%" PRId64, b.len ? "," : "", u->cache_id,
+                                                            u->nar_id)
+                                               : buf_printf(&b, "%s%" PRId64 ":%s", b.len ? "," : "", u->cache_id,
+                                                            kind == DB_USE_PATH ? u->hash : hex);
+                }
+                if (r >= 0 && b.len > 0) {
+                        const char *p[] = { (const char *) b.data };
+                        if (!h.conn)
+                                r = db_get(db, &h);
+                        if (r >= 0)
+                                r = q(&h, NULL, sql[kind], 1, p);
+                }
+                buf_free(&b);
+        }
+        return r;
+}
+
+/* ---- garbage collection ---- */
 
 int db_orphans_note(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n) {
         return ids_query(db, ids, n,
@@ -1644,108 +1961,362 @@ int db_orphans_note(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size
                          0, NULL, NULL);
 }
 
-int db_gc(struct db *db, int64_t min_age_sec,
-          int (*delete_object)(void *userdata, const uint8_t id[SHA256_DIGEST_LEN]), void *userdata,
-          uint64_t *ret_chunks, uint64_t *ret_orphans) {
-        _cleanup_handle_ struct db_handle h = {};
-        _cleanup_pgresult_ PGresult *res = NULL;
-        struct buf ids = BUF_INIT((size_t) 1 << 30);
-        uint64_t orphans = 0;
-        char age[24];
-        const char *p[] = { age };
-        int r, n = 0;
+struct db_gc {
+        struct db_handle h;
+        bool locked;
+};
 
-        snprintf(age, sizeof age, "%" PRId64, min_age_sec);
-        r = db_get(db, &h);
+void db_gc_end(struct db_gc *g) {
+        if (!g)
+                return;
+        if (g->locked && conn_ok(g->h.conn) && !g->h.in_tx)
+                (void) q(&g->h, NULL, "SELECT pg_advisory_unlock(" DB_GC_RUN_LOCK ")", 0, NULL);
+        db_handle_release(&g->h);
+        free(g);
+}
+
+int db_gc_begin(struct db *db, bool wait, struct db_gc **ret) {
+        _cleanup_pgresult_ PGresult *res = NULL;
+        struct db_gc *g;
+        int r;
+
+        g = calloc(1, sizeof *g);
+        if (!g)
+                return -ENOMEM;
+        r = db_get(db, &g->h);
         if (r < 0)
-                return r;
-        r = tx_begin(&h);
-        if (r < 0)
-                return r;
-        r = q(&h, NULL, "SELECT pg_advisory_xact_lock(" DB_GC_LOCK ")", 0, NULL);
-        if (r < 0)
-                return r;
-        r = q(&h, NULL,
-              "DELETE FROM paths p USING caches c WHERE p.cache_id = c.id AND c.retention_sec > 0"
-              " AND p.created_at < now() - make_interval(secs => LEAST(c.retention_sec, " DB_RETENTION_MAX_STR "))",
+                goto fail;
+        if (wait) {
+                /* Bounded: a run that does not end within the timeout is
+                 * reported as running (-EALREADY). */
+                r = q(&g->h, NULL, "SET lock_timeout = '300s'", 0, NULL);
+                if (r < 0)
+                        goto fail;
+                r = q(&g->h, NULL, "SELECT pg_advisory_lock(" DB_GC_RUN_LOCK ")", 0, NULL);
+                (void) q(&g->h, NULL, "RESET lock_timeout", 0, NULL);
+                if (r == -EIO && conn_ok(g->h.conn))
+                        r = -EALREADY;
+                if (r < 0)
+                        goto fail;
+        } else {
+                r = q(&g->h, &res, "SELECT pg_try_advisory_lock(" DB_GC_RUN_LOCK ")", 0, NULL);
+                if (r < 0)
+                        goto fail;
+                if (PQgetvalue(res, 0, 0)[0] != 't') {
+                        r = -EALREADY;
+                        goto fail;
+                }
+        }
+        g->locked = true;
+        /* The run's work lists live in this session only: a run that dies
+         * leaves nothing behind but what the next run finds again. */
+        static const char *const setup[] = {
+                "SET client_min_messages = warning",
+                "CREATE TEMP TABLE IF NOT EXISTS gc_paths (id bigint PRIMARY KEY, used_before timestamptz NOT NULL)",
+                "CREATE TEMP TABLE IF NOT EXISTS gc_nars (id bigint PRIMARY KEY)",
+                "CREATE TEMP TABLE IF NOT EXISTS gc_chunks (id bigint PRIMARY KEY)",
+                "TRUNCATE gc_paths, gc_nars, gc_chunks",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(setup); i++) {
+                r = q(&g->h, NULL, setup[i], 0, NULL);
+                if (r < 0)
+                        goto fail;
+        }
+        *ret = g;
+        return 0;
+fail:
+        db_gc_end(g);
+        return r;
+}
+
+static int cmd_count(PGresult *res, uint64_t *ret) {
+        int64_t v;
+        if (parse_i64(PQcmdTuples(res), &v) < 0 || v < 0)
+                return -EIO;
+        *ret = (uint64_t) v;
+        return 0;
+}
+
+int db_gc_mark_retention(struct db_gc *g, uint64_t *ret_n) {
+        _cleanup_pgresult_ PGresult *res = NULL;
+        int r;
+
+        /* Kept: pinned paths, paths used within the retention, and
+         * everything they reference, transitively. The rest of a cache
+         * with a retention is marked, with the cut-off it was marked by. */
+        r = q(&g->h, &res,
+              "INSERT INTO gc_paths (id, used_before)"
+              " WITH RECURSIVE keep(cache_id, h) AS ("
+              "  SELECT p.cache_id, p.hash_part FROM paths p JOIN caches c ON c.id = p.cache_id"
+              "   WHERE c.retention_sec > 0 AND (p.pinned_at IS NOT NULL OR"
+              "    p.last_used >= now() - make_interval(secs => LEAST(c.retention_sec, " DB_RETENTION_MAX_STR ")))"
+              "  UNION"
+              "  SELECT r.cache_id, r.ref FROM keep k JOIN paths p ON p.cache_id = k.cache_id AND p.hash_part = k.h"
+              "   JOIN path_refs r ON r.path_id = p.id)"
+              " SELECT p.id, now() - make_interval(secs => LEAST(c.retention_sec, " DB_RETENTION_MAX_STR "))"
+              " FROM paths p JOIN caches c ON c.id = p.cache_id WHERE c.retention_sec > 0"
+              " AND NOT EXISTS (SELECT 1 FROM keep k WHERE k.cache_id = p.cache_id AND k.h = p.hash_part)"
+              " ON CONFLICT (id) DO NOTHING",
               0, NULL);
         if (r < 0)
                 return r;
-        r = q(&h, NULL, "DELETE FROM uploads WHERE created_at < now() - make_interval(secs => $1::bigint)", 1, p);
-        if (r < 0)
-                return r;
-        r = q(&h, NULL, "DELETE FROM chunk_claims WHERE created_at < now() - make_interval(secs => $1::bigint)", 1, p);
-        if (r < 0)
-                return r;
-        r = q(&h, NULL,
-              "DELETE FROM nars n WHERE n.created_at < now() - make_interval(secs => $1::bigint)"
-              " AND NOT EXISTS (SELECT 1 FROM paths p WHERE p.nar_id = n.id)"
-              " AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.nar_id = n.id)",
+        return cmd_count(res, ret_n);
+}
+
+int db_gc_mark_quota(struct db_gc *g, unsigned batch, uint64_t *ret_n) {
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char lim[16];
+        const char *p[] = { lim };
+        int r;
+
+        snprintf(lim, sizeof lim, "%u", batch);
+        /* Stored bytes as `trove cache info` counts them. Candidates: paths
+         * nothing references (dropping one breaks no closure), unpinned,
+         * pulled ones first, then least recently used, as many as their
+         * NARs' stored size covers the excess. */
+        r = q(&g->h, &res,
+              "INSERT INTO gc_paths (id, used_before)"
+              " WITH over AS (SELECT c.id, s.stored - c.quota_bytes AS excess FROM caches c,"
+              "   LATERAL (SELECT coalesce(sum(ch.stored_size), 0) AS stored FROM chunks ch WHERE ch.id IN"
+              "    (SELECT nc.chunk_id FROM nar_chunks nc JOIN paths p ON p.nar_id = nc.nar_id WHERE p.cache_id = c.id)) s"
+              "   WHERE c.quota_bytes > 0 AND s.stored > c.quota_bytes),"
+              " cand AS (SELECT p.id, o.excess, p.pulled, p.last_used,"
+              "   sum(n.file_size) OVER (PARTITION BY p.cache_id ORDER BY p.pulled DESC, p.last_used, p.id)"
+              "    - n.file_size AS before"
+              "   FROM paths p JOIN over o ON o.id = p.cache_id JOIN nars n ON n.id = p.nar_id"
+              "   WHERE p.pinned_at IS NULL AND p.last_used < now() - " DB_GC_RECENT
+              "   AND NOT EXISTS (SELECT 1 FROM path_refs r WHERE r.cache_id = p.cache_id AND r.ref = p.hash_part))"
+              " SELECT id, now() FROM cand WHERE before < excess ORDER BY pulled DESC, last_used, id LIMIT $1"
+              " ON CONFLICT (id) DO UPDATE SET used_before = EXCLUDED.used_before",
               1, p);
         if (r < 0)
                 return r;
-        r = q(&h, &res,
-              "SELECT c.id, c.hash FROM chunks c WHERE c.created_at < now() - make_interval(secs => $1::bigint)"
-              " AND NOT EXISTS (SELECT 1 FROM nar_chunks nc WHERE nc.chunk_id = c.id)",
+        return cmd_count(res, ret_n);
+}
+
+int db_gc_sweep_paths(struct db_gc *g, unsigned batch,
+                      void (*deleted)(void *userdata, int64_t cache_id, const char *hash), void *userdata,
+                      uint64_t *ret_n) {
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char lim[16];
+        const char *p[] = { lim };
+        int r;
+
+        snprintf(lim, sizeof lim, "%u", batch);
+        r = tx_begin_locked(&g->h, "SELECT pg_advisory_xact_lock(" DB_PATHS_LOCK ")");
+        if (r < 0)
+                goto fail;
+        /* Referrers go before what they reference: a batch takes only
+         * marked paths that nothing references now, so every closure that
+         * is visible between two batches is whole. A path used, pushed or
+         * pinned since it was marked stays. */
+        r = q(&g->h, &res,
+              "WITH b AS (SELECT p.id FROM gc_paths g JOIN paths p ON p.id = g.id"
+              "  WHERE p.pinned_at IS NULL AND p.last_used < LEAST(g.used_before, now() - " DB_GC_RECENT ")"
+              "  AND NOT EXISTS (SELECT 1 FROM path_refs r WHERE r.cache_id = p.cache_id AND r.ref = p.hash_part)"
+              "  ORDER BY p.id LIMIT $1),"
+              " d AS (DELETE FROM paths p USING b WHERE p.id = b.id RETURNING p.id, p.cache_id, p.hash_part),"
+              " x AS (DELETE FROM gc_paths g USING d WHERE g.id = d.id)"
+              " SELECT cache_id, hash_part FROM d",
               1, p);
         if (r < 0)
+                goto fail;
+        r = tx_commit(&g->h);
+        if (r < 0)
                 return r;
-        /* Objects first, rows after, and only the rows whose object is gone:
-         * a row never outlives its object; an object whose deletion failed
-         * keeps its row and is retried by the next collection. */
+        for (int i = 0; deleted && i < PQntuples(res); i++) {
+                int64_t cid;
+                if (get_i64(res, i, 0, &cid) >= 0)
+                        deleted(userdata, cid, PQgetvalue(res, i, 1));
+        }
+        *ret_n = (uint64_t) PQntuples(res);
+        return 0;
+fail:
+        tx_abort(&g->h);
+        return r;
+}
+
+int db_gc_mark_unreferenced(struct db_gc *g, int64_t min_age_sec, uint64_t *ret_n) {
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char age[24];
+        const char *p[] = { age };
+        uint64_t nars, chunks;
+        int r;
+
+        snprintf(age, sizeof age, "%" PRId64, min_age_sec);
+        r = q(&g->h, NULL, "DELETE FROM uploads WHERE created_at < now() - make_interval(secs => $1::bigint)", 1, p);
+        if (r >= 0)
+                r = q(&g->h, NULL,
+                      "DELETE FROM chunk_claims WHERE created_at < now() - make_interval(secs => $1::bigint)", 1, p);
+        if (r >= 0)
+                r = q(&g->h, NULL,
+                      "DELETE FROM orphan_objects o WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.hash = o.hash)", 0,
+                      NULL);
+        if (r >= 0)
+                r = q(&g->h, NULL, "TRUNCATE gc_nars, gc_chunks", 0, NULL);
+        if (r >= 0)
+                r = q(&g->h, &res,
+                      "INSERT INTO gc_nars SELECT n.id FROM nars n"
+                      " WHERE n.created_at < now() - make_interval(secs => $1::bigint)"
+                      " AND NOT EXISTS (SELECT 1 FROM paths p WHERE p.nar_id = n.id)"
+                      " AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.nar_id = n.id)",
+                      1, p);
+        if (r < 0 || (r = cmd_count(res, &nars)) < 0)
+                return r;
+        PQclear(res);
+        res = NULL;
+        /* Chunks that only the NARs about to go use count too. */
+        r = q(&g->h, &res,
+              "INSERT INTO gc_chunks SELECT c.id FROM chunks c"
+              " WHERE c.created_at < now() - make_interval(secs => $1::bigint)"
+              " AND NOT EXISTS (SELECT 1 FROM nar_chunks nc WHERE nc.chunk_id = c.id"
+              "  AND NOT EXISTS (SELECT 1 FROM gc_nars gn WHERE gn.id = nc.nar_id))"
+              " AND NOT EXISTS (SELECT 1 FROM chunk_claims cl WHERE cl.chunk_id = c.id)",
+              1, p);
+        if (r < 0 || (r = cmd_count(res, &chunks)) < 0)
+                return r;
+        *ret_n = nars + chunks;
+        return 0;
+}
+
+int db_gc_sweep_rows(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint64_t *ret_nars,
+                     uint64_t *ret_chunks) {
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char age[24], lim[16];
+        const char *p[] = { age, lim };
+        uint64_t taken, done;
+        bool nars, any = false;
+        int r;
+
+        snprintf(age, sizeof age, "%" PRId64, min_age_sec);
+        snprintf(lim, sizeof lim, "%u", batch);
+        *ret_nars = *ret_chunks = 0;
+        r = tx_begin_locked(&g->h, "SELECT pg_advisory_xact_lock(" DB_GC_LOCK ")");
+        if (r < 0)
+                goto fail;
+        /* NARs first (their chunk tables go with them), then chunk rows;
+         * every candidate is checked again here, under the lock, against
+         * what writers committed since it was found. A chunk row's object
+         * is recorded for deletion in the same transaction. */
+        for (int pass = 0; pass < 2; pass++) {
+                nars = pass == 0;
+                r = q(&g->h, &res,
+                      nars ? "WITH b AS (DELETE FROM gc_nars WHERE id IN (SELECT id FROM gc_nars ORDER BY id LIMIT $2::integer)"
+                             "  RETURNING id),"
+                             " d AS (DELETE FROM nars n USING b WHERE n.id = b.id"
+                             "  AND n.created_at < now() - make_interval(secs => $1::bigint)"
+                             "  AND NOT EXISTS (SELECT 1 FROM paths p WHERE p.nar_id = n.id)"
+                             "  AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.nar_id = n.id) RETURNING 1)"
+                             " SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM d)"
+                           : "WITH b AS (DELETE FROM gc_chunks WHERE id IN (SELECT id FROM gc_chunks ORDER BY id LIMIT $2::integer)"
+                             "  RETURNING id),"
+                             " d AS (DELETE FROM chunks c USING b WHERE c.id = b.id"
+                             "  AND c.created_at < now() - make_interval(secs => $1::bigint)"
+                             "  AND NOT EXISTS (SELECT 1 FROM nar_chunks nc WHERE nc.chunk_id = c.id)"
+                             "  AND NOT EXISTS (SELECT 1 FROM chunk_claims cl WHERE cl.chunk_id = c.id) RETURNING c.hash),"
+                             " o AS (INSERT INTO orphan_objects (hash, first_seen) SELECT hash, '-infinity' FROM d"
+                             "  ON CONFLICT (hash) DO UPDATE SET first_seen = '-infinity')"
+                             " SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM d)",
+                      2, p);
+                if (r < 0)
+                        goto fail;
+                if (get_u64(res, 0, 0, &taken) < 0 || get_u64(res, 0, 1, &done) < 0) {
+                        r = -EIO;
+                        goto fail;
+                }
+                PQclear(res);
+                res = NULL;
+                *(nars ? ret_nars : ret_chunks) = done;
+                any = any || taken > 0;
+                if (taken > 0) {
+                        if (done == 0 && nars)
+                                continue; /* all still referenced: on to the chunks */
+                        break;
+                }
+        }
+        r = tx_commit(&g->h);
+        return r < 0 ? r : any;
+fail:
+        tx_abort(&g->h);
+        return r;
+}
+
+static uint64_t monotonic_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
+
+int db_gc_delete_objects(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint64_t budget_usec,
+                         int (*delete_object)(void *userdata, const uint8_t id[SHA256_DIGEST_LEN]), void *userdata,
+                         uint64_t *ret_n, bool *ret_more) {
+        _cleanup_pgresult_ PGresult *res = NULL;
+        struct buf done = BUF_INIT((size_t) 64 << 20);
+        char age[24], lim[16];
+        const char *p[] = { age, lim };
+        uint64_t n = 0, deleted = 0, start;
+        bool failed = false, stopped = false;
+        int r;
+
+        snprintf(age, sizeof age, "%" PRId64, min_age_sec);
+        snprintf(lim, sizeof lim, "%u", batch);
+        r = tx_begin_locked(&g->h, "SELECT pg_advisory_xact_lock(" DB_GC_LOCK ")");
+        if (r < 0)
+                goto fail;
+        /* The batch is taken in index order first and checked for rows
+         * after (a hash anti-join over all chunk rows per batch would
+         * hold the lock for seconds). An entry whose object got a row again
+         * is only forgotten. */
+        r = q(&g->h, &res,
+              "SELECT o.hash, EXISTS (SELECT 1 FROM chunks c WHERE c.hash = o.hash) FROM"
+              " (SELECT hash FROM orphan_objects WHERE first_seen <= now() - make_interval(secs => $1::bigint)"
+              "  ORDER BY first_seen, hash LIMIT $2::integer) o",
+              2, p);
+        if (r < 0)
+                goto fail;
+        /* The lock is held while objects are deleted: writers wait at most
+         * the time budget (and one store call). */
+        start = monotonic_usec();
         for (int i = 0; i < PQntuples(res); i++) {
                 uint8_t id[SHA256_DIGEST_LEN];
-                if (get_hash(res, i, 1, id) < 0) {
-                        r = -EIO;
-                        goto out;
+                if (monotonic_usec() - start > budget_usec) {
+                        stopped = true;
+                        break;
                 }
-                if (delete_object(userdata, id) < 0)
+                if (get_hash(res, i, 0, id) < 0) {
+                        r = -EIO;
+                        goto fail;
+                }
+                if (PQgetvalue(res, i, 1)[0] == 't')
+                        ; /* has a row: not an orphan, forgotten below */
+                else if (delete_object(userdata, id) < 0) {
+                        /* Kept in the list: the next run tries again. */
+                        failed = true;
                         continue;
-                r = buf_printf(&ids, "%s%s", n ? "," : "", PQgetvalue(res, i, 0));
+                } else
+                        deleted++;
+                r = buf_printf(&done, "%s%s", n ? "," : "", PQgetvalue(res, i, 0) + 2);
                 if (r < 0)
-                        goto out;
+                        goto fail;
                 n++;
         }
         if (n > 0) {
-                const char *pd[] = { (const char *) ids.data };
-                r = q(&h, NULL, "DELETE FROM chunks WHERE id = ANY(string_to_array($1, ',')::bigint[])", 1, pd);
+                const char *pd[] = { (const char *) done.data };
+                r = q(&g->h, NULL,
+                      "DELETE FROM orphan_objects WHERE hash IN (SELECT decode(x, 'hex') FROM unnest(string_to_array($1, ',')) x)",
+                      1, pd);
                 if (r < 0)
-                        goto out;
+                        goto fail;
         }
-
-        /* Objects that never got a row: forget those that have one by now,
-         * delete the ones old enough (under the lock, so an upload of the
-         * same chunk notices and stores it again before writing its row). */
-        r = q(&h, NULL,
-              "DELETE FROM orphan_objects o WHERE EXISTS (SELECT 1 FROM chunks c WHERE c.hash = o.hash)", 0, NULL);
+        r = tx_commit(&g->h);
         if (r < 0)
                 goto out;
-        PQclear(res);
-        res = NULL;
-        r = q(&h, &res,
-              "SELECT hash FROM orphan_objects WHERE first_seen <= now() - make_interval(secs => $1::bigint)", 1, p);
-        if (r < 0)
-                goto out;
-        for (int i = 0; i < PQntuples(res); i++) {
-                uint8_t id[SHA256_DIGEST_LEN];
-                const char *pd[] = { PQgetvalue(res, i, 0) };
-                if (get_hash(res, i, 0, id) < 0) {
-                        r = -EIO;
-                        goto out;
-                }
-                if (delete_object(userdata, id) < 0)
-                        continue;
-                r = q(&h, NULL, "DELETE FROM orphan_objects WHERE hash = $1", 1, pd);
-                if (r < 0)
-                        goto out;
-                orphans++;
-        }
-        r = tx_commit(&h);
-        if (r < 0)
-                goto out;
-        *ret_chunks = (uint64_t) n;
-        *ret_orphans = orphans;
+        *ret_n = deleted;
+        *ret_more = !failed && (stopped || (uint64_t) PQntuples(res) == batch);
+        goto out;
+fail:
+        tx_abort(&g->h);
 out:
-        buf_free(&ids);
+        buf_free(&done);
         return r;
 }

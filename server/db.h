@@ -45,8 +45,13 @@ struct db_cache {
         char *secret_key;        /* "name:base64" */
         char *upstream_keys;     /* space-separated key names or "name:base64" public keys (may be "") */
         char *upstreams;         /* newline-separated upstream cache URLs, asked in order (may be "") */
-        int64_t retention_sec;   /* 0 = keep forever */
+        int64_t retention_sec;   /* 0 = keep forever; counted from a path's last use or push */
+        int64_t quota_bytes;     /* stored-bytes budget; 0 = none */
+        char *old_secret_key;    /* retiring key of a rotation, still signing; "" = none */
 };
+
+/* Largest quota a cache may have (1 EiB). */
+#define DB_QUOTA_MAX (1LL << 60)
 
 /* Longest retention a cache may have (100 years); GC arithmetic stays in range. */
 #define DB_RETENTION_MAX 3153600000LL
@@ -107,7 +112,9 @@ int db_chunks_insert(struct db *db, const struct db_chunk *c, size_t n,
                      int (*ensure_stored)(void *userdata, size_t i), void *userdata);
 /* 1 and *ret filled if known, 0 if not. */
 int db_chunk_get(struct db *db, const uint8_t id[SHA256_DIGEST_LEN], struct db_chunk *ret);
-/* Sets present[i] for each id that has a row. */
+/* Sets present[i] for each id that has a row. A chunk found is protected
+ * from garbage collection for its min-age from now (its row's age is
+ * refreshed under the GC lock), so the caller may reference it. */
 int db_chunks_present(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, bool *present);
 /* Sets present[i] for each id that the caller has proved to hold: a chunk
  * of a path or upload of one of cache_ids (the caches the caller may pull),
@@ -116,8 +123,11 @@ int db_chunks_present(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], si
 int db_chunks_visible(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n, const int64_t *cache_ids,
                       size_t n_caches, int64_t claim_cache_id, bool *present);
 /* Records that an upload to cache_id proved the chunks (their bytes were
- * sent and verified); ids without a chunk row are skipped. */
-int db_chunk_claims_add(struct db *db, int64_t cache_id, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n);
+ * sent and verified); ids without a chunk row are skipped. claimed (may
+ * be NULL) gets which ids were claimed: a claimed chunk is not collected
+ * for GC's min-age, so the push may reference it. */
+int db_chunk_claims_add(struct db *db, int64_t cache_id, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n,
+                        bool *claimed);
 /* 1 if the chunk belongs to a NAR of a path in the cache. */
 int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_DIGEST_LEN]);
 
@@ -176,7 +186,20 @@ int db_path_get(struct db *db, int64_t cache_id, const char *hash_part, struct d
 /* Inserts unless present; signatures of an existing row are merged. 1 if new. */
 int db_path_insert(struct db *db, int64_t cache_id, const char *hash_part, const struct db_path *p,
                    int64_t nar_id);
-int db_path_delete(struct db *db, int64_t cache_id, const char *hash_part);
+/* Deletes the n paths (hash parts) of the cache in one transaction. Unless
+ * force, refused with -EBUSY if a path outside the set references one of
+ * them, or -EPERM if one is pinned; *ret_blockers (malloc()ed,
+ * newline-separated store paths, may be NULL) then names the referrers or
+ * the pinned paths. -ENOENT (nothing deleted) if one is not in the cache. */
+int db_paths_delete(struct db *db, int64_t cache_id, char *const *hash_parts, size_t n, bool force,
+                    char **ret_blockers);
+/* Pins (pin true) or unpins the n paths; with closure, also every path of
+ * the cache in their closures. -ENOENT (nothing changed) if one of the n is
+ * not in the cache. *ret_changed: how many rows changed. */
+int db_paths_pin(struct db *db, int64_t cache_id, char *const *hash_parts, size_t n, bool pin, bool closure,
+                 uint64_t *ret_changed);
+/* The cache's pinned store paths, newline-separated; *ret malloc()ed. */
+int db_pins_list(struct db *db, int64_t cache_id, char **ret);
 /* For each of n hash parts, sets missing[i] if the cache lacks it. */
 int db_paths_missing(struct db *db, int64_t cache_id, char *const *hash_parts, size_t n, bool *missing);
 
@@ -206,19 +229,72 @@ int db_upload_put(struct db *db, int64_t cache_id, const char *file_name, int64_
 /* 1 and *ret_nar_id if the file was uploaded to this cache. */
 int db_upload_get(struct db *db, int64_t cache_id, const char *file_name, int64_t *ret_nar_id);
 
+/* ---- last use ---- */
+
+/* A read to mark: the path of a cache named by its hash part, by its NAR,
+ * or every path of the cache that uses a chunk. */
+enum db_use_kind { DB_USE_PATH, DB_USE_NAR, DB_USE_CHUNK };
+struct db_use {
+        int64_t cache_id;
+        enum db_use_kind kind;
+        union {
+                char hash[33];                    /* DB_USE_PATH */
+                int64_t nar_id;                   /* DB_USE_NAR */
+                uint8_t chunk[SHA256_DIGEST_LEN]; /* DB_USE_CHUNK */
+        };
+};
+/* Sets last_used to now for the paths the n uses name (a path marked
+ * within the last minute is left alone: one write per path per minute at
+ * most). */
+int db_paths_mark_used(struct db *db, const struct db_use *uses, size_t n);
+
 /* ---- garbage collection ---- */
 
-/* Drops paths past their cache's retention, uploads older than min_age_sec,
- * NARs no path or upload references, and chunks no NAR references that are
- * older than min_age_sec, calling delete_object for each of those chunks
- * before their rows go. All of it in one transaction that holds the GC lock
- * exclusively, so no chunk row or NAR is written meanwhile (writers take the
- * lock shared). Also deletes the objects db_orphans_note() recorded that
- * still have no row and were first seen before min_age_sec. Returns the
- * number of chunks and of orphaned objects deleted. */
-int db_gc(struct db *db, int64_t min_age_sec,
-          int (*delete_object)(void *userdata, const uint8_t id[SHA256_DIGEST_LEN]), void *userdata,
-          uint64_t *ret_chunks, uint64_t *ret_orphans);
+/* One collection run: holds one connection and the cluster-wide run lock
+ * (one run at a time among all troved instances sharing the database).
+ * Every step below is a short transaction of at most `batch` rows; objects
+ * are deleted only after the rows that referenced them are committed. */
+struct db_gc;
+/* wait: block until another instance's run is over (at most a few
+ * minutes); otherwise -EALREADY if one is running. */
+int db_gc_begin(struct db *db, bool wait, struct db_gc **ret);
+void db_gc_end(struct db_gc *g);
+/* Marks the paths past their cache's retention (counted from last use or
+ * push) that no pinned or retained path of the cache references,
+ * directly or not. Returns how many. */
+int db_gc_mark_retention(struct db_gc *g, uint64_t *ret_n);
+/* For each cache over its quota, marks its least recently used unpinned
+ * paths that no other path references (pulled ones first) whose NARs
+ * add up to what the cache is over by; *ret_n how many (0: every cache is
+ * within its quota or has nothing left to drop). */
+int db_gc_mark_quota(struct db_gc *g, unsigned batch, uint64_t *ret_n);
+/* Deletes up to batch marked paths that no path references any more and
+ * that were not used, pushed or pinned since they were marked; hash parts
+ * and cache ids of the deleted ones go to deleted(). *ret_n: how many
+ * (0: the marked set is done). */
+int db_gc_sweep_paths(struct db_gc *g, unsigned batch,
+                      void (*deleted)(void *userdata, int64_t cache_id, const char *hash), void *userdata,
+                      uint64_t *ret_n);
+/* Drops uploads and chunk claims older than min_age_sec, then finds the
+ * NARs and chunks nothing references (chunks also older than min_age_sec);
+ * *ret_n how many candidates. */
+int db_gc_mark_unreferenced(struct db_gc *g, int64_t min_age_sec, uint64_t *ret_n);
+/* Deletes up to batch unreferenced NARs, then chunk rows (rechecked under
+ * the GC lock); the objects of deleted chunk rows are recorded in
+ * orphan_objects in the same transaction. *ret_nars, *ret_chunks: how many.
+ * Returns 1 while candidates were left, 0 when the lists are done. */
+int db_gc_sweep_rows(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint64_t *ret_nars,
+                     uint64_t *ret_chunks);
+/* Deletes up to batch objects recorded in orphan_objects that have no
+ * chunk row, for at most budget_usec: those left by deleted rows at once, those found in the store
+ * without a row once first seen more than min_age_sec ago. Runs under the
+ * GC lock, so a writer that needs one of these objects stores it again
+ * before writing its row. *ret_n: objects deleted; *ret_more: whether
+ * another batch may find more. */
+int db_gc_delete_objects(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint64_t budget_usec,
+                         int (*delete_object)(void *userdata, const uint8_t id[SHA256_DIGEST_LEN]), void *userdata,
+                         uint64_t *ret_n, bool *ret_more);
+
 /* Records chunk-store objects that have no chunk row (first sighting
  * only); db_gc() deletes them once older than its min_age_sec. */
 int db_orphans_note(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n);

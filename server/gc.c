@@ -1,16 +1,57 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * gc.c - garbage collection (gc.h).
+ * gc.c - garbage collection (gc.h): the run's steps in order, each in
+ * bounded batches, and the thread that schedules runs and flushes last-use
+ * marks.
  */
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 
 #include "gc.h"
+#include "lastuse.h"
 #include "storage.h"
 
 #define GC_LIST_BATCH 10000
+/* Rows per transaction: what a push or read may wait for at most. */
+#define GC_PATH_BATCH 200
+#define GC_ROW_BATCH 500
+/* Objects deleted per transaction (each is a store round trip), and the
+ * time one such transaction may hold writers back. */
+#define GC_OBJECT_BATCH 512
+#define GC_OBJECT_BUDGET_USEC 100000
+/* Quota rounds per run: each marks what covers the excess it sees. */
+#define GC_QUOTA_ROUNDS 64
+/* Last-use marks are written at least this often. */
+#define GC_FLUSH_SEC 10
+
+struct gc_thread {
+        pthread_t thread;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        bool stop;
+};
+
+/* One run per process at a time; other instances are kept out by the
+ * database's run lock. Shutdown ends a run in progress (scheduled or asked
+ * for) after its current batch. */
+static pthread_mutex_t gc_run_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_bool gc_cancel;
+
+static int gc_cancelled(void) {
+        return atomic_load(&gc_cancel) ? -ECANCELED : 0;
+}
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
 
 static int gc_delete_object(void *userdata, const uint8_t id[SHA256_DIGEST_LEN]) {
-        return chunkstore_delete(((struct troved *) userdata)->store, id);
+        int r = chunkstore_delete(((struct troved *) userdata)->store, id);
+        return r == -ENOENT ? 0 : r;
 }
 
 struct gc_list {
@@ -31,13 +72,12 @@ static int gc_list_one(const uint8_t id[SHA256_DIGEST_LEN], uint64_t size, void 
         return l->n == GC_LIST_BATCH ? gc_list_flush(l) : 0;
 }
 
-int gc_collect(struct troved *t, int64_t min_age_sec, struct gc_result *ret) {
+/* Objects without rows (left by a crash between the two) are noted; they
+ * are deleted once first seen more than min_age ago. */
+static int gc_note_orphans(struct troved *t) {
         struct gc_list list = { .t = t };
-        uint64_t n = 0, orphans = 0;
         int r;
 
-        /* Objects without rows (left by a crash between the two) are noted
-         * first; db_gc deletes them once they are old enough. */
         list.ids = malloc(GC_LIST_BATCH * sizeof *list.ids);
         if (!list.ids)
                 return -ENOMEM;
@@ -45,16 +85,199 @@ int gc_collect(struct troved *t, int64_t min_age_sec, struct gc_result *ret) {
         if (r >= 0)
                 r = gc_list_flush(&list);
         free(list.ids);
+        return r;
+}
+
+static void gc_path_deleted(void *userdata, int64_t cache_id, const char *hash) {
+        struct troved *t = userdata;
+        nicache_forget(t->narinfos, cache_id, hash);
+        nicache_forget(t->manifests, cache_id, hash);
+}
+
+/* Deletes the marked paths batch by batch until a batch finds none; reads
+ * of this process are flushed before each batch, so a path read a moment
+ * ago is seen as used. */
+static int gc_sweep_paths(struct troved *t, struct db_gc *g, uint64_t *deleted) {
+        for (;;) {
+                uint64_t n = 0;
+                int r = gc_cancelled();
+                if (r < 0)
+                        return r;
+                (void) lastuse_flush(t->lastuse, t->db);
+                r = db_gc_sweep_paths(g, GC_PATH_BATCH, gc_path_deleted, t, &n);
+                if (r < 0)
+                        return r;
+                *deleted += n;
+                if (n == 0)
+                        return 0;
+        }
+}
+
+static int gc_run(struct troved *t, struct db_gc *g, int64_t min_age, struct gc_result *res) {
+        uint64_t n;
+        bool more;
+        int r;
+
+        r = gc_note_orphans(t);
         if (r < 0)
                 return r;
-        r = db_gc(t->db, min_age_sec, gc_delete_object, t, &n, &orphans);
-        /* Retention may have removed paths, and objects are gone. */
-        nicache_forget(t->narinfos, -1, NULL);
-        nicache_forget(t->manifests, -1, NULL);
+        r = db_gc_mark_retention(g, &n);
+        if (r < 0)
+                return r;
+        r = gc_sweep_paths(t, g, &res->paths_deleted);
+        if (r < 0)
+                return r;
+        for (unsigned round = 0; round < GC_QUOTA_ROUNDS; round++) {
+                uint64_t before = res->paths_deleted;
+                r = db_gc_mark_quota(g, GC_PATH_BATCH, &n);
+                if (r < 0)
+                        return r;
+                if (n == 0)
+                        break;
+                r = gc_sweep_paths(t, g, &res->paths_deleted);
+                if (r < 0)
+                        return r;
+                if (res->paths_deleted == before)
+                        break; /* what was marked is in use again */
+        }
+        r = db_gc_mark_unreferenced(g, min_age, &n);
+        if (r < 0)
+                return r;
+        /* Each batch takes at least one candidate off the lists. */
+        for (uint64_t i = 0; i <= n; i++) {
+                uint64_t nars, chunks;
+                r = gc_cancelled();
+                if (r < 0)
+                        return r;
+                r = db_gc_sweep_rows(g, min_age, GC_ROW_BATCH, &nars, &chunks);
+                if (r < 0)
+                        return r;
+                res->nars_deleted += nars;
+                res->chunks_deleted += chunks;
+                if (r == 0)
+                        break;
+        }
+        /* Rows are gone (committed): now their objects. */
         storage_forget_present(t);
+        do {
+                r = gc_cancelled();
+                if (r < 0)
+                        return r;
+                r = db_gc_delete_objects(g, min_age, GC_OBJECT_BATCH, GC_OBJECT_BUDGET_USEC, gc_delete_object, t, &n,
+                                         &more);
+                if (r < 0)
+                        return r;
+                res->objects_deleted += n;
+        } while (more);
+        return 0;
+}
+
+int gc_collect(struct troved *t, int64_t min_age_sec, bool wait, struct gc_result *ret) {
+        struct gc_result res = {};
+        struct db_gc *g = NULL;
+        uint64_t start = now_usec();
+        int r;
+
+        if (wait)
+                pthread_mutex_lock(&gc_run_lock);
+        else if (pthread_mutex_trylock(&gc_run_lock) != 0) {
+                *ret = (struct gc_result){ .skipped = true };
+                return 0;
+        }
+        (void) lastuse_flush(t->lastuse, t->db);
+        r = db_gc_begin(t->db, wait, &g);
+        if (r == -EALREADY) {
+                pthread_mutex_unlock(&gc_run_lock);
+                *ret = (struct gc_result){ .skipped = true };
+                return 0;
+        }
+        if (r >= 0)
+                r = gc_run(t, g, min_age_sec, &res);
+        db_gc_end(g);
+        /* NARs and chunks may be gone: cached manifests name them. */
+        if (res.paths_deleted || res.nars_deleted)
+                nicache_forget(t->manifests, -1, NULL);
+        pthread_mutex_unlock(&gc_run_lock);
+        res.usec = now_usec() - start;
         if (r < 0)
                 return r;
-        log_info("garbage collection deleted %" PRIu64 " chunks and %" PRIu64 " orphaned objects", n, orphans);
-        *ret = (struct gc_result){ n, orphans };
+        log_info("garbage collection deleted %" PRIu64 " paths, %" PRIu64 " NARs, %" PRIu64 " chunks, %" PRIu64
+                 " objects in %.1f s",
+                 res.paths_deleted, res.nars_deleted, res.chunks_deleted, res.objects_deleted, (double) res.usec / 1e6);
+        *ret = res;
         return 0;
+}
+
+static void *gc_main(void *arg) {
+        struct troved *t = arg;
+        struct gc_thread *th = t->gc;
+        time_t next_gc = time(NULL) + (time_t) t->cfg.gc_interval_sec, next_flush = time(NULL) + GC_FLUSH_SEC;
+
+        pthread_mutex_lock(&th->lock);
+        while (!th->stop) {
+                struct timespec until;
+                time_t now = time(NULL);
+
+                if (now >= next_flush || lastuse_pending(t->lastuse) > 8192) {
+                        pthread_mutex_unlock(&th->lock);
+                        (void) lastuse_flush(t->lastuse, t->db);
+                        pthread_mutex_lock(&th->lock);
+                        next_flush = now + GC_FLUSH_SEC;
+                }
+                if (t->cfg.gc_interval_sec > 0 && now >= next_gc && !th->stop) {
+                        struct gc_result res;
+                        int r;
+                        pthread_mutex_unlock(&th->lock);
+                        r = gc_collect(t, (int64_t) t->cfg.gc_min_age_sec, false, &res);
+                        if (r < 0)
+                                log_warning("scheduled garbage collection failed: %s", strerror(-r));
+                        else if (res.skipped)
+                                log_debug("scheduled garbage collection skipped: another one is running");
+                        pthread_mutex_lock(&th->lock);
+                        next_gc = time(NULL) + (time_t) t->cfg.gc_interval_sec;
+                }
+                /* Wakes every second: a filling mark set is flushed early. */
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_sec += 1;
+                if (!th->stop)
+                        pthread_cond_timedwait(&th->cond, &th->lock, &until);
+        }
+        pthread_mutex_unlock(&th->lock);
+        return NULL;
+}
+
+int gc_start(struct troved *t) {
+        struct gc_thread *th = calloc(1, sizeof *th);
+        int r;
+
+        if (!th)
+                return -ENOMEM;
+        pthread_mutex_init(&th->lock, NULL);
+        pthread_cond_init(&th->cond, NULL);
+        t->gc = th;
+        r = -pthread_create(&th->thread, NULL, gc_main, t);
+        if (r < 0) {
+                t->gc = NULL;
+                pthread_mutex_destroy(&th->lock);
+                pthread_cond_destroy(&th->cond);
+                free(th);
+        }
+        return r;
+}
+
+void gc_stop(struct troved *t) {
+        struct gc_thread *th = t->gc;
+
+        atomic_store(&gc_cancel, true);
+        if (!th)
+                return;
+        pthread_mutex_lock(&th->lock);
+        th->stop = true;
+        pthread_cond_signal(&th->cond);
+        pthread_mutex_unlock(&th->lock);
+        pthread_join(th->thread, NULL);
+        pthread_mutex_destroy(&th->lock);
+        pthread_cond_destroy(&th->cond);
+        free(th);
+        t->gc = NULL;
 }

@@ -11,6 +11,7 @@
 
 #include "commit.h"
 #include "ingest.h"
+#include "lastuse.h"
 #include "nix.h"
 #include "storage.h"
 #include "upstream.h"
@@ -45,6 +46,7 @@ int nix_narinfo_get(struct troved_request *rq) {
                 return httpd_reply_error(req, 404, "no such path in cache '%s'", cache->name);
         }
         if (text) {
+                lastuse_mark_path(t->lastuse, cache->id, hash);
                 METRIC_ADD(t, narinfo_hits, 1);
                 httpd_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
                 return httpd_reply_take(req, 200, "text/x-nix-narinfo", text, len);
@@ -67,6 +69,7 @@ int nix_narinfo_get(struct troved_request *rq) {
         if (r < 0)
                 return r;
         nicache_put_since(t->narinfos, epoch, cache->id, hash, text, strlen(text));
+        lastuse_mark_path(t->lastuse, cache->id, hash);
         METRIC_ADD(t, narinfo_hits, 1);
         httpd_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
         return httpd_reply_take(req, 200, "text/x-nix-narinfo", text, strlen(text));
@@ -245,6 +248,7 @@ int nix_nar_get(struct troved_request *rq) {
                 return r;
         if (r == 0)
                 return httpd_reply_error(req, 404, "no such NAR");
+        lastuse_mark_nar(t->lastuse, cache->id, nar.id);
 
         s = calloc(1, sizeof *s);
         if (!s)
@@ -567,6 +571,7 @@ int nix_listing_get(struct troved_request *rq) {
                 return r;
         if (r == 0)
                 return httpd_reply_error(rq->http, 404, "no such path in cache '%s'", rq->cache.name);
+        lastuse_mark_path(rq->t->lastuse, rq->cache.id, rq->hash);
         r = db_nar_listing(rq->t->db, p.nar.id, &ls);
         db_path_free(&p);
         if (r < 0)

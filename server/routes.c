@@ -63,6 +63,12 @@ static const struct route routes[] = {
         { "PATCH",  "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CONFIGURE,    API_CONFIG_BODY_MAX,       NULL, api_cache_configure },
         { "DELETE", "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_DESTROY,      0,                         api_cache_destroy, NULL },
         { "DELETE", "/_api/v1/caches/{cache}/paths/{hash}",          ON_CACHE, TOKEN_PERM_DELETE,       0,                         api_path_delete, NULL },
+        { "POST",   "/_api/v1/caches/{cache}/delete-paths",          ON_CACHE, TOKEN_PERM_DELETE,       API_LIST_BODY_MAX,         NULL, api_paths_delete },
+        /* Pinning keeps paths (a pusher's call); unpinning lets them go. */
+        { "GET",    "/_api/v1/caches/{cache}/pins",                  ON_CACHE, PULL,                    0,                         api_pins_get, NULL },
+        { "POST",   "/_api/v1/caches/{cache}/pin",                   ON_CACHE, PUSH,                    API_LIST_BODY_MAX,         NULL, api_pin },
+        { "POST",   "/_api/v1/caches/{cache}/unpin",                 ON_CACHE, TOKEN_PERM_DELETE,       API_LIST_BODY_MAX,         NULL, api_unpin },
+        { "POST",   "/_api/v1/caches/{cache}/rotate-key",            ON_CACHE, TOKEN_PERM_CONFIGURE,    API_CONFIG_BODY_MAX,       NULL, api_rotate_key },
         { "POST",   "/_api/v1/caches/{cache}/paths",                 ON_CACHE, PUSH,                    API_MANIFEST_BODY_MAX,     NULL, api_path_commit },
         { "POST",   "/_api/v1/caches/{cache}/missing-paths",         ON_CACHE, PULL,                    API_LIST_BODY_MAX,         NULL, api_missing_paths },
         { "POST",   "/_api/v1/caches/{cache}/missing-chunks",        ON_CACHE, PUSH,                    API_LIST_BODY_MAX,         NULL, api_missing_chunks },

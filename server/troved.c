@@ -20,6 +20,8 @@
 #include "trove/util.h"
 #include "troved.h"
 #include "exchange.h"
+#include "gc.h"
+#include "lastuse.h"
 #include "storage.h"
 #include "upstream.h"
 #include "usage.h"
@@ -372,6 +374,8 @@ int main(int argc, char **argv) {
                 r = upstream_new(&t.upstream);
         if (r >= 0)
                 r = workpool_new(0, &t.pool);
+        if (r >= 0)
+                r = lastuse_new(16384, &t.lastuse);
         if (r < 0)
                 goto out;
 
@@ -410,6 +414,9 @@ int main(int argc, char **argv) {
         if (r < 0)
                 goto out;
         listen_fd = -1; /* the server owns it now */
+        r = gc_start(&t);
+        if (r < 0)
+                goto out;
         log_info("serving on %s (port %u), chunks in %s (%s)", t.cfg.listen, httpd_server_port(t.http), path,
                  chunkstore_backend(t.store));
 
@@ -426,7 +433,13 @@ int main(int argc, char **argv) {
          * reached the bucket without a row is an orphan that GC removes. */
         chunkstore_cancel(t.store);
 out:
+        /* A collection in progress ends first (after its batch), so that
+         * stopping the HTTP server does not wait for a long run. */
+        gc_stop(&t);
         httpd_server_stop(t.http);
+        if (t.lastuse && t.db)
+                (void) lastuse_flush(t.lastuse, t.db);
+        lastuse_free(t.lastuse);
         if (listen_fd >= 0)
                 close(listen_fd);
         nicache_free(t.narinfos);

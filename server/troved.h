@@ -50,6 +50,8 @@ struct troved_config {
         unsigned s3_breaker_sec;          /* S3 found away: fail at once this long */
         unsigned shutdown_timeout_sec;    /* SIGTERM to exit, at most */
         bool chunk_redirect;      /* redirect chunk downloads to presigned URLs */
+        unsigned gc_interval_sec; /* scheduled garbage collection; 0: never */
+        unsigned gc_min_age_sec;  /* what scheduled collections leave alone */
         int log_level;
 };
 
@@ -96,6 +98,8 @@ struct troved {
         struct oidckeys *oidc_keys;     /* their fetched key sets */
         struct upstream *upstream;  /* pull-through: fetches in flight, remembered misses */
         struct workpool *pool;      /* one thread per core: hashing, compressing, storing chunks of uploads */
+        struct lastuse *lastuse;    /* reads to record as last use, flushed in batches */
+        struct gc_thread *gc;       /* scheduled collections and last-use flushes */
 };
 
 #define METRIC_ADD(t, field, n) atomic_fetch_add_explicit(&(t)->m.field, (n), memory_order_relaxed)

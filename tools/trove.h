@@ -26,7 +26,8 @@ int cmd_nar_chunks(int argc, char **argv);
 int cmd_push(int argc, char **argv);  /* trove push [SERVER:]CACHE PATH... */
 int cmd_login(int argc, char **argv); /* trove login NAME URL [TOKEN] */
 int cmd_use(int argc, char **argv);   /* trove use [SERVER:]CACHE */
-int cmd_cache(int argc, char **argv); /* trove cache create|info|configure|destroy */
+int cmd_cache(int argc, char **argv); /* trove cache create|info|configure|destroy|pin|unpin|pins|delete-path|rotate-key */
+int cmd_gc(int argc, char **argv);    /* trove gc [SERVER] */
 int cmd_token(int argc, char **argv); /* trove token create ... */
 int cmd_watch(int argc, char **argv); /* trove watch-store [SERVER:]CACHE */
 int cmd_nixdb(int argc, char **argv); /* trove nix-db [SERVER:]CACHE PATH... */
