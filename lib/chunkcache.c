@@ -1036,9 +1036,11 @@ static uint64_t get_le64(const uint8_t *p) {
         return v;
 }
 
+/* Printable ASCII; single spaces between signatures (a key rotation's two). */
 static bool sig_text_ok(const char *s, size_t n) {
         for (size_t i = 0; i < n; i++)
-                if (s[i] <= ' ' || s[i] > '~')
+                if (s[i] < ' ' || s[i] > '~' ||
+                    (s[i] == ' ' && (i == 0 || i + 1 == n || s[i - 1] == ' ')))
                         return false;
         return true;
 }

@@ -429,17 +429,28 @@ int manifest_sign(const char *body, size_t len, const struct signing_secret *key
 int manifest_verify(const char *body, size_t len, const char *sig,
                     const struct signing_public *keys, size_t n_keys) {
         _cleanup_free_ char *msg = NULL;
-        size_t slen, n;
+        char one[MANIFEST_SIG_TEXT_MAX];
+        const char *p;
+        size_t slen, n, count = 0;
         int r;
 
         if (!sig)
                 return -EBADMSG;
-        slen = strnlen(sig, MANIFEST_SIG_TEXT_MAX);
-        if (slen == 0 || slen == MANIFEST_SIG_TEXT_MAX)
+        slen = strnlen(sig, MANIFEST_SIG_HEADER_MAX);
+        if (slen == 0 || slen == MANIFEST_SIG_HEADER_MAX)
                 return -EBADMSG;
-        r = signing_sig_check(sig, slen, NULL);
-        if (r < 0)
-                return r == -EINVAL ? -EBADMSG : r;
+        /* Every signature well-formed before any is tried. */
+        for (p = sig;; p++) {
+                size_t k = strcspn(p, " ");
+                if (k == 0 || k >= sizeof one || ++count > MANIFEST_SIGS_MAX)
+                        return -EBADMSG;
+                r = signing_sig_check(p, k, NULL);
+                if (r < 0)
+                        return r == -EINVAL ? -EBADMSG : r;
+                p += k;
+                if (!*p)
+                        break;
+        }
         if (n_keys == 0)
                 return -EKEYREJECTED;
         r = sig_message(body, len, &msg, &n);
@@ -447,8 +458,17 @@ int manifest_verify(const char *body, size_t len, const char *sig,
                 return -EKEYREJECTED; /* nothing that large was ever signed */
         if (r < 0)
                 return r;
-        r = signing_verify(keys, n_keys, sig, msg, n);
-        if (r < 0)
-                return r == -EINVAL ? -EBADMSG : r;
-        return r > 0 ? 0 : -EKEYREJECTED;
+        for (p = sig;; p++) {
+                size_t k = strcspn(p, " ");
+                memcpy(one, p, k);
+                one[k] = 0;
+                r = signing_verify(keys, n_keys, one, msg, n);
+                if (r < 0)
+                        return r == -EINVAL ? -EBADMSG : r;
+                if (r > 0)
+                        return 0;
+                p += k;
+                if (!*p)
+                        return -EKEYREJECTED;
+        }
 }

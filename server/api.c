@@ -982,7 +982,7 @@ out:
 
 int api_manifest_get(struct troved_request *rq) {
         struct signing_secret key = {};
-        char sig[MANIFEST_SIG_TEXT_MAX];
+        char sig[MANIFEST_SIG_HEADER_MAX];
         char *text = NULL;
         size_t len = 0;
         int r;
@@ -993,11 +993,21 @@ int api_manifest_get(struct troved_request *rq) {
         if (r == 0)
                 return httpd_reply_error(rq->http, 404, "no such path in cache '%s'", rq->cache.name);
         lastuse_mark_path(rq->t->lastuse, rq->cache.id, rq->hash);
-        /* Signed as narinfo is, so a client can refuse a changed manifest. */
+        /* Signed as narinfo is, so a client can refuse a changed manifest;
+         * during a key rotation by both keys, the new one first. */
         r = signing_secret_parse(rq->cache.secret_key, &key);
         if (r >= 0)
                 r = manifest_sign(text, len, &key, sig);
         signing_secret_wipe(&key);
+        if (r >= 0 && rq->cache.old_secret_key && rq->cache.old_secret_key[0]) {
+                size_t k = strlen(sig);
+                r = signing_secret_parse(rq->cache.old_secret_key, &key);
+                if (r >= 0) {
+                        sig[k] = ' ';
+                        r = manifest_sign(text, len, &key, sig + k + 1);
+                }
+                signing_secret_wipe(&key);
+        }
         if (r >= 0)
                 r = httpd_add_header(rq->http, MANIFEST_SIG_HEADER, sig);
         if (r < 0) {

@@ -35,6 +35,11 @@
 #define MANIFEST_SIG_DOMAIN "trove-manifest-1\n"
 /* Longest signature text, with NUL. */
 #define MANIFEST_SIG_TEXT_MAX SIGNING_SIG_TEXT_MAX
+/* The header holds one signature, or, while the cache rotates its signing
+ * key, two (the new key's first), separated by one space. Longest header
+ * value, with NUL. */
+#define MANIFEST_SIGS_MAX 2
+#define MANIFEST_SIG_HEADER_MAX (MANIFEST_SIGS_MAX * MANIFEST_SIG_TEXT_MAX)
 
 struct manifest_chunk {
         uint64_t nar_offset;
@@ -64,10 +69,11 @@ int manifest_find_chunk(const struct manifest *m, uint64_t off, size_t *ret);
  * out. -ENOMEM, or -EIO if libsodium cannot be initialised. */
 int manifest_sign(const char *body, size_t len, const struct signing_secret *key,
                   char out[MANIFEST_SIG_TEXT_MAX]);
-/* 0 if sig (NUL-terminated signature text, e.g. the header's value) is a
- * valid signature of body[0..len) by one of keys[0..n_keys) with the same
- * name; -EKEYREJECTED if it is well-formed but no key verifies it (unknown
- * key name, wrong key, changed body, or n_keys == 0); -EBADMSG if sig is
- * NULL, empty or not signature text; -ENOMEM. */
+/* 0 if sig (the header's value: 1..MANIFEST_SIGS_MAX signature texts
+ * separated by single spaces, NUL-terminated) holds a valid signature of
+ * body[0..len) by one of keys[0..n_keys) with the same name; -EKEYREJECTED
+ * if it is well-formed but no key verifies any of them (unknown key name,
+ * wrong key, changed body, or n_keys == 0); -EBADMSG if sig is NULL, empty,
+ * has too many signatures or one that is not signature text; -ENOMEM. */
 int manifest_verify(const char *body, size_t len, const char *sig,
                     const struct signing_public *keys, size_t n_keys);

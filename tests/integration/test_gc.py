@@ -20,6 +20,7 @@ from trovetest import run, trove, store_hash_part
 from test_server import (expect_error, expect_status, fake_store_path, nar_regular, narinfo_text,
                          sha256_nix32, verify_store)
 from test_push import MK, build
+from test_fs import Mount
 
 
 @pytest.fixture(scope="module")
@@ -461,6 +462,25 @@ def test_key_rotation_both_keys_substitute(s3srv, client, tmp_path):
     # trusting only the new key both substitute and verify.
     substitute(old)
     substitute(new)
+    # Manifests carry both signatures too: a mount trusting only the old key
+    # and one trusting only the new key both read the path.
+    t.token_file = tmp_path / "token"
+    t.token_file.write_text(t.admin + "\n")
+
+    def mount_read(key):
+        mnt = tmp_path / f"mnt-{os.urandom(4).hex()}"
+        mnt.mkdir()
+        m = Mount(t, mnt, tmp_path / f"cc-{os.urandom(4).hex()}", ("--timeout", "5", "--trusted-key", key),
+                  cache=cache)
+        try:
+            return (mnt / Path(path).name / "id").read_text()
+        except OSError as e:
+            return e
+        finally:
+            m.unmount()
+
+    assert mount_read(old) == f"{tag}\n"
+    assert mount_read(new) == f"{tag}\n"
     r = t.request("POST", f"/_api/v1/caches/{cache}/rotate-key", "{}", token=t.admin)
     expect_error(r, 409, 409, "a second rotation during the first", t)
     trove("cache", "rotate-key", "--retire", cache, env=client, text=True)
@@ -468,6 +488,9 @@ def test_key_rotation_both_keys_substitute(s3srv, client, tmp_path):
     substitute(new)
     r = substitute(old, expect=None)
     assert r.returncode != 0 and "signature" in r.stderr, r.stderr
+    assert mount_read(new) == f"{tag}\n"
+    refused = mount_read(old)
+    assert isinstance(refused, OSError) and refused.errno == 5, refused  # EIO: not signed by a trusted key
 
 
 # ---- pushes while collections run ----

@@ -487,7 +487,9 @@ static void test_kept_put_get(struct chunkcodec *codec) {
         CHECK_RC(chunkcache_manifest_put(cc, k0, SIG, body, 0), -EINVAL);
         CHECK_RC(chunkcache_manifest_put(cc, k0, SIG, body, (size_t) MANIFEST_MAX_SIZE + 1),
                  -EINVAL);
-        CHECK_RC(chunkcache_manifest_put(cc, k1, "c-1: x", body, 5), -EINVAL);
+        CHECK_RC(chunkcache_manifest_put(cc, k1, "c-1:  x", body, 5), -EINVAL);
+        CHECK_RC(chunkcache_manifest_put(cc, k1, " c-1:x", body, 5), -EINVAL);
+        CHECK_RC(chunkcache_manifest_put(cc, k1, "c-1:x ", body, 5), -EINVAL);
         CHECK_RC(chunkcache_manifest_put(cc, k1, "c-1:\nx", body, 5), -EINVAL);
 
         /* A remount finds both kinds; world-readable leftovers become private. */

@@ -398,9 +398,48 @@ static void test_sign_verify(void) {
         signing_secret_wipe(&same_name_sk);
 }
 
+/* During a key rotation the header carries two signatures: a client that
+ * trusts either key accepts it; malformed lists are refused before any
+ * signature is tried. */
+static void test_two_signatures(void) {
+        struct signing_secret new_sk, old_sk, stranger_sk;
+        struct signing_public new_pk, old_pk, stranger_pk;
+        char a[MANIFEST_SIG_TEXT_MAX], b[MANIFEST_SIG_TEXT_MAX], both[MANIFEST_SIG_HEADER_MAX];
+        char three[3 * MANIFEST_SIG_TEXT_MAX];
+        size_t len = strlen(expected_text);
+
+        CHECK_OK(signing_generate("cache-2", &new_sk));
+        CHECK_OK(signing_generate("cache-1", &old_sk));
+        CHECK_OK(signing_generate("stranger-1", &stranger_sk));
+        signing_secret_to_public(&new_sk, &new_pk);
+        signing_secret_to_public(&old_sk, &old_pk);
+        signing_secret_to_public(&stranger_sk, &stranger_pk);
+        CHECK_OK(manifest_sign(expected_text, len, &new_sk, a));
+        CHECK_OK(manifest_sign(expected_text, len, &old_sk, b));
+        snprintf(both, sizeof both, "%s %s", a, b);
+
+        CHECK_OK(manifest_verify(expected_text, len, both, &new_pk, 1));
+        CHECK_OK(manifest_verify(expected_text, len, both, &old_pk, 1));
+        CHECK_RC(manifest_verify(expected_text, len, both, &stranger_pk, 1), -EKEYREJECTED);
+        CHECK_RC(manifest_verify("{}", 2, both, &old_pk, 1), -EKEYREJECTED);
+
+        snprintf(three, sizeof three, "%s %s %s", a, b, a);
+        CHECK_RC(manifest_verify(expected_text, len, three, &old_pk, 1), -EBADMSG);
+        snprintf(three, sizeof three, "%s  %s", a, b);
+        CHECK_RC(manifest_verify(expected_text, len, three, &old_pk, 1), -EBADMSG);
+        snprintf(three, sizeof three, " %s", b);
+        CHECK_RC(manifest_verify(expected_text, len, three, &old_pk, 1), -EBADMSG);
+        snprintf(three, sizeof three, "%s junk", b);
+        CHECK_RC(manifest_verify(expected_text, len, three, &old_pk, 1), -EBADMSG);
+        signing_secret_wipe(&new_sk);
+        signing_secret_wipe(&old_sk);
+        signing_secret_wipe(&stranger_sk);
+}
+
 int main(void) {
         test_round_trip();
         test_sign_verify();
+        test_two_signatures();
         test_validate_rules();
         test_decode_rejects();
         test_find_chunk();
