@@ -1689,6 +1689,7 @@ int db_pins_list(struct db *db, int64_t cache_id, char **ret) {
                 return r;
         return rows_joined(res, ret);
 }
+
 int db_paths_missing(struct db *db, int64_t cache_id, char *const *hash_parts, size_t n, bool *missing) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;

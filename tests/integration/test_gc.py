@@ -7,7 +7,6 @@ in the middle of one, and signing-key rotation with real Nix clients."""
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -36,11 +35,7 @@ def s3srv(make_troved_module, radosgw):
 @pytest.fixture
 def client(s3srv, tmp_path):
     """A trove CLI configuration logged in to s3srv with an admin token."""
-    env = trovetest.nix_env({"XDG_CONFIG_HOME": str(tmp_path / "config"),
-                             "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")})
-    env.pop("TROVE_TOKEN", None)
-    trove("login", "srv", s3srv.url, s3srv.admin, env=env, text=True)
-    return env
+    return trovetest.logged_in_env(s3srv, tmp_path)
 
 
 _caches = 0

@@ -115,9 +115,7 @@ def up(make_troved_module, tmp_path_factory):
                   extra='location /redir/ { return 302 "file:///etc/passwd"; }').start()
     server = make_troved_module(log_level="info", args=["--max-nar-size", "1M",
                                                         "--upstream-timeout", "5"])
-    env = trovetest.nix_env({"XDG_CONFIG_HOME": str(d / "config"), "XDG_CACHE_HOME": str(d / "xdg")})
-    env.pop("TROVE_TOKEN", None)
-    trove("login", "srv", server.url, server.admin, env=env, text=True)
+    env = trovetest.logged_in_env(server, d)
     yield dict(paths=paths, keys=keys, nginx=nginx, server=server, env=env, dir=d, nonce=nonce,
                fake_hash=fake_hash, huge_hash=huge_hash)
     nginx.stop()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import trovetest
-from trovetest import run, trove, store_hash_part
+from trovetest import run, trove
 
 # Nix for the substitution tests: no substituters unless a nix.conf adds one.
 NIX_BASE_CONFIG = "build-users-group =\nsandbox = false\nexperimental-features = nix-command"
@@ -31,12 +31,7 @@ def server(make_troved_module):
 def client(server, tmp_path):
     """A trove client configuration (XDG_CONFIG_HOME) logged in to server
     with an admin token; returns the environment to run trove with."""
-    env = trovetest.nix_env({"XDG_CONFIG_HOME": str(tmp_path / "config"),
-                             "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")})
-    env.pop("TROVE_TOKEN", None)
-    out = trove("login", "srv", server.url, server.admin, env=env, text=True).stdout
-    assert "logged in" in out
-    return env
+    return trovetest.logged_in_env(server, tmp_path)
 
 
 _cache_counter = 0

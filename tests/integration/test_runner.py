@@ -320,8 +320,7 @@ def closure(session_dir, server, tmp_path_factory):
     paths = trovetest.nix_closure(app)
     by = {Path(p).name.split("-", 1)[1]: p for p in paths}
     base = tmp_path_factory.mktemp("pusher")
-    env = trovetest.nix_env({"XDG_CONFIG_HOME": str(base / "config")})
-    trovetest.trove("login", "srv", server.url, server.admin, env=env, text=True)
+    env = trovetest.logged_in_env(server, base)
     trovetest.trove("push", "--no-progress", f"srv:{CACHE}", app, env=env, text=True, timeout=900)
     expected = trovetest.run([f"{app}/bin/app"], text=True).stdout
     assert expected.endswith("app ok\n") and "3145728" in expected, expected

@@ -11,7 +11,6 @@ import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 
-import pytest
 
 import trovetest
 

@@ -9,9 +9,7 @@ working, /health names the part that is down, and once S3 is back everything
 recovers by itself: the retried push succeeds, sends only what is missing,
 and the whole closure substitutes with nix copy --from and verifies."""
 
-import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -61,18 +59,9 @@ def server(make_troved, rgw):
     return t
 
 
-def login(server, tmp_path):
-    """The environment of a trove client logged in to server as admin."""
-    env = trovetest.nix_env({"XDG_CONFIG_HOME": str(tmp_path / "config"),
-                             "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")})
-    env.pop("TROVE_TOKEN", None)
-    trove("login", "srv", server.url, server.admin, env=env, text=True)
-    return env
-
-
 @pytest.fixture
 def client(server, tmp_path):
-    return login(server, tmp_path)
+    return trovetest.logged_in_env(server, tmp_path)
 
 
 def build_closure(tmp_path, tag, sizes):
@@ -262,7 +251,7 @@ def test_sigstop_fails_fast_and_recovers(server, client, rgw, tmp_path):
     rgw.ctl("resume-rgw", timeout=30)
     # Back by itself: the next push succeeds, the closure substitutes.
     r = trove("push", "--no-progress", name, top, env=client, text=True, timeout=900)
-    assert f"path(s) pushed" in r.stdout, r.stdout + r.stderr
+    assert "path(s) pushed" in r.stdout, r.stdout + r.stderr
     assert server.get("/health").json()["status"] == "ok"
     assert server.get(f"/_api/v1/caches/{name}/chunks/{chunk}", token=server.admin).status == 200
     substitute_and_verify(server, name, key, top, paths, tmp_path)
@@ -277,7 +266,7 @@ def test_sigterm_while_s3_stalled(make_troved, rgw, tmp_path):
     t.create_cache("term")
     path, _ = put_one_nar(t, "term", tmp_path)
     rows = chunk_rows(t)
-    client = login(t, tmp_path)
+    client = trovetest.logged_in_env(t, tmp_path)
     fresh, _ = build_closure(tmp_path, "term-fresh", ["2M"])
     rgw.ctl("pause-rgw", timeout=30)
     # Requests that wait on S3: chunk downloads and a push's uploads.

@@ -124,6 +124,16 @@ def trove(*args, **kw):
     return run([binary("trove"), *args], **kw)
 
 
+def logged_in_env(server, base):
+    """The environment of a trove CLI whose configuration (under base) is
+    logged in to server as "srv" with the server's admin token."""
+    env = nix_env({"XDG_CONFIG_HOME": str(base / "config"), "XDG_CACHE_HOME": str(base / "xdg-cache")})
+    env.pop("TROVE_TOKEN", None)
+    out = trove("login", "srv", server.url, server.admin, env=env, text=True).stdout
+    assert "logged in" in out, out
+    return env
+
+
 def stream_sha256(cmd, *, stdin=None, env=None, timeout=600):
     """Runs cmd and hashes its stdout as it arrives (never holding it in
     memory). Returns (sha256 hex, byte count); raises CommandError if the
