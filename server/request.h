@@ -27,6 +27,7 @@ struct troved_request {
         void *priv;                 /* the handler's own state */
         void (*priv_free)(void *);
         int (*on_collected)(struct troved_request *rq, const void *body, size_t n);
+        int (*deferred)(struct troved_request *rq);  /* the handler, run on a worker */
 };
 
 typedef int (*troved_handler_fn)(struct troved_request *rq);
