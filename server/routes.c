@@ -82,7 +82,8 @@ static const struct route routes[] = {
         { "GET",    "/_api/v1/caches/{cache}/manifests/{hash}",      ON_CACHE, PULL,                    0,                         api_manifest_get, NULL, WORKER },
         /* The Nix binary-cache protocol, below /<cache>/ (the API rows above match first). */
         { "GET",    "/{cache}/nix-cache-info",                       ON_CACHE, PULL,                    0,                         nix_cache_info, NULL, LOOP   },
-        { "GET",    "/{cache}/{hash}.narinfo",                       ON_CACHE, PULL,                    0,                         nix_narinfo_get, NULL, WORKER },
+        /* Answered on the loop from memory; a lookup or pull defers itself. */
+        { "GET",    "/{cache}/{hash}.narinfo",                       ON_CACHE, PULL,                    0,                         nix_narinfo_get, NULL, LOOP   },
         { "PUT",    "/{cache}/{hash}.narinfo",                       ON_CACHE, PUSH,                    NARINFO_MAX_SIZE,          NULL, nix_narinfo_put, WORKER },
         { "GET",    "/{cache}/{hash}.ls",                            ON_CACHE, PULL,                    0,                         nix_listing_get, NULL, WORKER },
         { "PUT",    "/{cache}/{hash}.ls",                            ON_CACHE, PUSH,                    BODY_DISCARD,              nix_discard_put, NULL, LOOP   },
@@ -200,11 +201,6 @@ static uint64_t body_cap(const struct troved *t, const struct route *rt) {
         return rt->body_max;
 }
 
-static int run_deferred(struct httpd_request *req) {
-        struct troved_request *rq = troved_request_of(req);
-        return rq->deferred(rq);
-}
-
 int troved_route(struct httpd_request *req, void *userdata) {
         struct troved *t = userdata;
         const char *path = httpd_request_path(req);
@@ -254,8 +250,7 @@ int troved_route(struct httpd_request *req, void *userdata) {
                 return 0;
         }
         if (rt->runs_on == WORKER && rt->body_max == 0) {
-                rq->deferred = rt->handler;
-                httpd_request_defer(req, run_deferred);
+                troved_defer(rq, rt->handler);
                 return 0;
         }
         r = rt->handler(rq);
