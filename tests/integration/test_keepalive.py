@@ -380,3 +380,13 @@ def test_blocking_request_does_not_stall_its_loop(make_troved):
         release.set()
         upstream.shutdown()
         upstream.server_close()
+
+
+def test_bad_http_workers_refused(tmp_path):
+    for bad in ("0", "257", "-1", "ten", "", "1e3", "99999999999999999999999"):
+        r = trovetest.run([trovetest.binary("troved"), "--state-dir", tmp_path / "state", "--http-workers", bad],
+                          expect=None, timeout=60, text=True)
+        assert r.returncode == 2, (bad, r.stdout, r.stderr)
+        assert f"bad value '{bad}' for 'http-workers'" in r.stderr, r.stderr
+        assert not (tmp_path / "state").exists(), "a refused start left a state directory"
+    assert "--http-workers" in trovetest.run([trovetest.binary("troved"), "--help"], text=True).stdout
