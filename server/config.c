@@ -17,7 +17,7 @@ static const char *const keys[] = {
         "db-pool-size",  "max-nar-size",   "max-connections", "chunk-redirect", "log-level",
         "max-connections-per-client", "idle-timeout", "user", "oidc-config", "upstream-timeout",
         "upstream-negative-ttl", "s3-connect-timeout", "s3-timeout", "s3-request-timeout", "s3-retry-budget",
-        "s3-breaker", "shutdown-timeout", "http-threads", "cache-ttl", "gc-interval", "gc-min-age",
+        "s3-breaker", "shutdown-timeout", "http-threads", "http-workers", "cache-ttl", "gc-interval", "gc-min-age",
 };
 
 void troved_config_defaults(struct troved_config *c) {
@@ -147,6 +147,11 @@ static int set_key(struct troved_config *c, const char *key, const char *v, cons
                                 r = -ERANGE;
                         else
                                 c->http_threads = (unsigned) n;
+                } else if (streq(key, "http-workers")) {
+                        if (n < 1 || n > HTTPD_WORKERS_MAX)
+                                r = -ERANGE;
+                        else
+                                c->http_workers = (unsigned) n;
                 } else if (streq(key, "cache-ttl")) {
                         if (n > 3600)
                                 r = -ERANGE;
@@ -272,6 +277,8 @@ static void usage(FILE *f) {
                 "  --max-connections-per-client N   concurrent connections from one address (64)\n"
                 "  --idle-timeout SECONDS       close a connection idle this long, 1..3600 (60)\n"
                 "  --http-threads N             event-loop threads serving connections, 1..1024 (16)\n"
+                "  --http-workers N             threads running requests that may block (uploads,\n"
+                "                               commits, pull-through), 1..256 (4 per CPU, at most 64)\n"
                 "  --cache-ttl SECONDS          answers kept in memory at most this long; the bound\n"
                 "                               on what other instances' changes take to show, 0..3600 (5)\n"
                 "  --upstream-timeout SECONDS   bound on an upstream cache's narinfo answer, 1..3600 (30);\n"

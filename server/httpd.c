@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <strings.h>
@@ -16,6 +17,19 @@
 /* A body refused before it was read is read and dropped up to this size,
  * keeping the connection; past it the connection is closed instead. */
 #define HTTPD_DRAIN_MAX (1024u * 1024)
+/* Offloaded streamed bodies are handed to a worker in batches of this size
+ * (MHD hands over a few KiB at a time). */
+#define HTTPD_BATCH (256u * 1024)
+
+/* The worker threads and their queue of suspended requests (FIFO). */
+struct httpd_workers {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        struct httpd_request *head, *tail;
+        bool stopping;
+        unsigned n;
+        pthread_t *threads;
+};
 
 struct httpd_server {
         struct MHD_Daemon *daemon;
@@ -24,6 +38,7 @@ struct httpd_server {
         void (*observe)(void *userdata, unsigned status);
         unsigned (*retry_after)(void *userdata);
         unsigned port;
+        struct httpd_workers workers;
 };
 
 enum body_mode {
@@ -61,6 +76,15 @@ struct httpd_request {
         bool queued;
         bool draining;          /* replied before the body: read and drop it, then send */
         bool close_after;       /* the reply goes out before the body was read: close */
+
+        /* Work that may block runs on a worker while the connection is
+         * suspended; the event loop does not touch the request meanwhile. */
+        bool offload;           /* body callbacks run on a worker */
+        httpd_end_fn deferred;  /* bodiless: the handler, run on a worker */
+        struct buf pending;     /* streamed body bytes not yet fed */
+        bool work_end;          /* the queued work includes the end of the request */
+        bool ended;             /* the end ran on a worker: queue the reply */
+        struct httpd_request *work_next;
 };
 
 unsigned httpd_status_from_errno(int err) {
@@ -122,6 +146,7 @@ static void request_free(struct httpd_request *req) {
                 free(req->header_values[i]);
         }
         buf_free(&req->collected);
+        buf_free(&req->pending);
         free(req->path);
         free(req);
 }
@@ -182,6 +207,16 @@ void httpd_request_collect_body(struct httpd_request *req, size_t max_body, http
         req->max_body = max_body;
         req->on_collected = on_end;
         buf_init(&req->collected, max_body);
+}
+
+void httpd_request_offload(struct httpd_request *req) {
+        req->offload = true;
+        buf_init(&req->pending, HTTPD_BATCH + 65536);
+}
+
+void httpd_request_defer(struct httpd_request *req, httpd_end_fn fn) {
+        req->offload = true;
+        req->deferred = fn;
 }
 
 bool httpd_replied(const struct httpd_request *req) {
@@ -383,6 +418,101 @@ static void finish_body(struct httpd_request *req) {
                 reply_errno(req, req->body_error ? req->body_error : -EIO);
 }
 
+/* The work of one suspended request: feed the batched body, then (at the
+ * end) the end callback or the deferred handler. cancelled: the server is
+ * stopping and the work is not run, the request fails with 503. */
+static void run_work(struct httpd_request *req, bool cancelled) {
+        if (cancelled)
+                body_fail(req, -ECANCELED);
+        if (req->pending.len) {
+                feed_body(req, (const char *) req->pending.data, req->pending.len);
+                buf_reset(&req->pending);
+        }
+        if (!req->work_end)
+                return;
+        if (req->deferred) {
+                int r = req->body_error ? req->body_error : req->deferred(req);
+                if (!httpd_replied(req))
+                        reply_errno(req, r < 0 ? r : -EIO);
+        } else {
+                finish_body(req);
+        }
+        req->ended = true;
+}
+
+static void *worker_main(void *p) {
+        struct httpd_workers *w = p;
+
+        for (;;) {
+                struct httpd_request *req;
+                bool cancelled;
+
+                pthread_mutex_lock(&w->lock);
+                while (!w->head && !w->stopping)
+                        pthread_cond_wait(&w->cond, &w->lock);
+                req = w->head;
+                if (!req) {
+                        pthread_mutex_unlock(&w->lock);
+                        return NULL;
+                }
+                w->head = req->work_next;
+                if (!w->head)
+                        w->tail = NULL;
+                req->work_next = NULL;
+                cancelled = w->stopping;
+                pthread_mutex_unlock(&w->lock);
+
+                run_work(req, cancelled);
+                MHD_resume_connection(req->conn);
+        }
+}
+
+/* Suspends the connection and queues its work; when the server is stopping
+ * the work is cancelled on the spot instead. Returns whether it was queued. */
+static bool offload_work(struct httpd_request *req, bool end) {
+        struct httpd_workers *w = &req->server->workers;
+
+        req->work_end = end;
+        pthread_mutex_lock(&w->lock);
+        if (w->stopping) {
+                pthread_mutex_unlock(&w->lock);
+                run_work(req, true);
+                return false;
+        }
+        MHD_suspend_connection(req->conn);
+        if (w->tail)
+                w->tail->work_next = req;
+        else
+                w->head = req;
+        w->tail = req;
+        pthread_cond_signal(&w->cond);
+        pthread_mutex_unlock(&w->lock);
+        return true;
+}
+
+/* A body piece of an offloaded request: copied (MHD reuses its buffer) and
+ * handed over once a batch is full. Collected bodies are only appended, so
+ * they are collected here; their end runs on a worker. */
+static void offload_body(struct httpd_request *req, const char *data, size_t n) {
+        if (req->body_mode != BODY_STREAM || req->body_error || httpd_replied(req)) {
+                feed_body(req, data, n);
+                return;
+        }
+        if (req->body_seen + req->pending.len + n > req->max_body ||
+            req->body_seen + req->pending.len + n < req->body_seen) {
+                (void) httpd_reply_error(req, 413, "request body larger than %" PRIu64 " bytes", req->max_body);
+                body_fail(req, -EFBIG);
+                buf_reset(&req->pending);
+                return;
+        }
+        if (buf_append(&req->pending, data, n) < 0) {
+                body_fail(req, -ENOMEM);
+                return;
+        }
+        if (req->pending.len >= HTTPD_BATCH)
+                (void) offload_work(req, false);
+}
+
 static bool request_has_body(struct httpd_request *req) {
         return httpd_request_content_length(req) > 0 || httpd_request_header(req, "Transfer-Encoding");
 }
@@ -426,7 +556,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
                                                         len, req->max_body);
                         }
                 }
-                if (req->body_mode == BODY_NONE && !httpd_replied(req))
+                if (req->body_mode == BODY_NONE && !req->deferred && !httpd_replied(req))
                         reply_errno(req, -EIO); /* a bodiless request whose route did not reply */
                 if (httpd_replied(req) && request_has_body(req)) {
                         /* Refused before its body was read. The body bytes
@@ -456,12 +586,23 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
                 return MHD_YES;
         }
         if (*upload_data_size) {
-                if (!req->draining)
+                if (req->draining)
+                        ;
+                else if (req->offload)
+                        offload_body(req, upload_data, *upload_data_size);
+                else
                         feed_body(req, upload_data, *upload_data_size);
                 *upload_data_size = 0;
                 return MHD_YES;
         }
-        if (!req->draining)
+        if (req->draining || req->ended || httpd_replied(req))
+                ;
+        else if (req->offload) {
+                /* Resumed when the worker is done; MHD then calls again
+                 * and the reply is queued. */
+                if (offload_work(req, true))
+                        return MHD_YES;
+        } else
                 finish_body(req);
         return queue_pending(req);
 }
@@ -529,13 +670,62 @@ int httpd_listen(const char *listen_addr, int *ret_fd) {
         return 0;
 }
 
+/* Ends the workers: work already running finishes (the bounded shutdown
+ * cancels what it waits for), queued work is cancelled, and every
+ * suspended connection is resumed, which MHD_stop_daemon() requires. */
+static void workers_stop(struct httpd_workers *w) {
+        pthread_mutex_lock(&w->lock);
+        w->stopping = true;
+        pthread_cond_broadcast(&w->cond);
+        pthread_mutex_unlock(&w->lock);
+        for (unsigned i = 0; i < w->n; i++)
+                pthread_join(w->threads[i], NULL);
+        free(w->threads);
+        w->threads = NULL;
+        w->n = 0;
+}
+
+/* After the event loops are gone (they may still offload until then). */
+static void workers_free(struct httpd_workers *w) {
+        pthread_cond_destroy(&w->cond);
+        pthread_mutex_destroy(&w->lock);
+}
+
+static int workers_start(struct httpd_workers *w, unsigned n) {
+        if (n == 0) {
+                long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+                n = (unsigned) (cpus > 0 ? cpus : 1) * HTTPD_WORKERS_PER_CPU;
+                if (n > HTTPD_WORKERS_AUTO_MAX)
+                        n = HTTPD_WORKERS_AUTO_MAX;
+        }
+        if (n > HTTPD_WORKERS_MAX)
+                n = HTTPD_WORKERS_MAX;
+        pthread_mutex_init(&w->lock, NULL);
+        pthread_cond_init(&w->cond, NULL);
+        w->threads = calloc(n, sizeof *w->threads);
+        if (!w->threads) {
+                workers_free(w);
+                return -ENOMEM;
+        }
+        for (; w->n < n; w->n++) {
+                int r = pthread_create(&w->threads[w->n], NULL, worker_main, w);
+                if (r != 0) {
+                        workers_stop(w);
+                        workers_free(w);
+                        return -r;
+                }
+        }
+        return 0;
+}
+
 int httpd_server_start(const struct httpd_server_config *c, struct httpd_server **ret) {
         struct sockaddr_storage sa;
         socklen_t sa_len;
         struct httpd_server *s;
         /* A fixed pool of event loops (epoll), each serving many
          * connections: an idle or slow client costs a socket, not a thread. */
-        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+        unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                         MHD_ALLOW_SUSPEND_RESUME;
         const union MHD_DaemonInfo *info;
         int r;
 
@@ -552,6 +742,11 @@ int httpd_server_start(const struct httpd_server_config *c, struct httpd_server 
         s->userdata = c->userdata;
         s->observe = c->observe;
         s->retry_after = c->retry_after;
+        r = workers_start(&s->workers, c->workers);
+        if (r < 0) {
+                free(s);
+                return log_error_errno(r, "cannot start worker threads: %s", strerror(-r));
+        }
         s->daemon = MHD_start_daemon(
                 flags, 0, NULL, NULL, access_handler, s,
                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
@@ -566,6 +761,8 @@ int httpd_server_start(const struct httpd_server_config *c, struct httpd_server 
                 MHD_OPTION_NOTIFY_COMPLETED, request_completed, s,
                 MHD_OPTION_END);
         if (!s->daemon) {
+                workers_stop(&s->workers);
+                workers_free(&s->workers);
                 free(s);
                 return log_error_errno(EADDRINUSE, "cannot listen on %s", c->listen);
         }
@@ -589,7 +786,9 @@ unsigned httpd_server_port(const struct httpd_server *s) {
 void httpd_server_stop(struct httpd_server *s) {
         if (!s)
                 return;
+        workers_stop(&s->workers);
         if (s->daemon)
                 MHD_stop_daemon(s->daemon);
+        workers_free(&s->workers);
         free(s);
 }

@@ -3,10 +3,13 @@
  * httpd.h - troved's HTTP front: the only code that talks to libmicrohttpd.
  *
  * A fixed pool of threads, each an epoll loop over many connections
- * (HTTP/1.1 keep-alive on every route). Handlers run on the loop thread of
- * their connection: one that blocks (database, chunk store) delays only the
- * other connections of that thread, so the pool is sized for the blocking
- * work, not for the number of clients. For every request the route function is called once the
+ * (HTTP/1.1 keep-alive on every route). Cheap work runs on the loop thread
+ * of its connection. Work that may block (database, chunk store, an
+ * upstream cache) is marked by the route with httpd_request_offload() or
+ * httpd_request_defer(): the connection is suspended, a bounded pool of
+ * worker threads runs the work, and the connection is resumed when it is
+ * done, so a slow request never stalls the other connections of its loop.
+ * For every request the route function is called once the
  * headers are in; it either replies at once, or installs a body consumer
  * (streamed, or collected into a bounded buffer) whose end callback replies.
  * Exactly one reply per request; a request that ends without one gets a 500.
@@ -23,6 +26,11 @@ struct httpd_request;
 struct httpd_server;
 
 #define HTTPD_THREADS_DEFAULT 16
+/* Worker threads for blocking work: 0 = HTTPD_WORKERS_PER_CPU per online
+ * CPU, at most HTTPD_WORKERS_AUTO_MAX; never more than HTTPD_WORKERS_MAX. */
+#define HTTPD_WORKERS_PER_CPU 4
+#define HTTPD_WORKERS_AUTO_MAX 64
+#define HTTPD_WORKERS_MAX 256
 
 typedef int (*httpd_route_fn)(struct httpd_request *req, void *userdata);
 typedef int (*httpd_body_fn)(struct httpd_request *req, const void *p, size_t n);
@@ -40,6 +48,7 @@ struct httpd_server_config {
         unsigned max_connections_per_client;
         unsigned connection_timeout_sec;
         unsigned threads;         /* event-loop threads; 0: HTTPD_THREADS_DEFAULT */
+        unsigned workers;         /* worker threads; 0: per CPU (HTTPD_WORKERS_PER_CPU) */
         httpd_route_fn route;
         void *userdata;
         /* Called with the status of every reply queued (for metrics). */
@@ -79,6 +88,15 @@ void *httpd_request_state(const struct httpd_request *req);
 void httpd_request_stream_body(struct httpd_request *req, uint64_t max_body, httpd_body_fn on_body,
                               httpd_end_fn on_end);
 void httpd_request_collect_body(struct httpd_request *req, size_t max_body, httpd_collected_fn on_end);
+
+/* The request's body callbacks (on_body, on_end, the collected callback)
+ * may block: they run on a worker thread, never on the event loop. Streamed
+ * body pieces are copied and handed over in batches. */
+void httpd_request_offload(struct httpd_request *req);
+/* For a request without a body: the route does not reply itself; fn runs on
+ * a worker thread once the request is complete and replies (a negative
+ * errno without a reply becomes the reply derived from it). */
+void httpd_request_defer(struct httpd_request *req, httpd_end_fn fn);
 
 /* Replies. Headers added before the reply go out with it. */
 int httpd_add_header(struct httpd_request *req, const char *name, const char *value);

@@ -23,35 +23,19 @@
 #include "trove/nix32.h"
 #include "trove/storepath.h"
 
-int nix_narinfo_get(struct troved_request *rq) {
+/* A narinfo not in memory: the database, or an upstream cache (which may
+ * take up to upstream-timeout); runs on a worker thread. */
+static int narinfo_lookup(struct troved_request *rq) {
         struct troved *t = rq->t;
         struct httpd_request *req = rq->http;
         const struct db_cache *cache = &rq->cache;
         const char *hash = rq->hash;
+        uint64_t epoch = nicache_epoch(t->narinfos, cache->id, hash);
         struct db_path p;
         struct narinfo ni;
-        uint64_t epoch;
         char *text;
-        size_t len;
         int r;
 
-        /* Answers are kept for cache_ttl seconds, found or not (an empty
-         * text is "not found"): a path committed through this server drops
-         * its entry at once; one committed through another instance shows
-         * within the TTL. */
-        text = nicache_get(t->narinfos, cache->id, hash, &len);
-        if (text && len == 0) {
-                free(text);
-                METRIC_ADD(t, narinfo_misses, 1);
-                return httpd_reply_error(req, 404, "no such path in cache '%s'", cache->name);
-        }
-        if (text) {
-                lastuse_mark_path(t->lastuse, cache->id, hash);
-                METRIC_ADD(t, narinfo_hits, 1);
-                httpd_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
-                return httpd_reply_take(req, 200, "text/x-nix-narinfo", text, len);
-        }
-        epoch = nicache_epoch(t->narinfos, cache->id, hash);
         r = upstream_path_get(t, req, cache, hash, &p);
         if (r < 0)
                 return r;
@@ -73,6 +57,33 @@ int nix_narinfo_get(struct troved_request *rq) {
         METRIC_ADD(t, narinfo_hits, 1);
         httpd_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
         return httpd_reply_take(req, 200, "text/x-nix-narinfo", text, strlen(text));
+}
+
+int nix_narinfo_get(struct troved_request *rq) {
+        struct troved *t = rq->t;
+        struct httpd_request *req = rq->http;
+        const struct db_cache *cache = &rq->cache;
+        char *text;
+        size_t len;
+
+        /* Answers are kept for cache_ttl seconds, found or not (an empty
+         * text is "not found"): a path committed through this server drops
+         * its entry at once; one committed through another instance shows
+         * within the TTL. Those are answered here, on the event loop. */
+        text = nicache_get(t->narinfos, cache->id, rq->hash, &len);
+        if (text && len == 0) {
+                free(text);
+                METRIC_ADD(t, narinfo_misses, 1);
+                return httpd_reply_error(req, 404, "no such path in cache '%s'", cache->name);
+        }
+        if (text) {
+                lastuse_mark_path(t->lastuse, cache->id, rq->hash);
+                METRIC_ADD(t, narinfo_hits, 1);
+                httpd_add_header(req, "Cache-Control", cache->is_public ? "public, max-age=300" : "private, max-age=300");
+                return httpd_reply_take(req, 200, "text/x-nix-narinfo", text, len);
+        }
+        troved_defer(rq, narinfo_lookup);
+        return 0;
 }
 
 /* ---- serving NARs from chunk frames ---- */

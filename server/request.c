@@ -24,6 +24,16 @@ void troved_request_set_priv(struct troved_request *rq, void *priv, void (*free_
         rq->priv_free = free_fn;
 }
 
+static int run_deferred(struct httpd_request *req) {
+        struct troved_request *rq = troved_request_of(req);
+        return rq->deferred(rq);
+}
+
+void troved_defer(struct troved_request *rq, troved_handler_fn fn) {
+        rq->deferred = fn;
+        httpd_request_defer(rq->http, run_deferred);
+}
+
 static int collected(struct httpd_request *req, const void *body, size_t n) {
         struct troved_request *rq = troved_request_of(req);
         METRIC_ADD(rq->t, bytes_in, n);

@@ -27,6 +27,7 @@ struct troved_request {
         void *priv;                 /* the handler's own state */
         void (*priv_free)(void *);
         int (*on_collected)(struct troved_request *rq, const void *body, size_t n);
+        int (*deferred)(struct troved_request *rq);  /* the handler, run on a worker */
 };
 
 typedef int (*troved_handler_fn)(struct troved_request *rq);
@@ -37,6 +38,10 @@ void troved_request_free(void *p);
 
 /* The handler's private state, freed with the request. */
 void troved_request_set_priv(struct troved_request *rq, void *priv, void (*free_fn)(void *));
+
+/* For a bodiless request whose answer may block: fn replies on a worker
+ * thread (httpd_request_defer); the caller returns 0 without replying. */
+void troved_defer(struct troved_request *rq, troved_handler_fn fn);
 
 /* Body consumers, bounded by the route's cap. */
 void troved_collect_body(struct troved_request *rq, troved_collected_fn fn);

@@ -32,6 +32,15 @@ enum access {
         ON_ALL,       /* perm on every cache ("*") */
 };
 
+/* Where a row's work runs: cheap rows on the event loop of the connection;
+ * rows that may block (database, chunk store, upstream caches) on httpd's
+ * worker threads, so that they never stall the loop's other connections.
+ * Routing and authorization always run on the loop. */
+enum runs_on {
+        LOOP,
+        WORKER,   /* the handler of a bodiless row; the body callbacks of the others */
+};
+
 /* Body caps that depend on the configuration. */
 #define BODY_NAR UINT64_MAX       /* max_nar_size plus compression slack */
 #define BODY_DISCARD (UINT64_MAX - 1) /* read and dropped: bounded, never held */
@@ -44,50 +53,52 @@ struct route {
         uint64_t body_max;        /* 0: the request takes no body */
         troved_handler_fn handler;        /* called once allowed, or */
         troved_collected_fn collect;      /* called with the body, collected within body_max */
+        enum runs_on runs_on;
 };
 
 #define PULL TOKEN_PERM_PULL
 #define PUSH TOKEN_PERM_PUSH
 
 static const struct route routes[] = {
-        /* method   pattern                                          access    perm                     body                       handler, or NULL and collect(rq, body) */
-        { "GET",    "/health",                                       ANYONE,   0,                       0,                         api_health, NULL },
-        { "GET",    "/_api/v1/health",                               ANYONE,   0,                       0,                         api_health, NULL },
-        { "GET",    "/metrics",                                      ANYONE,   0,                       0,                         api_metrics, NULL },
+        /* method   pattern                                          access    perm                     body                       handler, or NULL and collect(rq, body)   runs on */
+        { "GET",    "/health",                                       ANYONE,   0,                       0,                         api_health, NULL, LOOP   },
+        { "GET",    "/_api/v1/health",                               ANYONE,   0,                       0,                         api_health, NULL, LOOP   },
+        { "GET",    "/metrics",                                      ANYONE,   0,                       0,                         api_metrics, NULL, LOOP   },
         /* The CI job's ID token in the body is the credential (exchange.c). */
-        { "POST",   "/_api/v1/token-exchange",                       ANYONE,   0,                       EXCHANGE_BODY_MAX,         NULL, exchange_token },
-        { "POST",   "/_api/v1/gc",                                   ON_ALL,   TOKEN_PERM_DESTROY,      0,                         api_gc, NULL },
-        { "GET",    "/_api/v1/caches/{cache}",                       ON_CACHE, PULL,                    0,                         api_cache_get, NULL },
-        { "POST",   "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CREATE,       API_CONFIG_BODY_MAX,       NULL, api_cache_create },
-        { "PUT",    "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CREATE,       API_CONFIG_BODY_MAX,       NULL, api_cache_create },
-        { "PATCH",  "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CONFIGURE,    API_CONFIG_BODY_MAX,       NULL, api_cache_configure },
-        { "DELETE", "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_DESTROY,      0,                         api_cache_destroy, NULL },
-        { "DELETE", "/_api/v1/caches/{cache}/paths/{hash}",          ON_CACHE, TOKEN_PERM_DELETE,       0,                         api_path_delete, NULL },
-        { "POST",   "/_api/v1/caches/{cache}/delete-paths",          ON_CACHE, TOKEN_PERM_DELETE,       API_LIST_BODY_MAX,         NULL, api_paths_delete },
+        { "POST",   "/_api/v1/token-exchange",                       ANYONE,   0,                       EXCHANGE_BODY_MAX,         NULL, exchange_token, WORKER },
+        { "POST",   "/_api/v1/gc",                                   ON_ALL,   TOKEN_PERM_DESTROY,      0,                         api_gc, NULL, WORKER },
+        { "GET",    "/_api/v1/caches/{cache}",                       ON_CACHE, PULL,                    0,                         api_cache_get, NULL, WORKER },
+        { "POST",   "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CREATE,       API_CONFIG_BODY_MAX,       NULL, api_cache_create, WORKER },
+        { "PUT",    "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CREATE,       API_CONFIG_BODY_MAX,       NULL, api_cache_create, WORKER },
+        { "PATCH",  "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CONFIGURE,    API_CONFIG_BODY_MAX,       NULL, api_cache_configure, WORKER },
+        { "DELETE", "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_DESTROY,      0,                         api_cache_destroy, NULL, WORKER },
+        { "DELETE", "/_api/v1/caches/{cache}/paths/{hash}",          ON_CACHE, TOKEN_PERM_DELETE,       0,                         api_path_delete, NULL, WORKER },
+        { "POST",   "/_api/v1/caches/{cache}/delete-paths",          ON_CACHE, TOKEN_PERM_DELETE,       API_LIST_BODY_MAX,         NULL, api_paths_delete, WORKER },
         /* Pinning keeps paths (a pusher's call); unpinning lets them go. */
-        { "GET",    "/_api/v1/caches/{cache}/pins",                  ON_CACHE, PULL,                    0,                         api_pins_get, NULL },
-        { "POST",   "/_api/v1/caches/{cache}/pin",                   ON_CACHE, PUSH,                    API_LIST_BODY_MAX,         NULL, api_pin },
-        { "POST",   "/_api/v1/caches/{cache}/unpin",                 ON_CACHE, TOKEN_PERM_DELETE,       API_LIST_BODY_MAX,         NULL, api_unpin },
-        { "POST",   "/_api/v1/caches/{cache}/rotate-key",            ON_CACHE, TOKEN_PERM_CONFIGURE,    API_CONFIG_BODY_MAX,       NULL, api_rotate_key },
-        { "POST",   "/_api/v1/caches/{cache}/paths",                 ON_CACHE, PUSH,                    API_MANIFEST_BODY_MAX,     NULL, api_path_commit },
-        { "POST",   "/_api/v1/caches/{cache}/missing-paths",         ON_CACHE, PULL,                    API_LIST_BODY_MAX,         NULL, api_missing_paths },
-        { "POST",   "/_api/v1/caches/{cache}/missing-chunks",        ON_CACHE, PUSH,                    API_LIST_BODY_MAX,         NULL, api_missing_chunks },
-        { "POST",   "/_api/v1/caches/{cache}/chunks",                ON_CACHE, PUSH,                    API_BATCH_BODY_MAX,        NULL, api_chunks_post },
-        { "GET",    "/_api/v1/caches/{cache}/chunks/{chunk}",        ON_CACHE, PULL,                    0,                         api_chunk_get, NULL },
-        { "PUT",    "/_api/v1/caches/{cache}/chunks/{chunk}",        ON_CACHE, PUSH,                    API_CHUNK_PUT_BODY_MAX,    NULL, api_chunk_put },
-        { "GET",    "/_api/v1/caches/{cache}/manifests/{hash}",      ON_CACHE, PULL,                    0,                         api_manifest_get, NULL },
+        { "GET",    "/_api/v1/caches/{cache}/pins",                  ON_CACHE, PULL,                    0,                         api_pins_get, NULL, WORKER },
+        { "POST",   "/_api/v1/caches/{cache}/pin",                   ON_CACHE, PUSH,                    API_LIST_BODY_MAX,         NULL, api_pin, WORKER },
+        { "POST",   "/_api/v1/caches/{cache}/unpin",                 ON_CACHE, TOKEN_PERM_DELETE,       API_LIST_BODY_MAX,         NULL, api_unpin, WORKER },
+        { "POST",   "/_api/v1/caches/{cache}/rotate-key",            ON_CACHE, TOKEN_PERM_CONFIGURE,    API_CONFIG_BODY_MAX,       NULL, api_rotate_key, WORKER },
+        { "POST",   "/_api/v1/caches/{cache}/paths",                 ON_CACHE, PUSH,                    API_MANIFEST_BODY_MAX,     NULL, api_path_commit, WORKER },
+        { "POST",   "/_api/v1/caches/{cache}/missing-paths",         ON_CACHE, PULL,                    API_LIST_BODY_MAX,         NULL, api_missing_paths, WORKER },
+        { "POST",   "/_api/v1/caches/{cache}/missing-chunks",        ON_CACHE, PUSH,                    API_LIST_BODY_MAX,         NULL, api_missing_chunks, WORKER },
+        { "POST",   "/_api/v1/caches/{cache}/chunks",                ON_CACHE, PUSH,                    API_BATCH_BODY_MAX,        NULL, api_chunks_post, WORKER },
+        { "GET",    "/_api/v1/caches/{cache}/chunks/{chunk}",        ON_CACHE, PULL,                    0,                         api_chunk_get, NULL, WORKER },
+        { "PUT",    "/_api/v1/caches/{cache}/chunks/{chunk}",        ON_CACHE, PUSH,                    API_CHUNK_PUT_BODY_MAX,    NULL, api_chunk_put, WORKER },
+        { "GET",    "/_api/v1/caches/{cache}/manifests/{hash}",      ON_CACHE, PULL,                    0,                         api_manifest_get, NULL, WORKER },
         /* Learned prefetch: mounts read profiles and report what they read (pull suffices for both). */
-        { "GET",    "/_api/v1/caches/{cache}/profiles/{hash}",       ON_CACHE, PULL,                    0,                         api_profile_get, NULL },
-        { "POST",   "/_api/v1/caches/{cache}/profiles",              ON_CACHE, PULL,                    API_PROFILE_BODY_MAX,      NULL, api_profiles_report },
+        { "GET",    "/_api/v1/caches/{cache}/profiles/{hash}",       ON_CACHE, PULL,                    0,                         api_profile_get, NULL, WORKER },
+        { "POST",   "/_api/v1/caches/{cache}/profiles",              ON_CACHE, PULL,                    API_PROFILE_BODY_MAX,      NULL, api_profiles_report, WORKER },
         /* The Nix binary-cache protocol, below /<cache>/ (the API rows above match first). */
-        { "GET",    "/{cache}/nix-cache-info",                       ON_CACHE, PULL,                    0,                         nix_cache_info, NULL },
-        { "GET",    "/{cache}/{hash}.narinfo",                       ON_CACHE, PULL,                    0,                         nix_narinfo_get, NULL },
-        { "PUT",    "/{cache}/{hash}.narinfo",                       ON_CACHE, PUSH,                    NARINFO_MAX_SIZE,          NULL, nix_narinfo_put },
-        { "GET",    "/{cache}/{hash}.ls",                            ON_CACHE, PULL,                    0,                         nix_listing_get, NULL },
-        { "PUT",    "/{cache}/{hash}.ls",                            ON_CACHE, PUSH,                    BODY_DISCARD,              nix_discard_put, NULL },
-        { "GET",    "/{cache}/nar/{file}",                           ON_CACHE, PULL,                    0,                         nix_nar_get, NULL },
-        { "PUT",    "/{cache}/nar/{file}",                           ON_CACHE, PUSH,                    BODY_NAR,                  nix_nar_put, NULL },
-        { "PUT",    "/{cache}/log/{file}",                           ON_CACHE, PUSH,                    BODY_DISCARD,              nix_discard_put, NULL },
+        { "GET",    "/{cache}/nix-cache-info",                       ON_CACHE, PULL,                    0,                         nix_cache_info, NULL, LOOP   },
+        /* Answered on the loop from memory; a lookup or pull defers itself. */
+        { "GET",    "/{cache}/{hash}.narinfo",                       ON_CACHE, PULL,                    0,                         nix_narinfo_get, NULL, LOOP   },
+        { "PUT",    "/{cache}/{hash}.narinfo",                       ON_CACHE, PUSH,                    NARINFO_MAX_SIZE,          NULL, nix_narinfo_put, WORKER },
+        { "GET",    "/{cache}/{hash}.ls",                            ON_CACHE, PULL,                    0,                         nix_listing_get, NULL, WORKER },
+        { "PUT",    "/{cache}/{hash}.ls",                            ON_CACHE, PUSH,                    BODY_DISCARD,              nix_discard_put, NULL, LOOP   },
+        { "GET",    "/{cache}/nar/{file}",                           ON_CACHE, PULL,                    0,                         nix_nar_get, NULL, WORKER },
+        { "PUT",    "/{cache}/nar/{file}",                           ON_CACHE, PUSH,                    BODY_NAR,                  nix_nar_put, NULL, WORKER },
+        { "PUT",    "/{cache}/log/{file}",                           ON_CACHE, PUSH,                    BODY_DISCARD,              nix_discard_put, NULL, LOOP   },
 };
 
 /* Uploads that are read and dropped (.ls, build logs) are bounded too. */
@@ -243,7 +254,16 @@ int troved_route(struct httpd_request *req, void *userdata) {
         rq->body_max = body_cap(t, rt);
         if (rt->collect) {
                 troved_collect_body(rq, rt->collect);
+                if (rt->runs_on == WORKER)
+                        httpd_request_offload(req);
                 return 0;
         }
-        return rt->handler(rq);
+        if (rt->runs_on == WORKER && rt->body_max == 0) {
+                troved_defer(rq, rt->handler);
+                return 0;
+        }
+        r = rt->handler(rq);
+        if (rt->runs_on == WORKER)
+                httpd_request_offload(req);
+        return r;
 }

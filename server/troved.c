@@ -406,6 +406,7 @@ int main(int argc, char **argv) {
                                                                     t.cfg.max_connections_per_client,
                                                             .connection_timeout_sec = t.cfg.idle_timeout_sec,
                                                             .threads = t.cfg.http_threads,
+                                                            .workers = t.cfg.http_workers,
                                                             .route = troved_route,
                                                             .userdata = &t,
                                                             .observe = observe_status,

@@ -35,6 +35,7 @@ struct troved_config {
         unsigned max_connections_per_client;
         unsigned idle_timeout_sec;   /* a connection silent this long is closed */
         unsigned http_threads;       /* event-loop threads serving all connections */
+        unsigned http_workers;       /* threads for blocking request work; 0: per CPU */
         /* The staleness bound between instances sharing one database: cache
          * settings and keys, narinfo answers (found and not found) are kept in
          * memory this long, so a change made through another instance is seen

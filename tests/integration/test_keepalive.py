@@ -309,3 +309,84 @@ def test_curl_reuses_connections_across_uploads(srv, workdir):
     assert sum(connects) == 1, f"connections opened: {connects}"
     for p in paths:
         assert t.narinfo(c, p)["StorePath"] == p
+
+
+def test_blocking_request_does_not_stall_its_loop(make_troved):
+    """With one event loop, a narinfo request that waits for its upstream
+    (pull-through) runs on a worker with its connection suspended: health,
+    nix-cache-info, metrics and narinfo GETs on other connections are
+    answered while it is still pending. Before, they queued behind it on the
+    loop until the upstream answered."""
+    import http.server
+    import json
+    import threading
+
+    asked = threading.Event()
+    release = threading.Event()
+
+    class Held(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.set()
+            release.wait(60)  # bounded: the test releases it much earlier
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Held)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    s = make_troved(log_level="info", args=["--http-threads", "1", "--upstream-timeout", "120"])
+    try:
+        sk, pk = s.state_dir.parent / "held.sk", s.state_dir.parent / "held.pk"
+        trovetest.run(["nix-store", "--generate-binary-cache-key", "held-1", sk, pk])
+        key = pk.read_text().strip()
+        r = s.request("POST", "/_api/v1/caches/held",
+                      json.dumps({"upstreams": [f"http://127.0.0.1:{upstream.server_address[1]}"],
+                                  "upstreamKeys": key}), token=s.admin)
+        assert r.status == 201, r
+        s.create_cache("near")
+        pending = {}
+
+        def blocked():
+            c = trovetest.HttpClient("127.0.0.1", s.port, timeout=120)
+            try:
+                pending["status"] = c.get_sha256(f"/held/{'1' * 32}.narinfo", token=s.admin)[0]
+            finally:
+                c.close()
+                pending["done"] = True
+
+        t = threading.Thread(target=blocked, daemon=True)
+        t.start()
+        assert asked.wait(60), "the upstream was never asked"
+        answered = []
+        for i in range(3):
+            c = trovetest.HttpClient("127.0.0.1", s.port, timeout=120)
+            try:
+                answered.append(c.request("GET", "/health").status)
+                answered.append(c.request("GET", "/near/nix-cache-info", token=s.admin).status)
+                answered.append(c.request("GET", f"/near/{str(i) * 32}.narinfo", token=s.admin).status)
+                answered.append(c.request("GET", "/metrics").status)
+            finally:
+                c.close()
+            # The held request is still waiting for its upstream.
+            assert "done" not in pending, (i, answered)
+        assert answered == [200, 200, 404, 200] * 3, answered
+        release.set()
+        t.join(150)
+        assert pending == {"status": 404, "done": True}, pending
+    finally:
+        release.set()
+        upstream.shutdown()
+        upstream.server_close()
+
+
+def test_bad_http_workers_refused(tmp_path):
+    for bad in ("0", "257", "-1", "ten", "", "1e3", "99999999999999999999999"):
+        r = trovetest.run([trovetest.binary("troved"), "--state-dir", tmp_path / "state", "--http-workers", bad],
+                          expect=None, timeout=60, text=True)
+        assert r.returncode == 2, (bad, r.stdout, r.stderr)
+        assert f"bad value '{bad}' for 'http-workers'" in r.stderr, r.stderr
+        assert not (tmp_path / "state").exists(), "a refused start left a state directory"
+    assert "--http-workers" in trovetest.run([trovetest.binary("troved"), "--help"], text=True).stdout
