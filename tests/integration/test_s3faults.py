@@ -173,24 +173,6 @@ def test_sigkill_during_trove_push(server, client, rgw, tmp_path):
     substitute_and_verify(server, name, key, top, paths, tmp_path)
 
 
-def test_sigkill_during_nix_copy(server, rgw, tmp_path):
-    top, paths = build_closure(tmp_path, "kcopy", ["30M", "30M"])
-    name = f"kcopy{os.getpid()}"
-    key = server.create_cache(name)["publicKey"]
-    chunks0 = metric(server, "chunks_stored_total")
-    netrc = trovetest.write_netrc(tmp_path / "netrc", server.admin)
-    cmd = ["nix", "copy", "--netrc-file", str(netrc), "--to", f"{server.url}/{name}?compression=zstd", top]
-    proc = subprocess.Popen(cmd, env=trovetest.nix_env({"XDG_CACHE_HOME": str(tmp_path / "xdg1")}),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    rc, out, err = fault_during(rgw, proc, lambda: metric(server, "chunks_stored_total") - chunks0 >= 100,
-                               "100 chunks stored")
-    assert rc != 0, "nix copy succeeded without S3"
-    assert "503" in err, err[-2000:]
-    rgw.ctl("start-rgw", timeout=180)
-    server.nix_copy_to(name, [top], server.admin, tmp_path / "xdg2", compression="zstd")
-    substitute_and_verify(server, name, key, top, paths, tmp_path)
-
-
 # ---- SIGSTOP of radosgw: fail fast, recover ----
 
 def test_sigstop_fails_fast_and_recovers(server, client, rgw, tmp_path):
