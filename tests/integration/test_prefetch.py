@@ -118,9 +118,19 @@ def test_learned_profile_prefetched(test_closure, fs_prog, server, mount):  # no
     m = mount(None, *USE)
     os.stat(m.path(prog))
     os.stat(m.path(tree))
-    s = wait_for(lambda: (lambda s: s if s["chunksPrefetched"] >= len(learned)
+    # Both profiles fetched (they are fetched one after the other, so the
+    # first can be done before the second is asked for), then no chunk moves
+    # for a moment: the prefetch is over.
+    s = wait_for(lambda: (lambda s: s if s["profilesFetched"] >= 2
+                          and s["chunksPrefetched"] >= len(learned)
                           and s["chunksFetched"] >= s["chunksPrefetched"] else None)(m.stats()),
-                 "the prefetch")
+                 lambda: f"the prefetch: {m.stats()}")
+    while True:
+        time.sleep(0.5)
+        s2 = m.stats()
+        if s2["chunksFetched"] == s["chunksFetched"]:
+            break
+        s = s2
     assert s["profilesFetched"] == 2, s
     fetched = s["chunksFetched"]
     assert run_program(m, prog, tree) == want
