@@ -236,6 +236,10 @@ int chunkstore_s3_stats(struct chunkstore *cs, struct s3_stats *ret) {
         return 0;
 }
 
+int chunkstore_s3_recover(struct chunkstore *cs) {
+        return cs->ops->s3_recover ? cs->ops->s3_recover(cs) : -EOPNOTSUPP;
+}
+
 void chunkstore_cancel(struct chunkstore *cs) {
         if (cs->ops->cancel)
                 cs->ops->cancel(cs);
@@ -746,6 +750,10 @@ static void s3cs_stats(struct chunkstore *base, struct s3_stats *ret) {
         s3_stats_get(((struct chunkstore_s3 *) base)->s3, ret);
 }
 
+static int s3cs_recover(struct chunkstore *base) {
+        return s3_recover(((struct chunkstore_s3 *) base)->s3);
+}
+
 static void s3cs_cancel(struct chunkstore *base) {
         s3_cancel(((struct chunkstore_s3 *) base)->s3);
 }
@@ -768,6 +776,7 @@ static const struct chunkstore_ops s3_ops = {
         .presign_get = s3cs_presign_get,
         .probe = s3cs_probe,
         .s3_stats = s3cs_stats,
+        .s3_recover = s3cs_recover,
         .cancel = s3cs_cancel,
         .free = s3cs_free,
 };

@@ -387,6 +387,7 @@ struct s3_call {
         struct buf *response;
         struct stream_ctx *stream;
         bool once; /* one attempt, no retries */
+        bool probe; /* admitted as the breaker's probe already (s3_recover) */
 };
 
 static enum s3_op call_op(const struct s3_call *call) {
@@ -440,7 +441,8 @@ static int s3_call(struct s3 *s, const struct s3_call *call, struct http_respons
         if (call->condition)
                 headers[n_headers++] = call->condition;
 
-        r = breaker_admit(s, op, &probe);
+        probe = call->probe;
+        r = probe ? 0 : breaker_admit(s, op, &probe);
         if (r < 0) {
                 log_debug("s3: %s %s: not sent, the server was unreachable moments ago", call->method, url.data);
                 return r;
@@ -538,6 +540,26 @@ int s3_probe(struct s3 *s) {
         if (r < 0)
                 return r;
         return resp.status == 200 ? 0 : http_status_to_errno(resp.status);
+}
+
+int s3_recover(struct s3 *s) {
+        struct http_response resp;
+        int r = 0;
+
+        pthread_mutex_lock(&s->lock);
+        if (s->breaker == S3_BREAKER_CLOSED)
+                r = 1;
+        else if (s->probing)
+                r = -EHOSTDOWN;
+        else {
+                s->breaker = S3_BREAKER_HALF_OPEN;
+                s->probing = true;
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (r != 0)
+                return r;
+        r = s3_call(s, &(struct s3_call){ .method = "HEAD", .once = true, .probe = true }, &resp);
+        return r < 0 ? r : 0;
 }
 
 int s3_put_object(struct s3 *s, const char *key, const void *data, size_t n) {

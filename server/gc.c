@@ -224,6 +224,16 @@ static void *gc_main(void *arg) {
                         pthread_mutex_lock(&th->lock);
                         next_flush = now + GC_FLUSH_SEC;
                 }
+                /* While S3 is away, it is asked once a second whether it is
+                 * back (never by a request: those fail fast meanwhile), so
+                 * troved recovers about a second after it, not a breaker
+                 * window later. */
+                if (storage_available(t) != 0) {
+                        pthread_mutex_unlock(&th->lock);
+                        if (chunkstore_s3_recover(t->store) == 0)
+                                log_info("the chunk store answers again");
+                        pthread_mutex_lock(&th->lock);
+                }
                 if (t->cfg.gc_interval_sec > 0 && now >= next_gc && !th->stop) {
                         struct gc_result res;
                         int r;

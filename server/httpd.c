@@ -565,9 +565,13 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
                          * body is read and dropped so the connection stays
                          * in step and alive; a large or unknown one gets the
                          * reply now and the connection is closed after it,
-                         * so no body byte is ever read as the next request. */
+                         * so no body byte is ever read as the next request.
+                         * A 503 is never drained: the client will retry, and
+                         * a retrying client may send no body at all (Nix
+                         * resends an upload without rewinding it), which a
+                         * drain would wait on until the idle timeout. */
                         len = httpd_request_content_length(req);
-                        if (len > 0 && (uint64_t) len <= HTTPD_DRAIN_MAX) {
+                        if (len > 0 && (uint64_t) len <= HTTPD_DRAIN_MAX && req->status != 503) {
                                 req->draining = true;
                                 return MHD_YES;
                         }

@@ -22,6 +22,7 @@
 #include "exchange.h"
 #include "nix.h"
 #include "request.h"
+#include "storage.h"
 #include "troved.h"
 #include "trove/narinfo.h"
 #include "trove/util.h"
@@ -39,6 +40,11 @@ enum access {
 enum runs_on {
         LOOP,
         WORKER,   /* the handler of a bodiless row; the body callbacks of the others */
+        STORE,    /* as WORKER, for a body that becomes chunk objects: unless
+                   * the chunk store is known to work (S3 breaker closed) it is
+                   * refused with 503 before a byte of it is read, so that a
+                   * client's retry never waits on a body it has already given
+                   * away (Nix resends an upload without rewinding it) */
 };
 
 /* Body caps that depend on the configuration. */
@@ -82,9 +88,9 @@ static const struct route routes[] = {
         { "POST",   "/_api/v1/caches/{cache}/paths",                 ON_CACHE, PUSH,                    API_MANIFEST_BODY_MAX,     NULL, api_path_commit, WORKER },
         { "POST",   "/_api/v1/caches/{cache}/missing-paths",         ON_CACHE, PULL,                    API_LIST_BODY_MAX,         NULL, api_missing_paths, WORKER },
         { "POST",   "/_api/v1/caches/{cache}/missing-chunks",        ON_CACHE, PUSH,                    API_LIST_BODY_MAX,         NULL, api_missing_chunks, WORKER },
-        { "POST",   "/_api/v1/caches/{cache}/chunks",                ON_CACHE, PUSH,                    API_BATCH_BODY_MAX,        NULL, api_chunks_post, WORKER },
+        { "POST",   "/_api/v1/caches/{cache}/chunks",                ON_CACHE, PUSH,                    API_BATCH_BODY_MAX,        NULL, api_chunks_post, STORE  },
         { "GET",    "/_api/v1/caches/{cache}/chunks/{chunk}",        ON_CACHE, PULL,                    0,                         api_chunk_get, NULL, WORKER },
-        { "PUT",    "/_api/v1/caches/{cache}/chunks/{chunk}",        ON_CACHE, PUSH,                    API_CHUNK_PUT_BODY_MAX,    NULL, api_chunk_put, WORKER },
+        { "PUT",    "/_api/v1/caches/{cache}/chunks/{chunk}",        ON_CACHE, PUSH,                    API_CHUNK_PUT_BODY_MAX,    NULL, api_chunk_put, STORE  },
         { "GET",    "/_api/v1/caches/{cache}/manifests/{hash}",      ON_CACHE, PULL,                    0,                         api_manifest_get, NULL, WORKER },
         /* Learned prefetch: mounts read profiles and report what they read (pull suffices for both). */
         { "GET",    "/_api/v1/caches/{cache}/profiles/{hash}",       ON_CACHE, PULL,                    0,                         api_profile_get, NULL, WORKER },
@@ -97,7 +103,7 @@ static const struct route routes[] = {
         { "GET",    "/{cache}/{hash}.ls",                            ON_CACHE, PULL,                    0,                         nix_listing_get, NULL, WORKER },
         { "PUT",    "/{cache}/{hash}.ls",                            ON_CACHE, PUSH,                    BODY_DISCARD,              nix_discard_put, NULL, LOOP   },
         { "GET",    "/{cache}/nar/{file}",                           ON_CACHE, PULL,                    0,                         nix_nar_get, NULL, WORKER },
-        { "PUT",    "/{cache}/nar/{file}",                           ON_CACHE, PUSH,                    BODY_NAR,                  nix_nar_put, NULL, WORKER },
+        { "PUT",    "/{cache}/nar/{file}",                           ON_CACHE, PUSH,                    BODY_NAR,                  nix_nar_put, NULL, STORE  },
         { "PUT",    "/{cache}/log/{file}",                           ON_CACHE, PUSH,                    BODY_DISCARD,              nix_discard_put, NULL, LOOP   },
 };
 
@@ -251,10 +257,12 @@ int troved_route(struct httpd_request *req, void *userdata) {
         r = authorize(rq, rt);
         if (r < 0)
                 return r;
+        if (rt->runs_on == STORE && storage_available(t) != 0)
+                return httpd_reply_error(req, 503, "the chunk store is unreachable; uploads wait until it answers again");
         rq->body_max = body_cap(t, rt);
         if (rt->collect) {
                 troved_collect_body(rq, rt->collect);
-                if (rt->runs_on == WORKER)
+                if (rt->runs_on != LOOP)
                         httpd_request_offload(req);
                 return 0;
         }
@@ -263,7 +271,7 @@ int troved_route(struct httpd_request *req, void *userdata) {
                 return 0;
         }
         r = rt->handler(rq);
-        if (rt->runs_on == WORKER)
+        if (rt->runs_on != LOOP)
                 httpd_request_offload(req);
         return r;
 }

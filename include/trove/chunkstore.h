@@ -49,6 +49,7 @@ struct chunkstore_ops {
         /* NULL: always reachable, no counters, nothing to cancel. */
         int (*probe)(struct chunkstore *cs);
         void (*s3_stats)(struct chunkstore *cs, struct s3_stats *ret);
+        int (*s3_recover)(struct chunkstore *cs);
         void (*cancel)(struct chunkstore *cs);
         void (*free)(struct chunkstore *cs);
 };
@@ -89,6 +90,8 @@ int chunkstore_open_spec_tuned(const char *spec, const struct s3_config *tuning,
 int chunkstore_probe(struct chunkstore *cs);
 /* The S3 client's counters and breaker; -EOPNOTSUPP for the local store. */
 int chunkstore_s3_stats(struct chunkstore *cs, struct s3_stats *ret);
+/* s3_recover() on an S3 store; -EOPNOTSUPP for the local store. */
+int chunkstore_s3_recover(struct chunkstore *cs);
 /* Every call in flight is aborted, and every later one fails, with
  * -ECANCELED (shutdown). The local store is not interrupted. */
 void chunkstore_cancel(struct chunkstore *cs);

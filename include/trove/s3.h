@@ -104,6 +104,13 @@ void s3_stats_get(struct s3 *s, struct s3_stats *ret);
  * the breaker): 0 if it answered, a negative errno if not. */
 int s3_probe(struct s3 *s);
 
+/* While the breaker is open, asks the server now, as the breaker's probe
+ * (HEAD of the bucket, one attempt), without waiting for the open time to
+ * end: 0 when it answered (the breaker is closed again), a negative errno
+ * when not (the breaker opens for another window), -EHOSTDOWN when another
+ * probe is out; 1 when the breaker was closed (nothing sent). */
+int s3_recover(struct s3 *s);
+
 /* From now on every call fails with -ECANCELED; calls in flight are
  * aborted within about a second (shutdown). */
 void s3_cancel(struct s3 *s);

@@ -120,7 +120,7 @@ def fault_during(rgw, proc, cond, what, fault="kill-rgw"):
     try:
         wait_for(cond, what, proc=proc)
         rgw.ctl(fault, timeout=60)
-        out, err = proc.communicate(timeout=900)
+        out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -170,6 +170,33 @@ def test_sigkill_during_trove_push(server, client, rgw, tmp_path):
     objects = rgw.list_chunks(server.spec)
     assert set(chunk_rows(server)) <= set(objects)
     assert r.returncode == 0 and server.get("/health").json()["status"] == "ok"
+    substitute_and_verify(server, name, key, top, paths, tmp_path)
+
+
+def test_sigkill_during_nix_copy(server, rgw, tmp_path):
+    top, paths = build_closure(tmp_path, "kcopy", ["30M", "30M"])
+    name = f"kcopy{os.getpid()}"
+    key = server.create_cache(name)["publicKey"]
+    chunks0 = metric(server, "chunks_stored_total")
+    netrc = trovetest.write_netrc(tmp_path / "netrc", server.admin)
+    cmd = ["nix", "copy", "--netrc-file", str(netrc), "--to", f"{server.url}/{name}?compression=zstd", top]
+    proc = subprocess.Popen(cmd, env=trovetest.nix_env({"XDG_CACHE_HOME": str(tmp_path / "xdg1")}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rc, out, err = fault_during(rgw, proc, lambda: metric(server, "chunks_stored_total") - chunks0 >= 100,
+                               "100 chunks stored")
+    assert rc != 0, "nix copy succeeded without S3"
+    assert "503" in err, err[-2000:]
+    # Still away: an upload is refused at its headers, before its body (no
+    # "100 Continue", nothing drained), and the connection closes. A Nix
+    # retry sends no body at all; one that got "100 Continue" would wait.
+    for extra in ("Expect: 100-continue\r\nContent-Length: 31457280", "Content-Length: 1000"):
+        head = (f"PUT /{name}/nar/{'1' * 52}.nar HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {server.admin}\r\n{extra}\r\n\r\n")
+        st, answer = trovetest.raw_http(server.port, head.encode())
+        assert st == 503 and b" 100 " not in answer, answer
+        assert b"retry-after:" in answer.lower() and b"connection: close" in answer.lower(), answer
+    rgw.ctl("start-rgw", timeout=180)
+    server.nix_copy_to(name, [top], server.admin, tmp_path / "xdg2", compression="zstd")
     substitute_and_verify(server, name, key, top, paths, tmp_path)
 
 

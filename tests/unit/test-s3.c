@@ -347,10 +347,30 @@ static void test_breaker(void) {
         CHECK_EQ_U64(s3_head_object(s, "k", &size), 0);
         CHECK_EQ_U64(srv.requests, 8);
 
+        /* s3_recover(): nothing is sent while the breaker is closed; while
+         * it is open, one probe goes at once, within the open time. */
+        CHECK_EQ_U64(s3_recover(s), 1);
+        CHECK_EQ_U64(srv.requests, 8);
+        __atomic_store_n(&srv.status, 503, __ATOMIC_SEQ_CST);
+        CHECK_RC(s3_get_object(s, "k", NULL, &out), -EAGAIN);
+        CHECK_EQ_U64(srv.requests, 13);
+        CHECK_RC(s3_head_object(s, "k", &size), -EHOSTDOWN);
+        CHECK_RC(s3_recover(s), -EAGAIN); /* still away: open again */
+        CHECK_EQ_U64(srv.requests, 14);
+        s3_stats_get(s, &st);
+        CHECK(st.breaker == S3_BREAKER_OPEN);
+        CHECK(st.retry_after_s >= 1);
+        __atomic_store_n(&srv.status, 404, __ATOMIC_SEQ_CST);
+        CHECK_EQ_U64(s3_recover(s), 0);
+        CHECK_EQ_U64(srv.requests, 15);
+        s3_stats_get(s, &st);
+        CHECK(st.breaker == S3_BREAKER_CLOSED);
+        CHECK_EQ_U64(s3_head_object(s, "k", &size), 0);
+
         /* Cancelled: every call fails at once, nothing is sent. */
         s3_cancel(s);
         CHECK_RC(s3_get_object(s, "k", NULL, &out), -ECANCELED);
-        CHECK_EQ_U64(srv.requests, 8);
+        CHECK_EQ_U64(srv.requests, 16);
         fixed_stop(&srv);
         buf_free(&out);
 }
