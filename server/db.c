@@ -1628,6 +1628,10 @@ int db_paths_delete(struct db *db, int64_t cache_id, char *const *hash_parts, si
         r = q(&h, NULL, "DELETE FROM paths WHERE cache_id = $1 AND hash_part = ANY($2::text[])", 2, p);
         if (r < 0)
                 return r;
+        /* A deleted path's learned profile goes with it. */
+        r = q(&h, NULL, "DELETE FROM profile_chunks WHERE cache_id = $1 AND hash_part = ANY($2::text[])", 2, p);
+        if (r < 0)
+                return r;
         return tx_commit(&h);
 }
 
@@ -2117,7 +2121,8 @@ int db_gc_sweep_paths(struct db_gc *g, unsigned batch,
               "  AND NOT EXISTS (SELECT 1 FROM path_refs r WHERE r.cache_id = p.cache_id AND r.ref = p.hash_part)"
               "  ORDER BY p.id LIMIT $1),"
               " d AS (DELETE FROM paths p USING b WHERE p.id = b.id RETURNING p.id, p.cache_id, p.hash_part),"
-              " x AS (DELETE FROM gc_paths g USING d WHERE g.id = d.id)"
+              " x AS (DELETE FROM gc_paths g USING d WHERE g.id = d.id),"
+              " y AS (DELETE FROM profile_chunks c USING d WHERE c.cache_id = d.cache_id AND c.hash_part = d.hash_part)"
               " SELECT cache_id, hash_part FROM d",
               1, p);
         if (r < 0)

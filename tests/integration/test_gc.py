@@ -153,9 +153,17 @@ def test_retention_counts_from_last_use(s3srv):
     r = t.request("PUT", f"/{cache}/{store_hash_part(repushed)}.narinfo", narinfo_text(repushed, NARS[repushed]),
                   token=t.admin)
     expect_status(r, 200, "second push of a narinfo", t)
+    # Learned prefetch profiles go with their paths.
+    cid = t.scalar(f"SELECT id FROM caches WHERE name = '{cache}'")
+    for p in (unread, by_narinfo):
+        t.psql("INSERT INTO profile_chunks (cache_id, hash_part, chunk_hash, weight, pos)"
+               f" VALUES ({cid}, '{store_hash_part(p)}', sha256('x'::bytea), 1, 0)")
 
     res = t.gc(0)
     assert not present(t, cache, unread)
+    profiles = f"SELECT count(*) FROM profile_chunks WHERE cache_id = {cid} AND hash_part = '%s'"
+    assert t.scalar(profiles % store_hash_part(unread)) == 0
+    assert t.scalar(profiles % store_hash_part(by_narinfo)) == 1
     for p in (by_narinfo, by_nar, by_manifest, by_chunk, by_listing, repushed):
         assert present(t, cache, p), p
         check_nar(t, cache, p)
