@@ -277,6 +277,7 @@ static int pull_nar(struct pull *pl, const struct narinfo *ni) {
         struct ingest_result res;
         enum compression comp;
         char url[UPSTREAM_URL_MAX + 300];
+        uint64_t t0 = now_usec();
         int64_t nar_id;
         int r;
 
@@ -376,8 +377,9 @@ static int pull_nar(struct pull *pl, const struct narinfo *ni) {
         if (r < 0)
                 return r;
         log_info("pulled %s into cache %s from %s: %" PRIu64 " bytes, %" PRIu64 " new chunks, %" PRIu64
-                 " deduplicated",
-                 ni->store_path, pl->cache->name, pl->base, res.nar_size, res.new_chunks, res.dedup_chunks);
+                 " deduplicated, in %.2f s",
+                 ni->store_path, pl->cache->name, pl->base, res.nar_size, res.new_chunks, res.dedup_chunks,
+                 (double) (now_usec() - t0) / 1e6);
         return 1;
 }
 
