@@ -51,6 +51,13 @@
  * counts as sequential (the kernel's own read-ahead issues reads slightly
  * out of order). */
 #define SEQUENTIAL_SLACK (1u << 20)
+/* A file whose first read starts within this distance after where the
+ * path's last read ended is the next one of a walk through the tree in
+ * NAR order (the NAR's framing of the entries in between, small files
+ * skipped); after WALK_MIN such files in a row, read-ahead goes on past
+ * the end of the file into the ones after it. */
+#define WALK_SLACK (64u * 1024)
+#define WALK_MIN 2u
 
 #define COUNT(fs, field, n) __atomic_fetch_add(&(fs)->field, (n), __ATOMIC_RELAXED)
 #define LOAD(fs, field) __atomic_load_n(&(fs)->field, __ATOMIC_RELAXED)
@@ -732,29 +739,44 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 
 /* Starts fetching the chunks after the read [.., nar_end) up to the end of
  * the file, at most fs->readahead_chunks of them, when reads of this file
- * are sequential. */
+ * are sequential; past the end of the file when the path's files are read
+ * one after another in NAR order (a tree walk: tar, cp -r, a checksum run
+ * read files in directory order, which is the NAR's). */
 static void read_ahead(struct trovefs *fs, struct trovefs_path *p, uint32_t node, uint64_t off,
-                      uint64_t len, size_t last_chunk, uint64_t file_nar_end) {
+                      uint64_t len, size_t last_chunk, uint64_t file_nar_offset, uint64_t file_nar_end) {
         unsigned slot = node % TROVEFS_RA_SLOTS;
         uint64_t prev_node = __atomic_load_n(&p->ra_node[slot], __ATOMIC_RELAXED);
         uint64_t prev_end = __atomic_load_n(&p->ra_end[slot], __ATOMIC_RELAXED);
         bool sequential = prev_node == (uint64_t) node + 1 &&
                           (off >= prev_end ? off - prev_end : prev_end - off) <= SEQUENTIAL_SLACK;
-
+        uint64_t walk_end = __atomic_load_n(&p->walk_end, __ATOMIC_RELAXED);
         uint32_t run = sequential ? __atomic_load_n(&p->ra_run[slot], __ATOMIC_RELAXED) + 1 : 0;
+        uint32_t walk = __atomic_load_n(&p->walk_run, __ATOMIC_RELAXED);
+        uint64_t limit = file_nar_end;
         size_t window;
 
         __atomic_store_n(&p->ra_node[slot], (uint64_t) node + 1, __ATOMIC_RELAXED);
         __atomic_store_n(&p->ra_end[slot], off + len, __ATOMIC_RELAXED);
         __atomic_store_n(&p->ra_run[slot], MIN(run, 64u), __ATOMIC_RELAXED);
+        __atomic_store_n(&p->walk_end, file_nar_offset + off + len, __ATOMIC_RELAXED);
+        if (off == 0) {
+                bool next = file_nar_offset >= walk_end && file_nar_offset - walk_end <= WALK_SLACK;
+                walk = next ? MIN(walk + 1, 64u) : 0;
+                __atomic_store_n(&p->walk_run, walk, __ATOMIC_RELAXED);
+        }
         if (!sequential && off != 0)
                 return;
         /* A file read front to back gets a window that doubles every 4
          * sequential reads, up to 8 x --readahead: more chunks in flight
-         * while it streams, none wasted on a single small read. */
+         * while it streams, none wasted on a single small read. A walk
+         * through the tree does the same across files. */
         window = (size_t) fs->readahead_chunks << MIN(run / 4, 3u);
+        if (walk >= WALK_MIN) {
+                window = MAX(window, (size_t) fs->readahead_chunks << MIN((walk - WALK_MIN) / 4, 3u));
+                limit = UINT64_MAX;
+        }
         for (size_t i = last_chunk + 1, n = 0; i < p->m.n_chunks && n < window; i++, n++) {
-                if (p->m.chunks[i].nar_offset >= file_nar_end)
+                if (p->m.chunks[i].nar_offset >= limit)
                         break;
                 fetcher_chunk_prefetch(fs->fetcher, &p->m.chunks[i]);
         }
@@ -801,7 +823,7 @@ static int read_path(struct trovefs *fs, struct trovefs_path *p, uint32_t node, 
         /* All covering chunks in parallel; then the read-ahead behind them. */
         for (size_t i = first + 1; i <= last; i++)
                 fetcher_chunk_prefetch(fs->fetcher, &p->m.chunks[i]);
-        read_ahead(fs, p, node, (uint64_t) off, len, last, n->nar_offset + n->size);
+        read_ahead(fs, p, node, (uint64_t) off, len, last, n->nar_offset, n->nar_offset + n->size);
 
         for (size_t i = first; i <= last; i++) {
                 const struct manifest_chunk *mc = &p->m.chunks[i];

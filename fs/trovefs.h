@@ -32,6 +32,8 @@ struct trovefs_path {
         uint64_t ra_node[TROVEFS_RA_SLOTS];
         uint64_t ra_end[TROVEFS_RA_SLOTS];
         uint32_t ra_run[TROVEFS_RA_SLOTS];   /* sequential reads in a row */
+        uint64_t walk_end;      /* NAR offset where the last read ended */
+        uint32_t walk_run;      /* files read from their start in NAR order in a row */
 
         /* Learned prefetch (learn.c). Recording: chunks read before
          * record_until_ms (monotonic; 0: not recording), by index, in

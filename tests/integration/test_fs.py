@@ -423,6 +423,28 @@ def test_warm_remount_fetches_nothing(test_closure, tmp_path, mount):
     assert s["cacheHits"] > 0, s
 
 
+def test_tree_walk_reads_ahead_across_files(test_closure, server, mount):
+    """Files read one after another in NAR order, as tar or cp -r walk a
+    tree: read-ahead goes on into the files after the one being read."""
+    tree = test_closure["tree"]
+    man = manifest(server, tree)
+    names = sorted(man["root"]["entries"]["sizes"]["entries"], key=os.fsencode)  # NAR order
+    read = names[: names.index("f65") + 1]
+    covered = set().union(*(covering_chunks(man, f"sizes/{n}") for n in read))
+    ahead = covering_chunks(man, "sizes/f70001") - covered
+    assert ahead, "sizes/f70001 lies in the chunks of the files before it"
+    m = mount(None, "--prefetch", "off", "--record", "off")
+    for n in read:
+        assert (m.path(tree) / "sizes" / n).read_bytes() == (Path(tree) / "sizes" / n).read_bytes()
+    deadline = time.monotonic() + 60
+    while not ahead <= {f.name for f in cache_files(m.cache_dir)}:
+        assert time.monotonic() < deadline, (ahead, m.stats())
+        time.sleep(0.1)
+    assert (m.path(tree) / "sizes" / "f70001").read_bytes() == (Path(tree) / "sizes" / "f70001").read_bytes()
+    s = m.stats()
+    assert s["prefetches"] >= len(ahead) and s["errors"] == 0, s
+
+
 def test_corrupt_cache_file_is_refetched(test_closure, tmp_path, mount):
     tree = test_closure["tree"]
     rel = "sizes/f70001"
