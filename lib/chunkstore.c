@@ -27,6 +27,11 @@ int chunkstore_check_frame(const uint8_t id[SHA256_DIGEST_LEN], const void *fram
         size_t got;
         int r;
 
+        /* A delta object decodes only with its base: its structure is
+         * checked here, its content by the caller, who reads the base. */
+        r = chunkcodec_delta_parse(frame, n, NULL, NULL, NULL);
+        if (r != 0)
+                return r > 0 ? 0 : -EBADMSG;
         r = chunkcodec_frame_size(frame, n, &size);
         if (r < 0)
                 return -EBADMSG;

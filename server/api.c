@@ -13,6 +13,7 @@
 #include "gc.h"
 #include "ingest.h"
 #include "lastuse.h"
+#include "delta.h"
 #include "storage.h"
 #include "upstream.h"
 #include "usage.h"
@@ -620,6 +621,7 @@ struct batch_store {
         struct troved *t;
         const struct db_chunk *rows;
         const struct chunkbatch_record *recs;
+        struct delta_chunk *deltas;
 };
 
 static int batch_ensure_stored(void *userdata, size_t i) {
@@ -629,8 +631,44 @@ static int batch_ensure_stored(void *userdata, size_t i) {
                 return r;
         if (r > 0)
                 return 0;
-        r = storage_put(b->t, b->rows[i].id, b->recs[i].frame, b->recs[i].frame_len, 0, NULL);
+        r = b->deltas[i].obj ? storage_put(b->t, b->rows[i].id, b->deltas[i].obj, b->deltas[i].obj_len, 0, NULL)
+                             : storage_put(b->t, b->rows[i].id, b->recs[i].frame, b->recs[i].frame_len, 0, NULL);
         return r < 0 ? r : 0;
+}
+
+/* Pool tasks over a push batch's new chunks. */
+static int batch_describe_task(void *userdata, size_t i) {
+        delta_describe(&((struct batch_store *) userdata)->deltas[i]);
+        return 0;
+}
+
+/* A delta if worth it; its served frame is the content compressed at the
+ * server's level (served_size), not the client's frame. */
+static int batch_delta_task(void *userdata, size_t i) {
+        struct batch_store *b = userdata;
+        struct delta_chunk *d = &b->deltas[i];
+        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+        _cleanup_free_ uint8_t *frame = NULL;
+        size_t cap = chunkcodec_bound(d->len), flen;
+        int r;
+
+        if (!d->has_base)
+                return 0;
+        r = chunkcodec_new(b->t->cfg.compression_level, &codec);
+        if (r < 0)
+                return r;
+        r = delta_try(b->t, codec, d, b->recs[i].frame_len);
+        if (r <= 0)
+                return r;
+        frame = malloc(cap);
+        if (!frame)
+                return -ENOMEM;
+        r = chunkcodec_encode(codec, d->data, d->len, frame, cap, &flen);
+        if (r < 0)
+                return r;
+        /* rows[i].served_size is filled from this once stored. */
+        ((struct db_chunk *) b->rows)[i].served_size = (uint32_t) flen;
+        return 0;
 }
 
 int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
@@ -642,6 +680,8 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
         struct trove_error err = {};
         struct chunkbatch_record *recs = NULL, *fresh = NULL;
         struct db_chunk *rows = NULL;
+        struct delta_chunk *deltas = NULL, **dv = NULL;
+        uint8_t **datas = NULL;
         uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
         bool *present = NULL;
         uint8_t *data = NULL;
@@ -662,7 +702,10 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
         present = calloc(count + 1, sizeof *present);
         fresh = calloc(count + 1, sizeof *fresh);
         rows = calloc(count + 1, sizeof *rows);
-        if (!ids || !present || !fresh || !rows) {
+        deltas = calloc(count + 1, sizeof *deltas);
+        dv = calloc(count + 1, sizeof *dv);
+        datas = calloc(count + 1, sizeof *datas);
+        if (!ids || !present || !fresh || !rows || !deltas || !dv || !datas) {
                 r = -ENOMEM;
                 goto out;
         }
@@ -716,18 +759,63 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
                         dedup_bytes += len;
                         continue;
                 }
-                r = storage_put(t, recs[i].id, recs[i].frame, recs[i].frame_len, CHUNKSTORE_PUT_NOSYNC, &stored);
-                if (r < 0)
-                        goto out;
                 fresh[n_fresh] = recs[i];
-                rows[n_fresh] = (struct db_chunk){ .length = (uint32_t) len,
-                                                   .stored_size = r > 0 ? (uint32_t) stored.len : recs[i].frame_len };
-                memcpy(rows[n_fresh].id, recs[i].id, SHA256_DIGEST_LEN);
+                /* Kept for resemblance detection: the new chunks of a batch
+                 * are looked up together, then stored. */
+                datas[n_fresh] = malloc(len);
+                if (!datas[n_fresh]) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                memcpy(datas[n_fresh], data, len);
+                deltas[n_fresh] = (struct delta_chunk){ .id = fresh[n_fresh].id, .data = datas[n_fresh], .len = len };
+                dv[n_fresh] = &deltas[n_fresh];
                 n_fresh++;
                 fresh_bytes += len;
         }
+        if (n_fresh > 0 && t->cfg.delta) {
+                struct batch_store bs = { t, rows, fresh, deltas };
+                r = workpool_run(t->pool, batch_describe_task, &bs, n_fresh);
+                if (r >= 0)
+                        r = delta_find_bases(t, rq->cache.id, dv, n_fresh);
+                if (r >= 0)
+                        r = workpool_run(t->pool, batch_delta_task, &bs, n_fresh);
+                if (r < 0)
+                        goto out;
+        }
+        for (size_t i = 0; i < n_fresh; i++) {
+                struct delta_chunk *d = &deltas[i];
+                uint32_t served = rows[i].served_size;
+
+                r = d->obj ? storage_put(t, fresh[i].id, d->obj, d->obj_len, CHUNKSTORE_PUT_NOSYNC, &stored)
+                           : storage_put(t, fresh[i].id, fresh[i].frame, fresh[i].frame_len, CHUNKSTORE_PUT_NOSYNC,
+                                         &stored);
+                if (r < 0)
+                        goto out;
+                if (r > 0 && chunkcodec_delta_parse(stored.data, stored.len, NULL, NULL, NULL) > 0 && !d->obj) {
+                        /* Stored meanwhile as a delta by another upload:
+                         * served as its content compressed here. */
+                        size_t cap = chunkcodec_bound(d->len), flen;
+                        uint8_t *frame = malloc(cap);
+                        r = frame ? chunkcodec_encode(codec, d->data, d->len, frame, cap, &flen) : -ENOMEM;
+                        free(frame);
+                        if (r < 0)
+                                goto out;
+                        served = (uint32_t) flen;
+                }
+                if (r > 0)
+                        delta_row(d, stored.data, stored.len, served, &rows[i]);
+                else if (d->obj)
+                        delta_row(d, d->obj, d->obj_len, served, &rows[i]);
+                else
+                        delta_row(d, fresh[i].frame, fresh[i].frame_len, fresh[i].frame_len, &rows[i]);
+                if (rows[i].kind == DB_CHUNK_DELTA) {
+                        METRIC_ADD(t, deltas_stored, 1);
+                        METRIC_ADD(t, delta_bytes_saved, fresh[i].frame_len - MIN(fresh[i].frame_len, rows[i].stored_size));
+                }
+        }
         if (n_fresh > 0) {
-                struct batch_store bs = { t, rows, fresh };
+                struct batch_store bs = { t, rows, fresh, deltas };
                 r = chunkstore_sync(t->store);
                 if (r < 0)
                         goto out;
@@ -754,6 +842,13 @@ out:
         free(present);
         free(fresh);
         free(rows);
+        for (size_t i = 0; deltas && i < n_fresh; i++)
+                delta_chunk_clear(&deltas[i]);
+        for (size_t i = 0; datas && i < n_fresh; i++)
+                free(datas[i]);
+        free(deltas);
+        free(dv);
+        free(datas);
         free(data);
         return r;
 }
@@ -765,6 +860,8 @@ int api_chunk_get(struct troved_request *rq) {
         const struct db_cache c = rq->cache;
         uint8_t id[SHA256_DIGEST_LEN];
         struct buf frame = BUF_INIT(chunkcodec_bound(API_CHUNK_MAX));
+        struct db_chunk row;
+        const char *raw;
         uint8_t *data;
         int r;
 
@@ -777,6 +874,35 @@ int api_chunk_get(struct troved_request *rq) {
         if (r <= 0 || httpd_replied(req))
                 goto out;
         lastuse_mark_chunk(t->lastuse, c.id, id);
+        raw = httpd_request_query(req, "raw");
+        if (raw && !streq(raw, "1")) {
+                r = httpd_reply_error(req, 400, "raw must be 1");
+                goto out;
+        }
+        /* A delta chunk is sent as its stored delta object only to a client
+         * that asks (?raw=1: it reads the base named in the object too);
+         * others get a plain frame, as they always did. */
+        if (!raw) {
+                r = db_chunk_get(t->db, id, &row);
+                if (r == 0)
+                        r = httpd_reply_error(req, 404, "no such chunk in cache '%s'", cache);
+                if (r <= 0 || httpd_replied(req))
+                        goto out;
+                if (row.kind == DB_CHUNK_DELTA) {
+                        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+                        _cleanup_free_ uint8_t *content = malloc(row.length);
+                        r = content ? chunkcodec_new(t->cfg.compression_level, &codec) : -ENOMEM;
+                        if (r >= 0)
+                                r = storage_served_frame(t, codec, id, row.length, &frame, content);
+                        if (r == -EBADMSG) {
+                                r = httpd_reply_error(req, 500, "stored chunk does not decode with its base");
+                                goto out;
+                        }
+                        if (r >= 0)
+                                troved_cache_immutable(rq);
+                        goto reply;
+                }
+        }
         troved_cache_immutable(rq);
         if (t->cfg.chunk_redirect) {
                 char *url;
@@ -788,6 +914,7 @@ int api_chunk_get(struct troved_request *rq) {
                 }
         }
         r = storage_get(t, id, 0, &frame);
+reply:
         if (r == -ENOENT) {
                 r = httpd_reply_error(req, 503, "chunk is recorded but missing from the chunk store");
                 goto out;

@@ -18,6 +18,7 @@ static const char *const keys[] = {
         "max-connections-per-client", "idle-timeout", "user", "oidc-config", "upstream-timeout",
         "upstream-negative-ttl", "s3-connect-timeout", "s3-timeout", "s3-request-timeout", "s3-retry-budget",
         "s3-breaker", "shutdown-timeout", "http-threads", "http-workers", "cache-ttl", "gc-interval", "gc-min-age",
+        "delta",
 };
 
 void troved_config_defaults(struct troved_config *c) {
@@ -27,6 +28,7 @@ void troved_config_defaults(struct troved_config *c) {
         c->store_dir = strdup("/nix/store");
         chunker_params_default(&c->chunking);
         c->compression_level = 3;
+        c->delta = true;
         c->db_pool_size = 16;
         c->max_nar_size = (uint64_t) 64 << 30;
         c->max_connections = 1024;
@@ -91,6 +93,14 @@ static int set_key(struct troved_config *c, const char *key, const char *v, cons
                 r = *v && strlen(v) < 256 ? set_str(&c->user, v) : -EINVAL;
         else if (streq(key, "chunk-redirect"))
                 c->chunk_redirect = streq(v, "1") || streq(v, "true") || streq(v, "yes");
+        else if (streq(key, "delta")) {
+                if (streq(v, "1") || streq(v, "true") || streq(v, "yes") || streq(v, "on"))
+                        c->delta = true;
+                else if (streq(v, "0") || streq(v, "false") || streq(v, "no") || streq(v, "off"))
+                        c->delta = false;
+                else
+                        r = -EINVAL;
+        }
         else if (streq(key, "log-level")) {
                 if (streq(v, "debug"))
                         c->log_level = TROVE_LOG_DEBUG;
@@ -289,6 +299,8 @@ static void usage(FILE *f) {
                 "  --gc-min-age SECONDS         chunks, NARs and uploads younger than this are left alone by\n"
                 "                               scheduled collections (a push in flight uses them), 60..2592000 (3600)\n"
                 "  --chunk-redirect BOOL        redirect chunk downloads to presigned S3 URLs (false)\n"
+                "  --delta BOOL                 store a new chunk similar to a stored one as a delta\n"
+                "                               against it when that is smaller (true)\n"
                 "  --s3-connect-timeout SECONDS bound on connecting to S3, 1..3600 (5)\n"
                 "  --s3-timeout SECONDS         an S3 request that moves no byte this long (the first\n"
                 "                               byte of the answer included) is given up, 1..3600 (10)\n"

@@ -22,6 +22,7 @@
 
 #include "trove/common.h"
 #include "trove/hash.h"
+#include "trove/resemble.h"
 
 struct db;
 
@@ -93,10 +94,25 @@ int db_global_stats(struct db *db, struct db_global_stats *ret);
 
 /* ---- chunks ---- */
 
+/* How a chunk's object holds it (include/trove/chunkcodec.h). */
+enum {
+        DB_CHUNK_PLAIN = 0,         /* one zstd frame, served as stored */
+        DB_CHUNK_DELTA = 1,         /* a delta object against base (a plain or recompressed chunk) */
+        DB_CHUNK_RECOMPRESSED = 2,  /* one zstd frame, recompressed at a higher level */
+};
+
 struct db_chunk {
         uint8_t id[SHA256_DIGEST_LEN];
         uint32_t length;
-        uint32_t stored_size;
+        uint32_t stored_size;       /* bytes of the object */
+        uint32_t served_size;       /* bytes of the frame served in a .nar.zst; 0 on insert: stored_size */
+        uint8_t kind;
+        uint8_t base[SHA256_DIGEST_LEN]; /* DB_CHUNK_DELTA: the base's id */
+        uint32_t base_length;       /* its length (read only) */
+        /* Super-features (plain chunks, written on insert if has_features):
+         * the resemblance index a later chunk finds this one in. */
+        bool has_features;
+        uint64_t features[RESEMBLE_SF];
 };
 
 /* Records a stored chunk; 1 if it was new, 0 if it existed. ensure_stored
@@ -128,7 +144,24 @@ int db_chunks_visible(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], si
  * for GC's min-age, so the push may reference it. */
 int db_chunk_claims_add(struct db *db, int64_t cache_id, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n,
                         bool *claimed);
-/* 1 if the chunk belongs to a NAR of a path in the cache. */
+/* For the resemblance index: a new chunk's super-features and length. */
+struct db_base_query {
+        uint64_t features[RESEMBLE_SF];
+        uint32_t length;
+};
+struct db_chunk_base {
+        bool found;
+        uint8_t id[SHA256_DIGEST_LEN];
+        uint32_t length;
+};
+/* For each query, the stored chunk that shares the most super-features
+ * with it: not a delta, of a length within a factor of two, held by
+ * cache_id (one of its paths or uploads, or claimed by it). A base found
+ * is protected from GC for its min-age from now. One query for all n. */
+int db_chunk_bases(struct db *db, int64_t cache_id, const struct db_base_query *qs, size_t n,
+                   struct db_chunk_base *ret);
+/* 1 if the chunk belongs to a NAR of a path in the cache, or is the base
+ * of a delta chunk that does. */
 int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_DIGEST_LEN]);
 
 /* ---- NARs ---- */
@@ -138,6 +171,10 @@ struct db_nar_chunk {
         uint32_t length;
         uint32_t stored_size;
         uint8_t id[SHA256_DIGEST_LEN];
+        uint32_t served_size;   /* read only */
+        uint8_t kind;           /* read only; DB_CHUNK_* */
+        uint8_t base[SHA256_DIGEST_LEN]; /* read only; DB_CHUNK_DELTA */
+        uint32_t base_length;
 };
 
 struct db_nar {

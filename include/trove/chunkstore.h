@@ -13,6 +13,10 @@
  *          are removed.
  *   s3     keys "<prefix>chunks/ab/<64 hex>" in a bucket, via s3.h.
  *
+ * An object is a chunk frame or a delta object (chunkcodec.h), whose
+ * structure is checked like a frame's but whose content needs its base: the
+ * caller verifies it (CHUNKSTORE_GET_VERIFY checks only its structure).
+ *
  * Every function is thread-safe. Errors: -ENOENT (no such chunk), -EBADMSG
  * (a stored object that is not a single zstd frame with a declared size,
  * or, with CHUNKSTORE_GET_VERIFY, whose content does not hash to its id:
