@@ -958,6 +958,15 @@ int api_path_commit(struct troved_request *rq, const void *body, size_t n) {
                 r = httpd_reply_error(req, 400, "invalid manifest: %s", err.msg);
                 goto out;
         }
+        /* Which chunk is stored as a delta against which is the server's
+         * choice, made from the objects it holds; a client naming bases is
+         * refused rather than half believed. */
+        for (size_t i = 0; i < m.n_chunks; i++)
+                if (m.chunks[i].has_base) {
+                        r = httpd_reply_error(req, 400, "invalid manifest: chunk #%zu names a base; bases are "
+                                              "chosen by the server", i);
+                        goto out;
+                }
         r = storepath_parse(c.store_dir, m.info.store_path, &sp);
         if (r < 0) {
                 r = httpd_reply_error(req, 400, "bad store path");
@@ -1045,8 +1054,12 @@ out:
 /* The manifest text of rq's path: from memory when this process built it
  * recently (a large listing is parsed once, not on every request), else
  * built from the database. 0 with *ret NULL when the path is unknown. */
-static int manifest_text(struct troved_request *rq, char **ret, size_t *ret_len) {
+/* version 1: every chunk as the frame it is served as (a delta decoded
+ * and compressed alone by the server), for clients that know only 1;
+ * version 2: delta chunks with their bases, as stored. */
+static int manifest_text(struct troved_request *rq, int version, char **ret, size_t *ret_len) {
         struct troved *t = rq->t;
+        int64_t key = version >= 2 ? NICACHE_VARIANT(rq->cache.id) : rq->cache.id;
         struct trove_error err = {};
         struct manifest m = {};
         struct db_path p = {};
@@ -1055,7 +1068,7 @@ static int manifest_text(struct troved_request *rq, char **ret, size_t *ret_len)
         size_t n_chunks = 0, len;
         int r;
 
-        text = nicache_get(t->manifests, rq->cache.id, rq->hash, &len);
+        text = nicache_get(t->manifests, key, rq->hash, &len);
         if (text) {
                 *ret = text;
                 *ret_len = len;
@@ -1088,14 +1101,20 @@ static int manifest_text(struct troved_request *rq, char **ret, size_t *ret_len)
         for (size_t i = 0; i < n_chunks; i++) {
                 m.chunks[i].nar_offset = chunks[i].nar_offset;
                 m.chunks[i].length = chunks[i].length;
-                m.chunks[i].stored_size = chunks[i].stored_size;
+                m.chunks[i].stored_size = chunks[i].served_size;
                 memcpy(m.chunks[i].id, chunks[i].id, SHA256_DIGEST_LEN);
+                if (version >= 2 && chunks[i].kind == DB_CHUNK_DELTA) {
+                        m.chunks[i].stored_size = chunks[i].stored_size;
+                        m.chunks[i].has_base = true;
+                        m.chunks[i].base_length = chunks[i].base_length;
+                        memcpy(m.chunks[i].base, chunks[i].base, SHA256_DIGEST_LEN);
+                }
         }
         r = manifest_encode(&m, &text, &len);
         if (r < 0)
                 goto out;
         METRIC_ADD(t, manifests_built, 1);
-        nicache_put(t->manifests, rq->cache.id, rq->hash, text, len);
+        nicache_put(t->manifests, key, rq->hash, text, len);
         *ret = text;
         *ret_len = len;
         r = 1;
@@ -1114,7 +1133,15 @@ int api_manifest_get(struct troved_request *rq) {
         size_t len = 0;
         int r;
 
-        r = manifest_text(rq, &text, &len);
+        const char *v = httpd_request_query(rq->http, "version");
+        int version = 1;
+
+        /* A client that reads version 2 asks for it. */
+        if (v && streq(v, "2"))
+                version = 2;
+        else if (v && !streq(v, "1"))
+                return httpd_reply_error(rq->http, 400, "version must be 1 or 2");
+        r = manifest_text(rq, version, &text, &len);
         if (r < 0)
                 return r;
         if (r == 0)
