@@ -107,6 +107,11 @@ int api_metrics(struct troved_request *rq) {
         COUNTER("chunk_bytes_stored_total", "Uncompressed bytes of new chunks stored.", chunk_bytes_uploaded);
         COUNTER("dedup_hits_total", "Chunks that were already stored (deduplicated).", chunks_deduped);
         COUNTER("dedup_bytes_total", "Uncompressed bytes of deduplicated chunks.", chunk_bytes_deduped);
+        COUNTER("delta_candidates_total", "New chunks for which a similar stored chunk was found.", delta_candidates);
+        COUNTER("deltas_stored_total", "New chunks stored as deltas against a similar chunk.", deltas_stored);
+        COUNTER("delta_bytes_saved_total", "Plain frame bytes minus delta object bytes of the chunks stored as deltas.",
+                delta_bytes_saved);
+        COUNTER("delta_reads_total", "Delta chunks decoded with their base on the server.", delta_reads);
         COUNTER("nars_ingested_total", "NARs written.", nars_ingested);
         COUNTER("paths_committed_total", "Store paths made visible.", paths_committed);
         COUNTER("chunk_store_operations_total", "Chunk store get/put calls.", store_ops);
