@@ -158,6 +158,14 @@ int api_metrics(struct troved_request *rq) {
                            "# HELP trove_dedup_ratio NAR bytes per stored byte.\n# TYPE trove_dedup_ratio gauge\ntrove_dedup_ratio %.4f\n",
                            gs.chunks, gs.chunk_bytes, gs.chunk_stored_bytes, gs.nars, gs.nar_bytes, gs.paths,
                            gs.chunk_stored_bytes ? (double) gs.nar_bytes / (double) gs.chunk_stored_bytes : 0.0);
+        if (r >= 0)
+                buf_printf(&b,
+                           "# HELP trove_stored_bytes_by_kind Bytes stored in the chunk store, by kind of chunk object.\n"
+                           "# TYPE trove_stored_bytes_by_kind gauge\n"
+                           "trove_stored_bytes_by_kind{kind=\"plain\"} %" PRIu64 "\n"
+                           "trove_stored_bytes_by_kind{kind=\"delta\"} %" PRIu64 "\n"
+                           "trove_stored_bytes_by_kind{kind=\"recompressed\"} %" PRIu64 "\n",
+                           gs.stored_by_kind[0], gs.stored_by_kind[1], gs.stored_by_kind[2]);
         r = buf_steal(&b, &s, NULL);
         buf_free(&b);
         if (r < 0)
@@ -207,7 +215,7 @@ static json_t *cache_json(struct troved *t, const struct db_cache *c, bool with_
         }
         if (j && with_stats) {
                 struct db_cache_stats s;
-                if (usage_cache(t, c->id, &s) >= 0)
+                if (usage_cache(t, c->id, &s) >= 0) {
                         json_object_set_new(
                                 j, "usage",
                                 json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:I}", "paths", (json_int_t) s.paths,
@@ -218,6 +226,14 @@ static json_t *cache_json(struct troved *t, const struct db_cache *c, bool with_
                                           "pushedPaths", (json_int_t) (s.paths - s.pulled_paths), "pulledPaths",
                                           (json_int_t) s.pulled_paths, "pulledNarBytes",
                                           (json_int_t) s.pulled_nar_bytes));
+                        json_t *u = json_object_get(j, "usage");
+                        if (u)
+                                json_object_set_new(u, "storedBytesByKind",
+                                                    json_pack("{s:I, s:I, s:I}", "plain",
+                                                              (json_int_t) s.stored_by_kind[0], "delta",
+                                                              (json_int_t) s.stored_by_kind[1], "recompressed",
+                                                              (json_int_t) s.stored_by_kind[2]));
+                }
         }
         return j;
 }
@@ -1094,7 +1110,7 @@ static int manifest_text(struct troved_request *rq, int version, char **ret, siz
                 log_error("stored listing of %s does not parse: %s", p.store_path, err.msg);
                 goto out;
         }
-        r = db_nar_chunks(t->db, p.nar.id, &chunks, &n_chunks);
+        r = db_nar_chunks(t->db, p.nar.id, rq->cache.id, &chunks, &n_chunks);
         if (r < 0)
                 goto out;
         m.chunks = calloc(n_chunks + 1, sizeof *m.chunks);
@@ -1108,7 +1124,11 @@ static int manifest_text(struct troved_request *rq, int version, char **ret, siz
                 m.chunks[i].length = chunks[i].length;
                 m.chunks[i].stored_size = chunks[i].served_size;
                 memcpy(m.chunks[i].id, chunks[i].id, SHA256_DIGEST_LEN);
-                if (version >= 2 && chunks[i].kind == DB_CHUNK_DELTA) {
+                /* A base the cache does not hold (its chunk is shared with
+                 * another cache, where it was stored as a delta) is not
+                 * named: its readers get the chunk decoded by the server,
+                 * never another tenant's base. */
+                if (version >= 2 && chunks[i].kind == DB_CHUNK_DELTA && chunks[i].base_visible) {
                         m.chunks[i].stored_size = chunks[i].stored_size;
                         m.chunks[i].has_base = true;
                         m.chunks[i].base_length = chunks[i].base_length;

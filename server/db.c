@@ -820,15 +820,22 @@ int db_cache_stats(struct db *db, int64_t cache_id, struct db_cache_stats *ret) 
               " count(*), coalesce(sum(c.stored_size), 0),"
               " (SELECT count(*) FROM paths WHERE cache_id = $1 AND pulled),"
               " (SELECT coalesce(sum(n.nar_size), 0) FROM paths p JOIN nars n ON n.id = p.nar_id"
-              "  WHERE p.cache_id = $1 AND p.pulled)"
+              "  WHERE p.cache_id = $1 AND p.pulled),"
+              " coalesce(sum(c.stored_size) FILTER (WHERE c.kind = 0), 0),"
+              " coalesce(sum(c.stored_size) FILTER (WHERE c.kind = 1), 0),"
+              " coalesce(sum(c.stored_size) FILTER (WHERE c.kind = 2), 0)"
               " FROM chunks c WHERE c.id IN (SELECT nc.chunk_id FROM nar_chunks nc"
-              "  JOIN paths p ON p.nar_id = nc.nar_id WHERE p.cache_id = $1)",
+              "  JOIN paths p ON p.nar_id = nc.nar_id WHERE p.cache_id = $1"
+              "  UNION SELECT d.base_id FROM nar_chunks nc JOIN paths p ON p.nar_id = nc.nar_id"
+              "  JOIN chunks d ON d.id = nc.chunk_id WHERE p.cache_id = $1 AND d.base_id IS NOT NULL)",
               1, p);
         if (r < 0)
                 return r;
         if (get_u64(res, 0, 0, &s.paths) < 0 || get_u64(res, 0, 1, &s.nar_bytes) < 0 ||
             get_u64(res, 0, 2, &s.chunks) < 0 || get_u64(res, 0, 3, &s.stored_bytes) < 0 ||
-            get_u64(res, 0, 4, &s.pulled_paths) < 0 || get_u64(res, 0, 5, &s.pulled_nar_bytes) < 0)
+            get_u64(res, 0, 4, &s.pulled_paths) < 0 || get_u64(res, 0, 5, &s.pulled_nar_bytes) < 0 ||
+            get_u64(res, 0, 6, &s.stored_by_kind[0]) < 0 || get_u64(res, 0, 7, &s.stored_by_kind[1]) < 0 ||
+            get_u64(res, 0, 8, &s.stored_by_kind[2]) < 0)
                 return -EIO;
         *ret = s;
         return 0;
@@ -846,13 +853,18 @@ int db_global_stats(struct db *db, struct db_global_stats *ret) {
         r = q(&h, &res,
               "SELECT (SELECT count(*) FROM chunks), (SELECT coalesce(sum(length), 0) FROM chunks),"
               " (SELECT coalesce(sum(stored_size), 0) FROM chunks), (SELECT count(*) FROM nars),"
-              " (SELECT coalesce(sum(nar_size), 0) FROM nars), (SELECT count(*) FROM paths)",
+              " (SELECT coalesce(sum(nar_size), 0) FROM nars), (SELECT count(*) FROM paths),"
+              " (SELECT coalesce(sum(stored_size), 0) FROM chunks WHERE kind = 0),"
+              " (SELECT coalesce(sum(stored_size), 0) FROM chunks WHERE kind = 1),"
+              " (SELECT coalesce(sum(stored_size), 0) FROM chunks WHERE kind = 2)",
               0, NULL);
         if (r < 0)
                 return r;
         if (get_u64(res, 0, 0, &s.chunks) < 0 || get_u64(res, 0, 1, &s.chunk_bytes) < 0 ||
             get_u64(res, 0, 2, &s.chunk_stored_bytes) < 0 || get_u64(res, 0, 3, &s.nars) < 0 ||
-            get_u64(res, 0, 4, &s.nar_bytes) < 0 || get_u64(res, 0, 5, &s.paths) < 0)
+            get_u64(res, 0, 4, &s.nar_bytes) < 0 || get_u64(res, 0, 5, &s.paths) < 0 ||
+            get_u64(res, 0, 6, &s.stored_by_kind[0]) < 0 || get_u64(res, 0, 7, &s.stored_by_kind[1]) < 0 ||
+            get_u64(res, 0, 8, &s.stored_by_kind[2]) < 0)
                 return -EIO;
         *ret = s;
         return 0;
@@ -1185,9 +1197,6 @@ int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_D
                 return r;
         r = q(&h, &res,
               "SELECT 1 FROM chunks c JOIN nar_chunks nc ON nc.chunk_id = c.id"
-              " JOIN paths p ON p.nar_id = nc.nar_id WHERE c.hash = $1 AND p.cache_id = $2"
-              " UNION ALL"
-              " SELECT 1 FROM chunks c JOIN chunks d ON d.base_id = c.id JOIN nar_chunks nc ON nc.chunk_id = d.id"
               " JOIN paths p ON p.nar_id = nc.nar_id WHERE c.hash = $1 AND p.cache_id = $2 LIMIT 1",
               2, p);
         if (r < 0)
@@ -1489,24 +1498,30 @@ int db_nar_find_visible(struct db *db, const uint8_t nar_hash[SHA256_DIGEST_LEN]
         return r < 0 ? r : 1;
 }
 
-int db_nar_chunks(struct db *db, int64_t nar_id, struct db_nar_chunk **ret, size_t *ret_n) {
+int db_nar_chunks(struct db *db, int64_t nar_id, int64_t cache_id, struct db_nar_chunk **ret, size_t *ret_n) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
-        char ids[24];
-        const char *p[] = { ids };
+        char ids[24], cid[24];
+        const char *p[] = { ids, cid };
         struct db_nar_chunk *v;
         int r, n;
 
         snprintf(ids, sizeof ids, "%" PRId64, nar_id);
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
         r = db_get(db, &h);
         if (r < 0)
                 return r;
+        /* base_visible: a path of the cache holds the base itself, so its
+         * readers may fetch it (the test db_chunk_in_cache makes). */
         r = q(&h, &res,
               "SELECT nc.nar_offset, c.length, c.stored_size, c.hash, coalesce(c.served_size, c.stored_size),"
-              " c.kind, b.hash, b.length FROM nar_chunks nc"
+              " c.kind, b.hash, b.length, b.id IS NOT NULL AND $2::bigint > 0 AND"
+              "  EXISTS (SELECT 1 FROM nar_chunks bn JOIN paths p ON p.nar_id = bn.nar_id"
+              "          WHERE bn.chunk_id = b.id AND p.cache_id = $2::bigint)"
+              " FROM nar_chunks nc"
               " JOIN chunks c ON c.id = nc.chunk_id LEFT JOIN chunks b ON b.id = c.base_id"
               " WHERE nc.nar_id = $1 ORDER BY nc.seq",
-              1, p);
+              2, p);
         if (r < 0)
                 return r;
         n = PQntuples(res);
@@ -1521,6 +1536,8 @@ int db_nar_chunks(struct db *db, int64_t nar_id, struct db_nar_chunk **ret, size
                         free(v);
                         return -EIO;
                 }
+        for (int i = 0; i < n; i++)
+                v[i].base_visible = streq(PQgetvalue(res, i, 8), "t");
         *ret = v;
         *ret_n = (size_t) n;
         return 0;

@@ -82,11 +82,15 @@ struct db_cache_stats {
         uint64_t chunks;
         uint64_t pulled_paths;    /* of paths: those pulled from an upstream */
         uint64_t pulled_nar_bytes;
+        /* stored_bytes by kind of chunk (DB_CHUNK_*); the bases of its delta
+         * chunks count, they are needed to read them */
+        uint64_t stored_by_kind[3];
 };
 int db_cache_stats(struct db *db, int64_t cache_id, struct db_cache_stats *ret);
 
 struct db_global_stats {
         uint64_t chunks, chunk_bytes, chunk_stored_bytes;
+        uint64_t stored_by_kind[3];   /* chunk_stored_bytes by kind (DB_CHUNK_*) */
         uint64_t nars, nar_bytes;
         uint64_t paths;
 };
@@ -160,8 +164,7 @@ struct db_chunk_base {
  * is protected from GC for its min-age from now. One query for all n. */
 int db_chunk_bases(struct db *db, int64_t cache_id, const struct db_base_query *qs, size_t n,
                    struct db_chunk_base *ret);
-/* 1 if the chunk belongs to a NAR of a path in the cache, or is the base
- * of a delta chunk that does. */
+/* 1 if the chunk belongs to a NAR of a path in the cache. */
 int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_DIGEST_LEN]);
 
 /* ---- NARs ---- */
@@ -175,6 +178,7 @@ struct db_nar_chunk {
         uint8_t kind;           /* read only; DB_CHUNK_* */
         uint8_t base[SHA256_DIGEST_LEN]; /* read only; DB_CHUNK_DELTA */
         uint32_t base_length;
+        bool base_visible;      /* read only: the cache asked about holds the base */
 };
 
 struct db_nar {
@@ -197,8 +201,9 @@ int db_nar_find(struct db *db, const uint8_t nar_hash[SHA256_DIGEST_LEN], struct
 /* The same, but only a NAR used by a path or upload of one of cache_ids. */
 int db_nar_find_visible(struct db *db, const uint8_t nar_hash[SHA256_DIGEST_LEN], const int64_t *cache_ids,
                         size_t n_caches, struct db_nar *ret);
-/* The chunk table in NAR order; *ret is malloc()ed. */
-int db_nar_chunks(struct db *db, int64_t nar_id, struct db_nar_chunk **ret, size_t *ret_n);
+/* The chunk table in NAR order; *ret is malloc()ed. cache_id > 0: also
+ * whether that cache holds each delta chunk's base. */
+int db_nar_chunks(struct db *db, int64_t nar_id, int64_t cache_id, struct db_nar_chunk **ret, size_t *ret_n);
 int db_nar_listing(struct db *db, int64_t nar_id, char **ret);
 /* 1 if a path of the cache, or an upload to it, uses the NAR. */
 int db_nar_in_cache(struct db *db, int64_t cache_id, int64_t nar_id);

@@ -271,7 +271,7 @@ int nix_nar_get(struct troved_request *rq) {
         s->t = t;
         s->decompress = !compressed;
         buf_init(&s->frame, chunkcodec_bound(CHUNK_SIZE_MAX));
-        r = db_nar_chunks(t->db, nar.id, &s->chunks, &s->n_chunks);
+        r = db_nar_chunks(t->db, nar.id, 0, &s->chunks, &s->n_chunks);
         if (r < 0)
                 goto fail;
         if (s->n_chunks != nar.n_chunks) {

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,28 @@ def test_push_stores_deltas(server, versions, tmp_path):
     assert len(deltas) >= 20, deltas
     assert stored_bytes(t, v2) * 10 < sum(c[1] for c in deltas)
     check_served(t, cache, v2, tmp_path, "push")
+    # Stored bytes by kind: the cache's (with the bases its deltas need),
+    # the server's in /metrics, and what `trove cache info` prints.
+    want = t.scalar(
+        "SELECT sum(c.stored_size) FROM chunks c WHERE c.kind = 1 AND c.id IN (SELECT nc.chunk_id FROM nar_chunks nc"
+        f" JOIN paths p ON p.nar_id = nc.nar_id JOIN caches k ON k.id = p.cache_id WHERE k.name = '{cache}')")
+    # Usage is recomputed at most every few seconds.
+    deadline = time.monotonic() + 30
+    while True:
+        usage = json.loads(trove("cache", "info", "--json", cache, env=env, text=True).stdout)["usage"]
+        kinds = usage["storedBytesByKind"]
+        if kinds["delta"] == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert kinds["delta"] == want
+    assert kinds["plain"] > 2_000_000 and kinds["recompressed"] == 0
+    assert kinds["plain"] + kinds["delta"] + kinds["recompressed"] == usage["storedBytes"]
+    m = t.metrics()
+    assert m['trove_stored_bytes_by_kind{kind="delta"}'] >= kinds["delta"]
+    assert m['trove_stored_bytes_by_kind{kind="delta"}'] + m['trove_stored_bytes_by_kind{kind="plain"}'] + \
+        m['trove_stored_bytes_by_kind{kind="recompressed"}'] == m["trove_stored_bytes"]
+    text = trove("cache", "info", cache, env=env, text=True).stdout
+    assert "by kind:" in text and "delta" in text, text
 
 
 def test_delta_off(make_troved, versions, tmp_path):
@@ -156,7 +179,7 @@ def test_delta_off(make_troved, versions, tmp_path):
     assert t.scalar("SELECT count(*) FROM chunks WHERE kind <> 0") == 0
 
 
-def test_no_bases_across_caches(server, versions, tmp_path):
+def test_no_bases_across_caches(server, make_troved, versions, tmp_path):
     """A base is a chunk the cache itself holds: a reader of the cache may
     fetch it, and it says nothing about another tenant's paths."""
     t = server
@@ -164,12 +187,18 @@ def test_no_bases_across_caches(server, versions, tmp_path):
     a, b = new_cache(t), new_cache(t)
     t.nix_copy_to(a, [v1], t.admin, tmp_path / "xdg-a", compression="zstd")
     t.nix_copy_to(b, [v2], t.admin, tmp_path / "xdg-b", compression="zstd")
-    # v2 may already be stored (an earlier test): then its chunks are
-    # shared as they are; either way none of b's chunks names one of a's
-    # chunks that b does not hold.
-    b_ids = {c[2] for c in t.manifest(b, v2)["chunks"]}
-    for c in delta_rows(t, b, v2):
-        assert c[4] in b_ids or t.get(f"/_api/v1/caches/{b}/chunks/{c[4]}", token=t.admin).status == 200
+    # v2 is stored already (an earlier test: its chunks are deltas against
+    # chunks of another cache), so b shares its chunks; none of its
+    # manifests names a base b does not hold, and b's readers still read.
+    assert t.scalar("SELECT count(*) FROM chunks WHERE kind = 1") > 0
+    assert not delta_rows(t, b, v2)
+    check_served(t, b, v2, tmp_path, "b")
+    # A fresh server: a's chunks are no candidates for b's.
+    t2 = make_troved(log_level="info")
+    a2, b2 = new_cache(t2), new_cache(t2)
+    t2.nix_copy_to(a2, [v1], t2.admin, tmp_path / "xdg-a2", compression="zstd")
+    t2.nix_copy_to(b2, [v2], t2.admin, tmp_path / "xdg-b2", compression="zstd")
+    assert t2.scalar("SELECT count(*) FROM chunks WHERE kind = 1") == 0
 
 
 def read_all(mnt_path):
@@ -260,9 +289,15 @@ def test_gc_keeps_bases(make_troved, versions, tmp_path):
                        " AND NOT EXISTS (SELECT 1 FROM chunks d WHERE d.base_id = c.id)")
     assert v1_only == 0
     check_served(t, cache, v2, tmp_path, "after-gc")
-    # A reader of the cache still gets the bases (they belong to no path of it now).
+    # The bases belong to no path of the cache now: its manifests no longer
+    # name them (the chunks are sent decoded) and they are not served alone.
+    assert not delta_rows(t, cache, v2)
     for b in list(bases)[:3]:
-        expect_status(t.get(f"/_api/v1/caches/{cache}/chunks/{b}", token=t.admin), 200, "base chunk", t)
+        expect_error(t.get(f"/_api/v1/caches/{cache}/chunks/{b}", token=t.admin), 404, 404, "base chunk", t)
+    for c in [c for c in t.manifest(cache, v2)["chunks"]][:5]:
+        r = expect_status(t.get(f"/_api/v1/caches/{cache}/chunks/{c[2]}", token=t.admin), 200, "chunk", t)
+        assert hashlib.sha256(run(["zstd", "-dc"], input=r.body).stdout).hexdigest() == c[2]
+        assert len(r.body) == c[3]
     # Version 2 gone too: its deltas, then their bases, are collected.
     r = t.request("DELETE", f"/_api/v1/caches/{cache}/paths/{store_hash_part(v2)}", token=t.admin)
     expect_status(r, 200, "delete version 2", t)
