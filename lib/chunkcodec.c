@@ -105,6 +105,8 @@ int chunkcodec_frame_size(const void *frame, size_t n, uint64_t *ret_size) {
         return frame_check(frame, n, ret_size);
 }
 
+static bool is_recompressed(const void *obj, size_t n);
+
 int chunkcodec_decode(struct chunkcodec *c, const void *frame, size_t n,
                       const uint8_t id[SHA256_DIGEST_LEN], size_t max_size, void *out, size_t cap,
                       size_t *ret_len) {
@@ -113,6 +115,10 @@ int chunkcodec_decode(struct chunkcodec *c, const void *frame, size_t n,
         size_t r;
         int k;
 
+        if (is_recompressed(frame, n)) {
+                frame = (const uint8_t *) frame + CHUNKCODEC_RECOMPRESSED_HEADER;
+                n -= CHUNKCODEC_RECOMPRESSED_HEADER;
+        }
         k = frame_check(frame, n, &size);
         if (k < 0)
                 return k;
@@ -135,10 +141,11 @@ int chunkcodec_decode(struct chunkcodec *c, const void *frame, size_t n,
         return 0;
 }
 
-/* ---- delta objects ---- */
+/* ---- delta and recompressed objects ---- */
 
 #define DELTA_MAGIC 0x184D2A5Eu
 static const char delta_tag[4] = { 'T', 'R', 'V', 'D' };
+static const char recompressed_tag[4] = { 'T', 'R', 'V', 'R' };
 
 static uint32_t le32(const uint8_t *p) {
         return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 24;
@@ -151,13 +158,63 @@ static void put_le32(uint8_t *p, uint32_t v) {
         p[3] = (uint8_t) (v >> 24);
 }
 
+static bool is_recompressed(const void *obj, size_t n) {
+        const uint8_t *p = obj;
+        return n > CHUNKCODEC_RECOMPRESSED_HEADER && le32(p) == DELTA_MAGIC &&
+               le32(p + 4) == CHUNKCODEC_RECOMPRESSED_HEADER - 8 &&
+               memcmp(p + 8, recompressed_tag, sizeof recompressed_tag) == 0;
+}
+
+int chunkcodec_encode_recompressed(struct chunkcodec *c, const void *data, size_t n, void *out, size_t cap,
+                                   size_t *ret_len) {
+        uint8_t *o = out;
+        size_t len;
+        int r;
+
+        if (cap < CHUNKCODEC_RECOMPRESSED_HEADER)
+                return -ENOBUFS;
+        put_le32(o, DELTA_MAGIC);
+        put_le32(o + 4, CHUNKCODEC_RECOMPRESSED_HEADER - 8);
+        memcpy(o + 8, recompressed_tag, sizeof recompressed_tag);
+        put_le32(o + 12, (uint32_t) c->level);
+        r = chunkcodec_encode(c, data, n, o + CHUNKCODEC_RECOMPRESSED_HEADER, cap - CHUNKCODEC_RECOMPRESSED_HEADER,
+                              &len);
+        if (r < 0)
+                return r;
+        *ret_len = CHUNKCODEC_RECOMPRESSED_HEADER + len;
+        return 0;
+}
+
+int chunkcodec_object_size(const void *obj, size_t n, uint64_t *ret_size) {
+        if (is_recompressed(obj, n))
+                return frame_check((const uint8_t *) obj + CHUNKCODEC_RECOMPRESSED_HEADER,
+                                   n - CHUNKCODEC_RECOMPRESSED_HEADER, ret_size);
+        return frame_check(obj, n, ret_size);
+}
+
+int chunkcodec_object_kind(const void *obj, size_t n, uint64_t *ret_size) {
+        uint64_t size;
+        int k = chunkcodec_delta_parse(obj, n, NULL, NULL, &size);
+
+        if (k < 0)
+                return -EBADMSG;
+        if (k == 0) {
+                if (chunkcodec_object_size(obj, n, &size) < 0)
+                        return -EBADMSG;
+                k = is_recompressed(obj, n) ? 2 : 0;
+        }
+        if (ret_size)
+                *ret_size = size;
+        return k;
+}
+
 int chunkcodec_delta_parse(const void *obj, size_t n, uint8_t ret_base[SHA256_DIGEST_LEN],
                            uint32_t *ret_base_len, uint64_t *ret_size) {
         const uint8_t *p = obj;
         uint64_t size;
         uint32_t base_len;
 
-        if (n < 4 || le32(p) != DELTA_MAGIC)
+        if (n < 4 || le32(p) != DELTA_MAGIC || is_recompressed(obj, n))
                 return 0;
         if (n < CHUNKCODEC_DELTA_HEADER || le32(p + 4) != CHUNKCODEC_DELTA_HEADER - 8 ||
             memcmp(p + 8, delta_tag, sizeof delta_tag) != 0)

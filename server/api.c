@@ -14,6 +14,7 @@
 #include "ingest.h"
 #include "lastuse.h"
 #include "delta.h"
+#include "recompress.h"
 #include "storage.h"
 #include "upstream.h"
 #include "usage.h"
@@ -112,6 +113,8 @@ int api_metrics(struct troved_request *rq) {
         COUNTER("delta_bytes_saved_total", "Plain frame bytes minus delta object bytes of the chunks stored as deltas.",
                 delta_bytes_saved);
         COUNTER("delta_reads_total", "Delta chunks decoded with their base on the server.", delta_reads);
+        COUNTER("chunks_recompressed_total", "Cold chunks recompressed at a higher level.", chunks_recompressed);
+        COUNTER("recompress_bytes_saved_total", "Stored bytes saved by recompression.", recompress_bytes_saved);
         COUNTER("nars_ingested_total", "NARs written.", nars_ingested);
         COUNTER("paths_committed_total", "Store paths made visible.", paths_committed);
         COUNTER("chunk_store_operations_total", "Chunk store get/put calls.", store_ops);
@@ -813,7 +816,7 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
                                          &stored);
                 if (r < 0)
                         goto out;
-                if (r > 0 && chunkcodec_delta_parse(stored.data, stored.len, NULL, NULL, NULL) > 0 && !d->obj) {
+                if (r > 0 && chunkcodec_object_kind(stored.data, stored.len, NULL) != 0 && !d->obj) {
                         /* Stored meanwhile as a delta by another upload:
                          * served as its content compressed here. */
                         size_t cap = chunkcodec_bound(d->len), flen;
@@ -909,7 +912,7 @@ int api_chunk_get(struct troved_request *rq) {
                         r = httpd_reply_error(req, 404, "no such chunk in cache '%s'", cache);
                 if (r <= 0 || httpd_replied(req))
                         goto out;
-                if (row.kind == DB_CHUNK_DELTA) {
+                if (row.kind != DB_CHUNK_PLAIN) {
                         _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
                         _cleanup_free_ uint8_t *content = malloc(row.length);
                         r = content ? chunkcodec_new(t->cfg.compression_level, &codec) : -ENOMEM;
@@ -934,7 +937,16 @@ int api_chunk_get(struct troved_request *rq) {
                         goto out;
                 }
         }
-        r = storage_get(t, id, 0, &frame);
+        if (raw)
+                r = storage_get(t, id, 0, &frame);
+        else {
+                /* Its row may not say yet that the object was recompressed. */
+                _cleanup_free_ uint8_t *content = malloc(row.length);
+                _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+                r = content ? chunkcodec_new(t->cfg.compression_level, &codec) : -ENOMEM;
+                if (r >= 0)
+                        r = storage_served_frame(t, codec, id, row.length, &frame, content);
+        }
 reply:
         if (r == -ENOENT) {
                 r = httpd_reply_error(req, 503, "chunk is recorded but missing from the chunk store");
@@ -1195,6 +1207,49 @@ int api_manifest_get(struct troved_request *rq) {
         }
         troved_cache_immutable(rq);
         return httpd_reply_take(rq->http, 200, "application/json", text, len);
+}
+
+/* POST recompress?level=L&min-age=S&max=N: one recompression run now
+ * (recompress.h); level defaults to --recompress-level. */
+static int query_number(struct troved_request *rq, const char *name, long long lo, long long hi, long long *v) {
+        const char *s = httpd_request_query(rq->http, name);
+        char *end;
+        long long x;
+
+        if (!s)
+                return 0;
+        errno = 0;
+        x = strtoll(s, &end, 10);
+        if (!*s || *end || errno || x < lo || x > hi)
+                return httpd_reply_error(rq->http, 400, "bad %s (%lld..%lld)", name, lo, hi);
+        *v = x;
+        return 0;
+}
+
+int api_recompress(struct troved_request *rq) {
+        _cleanup_json_ json_t *out = NULL;
+        struct troved *t = rq->t;
+        long long level = t->cfg.recompress_level, min_age = t->cfg.recompress_age_sec, max = t->cfg.recompress_batch;
+        struct recompress_result res;
+        int r;
+
+        r = query_number(rq, "level", t->cfg.compression_level + 1, 22, &level);
+        if (r >= 0 && !httpd_replied(rq->http))
+                r = query_number(rq, "min-age", 0, DB_RETENTION_MAX, &min_age);
+        if (r >= 0 && !httpd_replied(rq->http))
+                r = query_number(rq, "max", 1, 10000000, &max);
+        if (r < 0 || httpd_replied(rq->http))
+                return r;
+        if (level <= t->cfg.compression_level)
+                return httpd_reply_error(rq->http, 400, "recompression is off: give level (%d..22)",
+                                         t->cfg.compression_level + 1);
+        r = recompress_run(t, (int) level, min_age, (size_t) max, &res);
+        if (r < 0)
+                return r;
+        out = json_pack("{s:I, s:I, s:I, s:I}", "examined", (json_int_t) res.examined, "recompressed",
+                        (json_int_t) res.recompressed, "bytesBefore", (json_int_t) res.bytes_before, "bytesAfter",
+                        (json_int_t) res.bytes_after);
+        return out ? reply_json(rq->http, 200, out) : -ENOMEM;
 }
 
 int api_gc(struct troved_request *rq) {

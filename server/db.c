@@ -974,6 +974,76 @@ out:
         return r;
 }
 
+int db_cold_chunks(struct db *db, int64_t min_age_sec, size_t max, int64_t *cursor, struct db_cold_chunk **ret,
+                   size_t *ret_n) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char age[24], lim[24], cur[24];
+        const char *p[] = { age, lim, cur };
+        struct db_cold_chunk *v;
+        int r, n;
+
+        snprintf(age, sizeof age, "%" PRId64, min_age_sec);
+        snprintf(lim, sizeof lim, "%zu", max);
+        snprintf(cur, sizeof cur, "%" PRId64, *cursor);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "SELECT c.id, c.hash, c.length, c.stored_size FROM chunks c"
+              " WHERE c.kind = 0 AND c.id > $3::bigint AND c.created_at < now() - make_interval(secs => $1::bigint)"
+              " AND NOT EXISTS (SELECT 1 FROM nar_chunks nc JOIN paths p ON p.nar_id = nc.nar_id"
+              "  WHERE nc.chunk_id = c.id AND p.last_used >= now() - make_interval(secs => $1::bigint))"
+              " ORDER BY c.id LIMIT $2::integer",
+              3, p);
+        if (r < 0)
+                return r;
+        n = PQntuples(res);
+        v = calloc(n > 0 ? (size_t) n : 1, sizeof *v);
+        if (!v)
+                return -ENOMEM;
+        for (int i = 0; i < n; i++)
+                if (get_i64(res, i, 0, cursor) < 0 || get_hash(res, i, 1, v[i].id) < 0 ||
+                    get_u32(res, i, 2, &v[i].length) < 0 || get_u32(res, i, 3, &v[i].stored_size) < 0) {
+                        free(v);
+                        return -EIO;
+                }
+        *ret = v;
+        *ret_n = (size_t) n;
+        return 0;
+}
+
+int db_chunk_recompress(struct db *db, const uint8_t id[SHA256_DIGEST_LEN], uint32_t stored_size,
+                        int (*replace)(void *userdata), void *userdata) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char hash[BYTEA_HASH_LEN], st[16];
+        const char *p[] = { hash, st };
+        int r;
+
+        bytea_hash(id, hash);
+        snprintf(st, sizeof st, "%" PRIu32, stored_size);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = tx_begin_locked(&h, "SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")");
+        if (r < 0)
+                return r;
+        r = q(&h, &res, "SELECT 1 FROM chunks WHERE hash = $1 AND kind = 0 FOR UPDATE", 1, p);
+        if (r < 0)
+                return r;
+        if (PQntuples(res) == 0)
+                return tx_commit(&h) < 0 ? -EIO : 0;
+        r = replace ? replace(userdata) : 0;
+        if (r < 0)
+                return r;
+        r = q(&h, NULL, "UPDATE chunks SET kind = 2, stored_size = $2::integer WHERE hash = $1", 2, p);
+        if (r < 0)
+                return r;
+        r = tx_commit(&h);
+        return r < 0 ? r : 1;
+}
+
 int db_chunk_bases(struct db *db, int64_t cache_id, const struct db_base_query *qs, size_t n,
                    struct db_chunk_base *ret) {
         _cleanup_handle_ struct db_handle h = {};

@@ -148,6 +148,23 @@ int db_chunks_visible(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], si
  * for GC's min-age, so the push may reference it. */
 int db_chunk_claims_add(struct db *db, int64_t cache_id, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n,
                         bool *claimed);
+/* Plain chunks that are cold: older than min_age_sec, and no path using
+ * them was used within it; at most max, in id order after *cursor (which
+ * is moved past them). *ret is malloc()ed. */
+struct db_cold_chunk {
+        uint8_t id[SHA256_DIGEST_LEN];
+        uint32_t length;
+        uint32_t stored_size;
+};
+int db_cold_chunks(struct db *db, int64_t min_age_sec, size_t max, int64_t *cursor, struct db_cold_chunk **ret,
+                   size_t *ret_n);
+/* Records that the chunk's object is now a recompressed one of stored_size
+ * bytes: under the GC lock, with the row locked, replace() (if not NULL) stores it (so a
+ * collection never runs between the object and its row); 0 and nothing
+ * done if the chunk is gone or no longer plain, 1 when recorded. */
+int db_chunk_recompress(struct db *db, const uint8_t id[SHA256_DIGEST_LEN], uint32_t stored_size,
+                        int (*replace)(void *userdata), void *userdata);
+
 /* For the resemblance index: a new chunk's super-features and length. */
 struct db_base_query {
         uint64_t features[RESEMBLE_SF];

@@ -110,8 +110,12 @@ void delta_row(const struct delta_chunk *c, const void *obj, size_t n, size_t se
                 row->kind = DB_CHUNK_DELTA;
                 return;
         }
-        row->kind = DB_CHUNK_PLAIN;
-        row->served_size = (uint32_t) n;
+        if (chunkcodec_object_kind(obj, n, NULL) == 2)
+                row->kind = DB_CHUNK_RECOMPRESSED;
+        else {
+                row->kind = DB_CHUNK_PLAIN;
+                row->served_size = (uint32_t) n;
+        }
         row->has_features = c->has_features;
         memcpy(row->features, c->features, sizeof row->features);
 }

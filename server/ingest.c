@@ -283,7 +283,7 @@ static int batch_store_task(void *userdata, size_t i) {
                 r = storage_get(t, pc->id, CHUNKSTORE_GET_VERIFY, &stored);
                 if (r >= 0) {
                         pc->deduped = true;
-                        if (chunkcodec_delta_parse(stored.data, stored.len, NULL, NULL, NULL) > 0) {
+                        if (chunkcodec_object_kind(stored.data, stored.len, NULL) != 0) {
                                 r = encode_served(in, pc);
                                 goto out;
                         }
@@ -324,7 +324,7 @@ static int batch_store_task(void *userdata, size_t i) {
          * delta: that object is what will be served and recorded. */
         free(pc->obj);
         pc->obj = NULL;
-        if (chunkcodec_delta_parse(stored.data, stored.len, NULL, NULL, NULL) > 0) {
+        if (chunkcodec_object_kind(stored.data, stored.len, NULL) != 0) {
                 pc->obj_len = stored.len;
                 r = buf_steal(&stored, (char **) &pc->obj, NULL);
                 goto out; /* served as the plain frame made above */
@@ -569,10 +569,11 @@ static int stored_read_task(void *userdata, size_t i) {
         /* Its header must declare the manifest's length before that much
          * memory is taken. */
         if (r >= 0) {
-                k = chunkcodec_delta_parse(sc->frame.data, sc->frame.len, NULL, NULL, &size);
+                /* Not a plain frame (a delta, a recompressed object): served
+                 * as its content compressed at the server's level. */
+                k = chunkcodec_object_kind(sc->frame.data, sc->frame.len, &size);
                 delta = k > 0;
-                if (k < 0 || (k == 0 && chunkcodec_frame_size(sc->frame.data, sc->frame.len, &size) < 0) ||
-                    size != mc->length)
+                if (k < 0 || size != mc->length)
                         r = -EBADMSG;
         }
         if (r >= 0 && sc->data_cap < mc->length) {

@@ -129,9 +129,10 @@ static int nar_stream_load(struct nar_stream *s) {
         const struct db_nar_chunk *c = &s->chunks[s->idx];
         int r;
 
-        if (c->kind == DB_CHUNK_DELTA && !s->decompress)
-                /* Decoded with its base and compressed alone: the frame
-                 * FileHash and FileSize were computed over. */
+        if (!s->decompress)
+                /* A plain frame as stored; a delta decoded with its base, a
+                 * recompressed object decoded, and compressed alone: the
+                 * frame FileHash and FileSize were computed over. */
                 r = storage_served_frame(s->t, s->codec, c->id, c->length, &s->frame, s->data);
         else
                 r = storage_get(s->t, c->id, 0, &s->frame);

@@ -116,7 +116,9 @@ int storage_served_frame(struct troved *t, struct chunkcodec *codec, const uint8
         size_t len;
         int r = get_object(t, id, 0, frame);
 
-        if (r < 0 || chunkcodec_delta_parse(frame->data, frame->len, NULL, NULL, NULL) == 0)
+        /* Plain frames as they are; deltas and recompressed objects as
+         * their content compressed at the server's level. */
+        if (r < 0 || chunkcodec_object_kind(frame->data, frame->len, NULL) == 0)
                 return r;
         r = storage_decode(t, codec, id, length, frame, content);
         if (r < 0)

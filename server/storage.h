@@ -27,7 +27,7 @@ int storage_read_content(struct troved *t, struct chunkcodec *codec, const uint8
 int storage_decode(struct troved *t, struct chunkcodec *codec, const uint8_t id[SHA256_DIGEST_LEN],
                    uint32_t length, const struct buf *obj, uint8_t *out);
 /* The frame chunk id is served as in a .nar.zst: its object when that is
- * a frame; a delta's content (decoded into content, length bytes, and
+ * a plain frame; a delta's or a recompressed object's content (decoded into content, length bytes, and
  * verified) compressed alone by codec, which is at the server's level, so
  * the frame is the one FileHash and served_size describe. */
 int storage_served_frame(struct troved *t, struct chunkcodec *codec, const uint8_t id[SHA256_DIGEST_LEN],

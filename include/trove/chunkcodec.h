@@ -46,6 +46,29 @@ int chunkcodec_decode(struct chunkcodec *c, const void *frame, size_t n,
                       size_t *ret_len);
 
 /*
+ * Recompressed objects. A cold chunk may be compressed again at a higher
+ * level: a skippable zstd frame marking it, then one zstd frame of the
+ * chunk:
+ *
+ *   magic 0x184D2A5E (LE) | 8 (LE u32) | "TRVR" | level (LE u32) | zstd frame
+ *
+ * chunkcodec_decode() reads it as it reads a frame; it is not served in a
+ * .nar.zst as it is (the frames there are the ones FileHash describes), and
+ * chunkcodec_frame_size() refuses it (uploads are plain frames).
+ */
+#define CHUNKCODEC_RECOMPRESSED_HEADER 16
+
+/* Encodes data as a recompressed object with c (whose level is recorded). */
+int chunkcodec_encode_recompressed(struct chunkcodec *c, const void *data, size_t n, void *out, size_t cap,
+                                   size_t *ret_len);
+/* What obj is: 0 a chunk frame, 1 a delta object, 2 a recompressed object;
+ * -EBADMSG if none of them. The content size in *ret_size (may be NULL). */
+int chunkcodec_object_kind(const void *obj, size_t n, uint64_t *ret_size);
+/* The content size of a frame or a recompressed object (-EBADMSG
+ * otherwise). */
+int chunkcodec_object_size(const void *obj, size_t n, uint64_t *ret_size);
+
+/*
  * Delta objects. A chunk similar to a stored one (its base) may be stored
  * as a delta: a skippable zstd frame naming the base, then one zstd frame
  * compressed with the base's content as a prefix dictionary:

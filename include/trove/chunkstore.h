@@ -125,6 +125,11 @@ enum {
          * instead of two fsyncs per object). Visible under its final name
          * either way, never partially. */
         CHUNKSTORE_PUT_NOSYNC = 1 << 0,
+        /* Replace the object stored under id (recompression: the same
+         * content in another object), atomically: a reader gets the old
+         * object or the new one, never a mix. The only exception to
+         * write-once. */
+        CHUNKSTORE_PUT_REPLACE = 1 << 1,
 };
 
 int chunkstore_put_flags(struct chunkstore *cs, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,
