@@ -107,10 +107,26 @@ int chunkcodec_frame_size(const void *frame, size_t n, uint64_t *ret_size) {
 
 static bool is_recompressed(const void *obj, size_t n);
 
+/* r (what zstd returned) must be exactly size bytes hashing to id. */
+static int check_decoded(size_t r, uint64_t size, const void *out, const uint8_t id[SHA256_DIGEST_LEN],
+                         size_t *ret_len) {
+        uint8_t digest[SHA256_DIGEST_LEN];
+        int k;
+
+        if (ZSTD_isError(r) || r != size)
+                return -EBADMSG;
+        k = sha256_buf(out, r, digest);
+        if (k < 0)
+                return k;
+        if (memcmp(digest, id, SHA256_DIGEST_LEN) != 0)
+                return -EBADMSG;
+        *ret_len = r;
+        return 0;
+}
+
 int chunkcodec_decode(struct chunkcodec *c, const void *frame, size_t n,
                       const uint8_t id[SHA256_DIGEST_LEN], size_t max_size, void *out, size_t cap,
                       size_t *ret_len) {
-        uint8_t digest[SHA256_DIGEST_LEN];
         uint64_t size;
         size_t r;
         int k;
@@ -126,19 +142,9 @@ int chunkcodec_decode(struct chunkcodec *c, const void *frame, size_t n,
         if (size > max_size || size > cap || size > CHUNK_SIZE_MAX)
                 return -EFBIG;
         r = ZSTD_decompressDCtx(c->dctx, out, (size_t) size, frame, n);
-        if (ZSTD_isError(r)) {
+        if (ZSTD_isError(r))
                 ZSTD_DCtx_reset(c->dctx, ZSTD_reset_session_only);
-                return -EBADMSG;
-        }
-        if (r != size)
-                return -EBADMSG;
-        k = sha256_buf(out, r, digest);
-        if (k < 0)
-                return k;
-        if (memcmp(digest, id, SHA256_DIGEST_LEN) != 0)
-                return -EBADMSG;
-        *ret_len = r;
-        return 0;
+        return check_decoded(r, size, out, id, ret_len);
 }
 
 /* ---- delta and recompressed objects ---- */
@@ -239,7 +245,8 @@ int chunkcodec_encode_delta(struct chunkcodec *c, const void *base, size_t base_
                             const uint8_t base_id[SHA256_DIGEST_LEN], const void *data, size_t n,
                             void *out, size_t cap, size_t *ret_len) {
         uint8_t *o = out;
-        size_t r;
+        size_t len;
+        int r;
 
         if (base_len == 0 || n == 0 || base_len > CHUNK_SIZE_MAX || n > CHUNK_SIZE_MAX ||
             base_len + n > CHUNKCODEC_DELTA_WINDOW_MAX)
@@ -255,14 +262,12 @@ int chunkcodec_encode_delta(struct chunkcodec *c, const void *base, size_t base_
          * back over all of it. */
         if (ZSTD_isError(ZSTD_CCtx_refPrefix(c->cctx, base, base_len)))
                 return -EIO;
-        r = ZSTD_compress2(c->cctx, o + CHUNKCODEC_DELTA_HEADER, cap - CHUNKCODEC_DELTA_HEADER, data, n);
-        if (ZSTD_isError(r)) {
-                ZSTD_CCtx_reset(c->cctx, ZSTD_reset_session_only);
-                if (ZSTD_getErrorCode(r) == ZSTD_error_dstSize_tooSmall)
-                        return -ENOBUFS;
-                return -EIO;
-        }
-        *ret_len = CHUNKCODEC_DELTA_HEADER + r;
+        r = chunkcodec_encode(c, data, n, o + CHUNKCODEC_DELTA_HEADER, cap - CHUNKCODEC_DELTA_HEADER, &len);
+        /* Never left for the next frame, whatever happened. */
+        (void) ZSTD_CCtx_refPrefix(c->cctx, NULL, 0);
+        if (r < 0)
+                return r;
+        *ret_len = CHUNKCODEC_DELTA_HEADER + len;
         return 0;
 }
 
@@ -270,7 +275,6 @@ int chunkcodec_decode_delta(struct chunkcodec *c, const void *obj, size_t n, con
                             size_t base_len, const uint8_t id[SHA256_DIGEST_LEN], size_t max_size,
                             void *out, size_t cap, size_t *ret_len) {
         const uint8_t *frame = (const uint8_t *) obj + CHUNKCODEC_DELTA_HEADER;
-        uint8_t digest[SHA256_DIGEST_LEN];
         uint32_t want_base_len;
         uint64_t size;
         size_t r;
@@ -288,13 +292,5 @@ int chunkcodec_decode_delta(struct chunkcodec *c, const void *obj, size_t n, con
         r = ZSTD_decompressDCtx(c->dctx, out, (size_t) size, frame, n - CHUNKCODEC_DELTA_HEADER);
         /* The prefix is for one frame only; drop it whatever happened. */
         ZSTD_DCtx_reset(c->dctx, ZSTD_reset_session_only);
-        if (ZSTD_isError(r) || r != size)
-                return -EBADMSG;
-        k = sha256_buf(out, r, digest);
-        if (k < 0)
-                return k;
-        if (memcmp(digest, id, SHA256_DIGEST_LEN) != 0)
-                return -EBADMSG;
-        *ret_len = r;
-        return 0;
+        return check_decoded(r, size, out, id, ret_len);
 }

@@ -18,6 +18,7 @@ import pytest
 import trovetest
 from trovetest import run, trove, store_hash_part
 from test_fs import Mount
+from test_hostile import new_cache
 from test_push import MK, build
 from test_server import expect_error, expect_status
 
@@ -51,17 +52,6 @@ def versions(tmp_path_factory, nix_environment):
     v1, v2 = build(base, "versions", VERSIONS_NIX)
     assert v1.endswith("-trove-delta-app-1") and v2.endswith("-trove-delta-app-2")
     return v1, v2
-
-
-_cache_counter = 0
-
-
-def new_cache(t, public=False):
-    global _cache_counter
-    _cache_counter += 1
-    name = f"delta{os.getpid()}-{_cache_counter}"
-    t.create_cache(name, public=public)
-    return name
 
 
 def delta_rows(t, cache, path):
@@ -201,11 +191,21 @@ def test_no_bases_across_caches(server, make_troved, versions, tmp_path):
     assert t2.scalar("SELECT count(*) FROM chunks WHERE kind = 1") == 0
 
 
+def mount(t, tmp_path, cache, tag):
+    """trovefs on a fresh directory with an empty chunk cache."""
+    t.token_file = tmp_path / "token"
+    t.token_file.write_text(t.admin + "\n")
+    mnt = tmp_path / f"mnt-{tag}"
+    mnt.mkdir()
+    return Mount(t, mnt, tmp_path / f"fscache-{tag}", cache=cache)
+
+
 def read_all(mnt_path):
     return {rel: (mnt_path / rel).read_bytes() for rel in ("lib/libbig.so", "bin/app")}
 
 
-def test_trovefs_reads_deltas(make_troved, versions, tmp_path):
+def server_with_versions(make_troved, versions, tmp_path):
+    """A fresh troved whose cache holds version 1, then version 2 (as deltas)."""
     t = make_troved(log_level="info")
     v1, v2 = versions
     cache = new_cache(t)
@@ -213,12 +213,13 @@ def test_trovefs_reads_deltas(make_troved, versions, tmp_path):
     t.nix_copy_to(cache, [v2], t.admin, tmp_path / "xdg2", compression="zstd")
     deltas = delta_rows(t, cache, v2)
     assert deltas
-    t.token_file = tmp_path / "token"
-    t.token_file.write_text(t.admin + "\n")
+    return t, cache, deltas
 
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    m = Mount(t, mnt, tmp_path / "fscache", cache=cache)
+
+def test_trovefs_reads_deltas(make_troved, versions, tmp_path):
+    t, cache, deltas = server_with_versions(make_troved, versions, tmp_path)
+    v1, v2 = versions
+    m = mount(t, tmp_path, cache, "first")
     try:
         got = read_all(m.path(v2))
         for rel, data in got.items():
@@ -240,9 +241,7 @@ def test_trovefs_reads_deltas(make_troved, versions, tmp_path):
         bad[len(bad) // 2] ^= 0xFF
         p.write_bytes(bytes(bad))
         try:
-            mnt = tmp_path / f"mnt-{which}"
-            mnt.mkdir()
-            m = Mount(t, mnt, tmp_path / f"fscache-{which}", cache=cache)
+            m = mount(t, tmp_path, cache, which)
             try:
                 with pytest.raises(OSError) as e:
                     (m.path(v2) / "lib/libbig.so").read_bytes()
@@ -269,14 +268,9 @@ def test_trovefs_reads_deltas(make_troved, versions, tmp_path):
 
 
 def test_gc_keeps_bases(make_troved, versions, tmp_path):
-    t = make_troved(log_level="info")
+    t, cache, deltas = server_with_versions(make_troved, versions, tmp_path)
     v1, v2 = versions
-    cache = new_cache(t)
-    t.nix_copy_to(cache, [v1], t.admin, tmp_path / "xdg1", compression="zstd")
-    t.nix_copy_to(cache, [v2], t.admin, tmp_path / "xdg2", compression="zstd")
-    deltas = delta_rows(t, cache, v2)
     bases = {c[4] for c in deltas}
-    assert bases
     r = t.request("DELETE", f"/_api/v1/caches/{cache}/paths/{store_hash_part(v1)}", token=t.admin)
     expect_status(r, 200, "delete version 1", t)
     t.gc(min_age=0)
@@ -423,11 +417,7 @@ def test_recompress_cold_chunks(make_troved, tmp_path):
     t.nix_copy_from(cache, [text], root, info["publicKey"], tmp_path / "xdg-from", token=t.admin)
     rel = "share/lines.txt"
     assert (root / text.lstrip("/") / rel).read_bytes() == (Path(text) / rel).read_bytes()
-    t.token_file = tmp_path / "token"
-    t.token_file.write_text(t.admin + "\n")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    mt = Mount(t, mnt, tmp_path / "fscache", cache=cache)
+    mt = mount(t, tmp_path, cache, "recompressed")
     try:
         assert (mt.path(text) / rel).read_bytes() == (Path(text) / rel).read_bytes()
     finally:
