@@ -18,7 +18,7 @@
 
 /* A delta is kept only if it is at most this fraction (in 1/64) of the
  * plain frame: reading it costs a second object. */
-#define DELTA_MARGIN_64THS 56
+#define DELTA_MARGIN_64THS 60
 
 struct delta_chunk {
         /* in */
