@@ -884,7 +884,8 @@ int api_chunk_get(struct troved_request *rq) {
         const struct db_cache c = rq->cache;
         uint8_t id[SHA256_DIGEST_LEN];
         struct buf frame = BUF_INIT(chunkcodec_bound(API_CHUNK_MAX));
-        struct db_chunk row;
+        uint32_t length = 0;
+        uint8_t kind = DB_CHUNK_PLAIN;
         const char *raw;
         uint8_t *data;
         int r;
@@ -892,7 +893,7 @@ int api_chunk_get(struct troved_request *rq) {
         if (hex_decode(rq->arg, strlen(rq->arg), id, SHA256_DIGEST_LEN) < 0)
                 return httpd_reply_error(req, 400, "bad chunk id");
         /* Chunks are shared between caches; a cache serves only its own. */
-        r = db_chunk_in_cache(t->db, c.id, id);
+        r = db_chunk_in_cache(t->db, c.id, id, &length, &kind);
         if (r == 0)
                 r = httpd_reply_error(req, 404, "no such chunk in cache '%s'", cache);
         if (r <= 0 || httpd_replied(req))
@@ -903,32 +904,12 @@ int api_chunk_get(struct troved_request *rq) {
                 r = httpd_reply_error(req, 400, "raw must be 1");
                 goto out;
         }
-        /* A delta chunk is sent as its stored delta object only to a client
-         * that asks (?raw=1: it reads the base named in the object too);
-         * others get a plain frame, as they always did. */
-        if (!raw) {
-                r = db_chunk_get(t->db, id, &row);
-                if (r == 0)
-                        r = httpd_reply_error(req, 404, "no such chunk in cache '%s'", cache);
-                if (r <= 0 || httpd_replied(req))
-                        goto out;
-                if (row.kind != DB_CHUNK_PLAIN) {
-                        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
-                        _cleanup_free_ uint8_t *content = malloc(row.length);
-                        r = content ? chunkcodec_new(t->cfg.compression_level, &codec) : -ENOMEM;
-                        if (r >= 0)
-                                r = storage_served_frame(t, codec, id, row.length, &frame, content);
-                        if (r == -EBADMSG) {
-                                r = httpd_reply_error(req, 500, "stored chunk does not decode with its base");
-                                goto out;
-                        }
-                        if (r >= 0)
-                                troved_cache_immutable(rq);
-                        goto reply;
-                }
-        }
         troved_cache_immutable(rq);
-        if (t->cfg.chunk_redirect) {
+        /* A delta or recompressed chunk is sent as its stored object only
+         * to a client that asks (?raw=1: it reads the base a delta names
+         * too); others get a plain frame, as they always did, so it is not
+         * redirected to its object either. */
+        if (t->cfg.chunk_redirect && (raw || kind == DB_CHUNK_PLAIN)) {
                 char *url;
                 if (chunkstore_presign_get(t->store, id, 3600, &url) >= 0) {
                         httpd_add_header(req, "Location", url);
@@ -937,17 +918,20 @@ int api_chunk_get(struct troved_request *rq) {
                         goto out;
                 }
         }
-        if (raw)
-                r = storage_get(t, id, 0, &frame);
-        else {
-                /* Its row may not say yet that the object was recompressed. */
-                _cleanup_free_ uint8_t *content = malloc(row.length);
+        r = storage_get(t, id, 0, &frame);
+        /* Decided by the object: its row may not say yet that it was
+         * recompressed. */
+        if (r >= 0 && !raw && chunkcodec_object_kind(frame.data, frame.len, NULL) != 0) {
                 _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+                _cleanup_free_ uint8_t *content = malloc(length);
                 r = content ? chunkcodec_new(t->cfg.compression_level, &codec) : -ENOMEM;
                 if (r >= 0)
-                        r = storage_served_frame(t, codec, id, row.length, &frame, content);
+                        r = storage_reencode(t, codec, id, length, &frame, content);
+                if (r == -EBADMSG) {
+                        r = httpd_reply_error(req, 500, "stored chunk does not decode (with its base)");
+                        goto out;
+                }
         }
-reply:
         if (r == -ENOENT) {
                 r = httpd_reply_error(req, 503, "chunk is recorded but missing from the chunk store");
                 goto out;

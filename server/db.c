@@ -1253,7 +1253,8 @@ int db_chunks_present(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], si
                             0, NULL, present);
 }
 
-int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_DIGEST_LEN]) {
+int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_DIGEST_LEN], uint32_t *ret_length,
+                      uint8_t *ret_kind) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
         char hash[BYTEA_HASH_LEN], cid[24];
@@ -1266,12 +1267,23 @@ int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_D
         if (r < 0)
                 return r;
         r = q(&h, &res,
-              "SELECT 1 FROM chunks c JOIN nar_chunks nc ON nc.chunk_id = c.id"
+              "SELECT c.length, c.kind FROM chunks c JOIN nar_chunks nc ON nc.chunk_id = c.id"
               " JOIN paths p ON p.nar_id = nc.nar_id WHERE c.hash = $1 AND p.cache_id = $2 LIMIT 1",
               2, p);
         if (r < 0)
                 return r;
-        return PQntuples(res) > 0 ? 1 : 0;
+        if (PQntuples(res) == 0)
+                return 0;
+        {
+                uint32_t length, kind;
+                if (get_u32(res, 0, 0, &length) < 0 || get_u32(res, 0, 1, &kind) < 0 || kind > DB_CHUNK_RECOMPRESSED)
+                        return -EIO;
+                if (ret_length)
+                        *ret_length = length;
+                if (ret_kind)
+                        *ret_kind = (uint8_t) kind;
+        }
+        return 1;
 }
 
 /* "{1,2,3}" of n ids, for a bigint[] parameter. */

@@ -181,8 +181,10 @@ struct db_chunk_base {
  * is protected from GC for its min-age from now. One query for all n. */
 int db_chunk_bases(struct db *db, int64_t cache_id, const struct db_base_query *qs, size_t n,
                    struct db_chunk_base *ret);
-/* 1 if the chunk belongs to a NAR of a path in the cache. */
-int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_DIGEST_LEN]);
+/* 1 and its length and kind (DB_CHUNK_*; each may be NULL) if the chunk
+ * belongs to a NAR of a path in the cache. */
+int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_DIGEST_LEN], uint32_t *ret_length,
+                      uint8_t *ret_kind);
 
 /* ---- NARs ---- */
 

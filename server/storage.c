@@ -113,14 +113,19 @@ int storage_read_content(struct troved *t, struct chunkcodec *codec, const uint8
 
 int storage_served_frame(struct troved *t, struct chunkcodec *codec, const uint8_t id[SHA256_DIGEST_LEN],
                          uint32_t length, struct buf *frame, uint8_t *content) {
-        size_t len;
         int r = get_object(t, id, 0, frame);
 
         /* Plain frames as they are; deltas and recompressed objects as
          * their content compressed at the server's level. */
         if (r < 0 || chunkcodec_object_kind(frame->data, frame->len, NULL) == 0)
                 return r;
-        r = storage_decode(t, codec, id, length, frame, content);
+        return storage_reencode(t, codec, id, length, frame, content);
+}
+
+int storage_reencode(struct troved *t, struct chunkcodec *codec, const uint8_t id[SHA256_DIGEST_LEN],
+                     uint32_t length, struct buf *frame, uint8_t *content) {
+        size_t len;
+        int r = storage_decode(t, codec, id, length, frame, content);
         if (r < 0)
                 return r;
         buf_reset(frame);

@@ -32,6 +32,10 @@ int storage_decode(struct troved *t, struct chunkcodec *codec, const uint8_t id[
  * the frame is the one FileHash and served_size describe. */
 int storage_served_frame(struct troved *t, struct chunkcodec *codec, const uint8_t id[SHA256_DIGEST_LEN],
                          uint32_t length, struct buf *frame, uint8_t *content);
+/* The second half of that: frame holds an object that is not a plain frame
+ * (chunkcodec_object_kind() != 0) and gets the frame it is served as. */
+int storage_reencode(struct troved *t, struct chunkcodec *codec, const uint8_t id[SHA256_DIGEST_LEN],
+                     uint32_t length, struct buf *frame, uint8_t *content);
 
 /* Stores frame (already verified against id) under id. Objects are
  * write-once: if one is already stored, nothing is replaced; its bytes are
