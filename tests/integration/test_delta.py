@@ -426,3 +426,18 @@ def test_recompress_cold_chunks(make_troved, tmp_path):
     r2 = expect_status(t.request("POST", "/_api/v1/recompress?level=19&min-age=0", token=t.admin), 200,
                        "recompress again", t).json()
     assert r2["recompressed"] == 0
+
+
+def test_options_refuse_bad_values(tmp_path):
+    for args, msg in ((["--delta", "maybe"], "bad value 'maybe' for 'delta'"),
+                      (["--recompress-level", "23"], "bad value '23' for 'recompress-level'"),
+                      (["--recompress-level", "3"], "recompress-level 3 must be above compression-level 3"),
+                      (["--recompress-age", "5"], "bad value '5' for 'recompress-age'"),
+                      (["--recompress-batch", "0"], "bad value '0' for 'recompress-batch'")):
+        r = run([trovetest.binary("troved"), "--state-dir", tmp_path / "state", *args],
+                expect=None, text=True, timeout=60)
+        assert r.returncode != 0 and msg in r.stderr, (args, r.stderr)
+        assert not (tmp_path / "state").exists()
+    out = run([trovetest.binary("troved"), "--help"], text=True).stdout
+    for opt in ("--delta", "--recompress-level", "--recompress-age", "--recompress-batch"):
+        assert opt in out
