@@ -105,26 +105,15 @@ int chunkcodec_frame_size(const void *frame, size_t n, uint64_t *ret_size) {
         return frame_check(frame, n, ret_size);
 }
 
-int chunkcodec_decode(struct chunkcodec *c, const void *frame, size_t n,
-                      const uint8_t id[SHA256_DIGEST_LEN], size_t max_size, void *out, size_t cap,
-                      size_t *ret_len) {
+static bool is_recompressed(const void *obj, size_t n);
+
+/* r (what zstd returned) must be exactly size bytes hashing to id. */
+static int check_decoded(size_t r, uint64_t size, const void *out, const uint8_t id[SHA256_DIGEST_LEN],
+                         size_t *ret_len) {
         uint8_t digest[SHA256_DIGEST_LEN];
-        uint64_t size;
-        size_t r;
         int k;
 
-        k = frame_check(frame, n, &size);
-        if (k < 0)
-                return k;
-        /* Refused on the header alone, before any byte is produced. */
-        if (size > max_size || size > cap || size > CHUNK_SIZE_MAX)
-                return -EFBIG;
-        r = ZSTD_decompressDCtx(c->dctx, out, (size_t) size, frame, n);
-        if (ZSTD_isError(r)) {
-                ZSTD_DCtx_reset(c->dctx, ZSTD_reset_session_only);
-                return -EBADMSG;
-        }
-        if (r != size)
+        if (ZSTD_isError(r) || r != size)
                 return -EBADMSG;
         k = sha256_buf(out, r, digest);
         if (k < 0)
@@ -133,4 +122,175 @@ int chunkcodec_decode(struct chunkcodec *c, const void *frame, size_t n,
                 return -EBADMSG;
         *ret_len = r;
         return 0;
+}
+
+int chunkcodec_decode(struct chunkcodec *c, const void *frame, size_t n,
+                      const uint8_t id[SHA256_DIGEST_LEN], size_t max_size, void *out, size_t cap,
+                      size_t *ret_len) {
+        uint64_t size;
+        size_t r;
+        int k;
+
+        if (is_recompressed(frame, n)) {
+                frame = (const uint8_t *) frame + CHUNKCODEC_RECOMPRESSED_HEADER;
+                n -= CHUNKCODEC_RECOMPRESSED_HEADER;
+        }
+        k = frame_check(frame, n, &size);
+        if (k < 0)
+                return k;
+        /* Refused on the header alone, before any byte is produced. */
+        if (size > max_size || size > cap || size > CHUNK_SIZE_MAX)
+                return -EFBIG;
+        r = ZSTD_decompressDCtx(c->dctx, out, (size_t) size, frame, n);
+        if (ZSTD_isError(r))
+                ZSTD_DCtx_reset(c->dctx, ZSTD_reset_session_only);
+        return check_decoded(r, size, out, id, ret_len);
+}
+
+/* ---- delta and recompressed objects ---- */
+
+#define DELTA_MAGIC 0x184D2A5Eu
+static const char delta_tag[4] = { 'T', 'R', 'V', 'D' };
+static const char recompressed_tag[4] = { 'T', 'R', 'V', 'R' };
+
+static uint32_t le32(const uint8_t *p) {
+        return (uint32_t) p[0] | (uint32_t) p[1] << 8 | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 24;
+}
+
+static void put_le32(uint8_t *p, uint32_t v) {
+        p[0] = (uint8_t) v;
+        p[1] = (uint8_t) (v >> 8);
+        p[2] = (uint8_t) (v >> 16);
+        p[3] = (uint8_t) (v >> 24);
+}
+
+static bool is_recompressed(const void *obj, size_t n) {
+        const uint8_t *p = obj;
+        return n > CHUNKCODEC_RECOMPRESSED_HEADER && le32(p) == DELTA_MAGIC &&
+               le32(p + 4) == CHUNKCODEC_RECOMPRESSED_HEADER - 8 &&
+               memcmp(p + 8, recompressed_tag, sizeof recompressed_tag) == 0;
+}
+
+int chunkcodec_encode_recompressed(struct chunkcodec *c, const void *data, size_t n, void *out, size_t cap,
+                                   size_t *ret_len) {
+        uint8_t *o = out;
+        size_t len;
+        int r;
+
+        if (cap < CHUNKCODEC_RECOMPRESSED_HEADER)
+                return -ENOBUFS;
+        put_le32(o, DELTA_MAGIC);
+        put_le32(o + 4, CHUNKCODEC_RECOMPRESSED_HEADER - 8);
+        memcpy(o + 8, recompressed_tag, sizeof recompressed_tag);
+        put_le32(o + 12, (uint32_t) c->level);
+        r = chunkcodec_encode(c, data, n, o + CHUNKCODEC_RECOMPRESSED_HEADER, cap - CHUNKCODEC_RECOMPRESSED_HEADER,
+                              &len);
+        if (r < 0)
+                return r;
+        *ret_len = CHUNKCODEC_RECOMPRESSED_HEADER + len;
+        return 0;
+}
+
+int chunkcodec_object_size(const void *obj, size_t n, uint64_t *ret_size) {
+        if (is_recompressed(obj, n))
+                return frame_check((const uint8_t *) obj + CHUNKCODEC_RECOMPRESSED_HEADER,
+                                   n - CHUNKCODEC_RECOMPRESSED_HEADER, ret_size);
+        return frame_check(obj, n, ret_size);
+}
+
+int chunkcodec_object_kind(const void *obj, size_t n, uint64_t *ret_size) {
+        uint64_t size;
+        int k = chunkcodec_delta_parse(obj, n, NULL, NULL, &size);
+
+        if (k < 0)
+                return -EBADMSG;
+        if (k == 0) {
+                if (chunkcodec_object_size(obj, n, &size) < 0)
+                        return -EBADMSG;
+                k = is_recompressed(obj, n) ? 2 : 0;
+        }
+        if (ret_size)
+                *ret_size = size;
+        return k;
+}
+
+int chunkcodec_delta_parse(const void *obj, size_t n, uint8_t ret_base[SHA256_DIGEST_LEN],
+                           uint32_t *ret_base_len, uint64_t *ret_size) {
+        const uint8_t *p = obj;
+        uint64_t size;
+        uint32_t base_len;
+
+        if (n < 4 || le32(p) != DELTA_MAGIC || is_recompressed(obj, n))
+                return 0;
+        if (n < CHUNKCODEC_DELTA_HEADER || le32(p + 4) != CHUNKCODEC_DELTA_HEADER - 8 ||
+            memcmp(p + 8, delta_tag, sizeof delta_tag) != 0)
+                return -EBADMSG;
+        base_len = le32(p + 12);
+        if (base_len == 0 || base_len > CHUNK_SIZE_MAX)
+                return -EBADMSG;
+        if (frame_check(p + CHUNKCODEC_DELTA_HEADER, n - CHUNKCODEC_DELTA_HEADER, &size) < 0)
+                return -EBADMSG;
+        if (size == 0 || size > CHUNK_SIZE_MAX || base_len + size > CHUNKCODEC_DELTA_WINDOW_MAX)
+                return -EBADMSG;
+        if (ret_base)
+                memcpy(ret_base, p + 16, SHA256_DIGEST_LEN);
+        if (ret_base_len)
+                *ret_base_len = base_len;
+        if (ret_size)
+                *ret_size = size;
+        return 1;
+}
+
+int chunkcodec_encode_delta(struct chunkcodec *c, const void *base, size_t base_len,
+                            const uint8_t base_id[SHA256_DIGEST_LEN], const void *data, size_t n,
+                            void *out, size_t cap, size_t *ret_len) {
+        uint8_t *o = out;
+        size_t len;
+        int r;
+
+        if (base_len == 0 || n == 0 || base_len > CHUNK_SIZE_MAX || n > CHUNK_SIZE_MAX ||
+            base_len + n > CHUNKCODEC_DELTA_WINDOW_MAX)
+                return -EFBIG;
+        if (cap < CHUNKCODEC_DELTA_HEADER)
+                return -ENOBUFS;
+        put_le32(o, DELTA_MAGIC);
+        put_le32(o + 4, CHUNKCODEC_DELTA_HEADER - 8);
+        memcpy(o + 8, delta_tag, sizeof delta_tag);
+        put_le32(o + 12, (uint32_t) base_len);
+        memcpy(o + 16, base_id, SHA256_DIGEST_LEN);
+        /* The prefix is used for this one frame only; the window must reach
+         * back over all of it. */
+        if (ZSTD_isError(ZSTD_CCtx_refPrefix(c->cctx, base, base_len)))
+                return -EIO;
+        r = chunkcodec_encode(c, data, n, o + CHUNKCODEC_DELTA_HEADER, cap - CHUNKCODEC_DELTA_HEADER, &len);
+        /* Never left for the next frame, whatever happened. */
+        (void) ZSTD_CCtx_refPrefix(c->cctx, NULL, 0);
+        if (r < 0)
+                return r;
+        *ret_len = CHUNKCODEC_DELTA_HEADER + len;
+        return 0;
+}
+
+int chunkcodec_decode_delta(struct chunkcodec *c, const void *obj, size_t n, const void *base,
+                            size_t base_len, const uint8_t id[SHA256_DIGEST_LEN], size_t max_size,
+                            void *out, size_t cap, size_t *ret_len) {
+        const uint8_t *frame = (const uint8_t *) obj + CHUNKCODEC_DELTA_HEADER;
+        uint32_t want_base_len;
+        uint64_t size;
+        size_t r;
+        int k;
+
+        k = chunkcodec_delta_parse(obj, n, NULL, &want_base_len, &size);
+        if (k <= 0)
+                return -EBADMSG;
+        if (want_base_len != base_len)
+                return -EBADMSG;
+        if (size > max_size || size > cap)
+                return -EFBIG;
+        if (ZSTD_isError(ZSTD_DCtx_refPrefix(c->dctx, base, base_len)))
+                return -EIO;
+        r = ZSTD_decompressDCtx(c->dctx, out, (size_t) size, frame, n - CHUNKCODEC_DELTA_HEADER);
+        /* The prefix is for one frame only; drop it whatever happened. */
+        ZSTD_DCtx_reset(c->dctx, ZSTD_reset_session_only);
+        return check_decoded(r, size, out, id, ret_len);
 }

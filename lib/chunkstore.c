@@ -27,7 +27,12 @@ int chunkstore_check_frame(const uint8_t id[SHA256_DIGEST_LEN], const void *fram
         size_t got;
         int r;
 
-        r = chunkcodec_frame_size(frame, n, &size);
+        /* A delta object decodes only with its base: its structure is
+         * checked here, its content by the caller, who reads the base. */
+        r = chunkcodec_delta_parse(frame, n, NULL, NULL, NULL);
+        if (r != 0)
+                return r > 0 ? 0 : -EBADMSG;
+        r = chunkcodec_object_size(frame, n, &size);
         if (r < 0)
                 return -EBADMSG;
         if (size > CHUNK_SIZE_MAX)
@@ -341,10 +346,12 @@ static int local_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN
         local_path(id, path);
         /* Cheap early answer; the no-replace publish below is what makes it
          * true under concurrency. */
-        if (fstatat(cs->chunks_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0)
-                return -EEXIST;
-        if (errno != ENOENT)
-                return negative_errno();
+        if (!(flags & CHUNKSTORE_PUT_REPLACE)) {
+                if (fstatat(cs->chunks_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0)
+                        return -EEXIST;
+                if (errno != ENOENT)
+                        return negative_errno();
+        }
         if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
                 return -EIO;
         /* Same directory as the final name, so publishing it is atomic. The
@@ -368,7 +375,9 @@ static int local_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN
         /* A concurrent put of the same id may have published first, possibly
          * with another frame (another compression level): that object wins
          * and stays as it is (-EEXIST). */
-        if (r >= 0)
+        if (r >= 0 && (flags & CHUNKSTORE_PUT_REPLACE))
+                r = renameat(cs->chunks_fd, tmp, cs->chunks_fd, path) < 0 ? negative_errno() : 0;
+        else if (r >= 0)
                 r = publish_noreplace(cs->chunks_fd, tmp, path);
         if (r < 0) {
                 (void) unlinkat(cs->chunks_fd, tmp, 0);
@@ -659,7 +668,10 @@ static int s3cs_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN]
         if (r < 0)
                 return r;
         /* Conditional PUT (If-None-Match: *): an object already stored, with
-         * whatever frame, is never replaced (-EEXIST). */
+         * whatever frame, is never replaced (-EEXIST). A replacement is one
+         * PUT: S3 makes it visible whole. */
+        if (flags & CHUNKSTORE_PUT_REPLACE)
+                return s3_put_object(cs->s3, key, frame, n);
         return s3_put_object_new(cs->s3, key, frame, n);
 }
 

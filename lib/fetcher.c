@@ -49,6 +49,11 @@ struct fetcher_chunk {
         uint8_t id[SHA256_DIGEST_LEN];
         uint32_t length;
         uint32_t stored_size;
+        /* Stored as a delta against base (manifest version 2): the object
+         * is fetched raw and decoded with the base's entry. */
+        bool has_base;
+        uint32_t base_length;
+        uint8_t base[SHA256_DIGEST_LEN];
         enum chunk_state state;
         int err;
         unsigned refs;
@@ -507,9 +512,155 @@ static int check_chunk(void *userdata, const struct buf *b) {
         return 0;
 }
 
+static void run_entry_locked(struct fetcher *f, struct http_client *client, struct chunkcodec *codec, int setup,
+                             struct fetcher_chunk *e);
+
+/* Finds or creates the entry for mc and takes a reference (under the
+ * lock). NULL when out of memory. */
+static struct fetcher_chunk *entry_get(struct fetcher *f, const struct manifest_chunk *mc,
+                                       bool prefetch, bool *ret_created) {
+        struct fetcher_chunk *e = table_find(f, mc->id);
+
+        *ret_created = false;
+        if (e) {
+                entry_ref(f, e);
+                return e;
+        }
+        e = calloc(1, sizeof *e);
+        if (!e)
+                return NULL;
+        memcpy(e->id, mc->id, SHA256_DIGEST_LEN);
+        e->length = mc->length;
+        e->stored_size = mc->stored_size;
+        e->has_base = mc->has_base;
+        e->base_length = mc->base_length;
+        memcpy(e->base, mc->base, SHA256_DIGEST_LEN);
+        e->state = CHUNK_PENDING;
+        e->prefetch = prefetch;
+        e->refs = 1;
+        table_insert(f, e);
+        *ret_created = true;
+        return e;
+}
+
+/* A raw object of a delta chunk: the delta object naming the manifest's
+ * base (checked for shape here; its content once the base is there), or a
+ * plain frame (the server stores the chunk plain after all), decoded and
+ * verified at once. */
+struct raw_check {
+        struct chunk_check cc;
+        bool plain;
+};
+
+static int check_raw(void *userdata, const struct buf *b) {
+        struct raw_check *rc = userdata;
+        const struct fetcher_chunk *e = rc->cc.e;
+        uint8_t base[SHA256_DIGEST_LEN];
+        uint32_t base_len;
+        uint64_t size;
+        int k = chunkcodec_delta_parse(b->data, b->len, base, &base_len, &size);
+
+        rc->plain = k == 0;
+        if (k == 0)
+                return check_chunk(&rc->cc, b);
+        if (k < 0 || memcmp(base, e->base, SHA256_DIGEST_LEN) != 0 || base_len != e->base_length ||
+            size != e->length) {
+                log_debug("delta object from the server does not name the manifest's base");
+                STAT_ADD(rc->cc.f, verify_failures, 1);
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+/* A delta chunk: the base is fetched as a chunk of its own (shared with
+ * every other reader of it, by another worker if one is free, else by this
+ * one) while this worker fetches the delta object; the result is checked
+ * against the chunk's id like any other. A delta object that does not
+ * decode with the verified base is fetched once more, then -EIO. */
+static int load_delta(struct fetcher *f, struct http_client *client, struct chunkcodec *codec, int setup,
+                      const struct fetcher_chunk *e, uint8_t *out, const char *hex, struct buf *obj) {
+        struct manifest_chunk bmc = { .length = e->base_length, .stored_size = 1 };
+        struct raw_check rc = { { codec, e, out, f }, false };
+        char path[32 + HASH_BASE16_LEN];
+        char url[URL_MAX];
+        struct fetcher_chunk *b;
+        bool created;
+        size_t len;
+        int r = -EIO;
+
+        memcpy(bmc.id, e->base, SHA256_DIGEST_LEN);
+        pthread_mutex_lock(&f->lock);
+        b = table_find(f, e->base);
+        if (b && (b->has_base || b->length != e->base_length)) {
+                /* One level only, and one length per id: a manifest that
+                 * says otherwise is not followed. */
+                pthread_mutex_unlock(&f->lock);
+                log_debug("chunk %s: its base is a delta or of another length", hex);
+                return -EIO;
+        }
+        b = entry_get(f, &bmc, false, &created);
+        if (!b) {
+                pthread_mutex_unlock(&f->lock);
+                return -ENOMEM;
+        }
+        if (created)
+                queue_push(f, b, true);
+        else if (b->queued && (b->prefetch || b->background)) {
+                queue_remove(f, b);
+                b->prefetch = b->background = false;
+                queue_push(f, b, true);
+        }
+        pthread_mutex_unlock(&f->lock);
+
+        snprintf(path, sizeof path, "/chunks/%s?raw=1", hex);
+        for (int attempt = 0; attempt < 2; attempt++) {
+                r = get_with_retries(f, client, path, url, obj, check_raw, &rc, NULL, NULL);
+                if (r == -EBADMSG)
+                        r = -EIO;
+                if (r < 0)
+                        break;
+                STAT_ADD(f, chunks_fetched, 1);
+                STAT_ADD(f, bytes_fetched, obj->len);
+                if (rc.plain)
+                        break; /* decoded and verified by check_raw */
+                pthread_mutex_lock(&f->lock);
+                if (b->queued)
+                        run_entry_locked(f, client, codec, setup, b);
+                while (b->state == CHUNK_PENDING)
+                        pthread_cond_wait(&f->done_cond, &f->lock);
+                r = b->state == CHUNK_FAILED ? b->err : 0;
+                pthread_mutex_unlock(&f->lock);
+                if (r < 0)
+                        break;
+                /* b is READY and referenced: its data stays. */
+                r = chunkcodec_decode_delta(codec, obj->data, obj->len, b->data, b->length, e->id, e->length, out,
+                                            e->length, &len);
+                if (r == -ENOMEM)
+                        break;
+                if (r >= 0 && len == e->length)
+                        break;
+                log_debug("delta chunk %s does not decode to its id with its base", hex);
+                STAT_ADD(f, verify_failures, 1);
+                r = -EIO;
+        }
+        pthread_mutex_lock(&f->lock);
+        entry_unref_locked(f, b);
+        pthread_mutex_unlock(&f->lock);
+        if (r < 0 || rc.plain || !f->cache)
+                return r;
+        /* Kept locally as a plain frame: the next read needs no base. */
+        buf_reset(obj);
+        if (buf_reserve(obj, chunkcodec_bound(e->length)) >= 0 &&
+            chunkcodec_encode(codec, out, e->length, obj->data, obj->cap, &len) >= 0) {
+                obj->len = len;
+                rc.plain = true;
+        }
+        return 0;
+}
+
 /* Fills out (e->length bytes) with the verified chunk: local cache, else
  * the server (then stored locally). */
-static int load_chunk(struct fetcher *f, struct http_client *client, struct chunkcodec *codec,
+static int load_chunk(struct fetcher *f, struct http_client *client, struct chunkcodec *codec, int setup,
                       const struct fetcher_chunk *e, uint8_t *out) {
         char hex[HASH_BASE16_LEN + 1];
         char path[16 + HASH_BASE16_LEN];
@@ -533,6 +684,16 @@ static int load_chunk(struct fetcher *f, struct http_client *client, struct chun
         }
 
         hex_encode(e->id, SHA256_DIGEST_LEN, hex);
+        if (e->has_base) {
+                buf_free(&b);
+                buf_init(&b, chunkcodec_bound(CHUNK_SIZE_MAX));
+                r = load_delta(f, client, codec, setup, e, out, hex, &b);
+                if (r < 0 || !b.len) {
+                        buf_free(&b);
+                        return r;
+                }
+                goto keep;
+        }
         snprintf(path, sizeof path, "/chunks/%s", hex);
         r = get_with_retries(f, client, path, url, &b, check_chunk, &cc, NULL, NULL);
         if (r == -EBADMSG)
@@ -543,6 +704,7 @@ static int load_chunk(struct fetcher *f, struct http_client *client, struct chun
         }
         STAT_ADD(f, chunks_fetched, 1);
         STAT_ADD(f, bytes_fetched, b.len);
+keep:
         if (f->cache) {
                 r = chunkcache_put(f->cache, e->id, b.data, b.len);
                 if (r < 0)
@@ -550,6 +712,51 @@ static int load_chunk(struct fetcher *f, struct http_client *client, struct chun
         }
         buf_free(&b);
         return 0;
+}
+
+/* Takes queued entry e off its queue and loads it on this thread; called
+ * and returns with the lock held. */
+static void run_entry_locked(struct fetcher *f, struct http_client *client, struct chunkcodec *codec, int setup,
+                             struct fetcher_chunk *e) {
+        uint8_t *data;
+        bool background;
+        int r;
+
+        queue_remove(f, e);
+        background = e->background;
+        if (background)
+                f->n_bg_running++;
+        entry_ref(f, e);
+        pthread_mutex_unlock(&f->lock);
+
+        data = malloc(e->length);
+        if (setup < 0)
+                r = setup;
+        else if (!data)
+                r = -ENOMEM;
+        else
+                r = load_chunk(f, client, codec, setup, e, data);
+
+        pthread_mutex_lock(&f->lock);
+        if (r >= 0) {
+                e->data = data;
+                e->state = CHUNK_READY;
+                f->mem_bytes += e->length;
+        } else {
+                free(data);
+                e->state = CHUNK_FAILED;
+                e->err = r;
+                /* Later requests try again. */
+                if (e->in_table)
+                        table_remove(f, e);
+        }
+        if (background) {
+                f->n_bg_running--;
+                if (f->bhead)
+                        pthread_cond_signal(&f->work_cond);
+        }
+        pthread_cond_broadcast(&f->done_cond);
+        entry_unref_locked(f, e);
 }
 
 static void *worker_main(void *arg) {
@@ -563,53 +770,12 @@ static void *worker_main(void *arg) {
 
         pthread_mutex_lock(&f->lock);
         for (;;) {
-                struct fetcher_chunk *e;
-                uint8_t *data;
-                int r;
-
-                bool background;
-
                 while (!f->stopping && !f->qhead && !background_ready(f))
                         pthread_cond_wait(&f->work_cond, &f->lock);
                 if (f->stopping)
                         break;
                 /* Demand and read-ahead first; background only behind them. */
-                e = f->qhead ? f->qhead : f->bhead;
-                queue_remove(f, e);
-                background = e->background;
-                if (background)
-                        f->n_bg_running++;
-                entry_ref(f, e);
-                pthread_mutex_unlock(&f->lock);
-
-                data = malloc(e->length);
-                if (setup < 0)
-                        r = setup;
-                else if (!data)
-                        r = -ENOMEM;
-                else
-                        r = load_chunk(f, client, codec, e, data);
-
-                pthread_mutex_lock(&f->lock);
-                if (r >= 0) {
-                        e->data = data;
-                        e->state = CHUNK_READY;
-                        f->mem_bytes += e->length;
-                } else {
-                        free(data);
-                        e->state = CHUNK_FAILED;
-                        e->err = r;
-                        /* Later requests try again. */
-                        if (e->in_table)
-                                table_remove(f, e);
-                }
-                if (background) {
-                        f->n_bg_running--;
-                        if (f->bhead)
-                                pthread_cond_signal(&f->work_cond);
-                }
-                pthread_cond_broadcast(&f->done_cond);
-                entry_unref_locked(f, e);
+                run_entry_locked(f, client, codec, setup, f->qhead ? f->qhead : f->bhead);
         }
         pthread_mutex_unlock(&f->lock);
         return NULL;
@@ -882,7 +1048,7 @@ int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *s
         struct buf b = BUF_INIT(MANIFEST_MAX_SIZE);
         struct http_response resp = {};
         uint8_t key[SHA256_DIGEST_LEN] = { 0 };
-        char path[16 + STOREPATH_HASH_LEN];
+        char path[32 + STOREPATH_HASH_LEN];
         char url[URL_MAX];
         const char *sig;
         int r;
@@ -899,7 +1065,7 @@ int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *s
                 if (r != 0)
                         return r < 0 ? r : 0;
         }
-        snprintf(path, sizeof path, "/manifests/%s", hash_part);
+        snprintf(path, sizeof path, "/manifests/%s?version=2", hash_part);
         r = client_acquire(f, &client);
         if (r < 0)
                 return r;
@@ -959,31 +1125,6 @@ int fetcher_get_manifest(struct fetcher *f, const char *hash_part, const char *s
         }
         buf_free(&b);
         return 0;
-}
-
-/* Finds or creates the entry for mc and takes a reference (under the
- * lock). NULL when out of memory. */
-static struct fetcher_chunk *entry_get(struct fetcher *f, const struct manifest_chunk *mc,
-                                       bool prefetch, bool *ret_created) {
-        struct fetcher_chunk *e = table_find(f, mc->id);
-
-        *ret_created = false;
-        if (e) {
-                entry_ref(f, e);
-                return e;
-        }
-        e = calloc(1, sizeof *e);
-        if (!e)
-                return NULL;
-        memcpy(e->id, mc->id, SHA256_DIGEST_LEN);
-        e->length = mc->length;
-        e->stored_size = mc->stored_size;
-        e->state = CHUNK_PENDING;
-        e->prefetch = prefetch;
-        e->refs = 1;
-        table_insert(f, e);
-        *ret_created = true;
-        return e;
 }
 
 int fetcher_chunk_get(struct fetcher *f, const struct manifest_chunk *mc,

@@ -92,7 +92,11 @@ int manifest_validate(const struct manifest *m, struct trove_error *err) {
                                                "manifest: chunk #%zu length %" PRIu32
                                                " outside 1..%u",
                                                i, c->length, CHUNK_SIZE_MAX);
-                if (c->stored_size == 0 || c->stored_size > stored_size_max(c->length))
+                if (c->has_base && (c->base_length == 0 || c->base_length > CHUNK_SIZE_MAX ||
+                                    memcmp(c->base, c->id, SHA256_DIGEST_LEN) == 0))
+                        return trove_error_set(err, -EBADMSG, "manifest: chunk #%zu has a bad base", i);
+                if (c->stored_size == 0 ||
+                    c->stored_size > stored_size_max(c->length) + (c->has_base ? CHUNKCODEC_DELTA_HEADER : 0))
                         return trove_error_set(err, -EBADMSG,
                                                "manifest: chunk #%zu stored size %" PRIu32
                                                " impossible for length %" PRIu32,
@@ -152,14 +156,18 @@ int manifest_encode(const struct manifest *m, char **ret, size_t *ret_len) {
         _cleanup_(buf_free) struct buf b = BUF_INIT(MANIFEST_MAX_SIZE);
         const struct narinfo *ni = &m->info;
         char hash[HASH_STRING_MAX];
+        bool has_bases = false;
         int r;
 
         r = manifest_validate(m, NULL);
         if (r < 0)
                 return r;
 
+        for (size_t i = 0; i < m->n_chunks; i++)
+                has_bases = has_bases || m->chunks[i].has_base;
         hash_format(ni->nar_hash, HASH_NIX32, hash);
-        r = buf_append_str(&b, "{\"version\":1");
+        /* Version 1 when nothing needs 2: readers that know only 1 read it. */
+        r = buf_append_str(&b, has_bases ? "{\"version\":2" : "{\"version\":1");
         if (r >= 0)
                 r = append_str(&b, "storePath", ni->store_path);
         if (r >= 0)
@@ -180,8 +188,14 @@ int manifest_encode(const struct manifest *m, char **ret, size_t *ret_len) {
                 const struct manifest_chunk *c = &m->chunks[i];
                 char id[2 * SHA256_DIGEST_LEN + 1];
                 hex_encode(c->id, SHA256_DIGEST_LEN, id);
-                r = buf_printf(&b, "%s[%" PRIu64 ",%" PRIu32 ",\"%s\",%" PRIu32 "]", i ? "," : "",
+                r = buf_printf(&b, "%s[%" PRIu64 ",%" PRIu32 ",\"%s\",%" PRIu32, i ? "," : "",
                                c->nar_offset, c->length, id, c->stored_size);
+                if (r >= 0 && c->has_base) {
+                        hex_encode(c->base, SHA256_DIGEST_LEN, id);
+                        r = buf_printf(&b, ",\"%s\",%" PRIu32, id, c->base_length);
+                }
+                if (r >= 0)
+                        r = buf_append(&b, "]", 1);
         }
         if (r >= 0)
                 r = buf_append_str(&b, "],\"root\":");
@@ -247,8 +261,22 @@ static int dup_string_array(const json_t *v, size_t max, char ***ret, size_t *re
         return 0;
 }
 
-static int decode_chunks(const json_t *v, struct manifest *m, struct trove_error *err) {
+/* A 64-digit lower-case hex id: -EBADMSG if not hex, -EILSEQ if upper
+ * case (the canonical form is lower case: encode(decode(x)) must give back
+ * the same ids). */
+static int decode_id(const json_t *id, uint8_t out[SHA256_DIGEST_LEN]) {
+        if (!json_is_string(id) || json_string_length(id) != 2 * SHA256_DIGEST_LEN ||
+            hex_decode(json_string_value(id), json_string_length(id), out, SHA256_DIGEST_LEN) < 0)
+                return -EBADMSG;
+        for (const char *p = json_string_value(id); *p; p++)
+                if (*p >= 'A' && *p <= 'F')
+                        return -EILSEQ;
+        return 0;
+}
+
+static int decode_chunks(const json_t *v, int version, struct manifest *m, struct trove_error *err) {
         size_t n;
+        int r;
 
         if (!json_is_array(v))
                 return trove_error_set(err, -EBADMSG, "manifest: \"chunks\" is not an array");
@@ -264,25 +292,31 @@ static int decode_chunks(const json_t *v, struct manifest *m, struct trove_error
                 struct manifest_chunk *mc = &m->chunks[i];
                 uint64_t len, stored;
 
-                if (!json_is_array(c) || json_array_size(c) != 4)
+                size_t k = json_is_array(c) ? json_array_size(c) : 0;
+
+                if (k != 4 && !(version >= 2 && k == 6))
                         return trove_error_set(err, -EBADMSG,
-                                               "manifest: chunk #%zu is not [narOffset,length,id,storedSize]",
+                                               version >= 2 ? "manifest: chunk #%zu is not [narOffset,length,id,storedSize"
+                                                              "(,baseId,baseLength)]"
+                                                            : "manifest: chunk #%zu is not [narOffset,length,id,storedSize]",
                                                i);
                 id = json_array_get(c, 2);
                 if (get_u64(json_array_get(c, 0), INT64_MAX, &mc->nar_offset) < 0 ||
                     get_u64(json_array_get(c, 1), UINT32_MAX, &len) < 0 ||
                     get_u64(json_array_get(c, 3), UINT32_MAX, &stored) < 0)
                         return trove_error_set(err, -EBADMSG, "manifest: chunk #%zu has a bad number", i);
-                if (!json_is_string(id) || json_string_length(id) != 2 * SHA256_DIGEST_LEN ||
-                    hex_decode(json_string_value(id), json_string_length(id), mc->id,
-                               SHA256_DIGEST_LEN) < 0)
-                        return trove_error_set(err, -EBADMSG, "manifest: chunk #%zu has a bad id", i);
-                /* Canonical form is lower case: encode(decode(x)) must
-                 * give back the same ids. */
-                for (const char *p = json_string_value(id); *p; p++)
-                        if (*p >= 'A' && *p <= 'F')
-                                return trove_error_set(err, -EBADMSG,
-                                                       "manifest: chunk #%zu id is not lower-case hex", i);
+                r = decode_id(id, mc->id);
+                if (r < 0)
+                        return trove_error_set(err, -EBADMSG, r == -EILSEQ ? "manifest: chunk #%zu id is not lower-case hex"
+                                                                          : "manifest: chunk #%zu has a bad id", i);
+                if (k == 6) {
+                        uint64_t base_len;
+                        if (decode_id(json_array_get(c, 4), mc->base) < 0 ||
+                            get_u64(json_array_get(c, 5), UINT32_MAX, &base_len) < 0)
+                                return trove_error_set(err, -EBADMSG, "manifest: chunk #%zu has a bad base", i);
+                        mc->has_base = true;
+                        mc->base_length = (uint32_t) base_len;
+                }
                 mc->length = (uint32_t) len;
                 mc->stored_size = (uint32_t) stored;
         }
@@ -296,11 +330,13 @@ static int decode_obj(const json_t *root, const char *store_dir, struct manifest
         const json_t *v;
         struct storepath sp;
         const char *s;
+        int version;
         int r;
 
         v = json_object_get(root, "version");
-        if (!json_is_integer(v) || json_integer_value(v) != 1)
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > MANIFEST_VERSION_MAX)
                 return trove_error_set(err, -EBADMSG, "manifest: missing or unsupported \"version\"");
+        version = (int) json_integer_value(v);
 
         if (dup_string(json_object_get(root, "storePath"), &ni->store_path) < 0)
                 return trove_error_set(err, -EBADMSG, "manifest: \"storePath\" missing");
@@ -333,7 +369,7 @@ static int decode_obj(const json_t *root, const char *store_dir, struct manifest
         if (v && dup_string(v, &ni->ca) < 0)
                 return trove_error_set(err, -EBADMSG, "manifest: \"ca\" is not a string");
 
-        r = decode_chunks(json_object_get(root, "chunks"), m, err);
+        r = decode_chunks(json_object_get(root, "chunks"), version, m, err);
         if (r < 0)
                 return r;
 

@@ -13,6 +13,8 @@
 #include "gc.h"
 #include "ingest.h"
 #include "lastuse.h"
+#include "delta.h"
+#include "recompress.h"
 #include "storage.h"
 #include "upstream.h"
 #include "usage.h"
@@ -106,6 +108,13 @@ int api_metrics(struct troved_request *rq) {
         COUNTER("chunk_bytes_stored_total", "Uncompressed bytes of new chunks stored.", chunk_bytes_uploaded);
         COUNTER("dedup_hits_total", "Chunks that were already stored (deduplicated).", chunks_deduped);
         COUNTER("dedup_bytes_total", "Uncompressed bytes of deduplicated chunks.", chunk_bytes_deduped);
+        COUNTER("delta_candidates_total", "New chunks for which a similar stored chunk was found.", delta_candidates);
+        COUNTER("deltas_stored_total", "New chunks stored as deltas against a similar chunk.", deltas_stored);
+        COUNTER("delta_bytes_saved_total", "Plain frame bytes minus delta object bytes of the chunks stored as deltas.",
+                delta_bytes_saved);
+        COUNTER("delta_reads_total", "Delta chunks decoded with their base on the server.", delta_reads);
+        COUNTER("chunks_recompressed_total", "Cold chunks recompressed at a higher level.", chunks_recompressed);
+        COUNTER("recompress_bytes_saved_total", "Stored bytes saved by recompression.", recompress_bytes_saved);
         COUNTER("nars_ingested_total", "NARs written.", nars_ingested);
         COUNTER("paths_committed_total", "Store paths made visible.", paths_committed);
         COUNTER("chunk_store_operations_total", "Chunk store get/put calls.", store_ops);
@@ -152,6 +161,14 @@ int api_metrics(struct troved_request *rq) {
                            "# HELP trove_dedup_ratio NAR bytes per stored byte.\n# TYPE trove_dedup_ratio gauge\ntrove_dedup_ratio %.4f\n",
                            gs.chunks, gs.chunk_bytes, gs.chunk_stored_bytes, gs.nars, gs.nar_bytes, gs.paths,
                            gs.chunk_stored_bytes ? (double) gs.nar_bytes / (double) gs.chunk_stored_bytes : 0.0);
+        if (r >= 0)
+                buf_printf(&b,
+                           "# HELP trove_stored_bytes_by_kind Bytes stored in the chunk store, by kind of chunk object.\n"
+                           "# TYPE trove_stored_bytes_by_kind gauge\n"
+                           "trove_stored_bytes_by_kind{kind=\"plain\"} %" PRIu64 "\n"
+                           "trove_stored_bytes_by_kind{kind=\"delta\"} %" PRIu64 "\n"
+                           "trove_stored_bytes_by_kind{kind=\"recompressed\"} %" PRIu64 "\n",
+                           gs.stored_by_kind[0], gs.stored_by_kind[1], gs.stored_by_kind[2]);
         r = buf_steal(&b, &s, NULL);
         buf_free(&b);
         if (r < 0)
@@ -201,7 +218,7 @@ static json_t *cache_json(struct troved *t, const struct db_cache *c, bool with_
         }
         if (j && with_stats) {
                 struct db_cache_stats s;
-                if (usage_cache(t, c->id, &s) >= 0)
+                if (usage_cache(t, c->id, &s) >= 0) {
                         json_object_set_new(
                                 j, "usage",
                                 json_pack("{s:I, s:I, s:I, s:I, s:f, s:I, s:I, s:I}", "paths", (json_int_t) s.paths,
@@ -212,6 +229,14 @@ static json_t *cache_json(struct troved *t, const struct db_cache *c, bool with_
                                           "pushedPaths", (json_int_t) (s.paths - s.pulled_paths), "pulledPaths",
                                           (json_int_t) s.pulled_paths, "pulledNarBytes",
                                           (json_int_t) s.pulled_nar_bytes));
+                        json_t *u = json_object_get(j, "usage");
+                        if (u)
+                                json_object_set_new(u, "storedBytesByKind",
+                                                    json_pack("{s:I, s:I, s:I}", "plain",
+                                                              (json_int_t) s.stored_by_kind[0], "delta",
+                                                              (json_int_t) s.stored_by_kind[1], "recompressed",
+                                                              (json_int_t) s.stored_by_kind[2]));
+                }
         }
         return j;
 }
@@ -620,6 +645,7 @@ struct batch_store {
         struct troved *t;
         const struct db_chunk *rows;
         const struct chunkbatch_record *recs;
+        struct delta_chunk *deltas;
 };
 
 static int batch_ensure_stored(void *userdata, size_t i) {
@@ -629,8 +655,44 @@ static int batch_ensure_stored(void *userdata, size_t i) {
                 return r;
         if (r > 0)
                 return 0;
-        r = storage_put(b->t, b->rows[i].id, b->recs[i].frame, b->recs[i].frame_len, 0, NULL);
+        r = b->deltas[i].obj ? storage_put(b->t, b->rows[i].id, b->deltas[i].obj, b->deltas[i].obj_len, 0, NULL)
+                             : storage_put(b->t, b->rows[i].id, b->recs[i].frame, b->recs[i].frame_len, 0, NULL);
         return r < 0 ? r : 0;
+}
+
+/* Pool tasks over a push batch's new chunks. */
+static int batch_describe_task(void *userdata, size_t i) {
+        delta_describe(&((struct batch_store *) userdata)->deltas[i]);
+        return 0;
+}
+
+/* A delta if worth it; its served frame is the content compressed at the
+ * server's level (served_size), not the client's frame. */
+static int batch_delta_task(void *userdata, size_t i) {
+        struct batch_store *b = userdata;
+        struct delta_chunk *d = &b->deltas[i];
+        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+        _cleanup_free_ uint8_t *frame = NULL;
+        size_t cap = chunkcodec_bound(d->len), flen;
+        int r;
+
+        if (!d->has_base)
+                return 0;
+        r = chunkcodec_new(b->t->cfg.compression_level, &codec);
+        if (r < 0)
+                return r;
+        r = delta_try(b->t, codec, d, b->recs[i].frame_len);
+        if (r <= 0)
+                return r;
+        frame = malloc(cap);
+        if (!frame)
+                return -ENOMEM;
+        r = chunkcodec_encode(codec, d->data, d->len, frame, cap, &flen);
+        if (r < 0)
+                return r;
+        /* rows[i].served_size is filled from this once stored. */
+        ((struct db_chunk *) b->rows)[i].served_size = (uint32_t) flen;
+        return 0;
 }
 
 int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
@@ -642,6 +704,8 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
         struct trove_error err = {};
         struct chunkbatch_record *recs = NULL, *fresh = NULL;
         struct db_chunk *rows = NULL;
+        struct delta_chunk *deltas = NULL, **dv = NULL;
+        uint8_t **datas = NULL;
         uint8_t (*ids)[SHA256_DIGEST_LEN] = NULL;
         bool *present = NULL;
         uint8_t *data = NULL;
@@ -662,7 +726,10 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
         present = calloc(count + 1, sizeof *present);
         fresh = calloc(count + 1, sizeof *fresh);
         rows = calloc(count + 1, sizeof *rows);
-        if (!ids || !present || !fresh || !rows) {
+        deltas = calloc(count + 1, sizeof *deltas);
+        dv = calloc(count + 1, sizeof *dv);
+        datas = calloc(count + 1, sizeof *datas);
+        if (!ids || !present || !fresh || !rows || !deltas || !dv || !datas) {
                 r = -ENOMEM;
                 goto out;
         }
@@ -716,18 +783,63 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
                         dedup_bytes += len;
                         continue;
                 }
-                r = storage_put(t, recs[i].id, recs[i].frame, recs[i].frame_len, CHUNKSTORE_PUT_NOSYNC, &stored);
-                if (r < 0)
-                        goto out;
                 fresh[n_fresh] = recs[i];
-                rows[n_fresh] = (struct db_chunk){ .length = (uint32_t) len,
-                                                   .stored_size = r > 0 ? (uint32_t) stored.len : recs[i].frame_len };
-                memcpy(rows[n_fresh].id, recs[i].id, SHA256_DIGEST_LEN);
+                /* Kept for resemblance detection: the new chunks of a batch
+                 * are looked up together, then stored. */
+                datas[n_fresh] = malloc(len);
+                if (!datas[n_fresh]) {
+                        r = -ENOMEM;
+                        goto out;
+                }
+                memcpy(datas[n_fresh], data, len);
+                deltas[n_fresh] = (struct delta_chunk){ .id = fresh[n_fresh].id, .data = datas[n_fresh], .len = len };
+                dv[n_fresh] = &deltas[n_fresh];
                 n_fresh++;
                 fresh_bytes += len;
         }
+        if (n_fresh > 0 && t->cfg.delta) {
+                struct batch_store bs = { t, rows, fresh, deltas };
+                r = workpool_run(t->pool, batch_describe_task, &bs, n_fresh);
+                if (r >= 0)
+                        r = delta_find_bases(t, rq->cache.id, dv, n_fresh);
+                if (r >= 0)
+                        r = workpool_run(t->pool, batch_delta_task, &bs, n_fresh);
+                if (r < 0)
+                        goto out;
+        }
+        for (size_t i = 0; i < n_fresh; i++) {
+                struct delta_chunk *d = &deltas[i];
+                uint32_t served = rows[i].served_size;
+
+                r = d->obj ? storage_put(t, fresh[i].id, d->obj, d->obj_len, CHUNKSTORE_PUT_NOSYNC, &stored)
+                           : storage_put(t, fresh[i].id, fresh[i].frame, fresh[i].frame_len, CHUNKSTORE_PUT_NOSYNC,
+                                         &stored);
+                if (r < 0)
+                        goto out;
+                if (r > 0 && chunkcodec_object_kind(stored.data, stored.len, NULL) != 0 && !d->obj) {
+                        /* Stored meanwhile as a delta by another upload:
+                         * served as its content compressed here. */
+                        size_t cap = chunkcodec_bound(d->len), flen;
+                        uint8_t *frame = malloc(cap);
+                        r = frame ? chunkcodec_encode(codec, d->data, d->len, frame, cap, &flen) : -ENOMEM;
+                        free(frame);
+                        if (r < 0)
+                                goto out;
+                        served = (uint32_t) flen;
+                }
+                if (r > 0)
+                        delta_row(d, stored.data, stored.len, served, &rows[i]);
+                else if (d->obj)
+                        delta_row(d, d->obj, d->obj_len, served, &rows[i]);
+                else
+                        delta_row(d, fresh[i].frame, fresh[i].frame_len, fresh[i].frame_len, &rows[i]);
+                if (rows[i].kind == DB_CHUNK_DELTA) {
+                        METRIC_ADD(t, deltas_stored, 1);
+                        METRIC_ADD(t, delta_bytes_saved, fresh[i].frame_len - MIN(fresh[i].frame_len, rows[i].stored_size));
+                }
+        }
         if (n_fresh > 0) {
-                struct batch_store bs = { t, rows, fresh };
+                struct batch_store bs = { t, rows, fresh, deltas };
                 r = chunkstore_sync(t->store);
                 if (r < 0)
                         goto out;
@@ -754,6 +866,13 @@ out:
         free(present);
         free(fresh);
         free(rows);
+        for (size_t i = 0; deltas && i < n_fresh; i++)
+                delta_chunk_clear(&deltas[i]);
+        for (size_t i = 0; datas && i < n_fresh; i++)
+                free(datas[i]);
+        free(deltas);
+        free(dv);
+        free(datas);
         free(data);
         return r;
 }
@@ -765,20 +884,32 @@ int api_chunk_get(struct troved_request *rq) {
         const struct db_cache c = rq->cache;
         uint8_t id[SHA256_DIGEST_LEN];
         struct buf frame = BUF_INIT(chunkcodec_bound(API_CHUNK_MAX));
+        uint32_t length = 0;
+        uint8_t kind = DB_CHUNK_PLAIN;
+        const char *raw;
         uint8_t *data;
         int r;
 
         if (hex_decode(rq->arg, strlen(rq->arg), id, SHA256_DIGEST_LEN) < 0)
                 return httpd_reply_error(req, 400, "bad chunk id");
         /* Chunks are shared between caches; a cache serves only its own. */
-        r = db_chunk_in_cache(t->db, c.id, id);
+        r = db_chunk_in_cache(t->db, c.id, id, &length, &kind);
         if (r == 0)
                 r = httpd_reply_error(req, 404, "no such chunk in cache '%s'", cache);
         if (r <= 0 || httpd_replied(req))
                 goto out;
         lastuse_mark_chunk(t->lastuse, c.id, id);
+        raw = httpd_request_query(req, "raw");
+        if (raw && !streq(raw, "1")) {
+                r = httpd_reply_error(req, 400, "raw must be 1");
+                goto out;
+        }
         troved_cache_immutable(rq);
-        if (t->cfg.chunk_redirect) {
+        /* A delta or recompressed chunk is sent as its stored object only
+         * to a client that asks (?raw=1: it reads the base a delta names
+         * too); others get a plain frame, as they always did, so it is not
+         * redirected to its object either. */
+        if (t->cfg.chunk_redirect && (raw || kind == DB_CHUNK_PLAIN)) {
                 char *url;
                 if (chunkstore_presign_get(t->store, id, 3600, &url) >= 0) {
                         httpd_add_header(req, "Location", url);
@@ -788,6 +919,19 @@ int api_chunk_get(struct troved_request *rq) {
                 }
         }
         r = storage_get(t, id, 0, &frame);
+        /* Decided by the object: its row may not say yet that it was
+         * recompressed. */
+        if (r >= 0 && !raw && chunkcodec_object_kind(frame.data, frame.len, NULL) != 0) {
+                _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+                _cleanup_free_ uint8_t *content = malloc(length);
+                r = content ? chunkcodec_new(t->cfg.compression_level, &codec) : -ENOMEM;
+                if (r >= 0)
+                        r = storage_reencode(t, codec, id, length, &frame, content);
+                if (r == -EBADMSG) {
+                        r = httpd_reply_error(req, 500, "stored chunk does not decode (with its base)");
+                        goto out;
+                }
+        }
         if (r == -ENOENT) {
                 r = httpd_reply_error(req, 503, "chunk is recorded but missing from the chunk store");
                 goto out;
@@ -831,6 +975,15 @@ int api_path_commit(struct troved_request *rq, const void *body, size_t n) {
                 r = httpd_reply_error(req, 400, "invalid manifest: %s", err.msg);
                 goto out;
         }
+        /* Which chunk is stored as a delta against which is the server's
+         * choice, made from the objects it holds; a client naming bases is
+         * refused rather than half believed. */
+        for (size_t i = 0; i < m.n_chunks; i++)
+                if (m.chunks[i].has_base) {
+                        r = httpd_reply_error(req, 400, "invalid manifest: chunk #%zu names a base; bases are "
+                                              "chosen by the server", i);
+                        goto out;
+                }
         r = storepath_parse(c.store_dir, m.info.store_path, &sp);
         if (r < 0) {
                 r = httpd_reply_error(req, 400, "bad store path");
@@ -918,8 +1071,12 @@ out:
 /* The manifest text of rq's path: from memory when this process built it
  * recently (a large listing is parsed once, not on every request), else
  * built from the database. 0 with *ret NULL when the path is unknown. */
-static int manifest_text(struct troved_request *rq, char **ret, size_t *ret_len) {
+/* version 1: every chunk as the frame it is served as (a delta decoded
+ * and compressed alone by the server), for clients that know only 1;
+ * version 2: delta chunks with their bases, as stored. */
+static int manifest_text(struct troved_request *rq, int version, char **ret, size_t *ret_len) {
         struct troved *t = rq->t;
+        int64_t key = version >= 2 ? NICACHE_VARIANT(rq->cache.id) : rq->cache.id;
         struct trove_error err = {};
         struct manifest m = {};
         struct db_path p = {};
@@ -928,7 +1085,7 @@ static int manifest_text(struct troved_request *rq, char **ret, size_t *ret_len)
         size_t n_chunks = 0, len;
         int r;
 
-        text = nicache_get(t->manifests, rq->cache.id, rq->hash, &len);
+        text = nicache_get(t->manifests, key, rq->hash, &len);
         if (text) {
                 *ret = text;
                 *ret_len = len;
@@ -949,7 +1106,7 @@ static int manifest_text(struct troved_request *rq, char **ret, size_t *ret_len)
                 log_error("stored listing of %s does not parse: %s", p.store_path, err.msg);
                 goto out;
         }
-        r = db_nar_chunks(t->db, p.nar.id, &chunks, &n_chunks);
+        r = db_nar_chunks(t->db, p.nar.id, rq->cache.id, &chunks, &n_chunks);
         if (r < 0)
                 goto out;
         m.chunks = calloc(n_chunks + 1, sizeof *m.chunks);
@@ -961,14 +1118,24 @@ static int manifest_text(struct troved_request *rq, char **ret, size_t *ret_len)
         for (size_t i = 0; i < n_chunks; i++) {
                 m.chunks[i].nar_offset = chunks[i].nar_offset;
                 m.chunks[i].length = chunks[i].length;
-                m.chunks[i].stored_size = chunks[i].stored_size;
+                m.chunks[i].stored_size = chunks[i].served_size;
                 memcpy(m.chunks[i].id, chunks[i].id, SHA256_DIGEST_LEN);
+                /* A base the cache does not hold (its chunk is shared with
+                 * another cache, where it was stored as a delta) is not
+                 * named: its readers get the chunk decoded by the server,
+                 * never another tenant's base. */
+                if (version >= 2 && chunks[i].kind == DB_CHUNK_DELTA && chunks[i].base_visible) {
+                        m.chunks[i].stored_size = chunks[i].stored_size;
+                        m.chunks[i].has_base = true;
+                        m.chunks[i].base_length = chunks[i].base_length;
+                        memcpy(m.chunks[i].base, chunks[i].base, SHA256_DIGEST_LEN);
+                }
         }
         r = manifest_encode(&m, &text, &len);
         if (r < 0)
                 goto out;
         METRIC_ADD(t, manifests_built, 1);
-        nicache_put(t->manifests, rq->cache.id, rq->hash, text, len);
+        nicache_put(t->manifests, key, rq->hash, text, len);
         *ret = text;
         *ret_len = len;
         r = 1;
@@ -987,7 +1154,15 @@ int api_manifest_get(struct troved_request *rq) {
         size_t len = 0;
         int r;
 
-        r = manifest_text(rq, &text, &len);
+        const char *v = httpd_request_query(rq->http, "version");
+        int version = 1;
+
+        /* A client that reads version 2 asks for it. */
+        if (v && streq(v, "2"))
+                version = 2;
+        else if (v && !streq(v, "1"))
+                return httpd_reply_error(rq->http, 400, "version must be 1 or 2");
+        r = manifest_text(rq, version, &text, &len);
         if (r < 0)
                 return r;
         if (r == 0)
@@ -1016,6 +1191,49 @@ int api_manifest_get(struct troved_request *rq) {
         }
         troved_cache_immutable(rq);
         return httpd_reply_take(rq->http, 200, "application/json", text, len);
+}
+
+/* POST recompress?level=L&min-age=S&max=N: one recompression run now
+ * (recompress.h); level defaults to --recompress-level. */
+static int query_number(struct troved_request *rq, const char *name, long long lo, long long hi, long long *v) {
+        const char *s = httpd_request_query(rq->http, name);
+        char *end;
+        long long x;
+
+        if (!s)
+                return 0;
+        errno = 0;
+        x = strtoll(s, &end, 10);
+        if (!*s || *end || errno || x < lo || x > hi)
+                return httpd_reply_error(rq->http, 400, "bad %s (%lld..%lld)", name, lo, hi);
+        *v = x;
+        return 0;
+}
+
+int api_recompress(struct troved_request *rq) {
+        _cleanup_json_ json_t *out = NULL;
+        struct troved *t = rq->t;
+        long long level = t->cfg.recompress_level, min_age = t->cfg.recompress_age_sec, max = t->cfg.recompress_batch;
+        struct recompress_result res;
+        int r;
+
+        r = query_number(rq, "level", t->cfg.compression_level + 1, 22, &level);
+        if (r >= 0 && !httpd_replied(rq->http))
+                r = query_number(rq, "min-age", 0, DB_RETENTION_MAX, &min_age);
+        if (r >= 0 && !httpd_replied(rq->http))
+                r = query_number(rq, "max", 1, 10000000, &max);
+        if (r < 0 || httpd_replied(rq->http))
+                return r;
+        if (level <= t->cfg.compression_level)
+                return httpd_reply_error(rq->http, 400, "recompression is off: give level (%d..22)",
+                                         t->cfg.compression_level + 1);
+        r = recompress_run(t, (int) level, min_age, (size_t) max, &res);
+        if (r < 0)
+                return r;
+        out = json_pack("{s:I, s:I, s:I, s:I}", "examined", (json_int_t) res.examined, "recompressed",
+                        (json_int_t) res.recompressed, "bytesBefore", (json_int_t) res.bytes_before, "bytesAfter",
+                        (json_int_t) res.bytes_after);
+        return out ? reply_json(rq->http, 200, out) : -ENOMEM;
 }
 
 int api_gc(struct troved_request *rq) {

@@ -34,6 +34,7 @@
 int api_health(struct troved_request *rq);
 int api_metrics(struct troved_request *rq);
 int api_gc(struct troved_request *rq);
+int api_recompress(struct troved_request *rq);
 int api_cache_get(struct troved_request *rq);
 int api_cache_create(struct troved_request *rq, const void *body, size_t n);
 int api_cache_configure(struct troved_request *rq, const void *body, size_t n);

@@ -18,6 +18,7 @@ static const char *const keys[] = {
         "max-connections-per-client", "idle-timeout", "user", "oidc-config", "upstream-timeout",
         "upstream-negative-ttl", "s3-connect-timeout", "s3-timeout", "s3-request-timeout", "s3-retry-budget",
         "s3-breaker", "shutdown-timeout", "http-threads", "http-workers", "cache-ttl", "gc-interval", "gc-min-age",
+        "delta", "recompress-level", "recompress-age", "recompress-batch",
 };
 
 void troved_config_defaults(struct troved_config *c) {
@@ -27,6 +28,9 @@ void troved_config_defaults(struct troved_config *c) {
         c->store_dir = strdup("/nix/store");
         chunker_params_default(&c->chunking);
         c->compression_level = 3;
+        c->delta = true;
+        c->recompress_age_sec = 7 * 24 * 3600;
+        c->recompress_batch = 10000;
         c->db_pool_size = 16;
         c->max_nar_size = (uint64_t) 64 << 30;
         c->max_connections = 1024;
@@ -91,6 +95,14 @@ static int set_key(struct troved_config *c, const char *key, const char *v, cons
                 r = *v && strlen(v) < 256 ? set_str(&c->user, v) : -EINVAL;
         else if (streq(key, "chunk-redirect"))
                 c->chunk_redirect = streq(v, "1") || streq(v, "true") || streq(v, "yes");
+        else if (streq(key, "delta")) {
+                if (streq(v, "1") || streq(v, "true") || streq(v, "yes") || streq(v, "on"))
+                        c->delta = true;
+                else if (streq(v, "0") || streq(v, "false") || streq(v, "no") || streq(v, "off"))
+                        c->delta = false;
+                else
+                        r = -EINVAL;
+        }
         else if (streq(key, "log-level")) {
                 if (streq(v, "debug"))
                         c->log_level = TROVE_LOG_DEBUG;
@@ -190,6 +202,21 @@ static int set_key(struct troved_config *c, const char *key, const char *v, cons
                                 r = -ERANGE;
                         else
                                 c->gc_min_age_sec = (unsigned) n;
+                } else if (streq(key, "recompress-level")) {
+                        if (n > 22)
+                                r = -ERANGE;
+                        else
+                                c->recompress_level = (int) n;
+                } else if (streq(key, "recompress-age")) {
+                        if (n < 60 || n > 365 * 86400)
+                                r = -ERANGE;
+                        else
+                                c->recompress_age_sec = (unsigned) n;
+                } else if (streq(key, "recompress-batch")) {
+                        if (n < 1 || n > 10000000)
+                                r = -ERANGE;
+                        else
+                                c->recompress_batch = (unsigned) n;
                 } else
                         return log_error_errno(EINVAL, "%s: unknown setting '%s'", where, key);
         }
@@ -289,6 +316,13 @@ static void usage(FILE *f) {
                 "  --gc-min-age SECONDS         chunks, NARs and uploads younger than this are left alone by\n"
                 "                               scheduled collections (a push in flight uses them), 60..2592000 (3600)\n"
                 "  --chunk-redirect BOOL        redirect chunk downloads to presigned S3 URLs (false)\n"
+                "  --recompress-level N         after each scheduled GC, recompress cold chunks at this zstd\n"
+                "                               level (above --compression-level, up to 22); 0 = off (0)\n"
+                "  --recompress-age SECONDS     cold: older than this and unused by any path for as long,\n"
+                "                               60..31536000 (604800)\n"
+                "  --recompress-batch N         chunks examined per scheduled run, 1..10000000 (10000)\n"
+                "  --delta BOOL                 store a new chunk similar to a stored one as a delta\n"
+                "                               against it when that is smaller (true)\n"
                 "  --s3-connect-timeout SECONDS bound on connecting to S3, 1..3600 (5)\n"
                 "  --s3-timeout SECONDS         an S3 request that moves no byte this long (the first\n"
                 "                               byte of the answer included) is given up, 1..3600 (10)\n"
@@ -387,5 +421,8 @@ int troved_config_load(struct troved_config *c, int argc, char **argv) {
                 return log_error_errno(EINVAL,
                                        "chunking bounds %u/%u/%u are invalid (need 64 <= min < avg < max, avg a power of two)",
                                        c->chunking.min_size, c->chunking.avg_size, c->chunking.max_size);
+        if (c->recompress_level > 0 && c->recompress_level <= c->compression_level)
+                return log_error_errno(EINVAL, "recompress-level %d must be above compression-level %d",
+                                       c->recompress_level, c->compression_level);
         return 0;
 }

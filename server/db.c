@@ -175,6 +175,25 @@ static const char *const migrations[] = {
         "  weight double precision NOT NULL,"
         "  pos double precision NOT NULL,"
         "  PRIMARY KEY (cache_id, hash_part, chunk_hash));",
+        /* 7: delta chunks. A chunk is stored plain (kind 0), as a delta
+         * against a similar plain chunk, its base (kind 1; never a delta
+         * itself: the check and the insert's lookup keep it to one level),
+         * or recompressed (kind 2). served_size is the frame it is served
+         * as in a .nar.zst (a delta is decoded and compressed alone); the
+         * base's row cannot go while a delta names it (the foreign key;
+         * GC skips such bases). chunk_features holds the super-features
+         * of plain chunks (include/trove/resemble.h), the index in which a
+         * new chunk looks for a similar stored one. */
+        "ALTER TABLE chunks ADD COLUMN kind smallint NOT NULL DEFAULT 0 CHECK (kind IN (0, 1, 2));"
+        "ALTER TABLE chunks ADD COLUMN base_id bigint REFERENCES chunks(id);"
+        "ALTER TABLE chunks ADD COLUMN served_size integer CHECK (served_size > 0);"
+        "ALTER TABLE chunks ADD CONSTRAINT chunks_delta_base CHECK ((kind = 1) = (base_id IS NOT NULL));"
+        "CREATE INDEX chunks_base ON chunks (base_id) WHERE base_id IS NOT NULL;"
+        "CREATE TABLE chunk_features ("
+        "  sf bigint NOT NULL,"
+        "  chunk_id bigint NOT NULL REFERENCES chunks(id) ON DELETE CASCADE,"
+        "  PRIMARY KEY (sf, chunk_id));"
+        "CREATE INDEX chunk_features_chunk ON chunk_features (chunk_id);",
 };
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(PGresult *, PQclear);
@@ -566,6 +585,24 @@ static int get_hash(PGresult *res, int row, int col, uint8_t out[SHA256_DIGEST_L
         return hex_decode(v + 2, strlen(v + 2), out, SHA256_DIGEST_LEN) < 0 ? -EIO : 0;
 }
 
+/* Columns col..col+2: kind, the base's hash and length (NULL unless a
+ * delta). */
+static int chunk_kind_from_row(PGresult *res, int row, int col, uint8_t *ret_kind, uint8_t base[SHA256_DIGEST_LEN],
+                               uint32_t *ret_base_length) {
+        uint32_t kind;
+
+        if (get_u32(res, row, col, &kind) < 0 || kind > DB_CHUNK_RECOMPRESSED)
+                return -EIO;
+        *ret_kind = (uint8_t) kind;
+        *ret_base_length = 0;
+        if (kind != DB_CHUNK_DELTA)
+                return 0;
+        if (PQgetisnull(res, row, col + 1) || get_hash(res, row, col + 1, base) < 0 ||
+            get_u32(res, row, col + 2, ret_base_length) < 0 || *ret_base_length == 0)
+                return -EIO;
+        return 0;
+}
+
 static char *dup_or_null(PGresult *res, int row, int col) {
         return PQgetisnull(res, row, col) ? NULL : strdup(PQgetvalue(res, row, col));
 }
@@ -783,15 +820,22 @@ int db_cache_stats(struct db *db, int64_t cache_id, struct db_cache_stats *ret) 
               " count(*), coalesce(sum(c.stored_size), 0),"
               " (SELECT count(*) FROM paths WHERE cache_id = $1 AND pulled),"
               " (SELECT coalesce(sum(n.nar_size), 0) FROM paths p JOIN nars n ON n.id = p.nar_id"
-              "  WHERE p.cache_id = $1 AND p.pulled)"
+              "  WHERE p.cache_id = $1 AND p.pulled),"
+              " coalesce(sum(c.stored_size) FILTER (WHERE c.kind = 0), 0),"
+              " coalesce(sum(c.stored_size) FILTER (WHERE c.kind = 1), 0),"
+              " coalesce(sum(c.stored_size) FILTER (WHERE c.kind = 2), 0)"
               " FROM chunks c WHERE c.id IN (SELECT nc.chunk_id FROM nar_chunks nc"
-              "  JOIN paths p ON p.nar_id = nc.nar_id WHERE p.cache_id = $1)",
+              "  JOIN paths p ON p.nar_id = nc.nar_id WHERE p.cache_id = $1"
+              "  UNION SELECT d.base_id FROM nar_chunks nc JOIN paths p ON p.nar_id = nc.nar_id"
+              "  JOIN chunks d ON d.id = nc.chunk_id WHERE p.cache_id = $1 AND d.base_id IS NOT NULL)",
               1, p);
         if (r < 0)
                 return r;
         if (get_u64(res, 0, 0, &s.paths) < 0 || get_u64(res, 0, 1, &s.nar_bytes) < 0 ||
             get_u64(res, 0, 2, &s.chunks) < 0 || get_u64(res, 0, 3, &s.stored_bytes) < 0 ||
-            get_u64(res, 0, 4, &s.pulled_paths) < 0 || get_u64(res, 0, 5, &s.pulled_nar_bytes) < 0)
+            get_u64(res, 0, 4, &s.pulled_paths) < 0 || get_u64(res, 0, 5, &s.pulled_nar_bytes) < 0 ||
+            get_u64(res, 0, 6, &s.stored_by_kind[0]) < 0 || get_u64(res, 0, 7, &s.stored_by_kind[1]) < 0 ||
+            get_u64(res, 0, 8, &s.stored_by_kind[2]) < 0)
                 return -EIO;
         *ret = s;
         return 0;
@@ -809,13 +853,18 @@ int db_global_stats(struct db *db, struct db_global_stats *ret) {
         r = q(&h, &res,
               "SELECT (SELECT count(*) FROM chunks), (SELECT coalesce(sum(length), 0) FROM chunks),"
               " (SELECT coalesce(sum(stored_size), 0) FROM chunks), (SELECT count(*) FROM nars),"
-              " (SELECT coalesce(sum(nar_size), 0) FROM nars), (SELECT count(*) FROM paths)",
+              " (SELECT coalesce(sum(nar_size), 0) FROM nars), (SELECT count(*) FROM paths),"
+              " (SELECT coalesce(sum(stored_size), 0) FROM chunks WHERE kind = 0),"
+              " (SELECT coalesce(sum(stored_size), 0) FROM chunks WHERE kind = 1),"
+              " (SELECT coalesce(sum(stored_size), 0) FROM chunks WHERE kind = 2)",
               0, NULL);
         if (r < 0)
                 return r;
         if (get_u64(res, 0, 0, &s.chunks) < 0 || get_u64(res, 0, 1, &s.chunk_bytes) < 0 ||
             get_u64(res, 0, 2, &s.chunk_stored_bytes) < 0 || get_u64(res, 0, 3, &s.nars) < 0 ||
-            get_u64(res, 0, 4, &s.nar_bytes) < 0 || get_u64(res, 0, 5, &s.paths) < 0)
+            get_u64(res, 0, 4, &s.nar_bytes) < 0 || get_u64(res, 0, 5, &s.paths) < 0 ||
+            get_u64(res, 0, 6, &s.stored_by_kind[0]) < 0 || get_u64(res, 0, 7, &s.stored_by_kind[1]) < 0 ||
+            get_u64(res, 0, 8, &s.stored_by_kind[2]) < 0)
                 return -EIO;
         *ret = s;
         return 0;
@@ -823,64 +872,46 @@ int db_global_stats(struct db *db, struct db_global_stats *ret) {
 
 /* ---- chunks ---- */
 
+struct one_chunk {
+        int (*ensure_stored)(void *userdata);
+        void *userdata;
+};
+
+static int one_chunk_ensure_stored(void *userdata, size_t i) {
+        struct one_chunk *o = userdata;
+        return o->ensure_stored ? o->ensure_stored(o->userdata) : 0;
+}
+
 int db_chunk_insert(struct db *db, const struct db_chunk *c, int (*ensure_stored)(void *userdata),
                     void *userdata) {
-        _cleanup_handle_ struct db_handle h = {};
-        _cleanup_pgresult_ PGresult *res = NULL;
-        char hash[BYTEA_HASH_LEN], len[16], st[16];
-        const char *p[] = { hash, len, st };
-        int r;
-
-        bytea_hash(c->id, hash);
-        snprintf(len, sizeof len, "%" PRIu32, c->length);
-        snprintf(st, sizeof st, "%" PRIu32, c->stored_size);
-        r = db_get(db, &h);
-        if (r < 0)
-                return r;
-        r = tx_begin(&h);
-        if (r < 0)
-                return r;
-        /* A chunk row lost in a crash costs only a re-upload of an object
-         * that is still there; not worth a WAL flush per chunk. */
-        r = q(&h, NULL, "SET LOCAL synchronous_commit TO off", 0, NULL);
-        if (r < 0)
-                return r;
-        r = q(&h, NULL, "SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")", 0, NULL);
-        if (r < 0)
-                return r;
-        if (ensure_stored) {
-                r = ensure_stored(userdata);
-                if (r < 0)
-                        return r;
-        }
-        r = q(&h, &res,
-              "INSERT INTO chunks (hash, length, stored_size) VALUES ($1, $2, $3)"
-              " ON CONFLICT (hash) DO NOTHING",
-              3, p);
-        if (r < 0)
-                return r;
-        r = tx_commit(&h);
-        if (r < 0)
-                return r;
-        return streq(PQcmdTuples(res), "1") ? 1 : 0;
+        struct one_chunk o = { ensure_stored, userdata };
+        int r = db_chunks_insert(db, c, 1, one_chunk_ensure_stored, &o);
+        return r < 0 ? r : r > 0;
 }
 
 int db_chunks_insert(struct db *db, const struct db_chunk *c, size_t n,
                      int (*ensure_stored)(void *userdata, size_t i), void *userdata) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
-        struct buf hashes = BUF_INIT((size_t) 1 << 30), lens = BUF_INIT((size_t) 1 << 30);
+        struct buf hashes = BUF_INIT((size_t) 1 << 30), lens = BUF_INIT((size_t) 1 << 30),
+                   feats = BUF_INIT((size_t) 1 << 30);
         uint64_t added;
         int r;
 
         if (n == 0)
                 return 0;
         for (size_t i = 0; i < n; i++) {
-                char hex[2 * SHA256_DIGEST_LEN + 1];
+                char hex[2 * SHA256_DIGEST_LEN + 1], base[2 * SHA256_DIGEST_LEN + 1] = "";
                 hex_encode(c[i].id, SHA256_DIGEST_LEN, hex);
+                if (c[i].kind == DB_CHUNK_DELTA)
+                        hex_encode(c[i].base, SHA256_DIGEST_LEN, base);
                 r = buf_printf(&hashes, "%s%s", i ? "," : "", hex);
                 if (r >= 0)
-                        r = buf_printf(&lens, "%s%" PRIu32 ":%" PRIu32, i ? "," : "", c[i].length, c[i].stored_size);
+                        r = buf_printf(&lens, "%s%" PRIu32 ":%" PRIu32 ":%" PRIu32 ":%u:%s", i ? "," : "", c[i].length,
+                                       c[i].stored_size, c[i].served_size ? c[i].served_size : c[i].stored_size,
+                                       (unsigned) c[i].kind, base);
+                for (unsigned k = 0; r >= 0 && c[i].kind != DB_CHUNK_DELTA && c[i].has_features && k < RESEMBLE_SF; k++)
+                        r = buf_printf(&feats, "%s%s:%" PRId64, feats.len ? "," : "", hex, (int64_t) c[i].features[k]);
                 if (r < 0)
                         goto out;
         }
@@ -901,9 +932,16 @@ int db_chunks_insert(struct db *db, const struct db_chunk *c, size_t n,
         }
         {
                 const char *p[] = { (const char *) hashes.data, (const char *) lens.data };
+                /* A delta's base is looked up here, under the GC lock: a
+                 * base that is gone, or is itself a delta, leaves base_id
+                 * NULL and the row fails its check, so no delta row ever
+                 * names a base that cannot be read. */
                 r = q(&h, &res,
-                      "INSERT INTO chunks (hash, length, stored_size)"
-                      " SELECT decode(hh.x, 'hex'), split_part(ll.x, ':', 1)::integer, split_part(ll.x, ':', 2)::integer"
+                      "INSERT INTO chunks (hash, length, stored_size, served_size, kind, base_id)"
+                      " SELECT decode(hh.x, 'hex'), split_part(ll.x, ':', 1)::integer, split_part(ll.x, ':', 2)::integer,"
+                      "  split_part(ll.x, ':', 3)::integer, split_part(ll.x, ':', 4)::smallint,"
+                      "  (SELECT b.id FROM chunks b WHERE split_part(ll.x, ':', 5) <> ''"
+                      "   AND b.hash = decode(split_part(ll.x, ':', 5), 'hex') AND b.kind <> 1)"
                       " FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS hh(x, ord)"
                       " JOIN unnest(string_to_array($2, ',')) WITH ORDINALITY AS ll(x, ord) USING (ord)"
                       " ON CONFLICT (hash) DO NOTHING",
@@ -915,12 +953,172 @@ int db_chunks_insert(struct db *db, const struct db_chunk *c, size_t n,
                 r = -EIO;
                 goto out;
         }
+        if (feats.len > 0) {
+                const char *p[] = { (const char *) feats.data };
+                r = q(&h, NULL,
+                      "INSERT INTO chunk_features (sf, chunk_id)"
+                      " SELECT split_part(f.x, ':', 2)::bigint, c.id FROM unnest(string_to_array($1, ',')) AS f(x)"
+                      " JOIN chunks c ON c.hash = decode(split_part(f.x, ':', 1), 'hex') AND c.kind <> 1"
+                      " ON CONFLICT DO NOTHING",
+                      1, p);
+                if (r < 0)
+                        goto out;
+        }
         r = tx_commit(&h);
         if (r >= 0)
                 r = (int) MIN(added, (uint64_t) INT32_MAX);
 out:
         buf_free(&hashes);
         buf_free(&lens);
+        buf_free(&feats);
+        return r;
+}
+
+int db_cold_chunks(struct db *db, int64_t min_age_sec, size_t max, int64_t *cursor, struct db_cold_chunk **ret,
+                   size_t *ret_n) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char age[24], lim[24], cur[24];
+        const char *p[] = { age, lim, cur };
+        struct db_cold_chunk *v;
+        int r, n;
+
+        snprintf(age, sizeof age, "%" PRId64, min_age_sec);
+        snprintf(lim, sizeof lim, "%zu", max);
+        snprintf(cur, sizeof cur, "%" PRId64, *cursor);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = q(&h, &res,
+              "SELECT c.id, c.hash, c.length, c.stored_size FROM chunks c"
+              " WHERE c.kind = 0 AND c.id > $3::bigint AND c.created_at < now() - make_interval(secs => $1::bigint)"
+              " AND NOT EXISTS (SELECT 1 FROM nar_chunks nc JOIN paths p ON p.nar_id = nc.nar_id"
+              "  WHERE nc.chunk_id = c.id AND p.last_used >= now() - make_interval(secs => $1::bigint))"
+              " ORDER BY c.id LIMIT $2::integer",
+              3, p);
+        if (r < 0)
+                return r;
+        n = PQntuples(res);
+        v = calloc(n > 0 ? (size_t) n : 1, sizeof *v);
+        if (!v)
+                return -ENOMEM;
+        for (int i = 0; i < n; i++)
+                if (get_i64(res, i, 0, cursor) < 0 || get_hash(res, i, 1, v[i].id) < 0 ||
+                    get_u32(res, i, 2, &v[i].length) < 0 || get_u32(res, i, 3, &v[i].stored_size) < 0) {
+                        free(v);
+                        return -EIO;
+                }
+        *ret = v;
+        *ret_n = (size_t) n;
+        return 0;
+}
+
+int db_chunk_recompress(struct db *db, const uint8_t id[SHA256_DIGEST_LEN], uint32_t stored_size,
+                        int (*replace)(void *userdata), void *userdata) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        char hash[BYTEA_HASH_LEN], st[16];
+        const char *p[] = { hash, st };
+        int r;
+
+        bytea_hash(id, hash);
+        snprintf(st, sizeof st, "%" PRIu32, stored_size);
+        r = db_get(db, &h);
+        if (r < 0)
+                return r;
+        r = tx_begin_locked(&h, "SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")");
+        if (r < 0)
+                return r;
+        r = q(&h, &res, "SELECT 1 FROM chunks WHERE hash = $1 AND kind = 0 FOR UPDATE", 1, p);
+        if (r < 0)
+                return r;
+        if (PQntuples(res) == 0)
+                return tx_commit(&h) < 0 ? -EIO : 0;
+        r = replace ? replace(userdata) : 0;
+        if (r < 0)
+                return r;
+        r = q(&h, NULL, "UPDATE chunks SET kind = 2, stored_size = $2::integer WHERE hash = $1", 2, p);
+        if (r < 0)
+                return r;
+        r = tx_commit(&h);
+        return r < 0 ? r : 1;
+}
+
+int db_chunk_bases(struct db *db, int64_t cache_id, const struct db_base_query *qs, size_t n,
+                   struct db_chunk_base *ret) {
+        _cleanup_handle_ struct db_handle h = {};
+        _cleanup_pgresult_ PGresult *res = NULL;
+        struct buf list = BUF_INIT((size_t) 64 << 20);
+        char cid[24];
+        int r;
+
+        for (size_t i = 0; i < n; i++)
+                ret[i].found = false;
+        for (size_t i = 0; i < n; i++)
+                for (unsigned k = 0; k < RESEMBLE_SF; k++) {
+                        r = buf_printf(&list, "%s%zu:%" PRId64 ":%" PRIu32, list.len ? "," : "", i,
+                                       (int64_t) qs[i].features[k], qs[i].length);
+                        if (r < 0)
+                                goto out;
+                }
+        if (list.len == 0) {
+                r = 0;
+                goto out;
+        }
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
+        r = db_get(db, &h);
+        if (r < 0)
+                goto out;
+        r = tx_begin_locked(&h, "SELECT pg_advisory_xact_lock_shared(" DB_GC_LOCK ")");
+        if (r < 0)
+                goto out;
+        {
+                const char *p[] = { (const char *) list.data, cid };
+                /* The plain chunk sharing the most super-features, of a
+                 * similar length, that this cache holds (a path, an upload
+                 * or a claim of it: a reader of this cache may then read the
+                 * base, and learns nothing of other tenants). A base chosen
+                 * is kept from GC for its min-age, as a chunk found present
+                 * is, until the delta's row protects it. */
+                r = q(&h, &res,
+                      "WITH f AS (SELECT split_part(x, ':', 1)::integer AS i, split_part(x, ':', 2)::bigint AS sf,"
+                      "  split_part(x, ':', 3)::integer AS len FROM unnest(string_to_array($1, ',')) AS x),"
+                      " m AS (SELECT f.i, cf.chunk_id, count(*) AS n FROM f JOIN chunk_features cf ON cf.sf = f.sf"
+                      "  JOIN chunks c ON c.id = cf.chunk_id AND c.length BETWEEN f.len / 2 AND f.len * 2"
+                      "  GROUP BY f.i, cf.chunk_id),"
+                      " best AS (SELECT DISTINCT ON (m.i) m.i, c.id, c.hash, c.length FROM m JOIN chunks c ON c.id = m.chunk_id"
+                      "  WHERE c.kind <> 1 AND ("
+                      "   EXISTS (SELECT 1 FROM chunk_claims cl WHERE cl.chunk_id = c.id AND cl.cache_id = $2::bigint)"
+                      "   OR EXISTS (SELECT 1 FROM nar_chunks nc JOIN paths p ON p.nar_id = nc.nar_id"
+                      "              WHERE nc.chunk_id = c.id AND p.cache_id = $2::bigint)"
+                      "   OR EXISTS (SELECT 1 FROM nar_chunks nc JOIN uploads u ON u.nar_id = nc.nar_id"
+                      "              WHERE nc.chunk_id = c.id AND u.cache_id = $2::bigint))"
+                      "  ORDER BY m.i, m.n DESC, c.id),"
+                      " touch AS (UPDATE chunks SET created_at = now() WHERE id IN (SELECT c.id FROM best"
+                      "  JOIN chunks c ON c.id = best.id WHERE c.created_at < now() - interval '1 minute'"
+                      "  ORDER BY c.id FOR UPDATE OF c SKIP LOCKED))"
+                      " SELECT i, hash, length FROM best",
+                      2, p);
+        }
+        if (r >= 0)
+                r = tx_commit(&h);
+        if (r < 0)
+                goto out;
+        for (int k = 0; k < PQntuples(res); k++) {
+                uint64_t i;
+                if (get_u64(res, k, 0, &i) < 0 || i >= n) {
+                        r = -EIO;
+                        goto out;
+                }
+                if (get_hash(res, k, 1, ret[i].id) < 0 || get_u32(res, k, 2, &ret[i].length) < 0) {
+                        r = -EIO;
+                        goto out;
+                }
+                ret[i].found = true;
+        }
+        r = 0;
+out:
+        buf_free(&list);
         return r;
 }
 
@@ -936,13 +1134,17 @@ int db_chunk_get(struct db *db, const uint8_t id[SHA256_DIGEST_LEN], struct db_c
         r = db_get(db, &h);
         if (r < 0)
                 return r;
-        r = q(&h, &res, "SELECT length, stored_size FROM chunks WHERE hash = $1", 1, p);
+        r = q(&h, &res,
+              "SELECT c.length, c.stored_size, coalesce(c.served_size, c.stored_size), c.kind, b.hash, b.length"
+              " FROM chunks c LEFT JOIN chunks b ON b.id = c.base_id WHERE c.hash = $1",
+              1, p);
         if (r < 0)
                 return r;
         if (PQntuples(res) == 0)
                 return 0;
         memcpy(c.id, id, SHA256_DIGEST_LEN);
-        if (get_u32(res, 0, 0, &c.length) < 0 || get_u32(res, 0, 1, &c.stored_size) < 0)
+        if (get_u32(res, 0, 0, &c.length) < 0 || get_u32(res, 0, 1, &c.stored_size) < 0 ||
+            get_u32(res, 0, 2, &c.served_size) < 0 || chunk_kind_from_row(res, 0, 3, &c.kind, c.base, &c.base_length) < 0)
                 return -EIO;
         *ret = c;
         return 1;
@@ -1051,7 +1253,8 @@ int db_chunks_present(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], si
                             0, NULL, present);
 }
 
-int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_DIGEST_LEN]) {
+int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_DIGEST_LEN], uint32_t *ret_length,
+                      uint8_t *ret_kind) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
         char hash[BYTEA_HASH_LEN], cid[24];
@@ -1064,12 +1267,23 @@ int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_D
         if (r < 0)
                 return r;
         r = q(&h, &res,
-              "SELECT 1 FROM chunks c JOIN nar_chunks nc ON nc.chunk_id = c.id"
+              "SELECT c.length, c.kind FROM chunks c JOIN nar_chunks nc ON nc.chunk_id = c.id"
               " JOIN paths p ON p.nar_id = nc.nar_id WHERE c.hash = $1 AND p.cache_id = $2 LIMIT 1",
               2, p);
         if (r < 0)
                 return r;
-        return PQntuples(res) > 0 ? 1 : 0;
+        if (PQntuples(res) == 0)
+                return 0;
+        {
+                uint32_t length, kind;
+                if (get_u32(res, 0, 0, &length) < 0 || get_u32(res, 0, 1, &kind) < 0 || kind > DB_CHUNK_RECOMPRESSED)
+                        return -EIO;
+                if (ret_length)
+                        *ret_length = length;
+                if (ret_kind)
+                        *ret_kind = (uint8_t) kind;
+        }
+        return 1;
 }
 
 /* "{1,2,3}" of n ids, for a bigint[] parameter. */
@@ -1366,22 +1580,30 @@ int db_nar_find_visible(struct db *db, const uint8_t nar_hash[SHA256_DIGEST_LEN]
         return r < 0 ? r : 1;
 }
 
-int db_nar_chunks(struct db *db, int64_t nar_id, struct db_nar_chunk **ret, size_t *ret_n) {
+int db_nar_chunks(struct db *db, int64_t nar_id, int64_t cache_id, struct db_nar_chunk **ret, size_t *ret_n) {
         _cleanup_handle_ struct db_handle h = {};
         _cleanup_pgresult_ PGresult *res = NULL;
-        char ids[24];
-        const char *p[] = { ids };
+        char ids[24], cid[24];
+        const char *p[] = { ids, cid };
         struct db_nar_chunk *v;
         int r, n;
 
         snprintf(ids, sizeof ids, "%" PRId64, nar_id);
+        snprintf(cid, sizeof cid, "%" PRId64, cache_id);
         r = db_get(db, &h);
         if (r < 0)
                 return r;
+        /* base_visible: a path of the cache holds the base itself, so its
+         * readers may fetch it (the test db_chunk_in_cache makes). */
         r = q(&h, &res,
-              "SELECT nc.nar_offset, c.length, c.stored_size, c.hash FROM nar_chunks nc"
-              " JOIN chunks c ON c.id = nc.chunk_id WHERE nc.nar_id = $1 ORDER BY nc.seq",
-              1, p);
+              "SELECT nc.nar_offset, c.length, c.stored_size, c.hash, coalesce(c.served_size, c.stored_size),"
+              " c.kind, b.hash, b.length, b.id IS NOT NULL AND $2::bigint > 0 AND"
+              "  EXISTS (SELECT 1 FROM nar_chunks bn JOIN paths p ON p.nar_id = bn.nar_id"
+              "          WHERE bn.chunk_id = b.id AND p.cache_id = $2::bigint)"
+              " FROM nar_chunks nc"
+              " JOIN chunks c ON c.id = nc.chunk_id LEFT JOIN chunks b ON b.id = c.base_id"
+              " WHERE nc.nar_id = $1 ORDER BY nc.seq",
+              2, p);
         if (r < 0)
                 return r;
         n = PQntuples(res);
@@ -1390,10 +1612,14 @@ int db_nar_chunks(struct db *db, int64_t nar_id, struct db_nar_chunk **ret, size
                 return -ENOMEM;
         for (int i = 0; i < n; i++)
                 if (get_u64(res, i, 0, &v[i].nar_offset) < 0 || get_u32(res, i, 1, &v[i].length) < 0 ||
-                    get_u32(res, i, 2, &v[i].stored_size) < 0 || get_hash(res, i, 3, v[i].id) < 0) {
+                    get_u32(res, i, 2, &v[i].stored_size) < 0 || get_hash(res, i, 3, v[i].id) < 0 ||
+                    get_u32(res, i, 4, &v[i].served_size) < 0 ||
+                    chunk_kind_from_row(res, i, 5, &v[i].kind, v[i].base, &v[i].base_length) < 0) {
                         free(v);
                         return -EIO;
                 }
+        for (int i = 0; i < n; i++)
+                v[i].base_visible = streq(PQgetvalue(res, i, 8), "t");
         *ret = v;
         *ret_n = (size_t) n;
         return 0;
@@ -2177,7 +2403,8 @@ int db_gc_mark_unreferenced(struct db_gc *g, int64_t min_age_sec, uint64_t *ret_
               " WHERE c.created_at < now() - make_interval(secs => $1::bigint)"
               " AND NOT EXISTS (SELECT 1 FROM nar_chunks nc WHERE nc.chunk_id = c.id"
               "  AND NOT EXISTS (SELECT 1 FROM gc_nars gn WHERE gn.id = nc.nar_id))"
-              " AND NOT EXISTS (SELECT 1 FROM chunk_claims cl WHERE cl.chunk_id = c.id)",
+              " AND NOT EXISTS (SELECT 1 FROM chunk_claims cl WHERE cl.chunk_id = c.id)"
+              " AND NOT EXISTS (SELECT 1 FROM chunks d WHERE d.base_id = c.id)",
               1, p);
         if (r < 0 || (r = cmd_count(res, &chunks)) < 0)
                 return r;
@@ -2219,7 +2446,8 @@ int db_gc_sweep_rows(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint6
                              " d AS (DELETE FROM chunks c USING b WHERE c.id = b.id"
                              "  AND c.created_at < now() - make_interval(secs => $1::bigint)"
                              "  AND NOT EXISTS (SELECT 1 FROM nar_chunks nc WHERE nc.chunk_id = c.id)"
-                             "  AND NOT EXISTS (SELECT 1 FROM chunk_claims cl WHERE cl.chunk_id = c.id) RETURNING c.hash),"
+                             "  AND NOT EXISTS (SELECT 1 FROM chunk_claims cl WHERE cl.chunk_id = c.id)"
+                             "  AND NOT EXISTS (SELECT 1 FROM chunks d WHERE d.base_id = c.id) RETURNING c.hash),"
                              " o AS (INSERT INTO orphan_objects (hash, first_seen) SELECT hash, '-infinity' FROM d"
                              "  ON CONFLICT (hash) DO UPDATE SET first_seen = '-infinity')"
                              " SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM d)",

@@ -22,6 +22,7 @@
 
 #include "trove/common.h"
 #include "trove/hash.h"
+#include "trove/resemble.h"
 
 struct db;
 
@@ -81,11 +82,15 @@ struct db_cache_stats {
         uint64_t chunks;
         uint64_t pulled_paths;    /* of paths: those pulled from an upstream */
         uint64_t pulled_nar_bytes;
+        /* stored_bytes by kind of chunk (DB_CHUNK_*); the bases of its delta
+         * chunks count, they are needed to read them */
+        uint64_t stored_by_kind[3];
 };
 int db_cache_stats(struct db *db, int64_t cache_id, struct db_cache_stats *ret);
 
 struct db_global_stats {
         uint64_t chunks, chunk_bytes, chunk_stored_bytes;
+        uint64_t stored_by_kind[3];   /* chunk_stored_bytes by kind (DB_CHUNK_*) */
         uint64_t nars, nar_bytes;
         uint64_t paths;
 };
@@ -93,10 +98,25 @@ int db_global_stats(struct db *db, struct db_global_stats *ret);
 
 /* ---- chunks ---- */
 
+/* How a chunk's object holds it (include/trove/chunkcodec.h). */
+enum {
+        DB_CHUNK_PLAIN = 0,         /* one zstd frame, served as stored */
+        DB_CHUNK_DELTA = 1,         /* a delta object against base (a plain or recompressed chunk) */
+        DB_CHUNK_RECOMPRESSED = 2,  /* one zstd frame, recompressed at a higher level */
+};
+
 struct db_chunk {
         uint8_t id[SHA256_DIGEST_LEN];
         uint32_t length;
-        uint32_t stored_size;
+        uint32_t stored_size;       /* bytes of the object */
+        uint32_t served_size;       /* bytes of the frame served in a .nar.zst; 0 on insert: stored_size */
+        uint8_t kind;
+        uint8_t base[SHA256_DIGEST_LEN]; /* DB_CHUNK_DELTA: the base's id */
+        uint32_t base_length;       /* its length (read only) */
+        /* Super-features (plain chunks, written on insert if has_features):
+         * the resemblance index a later chunk finds this one in. */
+        bool has_features;
+        uint64_t features[RESEMBLE_SF];
 };
 
 /* Records a stored chunk; 1 if it was new, 0 if it existed. ensure_stored
@@ -128,8 +148,43 @@ int db_chunks_visible(struct db *db, const uint8_t (*ids)[SHA256_DIGEST_LEN], si
  * for GC's min-age, so the push may reference it. */
 int db_chunk_claims_add(struct db *db, int64_t cache_id, const uint8_t (*ids)[SHA256_DIGEST_LEN], size_t n,
                         bool *claimed);
-/* 1 if the chunk belongs to a NAR of a path in the cache. */
-int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_DIGEST_LEN]);
+/* Plain chunks that are cold: older than min_age_sec, and no path using
+ * them was used within it; at most max, in id order after *cursor (which
+ * is moved past them). *ret is malloc()ed. */
+struct db_cold_chunk {
+        uint8_t id[SHA256_DIGEST_LEN];
+        uint32_t length;
+        uint32_t stored_size;
+};
+int db_cold_chunks(struct db *db, int64_t min_age_sec, size_t max, int64_t *cursor, struct db_cold_chunk **ret,
+                   size_t *ret_n);
+/* Records that the chunk's object is now a recompressed one of stored_size
+ * bytes: under the GC lock, with the row locked, replace() (if not NULL) stores it (so a
+ * collection never runs between the object and its row); 0 and nothing
+ * done if the chunk is gone or no longer plain, 1 when recorded. */
+int db_chunk_recompress(struct db *db, const uint8_t id[SHA256_DIGEST_LEN], uint32_t stored_size,
+                        int (*replace)(void *userdata), void *userdata);
+
+/* For the resemblance index: a new chunk's super-features and length. */
+struct db_base_query {
+        uint64_t features[RESEMBLE_SF];
+        uint32_t length;
+};
+struct db_chunk_base {
+        bool found;
+        uint8_t id[SHA256_DIGEST_LEN];
+        uint32_t length;
+};
+/* For each query, the stored chunk that shares the most super-features
+ * with it: not a delta, of a length within a factor of two, held by
+ * cache_id (one of its paths or uploads, or claimed by it). A base found
+ * is protected from GC for its min-age from now. One query for all n. */
+int db_chunk_bases(struct db *db, int64_t cache_id, const struct db_base_query *qs, size_t n,
+                   struct db_chunk_base *ret);
+/* 1 and its length and kind (DB_CHUNK_*; each may be NULL) if the chunk
+ * belongs to a NAR of a path in the cache. */
+int db_chunk_in_cache(struct db *db, int64_t cache_id, const uint8_t id[SHA256_DIGEST_LEN], uint32_t *ret_length,
+                      uint8_t *ret_kind);
 
 /* ---- NARs ---- */
 
@@ -138,6 +193,11 @@ struct db_nar_chunk {
         uint32_t length;
         uint32_t stored_size;
         uint8_t id[SHA256_DIGEST_LEN];
+        uint32_t served_size;   /* read only */
+        uint8_t kind;           /* read only; DB_CHUNK_* */
+        uint8_t base[SHA256_DIGEST_LEN]; /* read only; DB_CHUNK_DELTA */
+        uint32_t base_length;
+        bool base_visible;      /* read only: the cache asked about holds the base */
 };
 
 struct db_nar {
@@ -160,8 +220,9 @@ int db_nar_find(struct db *db, const uint8_t nar_hash[SHA256_DIGEST_LEN], struct
 /* The same, but only a NAR used by a path or upload of one of cache_ids. */
 int db_nar_find_visible(struct db *db, const uint8_t nar_hash[SHA256_DIGEST_LEN], const int64_t *cache_ids,
                         size_t n_caches, struct db_nar *ret);
-/* The chunk table in NAR order; *ret is malloc()ed. */
-int db_nar_chunks(struct db *db, int64_t nar_id, struct db_nar_chunk **ret, size_t *ret_n);
+/* The chunk table in NAR order; *ret is malloc()ed. cache_id > 0: also
+ * whether that cache holds each delta chunk's base. */
+int db_nar_chunks(struct db *db, int64_t nar_id, int64_t cache_id, struct db_nar_chunk **ret, size_t *ret_n);
 int db_nar_listing(struct db *db, int64_t nar_id, char **ret);
 /* 1 if a path of the cache, or an upload to it, uses the NAR. */
 int db_nar_in_cache(struct db *db, int64_t cache_id, int64_t nar_id);

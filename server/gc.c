@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "gc.h"
+#include "recompress.h"
 #include "lastuse.h"
 #include "storage.h"
 
@@ -243,6 +244,16 @@ static void *gc_main(void *arg) {
                                 log_warning("scheduled garbage collection failed: %s", strerror(-r));
                         else if (res.skipped)
                                 log_debug("scheduled garbage collection skipped: another one is running");
+                        if (r >= 0 && !res.skipped && t->cfg.recompress_level > 0 && !th->stop) {
+                                struct recompress_result rr;
+                                r = recompress_run(t, t->cfg.recompress_level, (int64_t) t->cfg.recompress_age_sec,
+                                                   t->cfg.recompress_batch, &rr);
+                                if (r < 0)
+                                        log_warning("recompression of cold chunks failed: %s", strerror(-r));
+                                else if (rr.recompressed > 0)
+                                        log_info("recompressed %" PRIu64 " cold chunks: %" PRIu64 " -> %" PRIu64 " bytes",
+                                                 rr.recompressed, rr.bytes_before, rr.bytes_after);
+                        }
                         pthread_mutex_lock(&th->lock);
                         next_gc = time(NULL) + (time_t) t->cfg.gc_interval_sec;
                 }

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "delta.h"
 #include "ingest.h"
 #include "storage.h"
 #include "trove/chunkcodec.h"
@@ -23,6 +24,9 @@ struct pending_chunk {
         bool deduped;       /* its stored frame was read back (not stored by us) */
         uint8_t *frame;     /* the frame the chunk is served as */
         size_t frame_len;
+        uint8_t *obj;       /* the object stored, when not frame (a delta) */
+        size_t obj_len;
+        struct delta_chunk delta;
 };
 
 /* Chunks resolved together: one presence query, one sync, one transaction
@@ -63,6 +67,8 @@ struct ingest {
         struct db_nar_chunk *chunks;
         size_t n_chunks, cap_chunks;
 
+        int64_t cache_id;   /* new chunks may be deltas against its chunks; 0: none */
+
         struct ingest_result res;
         bool finished;
         char *listing_json;
@@ -73,6 +79,8 @@ static void batch_clear(struct ingest_batch *b) {
         for (size_t i = 0; i < b->n_pending; i++) {
                 free(b->pending[i].data);
                 free(b->pending[i].frame);
+                free(b->pending[i].obj);
+                delta_chunk_clear(&b->pending[i].delta);
         }
         memset(b->pending, 0, sizeof b->pending);
         b->n_pending = 0;
@@ -136,6 +144,10 @@ int ingest_new(struct troved *t, struct ingest **ret) {
 fail:
         ingest_free(in);
         return r;
+}
+
+void ingest_set_cache(struct ingest *in, int64_t cache_id) {
+        in->cache_id = cache_id;
 }
 
 const char *ingest_error(const struct ingest *in) {
@@ -219,10 +231,37 @@ static void codec_give(struct ingest *in, struct chunkcodec *c) {
         chunkcodec_free(c);
 }
 
-/* Pool task: the id of chunk i. */
+/* Pool task: the id of chunk i, and its super-features. */
 static int batch_hash_task(void *userdata, size_t i) {
-        struct pending_chunk *pc = &((struct ingest_batch *) userdata)->pending[i];
-        return sha256_buf(pc->data, pc->len, pc->id);
+        struct ingest_batch *b = userdata;
+        struct pending_chunk *pc = &b->pending[i];
+        int r = sha256_buf(pc->data, pc->len, pc->id);
+
+        pc->delta = (struct delta_chunk){ .id = pc->id, .data = pc->data, .len = pc->len };
+        if (r >= 0 && b->in->t->cfg.delta && b->in->cache_id > 0)
+                delta_describe(&pc->delta);
+        return r;
+}
+
+/* The frame a chunk whose stored object is a delta is served as: its
+ * content compressed alone at the server's level. */
+static int encode_served(struct ingest *in, struct pending_chunk *pc) {
+        struct chunkcodec *codec = NULL;
+        size_t cap = chunkcodec_bound(pc->len), flen;
+        int r;
+
+        free(pc->frame);
+        pc->frame = malloc(cap);
+        if (!pc->frame)
+                return -ENOMEM;
+        r = codec_take(in, &codec);
+        if (r < 0)
+                return r;
+        r = chunkcodec_encode(codec, pc->data, pc->len, pc->frame, cap, &flen);
+        codec_give(in, codec);
+        if (r >= 0)
+                pc->frame_len = flen;
+        return r;
 }
 
 /* Pool task: the frame chunk i is served as. A chunk the server holds
@@ -244,6 +283,10 @@ static int batch_store_task(void *userdata, size_t i) {
                 r = storage_get(t, pc->id, CHUNKSTORE_GET_VERIFY, &stored);
                 if (r >= 0) {
                         pc->deduped = true;
+                        if (chunkcodec_object_kind(stored.data, stored.len, NULL) != 0) {
+                                r = encode_served(in, pc);
+                                goto out;
+                        }
                         goto take_stored;
                 }
                 if (r != -ENOENT && r != -EBADMSG)
@@ -261,15 +304,31 @@ static int batch_store_task(void *userdata, size_t i) {
         if (r < 0)
                 goto out;
         r = chunkcodec_encode(codec, pc->data, pc->len, pc->frame, cap, &flen);
+        if (r >= 0 && pc->delta.has_base) {
+                pc->frame_len = flen;
+                r = delta_try(t, codec, &pc->delta, flen);
+                if (r > 0) {
+                        pc->obj = TAKE_PTR(pc->delta.obj);
+                        pc->obj_len = pc->delta.obj_len;
+                }
+        }
         codec_give(in, codec);
         if (r < 0)
                 goto out;
         pc->frame_len = flen;
-        r = storage_put(t, pc->id, pc->frame, flen, CHUNKSTORE_PUT_NOSYNC, &stored);
+        r = pc->obj ? storage_put(t, pc->id, pc->obj, pc->obj_len, CHUNKSTORE_PUT_NOSYNC, &stored)
+                    : storage_put(t, pc->id, pc->frame, flen, CHUNKSTORE_PUT_NOSYNC, &stored);
         if (r <= 0)
                 goto out;
-        /* Stored meanwhile by someone else, perhaps as another frame: that
-         * object is what will be served. */
+        /* Stored meanwhile by someone else, perhaps as another frame or a
+         * delta: that object is what will be served and recorded. */
+        free(pc->obj);
+        pc->obj = NULL;
+        if (chunkcodec_object_kind(stored.data, stored.len, NULL) != 0) {
+                pc->obj_len = stored.len;
+                r = buf_steal(&stored, (char **) &pc->obj, NULL);
+                goto out; /* served as the plain frame made above */
+        }
 take_stored:
         free(pc->frame);
         pc->frame = NULL;
@@ -293,7 +352,8 @@ static int pending_ensure_stored(void *userdata, size_t i) {
                 return r;
         if (r > 0)
                 return 0;
-        r = storage_put(ps->t, ps->rows[i].id, ps->fresh[i]->frame, ps->fresh[i]->frame_len, 0, NULL);
+        r = ps->fresh[i]->obj ? storage_put(ps->t, ps->rows[i].id, ps->fresh[i]->obj, ps->fresh[i]->obj_len, 0, NULL)
+                              : storage_put(ps->t, ps->rows[i].id, ps->fresh[i]->frame, ps->fresh[i]->frame_len, 0, NULL);
         return r < 0 ? r : 0;
 }
 
@@ -322,9 +382,14 @@ static int batch_retire(struct ingest *in, struct ingest_batch *b) {
                         METRIC_ADD(t, chunks_deduped, 1);
                         METRIC_ADD(t, chunk_bytes_deduped, pc->len);
                 } else {
-                        rows[n_fresh] = (struct db_chunk){ .length = (uint32_t) pc->len,
-                                                           .stored_size = (uint32_t) pc->frame_len };
-                        memcpy(rows[n_fresh].id, pc->id, SHA256_DIGEST_LEN);
+                        if (pc->obj)
+                                delta_row(&pc->delta, pc->obj, pc->obj_len, pc->frame_len, &rows[n_fresh]);
+                        else
+                                delta_row(&pc->delta, pc->frame, pc->frame_len, pc->frame_len, &rows[n_fresh]);
+                        if (rows[n_fresh].kind == DB_CHUNK_DELTA) {
+                                METRIC_ADD(t, deltas_stored, 1);
+                                METRIC_ADD(t, delta_bytes_saved, pc->frame_len - MIN(pc->frame_len, pc->obj_len));
+                        }
                         fresh[n_fresh++] = pc;
                         in->res.new_chunks++;
                         in->res.new_chunk_bytes += pc->len;
@@ -346,6 +411,17 @@ static int batch_retire(struct ingest *in, struct ingest_batch *b) {
         }
         batch_clear(b);
         return 0;
+}
+
+/* Similar stored chunks for the batch's new chunks, in one query. */
+static int find_bases(struct ingest *in, struct ingest_batch *b) {
+        struct delta_chunk *v[INGEST_BATCH];
+        size_t m = 0;
+
+        for (size_t i = 0; i < b->n_pending; i++)
+                if (!b->pending[i].present && b->pending[i].delta.has_features)
+                        v[m++] = &b->pending[i].delta;
+        return delta_find_bases(in->t, in->cache_id, v, m);
 }
 
 /* Hands the batch being filled to the pool: its ids are computed on every
@@ -377,6 +453,9 @@ static int flush_pending(struct ingest *in) {
                         return r;
                 for (size_t i = 0; i < n; i++)
                         b->pending[i].present = present[i];
+                r = find_bases(in, b);
+                if (r < 0)
+                        return r;
                 workpool_submit(t->pool, &b->job, batch_store_task, b, n);
                 b->in_flight = true;
         }
@@ -481,13 +560,22 @@ static int stored_read_task(void *userdata, size_t i) {
         size_t len;
         int r;
 
+        bool delta = false;
+        int k;
+
         r = storage_get(w->in->t, mc->id, 0, &sc->frame);
         if (r == -EBADMSG)
                 r = -EIO; /* a stored object that is no frame: the store's fault */
         /* Its header must declare the manifest's length before that much
          * memory is taken. */
-        if (r >= 0 && (chunkcodec_frame_size(sc->frame.data, sc->frame.len, &size) < 0 || size != mc->length))
-                r = -EBADMSG;
+        if (r >= 0) {
+                /* Not a plain frame (a delta, a recompressed object): served
+                 * as its content compressed at the server's level. */
+                k = chunkcodec_object_kind(sc->frame.data, sc->frame.len, &size);
+                delta = k > 0;
+                if (k < 0 || size != mc->length)
+                        r = -EBADMSG;
+        }
         if (r >= 0 && sc->data_cap < mc->length) {
                 free(sc->data);
                 sc->data_cap = 0;
@@ -499,7 +587,22 @@ static int stored_read_task(void *userdata, size_t i) {
         }
         if (r >= 0)
                 r = codec_take(w->in, &codec);
-        if (r >= 0) {
+        if (r >= 0 && delta) {
+                /* Decoded with its base; served (and hashed into FileHash)
+                 * as its content compressed alone at the server's level. */
+                r = storage_decode(w->in->t, codec, mc->id, mc->length, &sc->frame, sc->data);
+                if (r == -ENOENT)
+                        r = -EBADMSG;
+                if (r >= 0) {
+                        buf_reset(&sc->frame);
+                        r = buf_reserve(&sc->frame, chunkcodec_bound(mc->length));
+                }
+                if (r >= 0)
+                        r = chunkcodec_encode(codec, sc->data, mc->length, sc->frame.data, sc->frame.cap, &len);
+                if (r >= 0)
+                        sc->frame.len = len;
+                codec_give(w->in, codec);
+        } else if (r >= 0) {
                 r = chunkcodec_decode(codec, sc->frame.data, sc->frame.len, mc->id, mc->length, sc->data,
                                       mc->length, &len);
                 codec_give(w->in, codec);

@@ -37,6 +37,10 @@ int ingest_new(struct troved *t, struct ingest **ret);
 void ingest_free(struct ingest *in);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct ingest *, ingest_free);
 
+/* New chunks cut by ingest_feed_nar() may be stored as deltas against
+ * chunks this cache holds (server/delta.h); without it they are stored
+ * plain. */
+void ingest_set_cache(struct ingest *in, int64_t cache_id);
 int ingest_feed_nar(struct ingest *in, const void *p, size_t n);
 /* data is the decoded chunk (already verified against id), frame its
  * stored zstd frame. */

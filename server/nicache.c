@@ -142,18 +142,21 @@ void nicache_forget(struct nicache *c, int64_t cache_id, const char *hash) {
         /* A slot's count of forgets moves with the drop, under its lock: an
          * answer read before the forget and kept after it is refused. */
         if (hash) {
-                unsigned s = slot_of(c, cache_id, hash);
-                pthread_mutex_lock(&c->locks[s % NICACHE_STRIPES]);
-                c->e[s].forgets++;
-                if (c->e[s].text && c->e[s].cache_id == cache_id && streq(c->e[s].hash, hash))
-                        entry_drop(c, &c->e[s]);
-                pthread_mutex_unlock(&c->locks[s % NICACHE_STRIPES]);
+                for (int v = 0; v < 2; v++) {
+                        int64_t key = v ? NICACHE_VARIANT(cache_id) : cache_id;
+                        unsigned s = slot_of(c, key, hash);
+                        pthread_mutex_lock(&c->locks[s % NICACHE_STRIPES]);
+                        c->e[s].forgets++;
+                        if (c->e[s].text && c->e[s].cache_id == key && streq(c->e[s].hash, hash))
+                                entry_drop(c, &c->e[s]);
+                        pthread_mutex_unlock(&c->locks[s % NICACHE_STRIPES]);
+                }
                 return;
         }
         for (unsigned i = 0; i < c->n; i++) {
                 pthread_mutex_lock(&c->locks[i % NICACHE_STRIPES]);
                 c->e[i].forgets++;
-                if (c->e[i].text && (cache_id < 0 || c->e[i].cache_id == cache_id))
+                if (c->e[i].text && (cache_id < 0 || (c->e[i].cache_id & ~NICACHE_VARIANT(0)) == cache_id))
                         entry_drop(c, &c->e[i]);
                 pthread_mutex_unlock(&c->locks[i % NICACHE_STRIPES]);
         }

@@ -28,5 +28,9 @@ void nicache_put(struct nicache *c, int64_t cache_id, const char *hash, const ch
 uint64_t nicache_epoch(struct nicache *c, int64_t cache_id, const char *hash);
 void nicache_put_since(struct nicache *c, uint64_t epoch, int64_t cache_id, const char *hash, const char *text,
                        size_t len);
+/* A second answer per key (another form of the same document, such as a
+ * manifest of another version) is kept under NICACHE_VARIANT(cache_id);
+ * forgetting a cache's key forgets both. */
+#define NICACHE_VARIANT(cache_id) ((int64_t) ((uint64_t) (cache_id) | (1ull << 62)))
 /* hash NULL: every entry of the cache; cache_id < 0: everything. */
 void nicache_forget(struct nicache *c, int64_t cache_id, const char *hash);

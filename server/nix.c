@@ -129,15 +129,20 @@ static int nar_stream_load(struct nar_stream *s) {
         const struct db_nar_chunk *c = &s->chunks[s->idx];
         int r;
 
-        r = storage_get(s->t, c->id, 0, &s->frame);
+        if (!s->decompress)
+                /* A plain frame as stored; a delta decoded with its base, a
+                 * recompressed object decoded, and compressed alone: the
+                 * frame FileHash and FileSize were computed over. */
+                r = storage_served_frame(s->t, s->codec, c->id, c->length, &s->frame, s->data);
+        else
+                r = storage_get(s->t, c->id, 0, &s->frame);
         if (r < 0)
                 return log_error_errno(r, "chunk of a served NAR is unreadable: %s", strerror(-r));
         if (s->decompress) {
-                size_t n;
-                r = chunkcodec_decode(s->codec, s->frame.data, s->frame.len, c->id, c->length, s->data,
-                                      c->length, &n);
-                if (r < 0 || n != c->length)
-                        return log_error_errno(r < 0 ? r : -EBADMSG, "stored chunk does not verify");
+                size_t n = c->length;
+                r = storage_decode(s->t, s->codec, c->id, c->length, &s->frame, s->data);
+                if (r < 0)
+                        return log_error_errno(r, "stored chunk does not verify");
                 s->cur = s->data;
                 s->cur_len = n;
                 if (s->recompress) {
@@ -267,7 +272,7 @@ int nix_nar_get(struct troved_request *rq) {
         s->t = t;
         s->decompress = !compressed;
         buf_init(&s->frame, chunkcodec_bound(CHUNK_SIZE_MAX));
-        r = db_nar_chunks(t->db, nar.id, &s->chunks, &s->n_chunks);
+        r = db_nar_chunks(t->db, nar.id, 0, &s->chunks, &s->n_chunks);
         if (r < 0)
                 goto fail;
         if (s->n_chunks != nar.n_chunks) {
@@ -277,7 +282,9 @@ int nix_nar_get(struct troved_request *rq) {
         last = s->n_chunks;
         total = compressed ? nar.file_size : nar.nar_size;
         s->left = total;
-        if (!compressed) {
+        {
+                /* Decoding needs them, and so does a compressed NAR with
+                 * delta chunks. */
                 uint32_t maxlen = 0;
                 for (size_t i = 0; i < s->n_chunks; i++)
                         maxlen = MAX(maxlen, s->chunks[i].length);
@@ -289,6 +296,8 @@ int nix_nar_get(struct troved_request *rq) {
                         r = -ENOMEM;
                         goto fail;
                 }
+        }
+        if (!compressed) {
                 if (recompress != COMPRESSION_NONE) {
                         buf_init(&s->pending, (size_t) 64 << 20);
                         r = compressor_new(recompress, 0, pending_sink, &s->pending, &s->recompress);
@@ -480,8 +489,10 @@ int nix_nar_put(struct troved_request *rq) {
         r = sha256_init(&u->body_sha);
         if (r >= 0)
                 r = ingest_new(t, &u->ingest);
-        if (r >= 0)
+        if (r >= 0) {
+                ingest_set_cache(u->ingest, u->cache.id);
                 r = decompressor_new(comp, nar_upload_sink, u, &u->dec);
+        }
         if (r < 0) {
                 nar_upload_free(u);
                 return r;

@@ -73,6 +73,7 @@ static const struct route routes[] = {
         /* The CI job's ID token in the body is the credential (exchange.c). */
         { "POST",   "/_api/v1/token-exchange",                       ANYONE,   0,                       EXCHANGE_BODY_MAX,         NULL, exchange_token, WORKER },
         { "POST",   "/_api/v1/gc",                                   ON_ALL,   TOKEN_PERM_DESTROY,      0,                         api_gc, NULL, WORKER },
+        { "POST",   "/_api/v1/recompress",                           ON_ALL,   TOKEN_PERM_DESTROY,      0,                         api_recompress, NULL, WORKER },
         { "GET",    "/_api/v1/caches/{cache}",                       ON_CACHE, PULL,                    0,                         api_cache_get, NULL, WORKER },
         { "POST",   "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CREATE,       API_CONFIG_BODY_MAX,       NULL, api_cache_create, WORKER },
         { "PUT",    "/_api/v1/caches/{cache}",                       ON_CACHE, TOKEN_PERM_CREATE,       API_CONFIG_BODY_MAX,       NULL, api_cache_create, WORKER },

@@ -21,11 +21,122 @@ static void account(struct troved *t, uint64_t t0, int r) {
                 METRIC_ADD(t, store_errors, 1);
 }
 
-int storage_get(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], unsigned flags, struct buf *out) {
+static int get_object(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], unsigned flags, struct buf *out) {
         uint64_t t0 = now_usec();
         int r = chunkstore_get(t->store, id, flags, out);
         account(t, t0, r);
         return r;
+}
+
+int storage_decode(struct troved *t, struct chunkcodec *codec, const uint8_t id[SHA256_DIGEST_LEN],
+                   uint32_t length, const struct buf *obj, uint8_t *out) {
+        uint8_t base_id[SHA256_DIGEST_LEN];
+        struct buf base_obj;
+        uint8_t *base = NULL;
+        uint32_t base_len;
+        uint64_t size;
+        size_t len = 0;
+        int r;
+
+        r = chunkcodec_delta_parse(obj->data, obj->len, base_id, &base_len, &size);
+        if (r < 0)
+                return -EBADMSG;
+        if (r == 0) {
+                r = chunkcodec_decode(codec, obj->data, obj->len, id, length, out, length, &len);
+                if (r == -ENOMEM)
+                        return r;
+                return r < 0 || len != length ? -EBADMSG : 0;
+        }
+        if (size != length)
+                return -EBADMSG;
+        buf_init(&base_obj, chunkcodec_bound(CHUNK_SIZE_MAX));
+        r = get_object(t, base_id, 0, &base_obj);
+        if (r >= 0 && chunkcodec_delta_parse(base_obj.data, base_obj.len, NULL, NULL, NULL) != 0)
+                r = -EBADMSG; /* one level only */
+        if (r >= 0) {
+                base = malloc(base_len);
+                if (!base)
+                        r = -ENOMEM;
+        }
+        if (r >= 0) {
+                r = chunkcodec_decode(codec, base_obj.data, base_obj.len, base_id, base_len, base, base_len, &len);
+                if (r != -ENOMEM && (r < 0 || len != base_len))
+                        r = -EBADMSG;
+        }
+        if (r >= 0) {
+                r = chunkcodec_decode_delta(codec, obj->data, obj->len, base, base_len, id, length, out, length, &len);
+                if (r != -ENOMEM && (r < 0 || len != length))
+                        r = -EBADMSG;
+        }
+        if (r >= 0)
+                METRIC_ADD(t, delta_reads, 1);
+        else if (r != -ENOMEM) {
+                char hex[2 * SHA256_DIGEST_LEN + 1];
+                hex_encode(id, SHA256_DIGEST_LEN, hex);
+                log_warning("delta chunk %s does not decode with its base: %s", hex, strerror(-r));
+        }
+        free(base);
+        buf_free(&base_obj);
+        return r;
+}
+
+int storage_get(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], unsigned flags, struct buf *out) {
+        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
+        _cleanup_free_ uint8_t *content = NULL;
+        uint64_t size;
+        int r = get_object(t, id, flags, out);
+
+        /* The store checked a frame's content; a delta's needs its base. */
+        if (r < 0 || !(flags & CHUNKSTORE_GET_VERIFY) ||
+            chunkcodec_delta_parse(out->data, out->len, NULL, NULL, &size) <= 0)
+                return r;
+        r = chunkcodec_new(t->cfg.compression_level, &codec);
+        if (r >= 0) {
+                content = malloc(size);
+                r = content ? storage_decode(t, codec, id, (uint32_t) size, out, content) : -ENOMEM;
+        }
+        if (r < 0)
+                buf_reset(out);
+        return r == -ENOENT ? -EBADMSG : r;
+}
+
+int storage_read_content(struct troved *t, struct chunkcodec *codec, const uint8_t id[SHA256_DIGEST_LEN],
+                         uint32_t length, struct buf *obj, uint8_t *out, bool *ret_delta) {
+        int r = get_object(t, id, 0, obj);
+        if (r < 0)
+                return r;
+        r = storage_decode(t, codec, id, length, obj, out);
+        if (r >= 0 && ret_delta)
+                *ret_delta = chunkcodec_delta_parse(obj->data, obj->len, NULL, NULL, NULL) > 0;
+        return r;
+}
+
+int storage_served_frame(struct troved *t, struct chunkcodec *codec, const uint8_t id[SHA256_DIGEST_LEN],
+                         uint32_t length, struct buf *frame, uint8_t *content) {
+        int r = get_object(t, id, 0, frame);
+
+        /* Plain frames as they are; deltas and recompressed objects as
+         * their content compressed at the server's level. */
+        if (r < 0 || chunkcodec_object_kind(frame->data, frame->len, NULL) == 0)
+                return r;
+        return storage_reencode(t, codec, id, length, frame, content);
+}
+
+int storage_reencode(struct troved *t, struct chunkcodec *codec, const uint8_t id[SHA256_DIGEST_LEN],
+                     uint32_t length, struct buf *frame, uint8_t *content) {
+        size_t len;
+        int r = storage_decode(t, codec, id, length, frame, content);
+        if (r < 0)
+                return r;
+        buf_reset(frame);
+        r = buf_reserve(frame, chunkcodec_bound(length));
+        if (r < 0)
+                return r;
+        r = chunkcodec_encode(codec, content, length, frame->data, frame->cap, &len);
+        if (r < 0)
+                return r;
+        frame->len = len;
+        return 0;
 }
 
 static int put_once(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const void *frame, size_t n,

@@ -10,9 +10,32 @@
 
 #include "troved.h"
 
-/* Replaces out's contents with the stored frame; flags as chunkstore_get()
- * (CHUNKSTORE_GET_VERIFY decodes and checks it against id). */
+/* Replaces out's contents with the stored object (a frame or a delta
+ * object, include/trove/chunkcodec.h); flags as chunkstore_get()
+ * (CHUNKSTORE_GET_VERIFY decodes and checks it against id, a delta object
+ * with its base). */
 int storage_get(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], unsigned flags, struct buf *out);
+/* The content of chunk id (length bytes, as its row says) into out,
+ * whatever its object: a delta is decoded with its base, read and verified
+ * first (never a delta itself). Always verified against id (-EBADMSG);
+ * -ENOENT if the object or its base is missing. obj gets the object;
+ * *ret_delta (may be NULL) whether it was a delta. */
+struct chunkcodec;
+int storage_read_content(struct troved *t, struct chunkcodec *codec, const uint8_t id[SHA256_DIGEST_LEN],
+                         uint32_t length, struct buf *obj, uint8_t *out, bool *ret_delta);
+/* The same from an object already read (obj). */
+int storage_decode(struct troved *t, struct chunkcodec *codec, const uint8_t id[SHA256_DIGEST_LEN],
+                   uint32_t length, const struct buf *obj, uint8_t *out);
+/* The frame chunk id is served as in a .nar.zst: its object when that is
+ * a plain frame; a delta's or a recompressed object's content (decoded into content, length bytes, and
+ * verified) compressed alone by codec, which is at the server's level, so
+ * the frame is the one FileHash and served_size describe. */
+int storage_served_frame(struct troved *t, struct chunkcodec *codec, const uint8_t id[SHA256_DIGEST_LEN],
+                         uint32_t length, struct buf *frame, uint8_t *content);
+/* The second half of that: frame holds an object that is not a plain frame
+ * (chunkcodec_object_kind() != 0) and gets the frame it is served as. */
+int storage_reencode(struct troved *t, struct chunkcodec *codec, const uint8_t id[SHA256_DIGEST_LEN],
+                     uint32_t length, struct buf *frame, uint8_t *content);
 
 /* Stores frame (already verified against id) under id. Objects are
  * write-once: if one is already stored, nothing is replaced; its bytes are

@@ -51,6 +51,10 @@ struct troved_config {
         unsigned s3_breaker_sec;          /* S3 found away: fail at once this long */
         unsigned shutdown_timeout_sec;    /* SIGTERM to exit, at most */
         bool chunk_redirect;      /* redirect chunk downloads to presigned URLs */
+        bool delta;               /* resemblance detection and delta chunks on ingest */
+        int recompress_level;     /* cold chunks recompressed at this level after scheduled GC; 0: off */
+        unsigned recompress_age_sec;  /* cold: older, and unused by any path for, this long */
+        unsigned recompress_batch;    /* chunks examined per scheduled run */
         unsigned gc_interval_sec; /* scheduled garbage collection; 0: never */
         unsigned gc_min_age_sec;  /* what scheduled collections leave alone */
         int log_level;
@@ -68,6 +72,12 @@ struct troved_metrics {
         atomic_uint_fast64_t chunks_deduped;    /* chunks that were already stored */
         atomic_uint_fast64_t chunk_bytes_uploaded;
         atomic_uint_fast64_t chunk_bytes_deduped;
+        atomic_uint_fast64_t delta_candidates;  /* new chunks a similar stored chunk was found for */
+        atomic_uint_fast64_t deltas_stored;     /* of them: stored as deltas */
+        atomic_uint_fast64_t delta_bytes_saved; /* plain frame bytes minus delta object bytes */
+        atomic_uint_fast64_t delta_reads;       /* delta chunks decoded on the server */
+        atomic_uint_fast64_t chunks_recompressed;
+        atomic_uint_fast64_t recompress_bytes_saved;
         atomic_uint_fast64_t nars_ingested;
         atomic_uint_fast64_t paths_committed;
         atomic_uint_fast64_t store_ops;         /* chunk store calls */

@@ -301,6 +301,7 @@ static int pull_nar(struct pull *pl, const struct narinfo *ni) {
                 r = ingest_new(t, &in);
         if (r < 0)
                 return r;
+        ingest_set_cache(in, pl->cache->id);
         s.ingest = in;
         r = decompressor_new(comp, nar_sink_decompressed, &s, &s.dec);
         if (r < 0)

@@ -121,6 +121,14 @@ static int print_info(json_t *j, bool as_json) {
                 printf("logical bytes:  %s (NAR)\n", nb);
                 printf("stored bytes:   %s (%" PRId64 " chunks)\n", sb,
                        (int64_t) json_integer_value(json_object_get(usage, "chunks")));
+                json_t *kinds = json_object_get(usage, "storedBytesByKind");
+                if (kinds) {
+                        char pb[32], db[32], rb[32];
+                        format_bytes((uint64_t) json_integer_value(json_object_get(kinds, "plain")), pb);
+                        format_bytes((uint64_t) json_integer_value(json_object_get(kinds, "delta")), db);
+                        format_bytes((uint64_t) json_integer_value(json_object_get(kinds, "recompressed")), rb);
+                        printf("  by kind:      %s plain, %s delta, %s recompressed\n", pb, db, rb);
+                }
                 printf("dedup ratio:    %.2f\n", json_number_value(json_object_get(usage, "dedupRatio")));
                 if (json_object_get(usage, "pulledPaths")) {
                         char pb[32];

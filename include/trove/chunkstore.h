@@ -13,6 +13,10 @@
  *          are removed.
  *   s3     keys "<prefix>chunks/ab/<64 hex>" in a bucket, via s3.h.
  *
+ * An object is a chunk frame or a delta object (chunkcodec.h), whose
+ * structure is checked like a frame's but whose content needs its base: the
+ * caller verifies it (CHUNKSTORE_GET_VERIFY checks only its structure).
+ *
  * Every function is thread-safe. Errors: -ENOENT (no such chunk), -EBADMSG
  * (a stored object that is not a single zstd frame with a declared size,
  * or, with CHUNKSTORE_GET_VERIFY, whose content does not hash to its id:
@@ -124,6 +128,11 @@ enum {
          * instead of two fsyncs per object). Visible under its final name
          * either way, never partially. */
         CHUNKSTORE_PUT_NOSYNC = 1 << 0,
+        /* Replace the object stored under id (recompression: the same
+         * content in another object), atomically: a reader gets the old
+         * object or the new one, never a mix. The only exception to
+         * write-once. */
+        CHUNKSTORE_PUT_REPLACE = 1 << 1,
 };
 
 int chunkstore_put_flags(struct chunkstore *cs, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,

@@ -44,9 +44,18 @@
 struct manifest_chunk {
         uint64_t nar_offset;
         uint32_t length;        /* uncompressed */
-        uint32_t stored_size;   /* bytes of its zstd frame */
+        uint32_t stored_size;   /* bytes of its zstd frame (of its delta object if has_base) */
         uint8_t id[SHA256_DIGEST_LEN];
+        /* Version 2: the chunk is stored as a delta against this chunk
+         * (include/trove/chunkcodec.h), which is never itself a delta. */
+        bool has_base;
+        uint32_t base_length;
+        uint8_t base[SHA256_DIGEST_LEN];
 };
+
+/* The manifest versions this library reads; it writes 1 unless a chunk
+ * has a base. */
+#define MANIFEST_VERSION_MAX 2
 
 struct manifest {
         struct narinfo info;    /* StorePath, NarHash, NarSize, References, Deriver, Sigs, CA */

@@ -79,5 +79,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         abort();
         }
         free(exact);
+
+        /* The same bytes as a delta object, decoded with the seed content
+         * as its base: a clean refusal, or exactly the expected content. */
+        {
+                uint8_t base_id[SHA256_DIGEST_LEN];
+                uint32_t base_len = 0;
+                uint64_t dsize = 0;
+                int k = chunkcodec_delta_parse(data, size, base_id, &base_len, &dsize);
+                if (k < -EBADMSG || (k < 0 && k != -EBADMSG) || k > 1)
+                        abort();
+                if (k == 0 && chunkcodec_frame_size(data, size, &declared) == 0 && rs != 0)
+                        abort();
+                len = SIZE_MAX;
+                r = chunkcodec_decode_delta(codec, data, size, FUZZ_CONTENT, strlen(FUZZ_CONTENT), id, FUZZ_BOUND,
+                                            out, FUZZ_BOUND, &len);
+                if (r == 0) {
+                        if (k != 1 || base_len != strlen(FUZZ_CONTENT) || len != strlen(FUZZ_CONTENT) ||
+                            memcmp(out, FUZZ_CONTENT, len) != 0)
+                                abort();
+                } else if ((r != -EBADMSG && r != -EFBIG) || len != SIZE_MAX) {
+                        abort();
+                }
+                /* A delta object is never a frame. */
+                if (k == 1 && rs == 0)
+                        abort();
+        }
         return 0;
 }

@@ -262,8 +262,79 @@ static void test_concatenation_with_zstd_cli(void) {
         free(back);
 }
 
+/* A version bump in miniature: the same bytes with a few edits. */
+static void make_similar(uint8_t *base, uint8_t *next, size_t n) {
+        test_fill(base, n, 4242);
+        memcpy(next, base, n);
+        for (size_t k = 1000; k + 8 < n; k += 9001)
+                memcpy(next + k, "edited!!", 8);
+}
+
+static void test_delta(void) {
+        _cleanup_(chunkcodec_freep) struct chunkcodec *c = NULL;
+        const size_t n = 65536;
+        uint8_t *base = malloc(n), *next = malloc(n), *out = malloc(n + 1);
+        size_t cap = CHUNKCODEC_DELTA_HEADER + chunkcodec_bound(n), len = 0, got = 0;
+        uint8_t *obj = malloc(cap);
+        uint8_t base_id[SHA256_DIGEST_LEN], id[SHA256_DIGEST_LEN], named[SHA256_DIGEST_LEN];
+        struct frame plain;
+        uint32_t base_len = 0;
+        uint64_t size = 0;
+
+        CHECK(base && next && out && obj);
+        CHECK_OK(chunkcodec_new(CHUNK_LEVEL_DEFAULT, &c));
+        make_similar(base, next, n);
+        CHECK_OK(sha256_buf(base, n, base_id));
+        CHECK_OK(sha256_buf(next, n, id));
+        CHECK_OK(chunkcodec_encode_delta(c, base, n, base_id, next, n, obj, cap, &len));
+        /* random content: plain does not compress, the delta does */
+        encode(c, next, n, &plain);
+        CHECK(len * 10 < plain.len);
+        CHECK_RC(chunkcodec_delta_parse(obj, len, named, &base_len, &size), 1);
+        CHECK_MEMEQ(named, base_id, SHA256_DIGEST_LEN);
+        CHECK_EQ_U64(base_len, n);
+        CHECK_EQ_U64(size, n);
+        CHECK_OK(chunkcodec_decode_delta(c, obj, len, base, n, id, n, out, n + 1, &got));
+        CHECK_EQ_U64(got, n);
+        CHECK_MEMEQ(out, next, n);
+        /* the codec stays usable for plain frames afterwards */
+        check_round_trip(c, &plain, next, n);
+        /* a plain frame is not a delta object, and a delta object is no frame */
+        CHECK_RC(chunkcodec_delta_parse(plain.data, plain.len, NULL, NULL, NULL), 0);
+        CHECK_RC(chunkcodec_frame_size(obj, len, &size), -EBADMSG);
+        CHECK_RC(chunkcodec_decode(c, obj, len, id, n, out, n + 1, &got), -EBADMSG);
+        /* the wrong base content, a wrong base length, the wrong id */
+        base[7] ^= 1;
+        CHECK_RC(chunkcodec_decode_delta(c, obj, len, base, n, id, n, out, n + 1, &got), -EBADMSG);
+        base[7] ^= 1;
+        CHECK_RC(chunkcodec_decode_delta(c, obj, len, base, n - 1, id, n, out, n + 1, &got), -EBADMSG);
+        CHECK_RC(chunkcodec_decode_delta(c, obj, len, base, n, base_id, n, out, n + 1, &got), -EBADMSG);
+        /* damaged: header, body, truncation */
+        obj[9] ^= 1;
+        CHECK_RC(chunkcodec_delta_parse(obj, len, NULL, NULL, NULL), -EBADMSG);
+        obj[9] ^= 1;
+        obj[len - 3] ^= 0x55;
+        CHECK(chunkcodec_decode_delta(c, obj, len, base, n, id, n, out, n + 1, &got) < 0);
+        obj[len - 3] ^= 0x55;
+        CHECK_RC(chunkcodec_delta_parse(obj, len - 1, NULL, NULL, NULL), -EBADMSG);
+        CHECK_RC(chunkcodec_delta_parse(obj, 20, NULL, NULL, NULL), -EBADMSG);
+        /* still intact after all that */
+        CHECK_OK(chunkcodec_decode_delta(c, obj, len, base, n, id, n, out, n + 1, &got));
+        CHECK_MEMEQ(out, next, n);
+        /* too small an output, and a window too large */
+        CHECK_RC(chunkcodec_decode_delta(c, obj, len, base, n, id, n - 1, out, n + 1, &got), -EFBIG);
+        CHECK_RC(chunkcodec_encode_delta(c, base, CHUNKCODEC_DELTA_WINDOW_MAX, base_id, next, n, obj, cap, &len),
+                 -EFBIG);
+        free(plain.data);
+        free(base);
+        free(next);
+        free(out);
+        free(obj);
+}
+
 int main(void) {
         test_round_trip();
+        test_delta();
         test_refusals();
         test_huge_declared_size();
         test_concatenation_with_zstd_cli();

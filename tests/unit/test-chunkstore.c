@@ -467,6 +467,52 @@ static void test_spec(void) {
         chunkstore_free(cs);
 }
 
+/* Recompression: REPLACE swaps the object under an id for another one of
+ * the same content (a recompressed object), leaving no temporary file. */
+static void test_replace(void) {
+        _cleanup_(chunkstore_freep) struct chunkstore *cs = NULL;
+        _cleanup_(chunkcodec_freep) struct chunkcodec *high = NULL;
+        struct buf out = BUF_INIT(1 << 20);
+        uint8_t *data = malloc(90000), *obj = malloc(chunkcodec_bound(90000) + CHUNKCODEC_RECOMPRESSED_HEADER);
+        uint8_t content[90000];
+        struct chunk a;
+        size_t olen, len;
+
+        CHECK(data && obj);
+        make_chunk(&a, 90000, 77);
+        CHECK_OK(chunkstore_local_open(root, &cs));
+        CHECK_OK(chunkstore_put(cs, a.id, a.frame, a.frame_len));
+        CHECK_OK(chunkstore_get(cs, a.id, 0, &out));
+        CHECK_OK(chunkcodec_new(19, &high));
+        CHECK_OK(chunkcodec_decode(high, out.data, out.len, a.id, 90000, data, 90000, &len));
+        CHECK_OK(chunkcodec_encode_recompressed(high, data, len, obj,
+                                                chunkcodec_bound(90000) + CHUNKCODEC_RECOMPRESSED_HEADER, &olen));
+        CHECK_RC(chunkcodec_object_kind(obj, olen, NULL), 2);
+        CHECK_RC(chunkcodec_object_kind(a.frame, a.frame_len, NULL), 0);
+        /* not a frame for uploads, but decodes as one */
+        uint64_t size;
+        CHECK_RC(chunkcodec_frame_size(obj, olen, &size), -EBADMSG);
+        CHECK_OK(chunkcodec_object_size(obj, olen, &size));
+        CHECK_EQ_U64(size, 90000);
+        CHECK_RC(chunkstore_put(cs, a.id, obj, olen), -EEXIST);
+        CHECK_OK(chunkstore_put_flags(cs, a.id, obj, olen, CHUNKSTORE_PUT_REPLACE));
+        CHECK_OK(chunkstore_get(cs, a.id, CHUNKSTORE_GET_VERIFY, &out));
+        CHECK_EQ_U64(out.len, olen);
+        CHECK_MEMEQ(out.data, obj, olen);
+        CHECK_OK(chunkcodec_decode(high, out.data, out.len, a.id, 90000, content, sizeof content, &len));
+        CHECK_MEMEQ(content, data, 90000);
+        /* a damaged recompressed object is caught like a frame */
+        obj[olen - 5] ^= 0x40;
+        CHECK_OK(chunkstore_put_flags(cs, a.id, obj, olen, CHUNKSTORE_PUT_REPLACE));
+        CHECK_RC(chunkstore_get(cs, a.id, CHUNKSTORE_GET_VERIFY, &out), -EBADMSG);
+        count_files();
+        CHECK_EQ_U64(tmp_files, 0);
+        buf_free(&out);
+        chunk_done(&a);
+        free(data);
+        free(obj);
+}
+
 int main(void) {
         snprintf(root, sizeof root, "/tmp/test-chunkstore-XXXXXX");
         CHECK(mkdtemp(root));
@@ -477,6 +523,7 @@ int main(void) {
         test_concurrent_puts();
         test_write_once();
         test_write_once_race();
+        test_replace();
         test_spec();
         CHECK(nftw(root, rm_visit, 16, FTW_DEPTH | FTW_PHYS) == 0);
         return 0;

@@ -110,7 +110,8 @@ static void *conn_main(void *arg) {
                         continue;
                 }
                 const char *what = req + strlen(prefix);
-                if (strncmp(what, "manifests/" MANIFEST_HASH " ", 43) == 0) {
+                /* trovefs asks for version 2 (it reads delta chunks) */
+                if (strncmp(what, "manifests/" MANIFEST_HASH "?version=2 ", 53) == 0) {
                         pthread_mutex_lock(&srv.lock);
                         srv.manifest_requests++;
                         char headers[sizeof srv.manifest_headers];

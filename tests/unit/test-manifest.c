@@ -218,7 +218,12 @@ static void test_decode_rejects(void) {
         static const struct {
                 const char *from, *to, *expect;
         } edits[] = {
-                { "\"version\":1", "\"version\":2", "version" },
+                { "\"version\":1", "\"version\":3", "version" },
+                /* version 1 has no bases */
+                { "\"0101010101010101010101010101010101010101010101010101010101010101\",500]",
+                  "\"0101010101010101010101010101010101010101010101010101010101010101\",500,"
+                  "\"0202020202020202020202020202020202020202020202020202020202020202\",1024]",
+                  "storedSize]" },
                 { "\"version\":1,", "", "version" },
                 { "/nix/store/" H1, "/nix/stor/" H1, "storePath" },
                 { "\"storePath\"", "\"storepath\"", "storePath" },
@@ -436,8 +441,56 @@ static void test_two_signatures(void) {
         signing_secret_wipe(&stranger_sk);
 }
 
+/* Version 2: a chunk stored as a delta names its base; a manifest without
+ * bases is still written as version 1, byte for byte. */
+static void test_version2(void) {
+        _cleanup_(manifest_free) struct manifest m = {}, d = {};
+        _cleanup_free_ char *text = NULL;
+        struct trove_error err = {};
+        size_t len;
+
+        make_valid(&m);
+        m.chunks[1].has_base = true;
+        m.chunks[1].base_length = 1024;
+        memset(m.chunks[1].base, 1, SHA256_DIGEST_LEN);
+        CHECK_OK(manifest_encode(&m, &text, &len));
+        CHECK(strncmp(text, "{\"version\":2,", 12) == 0);
+        CHECK(strstr(text, ",900,\"0101010101010101010101010101010101010101010101010101010101010101\",1024]"));
+        CHECK_OK(manifest_decode(text, len, "/nix/store", &d, &err));
+        check_same(&m, &d);
+        CHECK(d.chunks[1].has_base && !d.chunks[0].has_base);
+
+        /* its own base, a base of length 0 */
+        memset(m.chunks[1].base, 2, SHA256_DIGEST_LEN);
+        CHECK_RC(manifest_validate(&m, &err), -EBADMSG);
+        CHECK(strstr(err.msg, "base"));
+        memset(m.chunks[1].base, 1, SHA256_DIGEST_LEN);
+        m.chunks[1].base_length = 0;
+        CHECK_RC(manifest_validate(&m, &err), -EBADMSG);
+        m.chunks[1].base_length = 1024;
+        /* a delta object may be a header longer than a frame's bound */
+        m.chunks[1].stored_size = 1976 + 1976 / 128 + 1024 + CHUNKCODEC_DELTA_HEADER;
+        CHECK_OK(manifest_validate(&m, &err));
+        m.chunks[1].stored_size++;
+        CHECK_RC(manifest_validate(&m, &err), -EBADMSG);
+
+        /* 5 elements, a bad base id, in version 2 */
+        const char *bad[] = { ",900,\"01\"]", ",900,\"X101010101010101010101010101010101010101010101010101010101010101\",1024]",
+                              ",900,\"0101010101010101010101010101010101010101010101010101010101010101\",-1]" };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                _cleanup_free_ char *t = NULL;
+                const char *at = strstr(text, ",900,");
+                const char *rest = strchr(at, ']') + 1;
+                struct manifest x = {};
+                CHECK(asprintf(&t, "%.*s%s%s", (int) (at - text), text, bad[i], rest) > 0);
+                CHECK_RC(manifest_decode(t, strlen(t), "/nix/store", &x, &err), -EBADMSG);
+                manifest_free(&x);
+        }
+}
+
 int main(void) {
         test_round_trip();
+        test_version2();
         test_sign_verify();
         test_two_signatures();
         test_validate_rules();
