@@ -205,25 +205,6 @@ class Mount:
             time.sleep(0.05)
         self.dev = os.stat(mnt).st_dev
 
-    def holders(self):
-        """Other processes whose mount namespace has a copy of this mount
-        (e.g. a concurrent `nix copy --to local?root=…` that unshared its
-        namespace while the mount existed)."""
-        out = []
-        for mi in Path("/proc").glob("[0-9]*/mountinfo"):
-            try:
-                if f" {self.mnt} " in mi.read_text():
-                    out.append(mi.parent.name)
-            except OSError:
-                pass
-        return out
-
-    def abort_connection(self):
-        conns = Path("/sys/fs/fuse/connections")
-        if not any(conns.iterdir()):
-            trovetest.run(["mount", "-t", "fusectl", "fusectl", conns], expect=None)
-        (conns / str(os.minor(self.dev)) / "abort").write_text("1")
-
     def output(self):
         self.log.seek(0)
         return self.log.read().decode(errors="replace")
@@ -237,20 +218,7 @@ class Mount:
     def unmount(self):
         if self.proc.poll() is None:
             trovetest.run(["fusermount3", "-u", self.mnt], expect=None)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                holders = self.holders()
-                if holders:
-                    # Unmounted here, but another process's namespace still
-                    # holds a copy, which keeps the connection alive: not
-                    # trovefs's doing. End the connection.
-                    self.abort_connection()
-                    try:
-                        self.proc.wait(30)
-                    except subprocess.TimeoutExpired:
-                        pass
-            if self.proc.poll() is None:
+            if not trovetest.wait_fuse_server(self.proc, self.mnt, self.dev):
                 self.proc.kill()
                 self.proc.wait()
                 raise trovetest.CommandError(f"trovefs did not exit\n{self.output()}")

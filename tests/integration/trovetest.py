@@ -205,6 +205,49 @@ def file_sha256(path):
             h.update(block)
 
 
+# ---- FUSE ----
+
+def fuse_holders(mnt):
+    """Processes whose mount namespace has a copy of the mount at mnt: a
+    namespace made while the mount existed (`nix copy --to local?root=…`
+    makes one, so do unshare and podman) keeps a copy of it after it is
+    unmounted here, and with it the FUSE connection."""
+    out = []
+    for mi in Path("/proc").glob("[0-9]*/mountinfo"):
+        try:
+            if f" {mnt} " in mi.read_text():
+                out.append(mi.parent.name)
+        except OSError:
+            pass
+    return out
+
+
+def abort_fuse_connection(dev):
+    """Ends the FUSE connection of the mount on device dev (st_dev of its
+    root) through fusectl: its server sees the end of its device."""
+    conns = Path("/sys/fs/fuse/connections")
+    if not any(conns.iterdir()):
+        run(["mount", "-t", "fusectl", "fusectl", conns], expect=None)
+    (conns / str(os.minor(dev)) / "abort").write_text("1")
+
+
+def wait_fuse_server(proc, mnt, dev, timeout=30, grace=2):
+    """Waits up to timeout seconds for the FUSE server proc to exit after its
+    mount at mnt (device dev) was unmounted. It exits within moments
+    unless another process's namespace still holds a copy of the mount
+    (see fuse_holders): not the server's doing, and possible whenever test
+    files run at the same time; such a connection is ended after grace
+    seconds. Returns whether proc exited."""
+    t0 = time.monotonic()
+    aborted = False
+    while proc.poll() is None and time.monotonic() - t0 < timeout:
+        if not aborted and time.monotonic() - t0 > grace and fuse_holders(mnt):
+            abort_fuse_connection(dev)
+            aborted = True
+        time.sleep(0.05)
+    return proc.poll() is not None
+
+
 # ---- Nix ----
 
 def nix_env(extra=None):
