@@ -90,7 +90,7 @@ def check_served(t, cache, path, tmp_path, tag):
 
 @pytest.fixture(scope="module")
 def server(make_troved_module):
-    return make_troved_module(log_level="info")
+    return make_troved_module(args=["--delta", "on"], log_level="info")
 
 
 def test_nix_copy_stores_deltas(server, versions, tmp_path):
@@ -184,7 +184,7 @@ def test_no_bases_across_caches(server, make_troved, versions, tmp_path):
     assert not delta_rows(t, b, v2)
     check_served(t, b, v2, tmp_path, "b")
     # A fresh server: a's chunks are no candidates for b's.
-    t2 = make_troved(log_level="info")
+    t2 = make_troved(args=["--delta", "on"], log_level="info")
     a2, b2 = new_cache(t2), new_cache(t2)
     t2.nix_copy_to(a2, [v1], t2.admin, tmp_path / "xdg-a2", compression="zstd")
     t2.nix_copy_to(b2, [v2], t2.admin, tmp_path / "xdg-b2", compression="zstd")
@@ -206,7 +206,7 @@ def read_all(mnt_path):
 
 def server_with_versions(make_troved, versions, tmp_path):
     """A fresh troved whose cache holds version 1, then version 2 (as deltas)."""
-    t = make_troved(log_level="info")
+    t = make_troved(args=["--delta", "on"], log_level="info")
     v1, v2 = versions
     cache = new_cache(t)
     t.nix_copy_to(cache, [v1], t.admin, tmp_path / "xdg1", compression="zstd")
@@ -374,7 +374,7 @@ def test_recompress_cold_chunks(make_troved, tmp_path):
     same ids, the same .nar.zst bytes (FileHash holds), nix copy --from and
     trovefs read them; a second run finds nothing to do; the route refuses
     what it should."""
-    t = make_troved(log_level="info")
+    t = make_troved(args=["--delta", "on"], log_level="info")
     (text,) = build(tmp_path, "text", TEXT_NIX)
     cache = new_cache(t)
     t.nix_copy_to(cache, [text], t.admin, tmp_path / "xdg", compression="zstd")
