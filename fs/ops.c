@@ -737,6 +737,12 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 
 /* ---- read ---- */
 
+/* Chunks read ahead after n reads in a row: doubles every 4, up to 8 x
+ * --readahead. */
+static size_t ra_window(const struct trovefs *fs, uint32_t n) {
+        return (size_t) fs->readahead_chunks << MIN(n / 4, 3u);
+}
+
 /* Starts fetching the chunks after the read [.., nar_end) up to the end of
  * the file, at most fs->readahead_chunks of them, when reads of this file
  * are sequential; past the end of the file when the path's files are read
@@ -770,9 +776,9 @@ static void read_ahead(struct trovefs *fs, struct trovefs_path *p, uint32_t node
          * sequential reads, up to 8 x --readahead: more chunks in flight
          * while it streams, none wasted on a single small read. A walk
          * through the tree does the same across files. */
-        window = (size_t) fs->readahead_chunks << MIN(run / 4, 3u);
+        window = ra_window(fs, run);
         if (walk >= WALK_MIN) {
-                window = MAX(window, (size_t) fs->readahead_chunks << MIN((walk - WALK_MIN) / 4, 3u));
+                window = MAX(window, ra_window(fs, walk - WALK_MIN));
                 limit = UINT64_MAX;
         }
         for (size_t i = last_chunk + 1, n = 0; i < p->m.n_chunks && n < window; i++, n++) {
