@@ -195,6 +195,13 @@ def test_sigkill_during_nix_copy(server, rgw, tmp_path):
         st, answer = trovetest.raw_http(server.port, head.encode())
         assert st == 503 and b" 100 " not in answer, answer
         assert b"retry-after:" in answer.lower() and b"connection: close" in answer.lower(), answer
+    # Who may upload is decided first: no token is 401, a pull token 403.
+    puller = server.token(cache=name, perm="pull")
+    for auth, want in (("", 401), (f"Authorization: Bearer {puller}\r\n", 403)):
+        head = (f"PUT /{name}/nar/{'1' * 52}.nar HTTP/1.1\r\nHost: x\r\n{auth}"
+                "Expect: 100-continue\r\nContent-Length: 31457280\r\n\r\n")
+        st, answer = trovetest.raw_http(server.port, head.encode())
+        assert st == want, answer
     rgw.ctl("start-rgw", timeout=180)
     server.nix_copy_to(name, [top], server.admin, tmp_path / "xdg2", compression="zstd")
     substitute_and_verify(server, name, key, top, paths, tmp_path)
