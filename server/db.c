@@ -2325,43 +2325,51 @@ int db_gc_mark_quota(struct db_gc *g, unsigned batch, uint64_t *ret_n) {
         return cmd_count(res, ret_n);
 }
 
-int db_gc_sweep_paths(struct db_gc *g, unsigned batch,
+int db_gc_sweep_paths(struct db_gc *g, unsigned batch, int64_t *after,
                       void (*deleted)(void *userdata, int64_t cache_id, const char *hash), void *userdata,
                       uint64_t *ret_n) {
         _cleanup_pgresult_ PGresult *res = NULL;
-        char lim[16];
-        const char *p[] = { lim };
+        char lim[16], from[24];
+        const char *p[] = { lim, from };
+        int64_t last = 0;
         int r;
 
         snprintf(lim, sizeof lim, "%u", batch);
+        snprintf(from, sizeof from, "%" PRId64, *after);
         r = tx_begin_locked(&g->h, "SELECT pg_advisory_xact_lock(" DB_PATHS_LOCK ")");
         if (r < 0)
                 goto fail;
-        /* Referrers go before what they reference: a batch takes only
-         * marked paths that nothing references now, so every closure that
+        /* Referrers go before what they reference: of the batch looked at,
+         * only paths that nothing references now go, so every closure that
          * is visible between two batches is whole. A path used, pushed or
-         * pinned since it was marked stays. */
+         * pinned since it was marked stays. Each batch is an index range
+         * of the marked set (a query that searched the whole set for
+         * deletable paths would cost as much for each batch). The first
+         * row carries the last id looked at. */
         r = q(&g->h, &res,
-              "WITH b AS (SELECT p.id FROM gc_paths g JOIN paths p ON p.id = g.id"
-              "  WHERE p.pinned_at IS NULL AND p.last_used < LEAST(g.used_before, now() - " DB_GC_RECENT ")"
-              "  AND NOT EXISTS (SELECT 1 FROM path_refs r WHERE r.cache_id = p.cache_id AND r.ref = p.hash_part)"
-              "  ORDER BY p.id LIMIT $1),"
+              "WITH s AS (SELECT id, used_before FROM gc_paths WHERE id > $2::bigint ORDER BY id LIMIT $1::integer),"
+              " b AS (SELECT p.id FROM s JOIN paths p ON p.id = s.id"
+              "  WHERE p.pinned_at IS NULL AND p.last_used < LEAST(s.used_before, now() - " DB_GC_RECENT ")"
+              "  AND NOT EXISTS (SELECT 1 FROM path_refs r WHERE r.cache_id = p.cache_id AND r.ref = p.hash_part)),"
               " d AS (DELETE FROM paths p USING b WHERE p.id = b.id RETURNING p.id, p.cache_id, p.hash_part),"
               " x AS (DELETE FROM gc_paths g USING d WHERE g.id = d.id),"
               " y AS (DELETE FROM profile_chunks c USING d WHERE c.cache_id = d.cache_id AND c.hash_part = d.hash_part)"
-              " SELECT cache_id, hash_part FROM d",
-              1, p);
+              " SELECT (SELECT max(id) FROM s), NULL UNION ALL SELECT cache_id, hash_part FROM d",
+              2, p);
         if (r < 0)
                 goto fail;
         r = tx_commit(&g->h);
         if (r < 0)
                 return r;
-        for (int i = 0; deleted && i < PQntuples(res); i++) {
+        if (!PQgetisnull(res, 0, 0) && get_i64(res, 0, 0, &last) < 0)
+                return -EIO;
+        for (int i = 1; deleted && i < PQntuples(res); i++) {
                 int64_t cid;
                 if (get_i64(res, i, 0, &cid) >= 0)
                         deleted(userdata, cid, PQgetvalue(res, i, 1));
         }
-        *ret_n = (uint64_t) PQntuples(res);
+        *after = last;
+        *ret_n = (uint64_t) PQntuples(res) - 1;
         return 0;
 fail:
         tx_abort(&g->h);
@@ -2412,12 +2420,13 @@ int db_gc_mark_unreferenced(struct db_gc *g, int64_t min_age_sec, uint64_t *ret_
         return 0;
 }
 
-int db_gc_sweep_rows(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint64_t *ret_nars,
+int db_gc_sweep_rows(struct db_gc *g, int64_t min_age_sec, unsigned batch, int64_t after[2], uint64_t *ret_nars,
                      uint64_t *ret_chunks) {
         _cleanup_pgresult_ PGresult *res = NULL;
-        char age[24], lim[16];
-        const char *p[] = { age, lim };
+        char age[24], lim[16], from[24];
+        const char *p[] = { age, lim, from };
         uint64_t taken, done;
+        int64_t last[2] = { after[0], after[1] };
         bool nars, any = false;
         int r;
 
@@ -2433,16 +2442,19 @@ int db_gc_sweep_rows(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint6
          * is recorded for deletion in the same transaction. */
         for (int pass = 0; pass < 2; pass++) {
                 nars = pass == 0;
+                /* Each list is taken from where the last batch ended (its
+                 * deleted head is not scanned again). */
+                snprintf(from, sizeof from, "%" PRId64, after[pass]);
                 r = q(&g->h, &res,
-                      nars ? "WITH b AS (DELETE FROM gc_nars WHERE id IN (SELECT id FROM gc_nars ORDER BY id LIMIT $2::integer)"
-                             "  RETURNING id),"
+                      nars ? "WITH b AS (DELETE FROM gc_nars WHERE id IN (SELECT id FROM gc_nars WHERE id > $3::bigint"
+                             "  ORDER BY id LIMIT $2::integer) RETURNING id),"
                              " d AS (DELETE FROM nars n USING b WHERE n.id = b.id"
                              "  AND n.created_at < now() - make_interval(secs => $1::bigint)"
                              "  AND NOT EXISTS (SELECT 1 FROM paths p WHERE p.nar_id = n.id)"
                              "  AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.nar_id = n.id) RETURNING 1)"
-                             " SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM d)"
-                           : "WITH b AS (DELETE FROM gc_chunks WHERE id IN (SELECT id FROM gc_chunks ORDER BY id LIMIT $2::integer)"
-                             "  RETURNING id),"
+                             " SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM d), (SELECT max(id) FROM b)"
+                           : "WITH b AS (DELETE FROM gc_chunks WHERE id IN (SELECT id FROM gc_chunks WHERE id > $3::bigint"
+                             "  ORDER BY id LIMIT $2::integer) RETURNING id),"
                              " d AS (DELETE FROM chunks c USING b WHERE c.id = b.id"
                              "  AND c.created_at < now() - make_interval(secs => $1::bigint)"
                              "  AND NOT EXISTS (SELECT 1 FROM nar_chunks nc WHERE nc.chunk_id = c.id)"
@@ -2450,11 +2462,12 @@ int db_gc_sweep_rows(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint6
                              "  AND NOT EXISTS (SELECT 1 FROM chunks d WHERE d.base_id = c.id) RETURNING c.hash),"
                              " o AS (INSERT INTO orphan_objects (hash, first_seen) SELECT hash, '-infinity' FROM d"
                              "  ON CONFLICT (hash) DO UPDATE SET first_seen = '-infinity')"
-                             " SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM d)",
-                      2, p);
+                             " SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM d), (SELECT max(id) FROM b)",
+                      3, p);
                 if (r < 0)
                         goto fail;
-                if (get_u64(res, 0, 0, &taken) < 0 || get_u64(res, 0, 1, &done) < 0) {
+                if (get_u64(res, 0, 0, &taken) < 0 || get_u64(res, 0, 1, &done) < 0 ||
+                    (taken > 0 && get_i64(res, 0, 2, &last[pass]) < 0)) {
                         r = -EIO;
                         goto fail;
                 }
@@ -2469,7 +2482,11 @@ int db_gc_sweep_rows(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint6
                 }
         }
         r = tx_commit(&g->h);
-        return r < 0 ? r : any;
+        if (r < 0)
+                return r;
+        after[0] = last[0];
+        after[1] = last[1];
+        return any;
 fail:
         tx_abort(&g->h);
         return r;

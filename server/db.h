@@ -329,11 +329,13 @@ int db_gc_mark_retention(struct db_gc *g, uint64_t *ret_n);
  * add up to what the cache is over by; *ret_n how many (0: every cache is
  * within its quota or has nothing left to drop). */
 int db_gc_mark_quota(struct db_gc *g, unsigned batch, uint64_t *ret_n);
-/* Deletes up to batch marked paths that no path references any more and
- * that were not used, pushed or pinned since they were marked; hash parts
- * and cache ids of the deleted ones go to deleted(). *ret_n: how many
- * (0: the marked set is done). */
-int db_gc_sweep_paths(struct db_gc *g, unsigned batch,
+/* Looks at the next batch marked paths after *after (in id order) and
+ * deletes those that no path references any more and that were not used,
+ * pushed or pinned since they were marked; hash parts and cache ids of the
+ * deleted ones go to deleted(). *ret_n: how many; *after: the last one
+ * looked at, or 0 when none were left after it (a pass is done: a path
+ * that was still referenced may go in the next pass). */
+int db_gc_sweep_paths(struct db_gc *g, unsigned batch, int64_t *after,
                       void (*deleted)(void *userdata, int64_t cache_id, const char *hash), void *userdata,
                       uint64_t *ret_n);
 /* Drops uploads and chunk claims older than min_age_sec, then finds the
@@ -342,9 +344,11 @@ int db_gc_sweep_paths(struct db_gc *g, unsigned batch,
 int db_gc_mark_unreferenced(struct db_gc *g, int64_t min_age_sec, uint64_t *ret_n);
 /* Deletes up to batch unreferenced NARs, then chunk rows (rechecked under
  * the GC lock); the objects of deleted chunk rows are recorded in
- * orphan_objects in the same transaction. *ret_nars, *ret_chunks: how many.
- * Returns 1 while candidates were left, 0 when the lists are done. */
-int db_gc_sweep_rows(struct db_gc *g, int64_t min_age_sec, unsigned batch, uint64_t *ret_nars,
+ * orphan_objects in the same transaction. after[0] and after[1] (0 at
+ * first) are where the lists of NARs and of chunks go on. *ret_nars,
+ * *ret_chunks: how many. Returns 1 while candidates were left, 0 when the
+ * lists are done. */
+int db_gc_sweep_rows(struct db_gc *g, int64_t min_age_sec, unsigned batch, int64_t after[2], uint64_t *ret_nars,
                      uint64_t *ret_chunks);
 /* Deletes up to batch objects recorded in orphan_objects that have no
  * chunk row, for at most budget_usec: those left by deleted rows at once, those found in the store

@@ -15,13 +15,19 @@
 #include "storage.h"
 
 #define GC_LIST_BATCH 10000
-/* Rows per transaction: what a push or read may wait for at most. */
+/* A transaction of a collection that holds a lock writers wait for (paths,
+ * rows, objects) aims to take at most GC_HOLD_USEC, and is followed by a
+ * pause as long as it took: a collection holds those locks at most about
+ * half the time, so a push or read waits about one such transaction at
+ * most for each lock it takes, and usually not at all. The rows per
+ * transaction adapt to that aim within these bounds. */
+#define GC_HOLD_USEC 10000
+#define GC_PAUSE_MAX_USEC 100000
 #define GC_PATH_BATCH 200
 #define GC_ROW_BATCH 500
-/* Objects deleted per transaction (each is a store round trip), and the
- * time one such transaction may hold writers back. */
+/* Objects per transaction (each is a store round trip; the time aim ends
+ * a transaction early). */
 #define GC_OBJECT_BATCH 512
-#define GC_OBJECT_BUDGET_USEC 100000
 /* Quota rounds per run: each marks what covers the excess it sees. */
 #define GC_QUOTA_ROUNDS 64
 /* Last-use marks are written at least this often. */
@@ -48,6 +54,29 @@ static uint64_t now_usec(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
+
+/* Rows per transaction, halved while transactions take longer than the
+ * aim and doubled while they take less than half of it. */
+struct gc_pace {
+        unsigned batch, min, max;
+};
+
+static void gc_pause(uint64_t usec) {
+        struct timespec ts = { .tv_sec = 0, .tv_nsec = (long) (MIN(usec, (uint64_t) GC_PAUSE_MAX_USEC) * 1000u) };
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+}
+
+/* After a transaction that started at t0: adapts the batch, then pauses. */
+static void gc_paced(struct gc_pace *p, uint64_t t0) {
+        uint64_t took = now_usec() - t0;
+
+        if (took > GC_HOLD_USEC)
+                p->batch = MAX(p->min, p->batch / 2);
+        else if (took < GC_HOLD_USEC / 2)
+                p->batch = MIN(p->max, p->batch * 2);
+        gc_pause(took);
 }
 
 static int gc_delete_object(void *userdata, const uint8_t id[SHA256_DIGEST_LEN]) {
@@ -95,22 +124,34 @@ static void gc_path_deleted(void *userdata, int64_t cache_id, const char *hash) 
         nicache_forget(t->manifests, cache_id, hash);
 }
 
-/* Deletes the marked paths batch by batch until a batch finds none; reads
- * of this process are flushed before each batch, so a path read a moment
- * ago is seen as used. */
+/* Deletes the marked paths in passes over the marked set, batch by batch,
+ * until a pass deletes none (each pass deletes the paths that nothing
+ * references any more: those that referenced them went in the pass
+ * before). Reads of this process are flushed before each batch, so a path
+ * read a moment ago is seen as used. */
 static int gc_sweep_paths(struct troved *t, struct db_gc *g, uint64_t *deleted) {
+        struct gc_pace pace = { GC_PATH_BATCH / 4, 8, GC_PATH_BATCH };
+        int64_t after = 0;
+        bool progress = false;
+
         for (;;) {
-                uint64_t n = 0;
+                uint64_t n = 0, t0;
                 int r = gc_cancelled();
                 if (r < 0)
                         return r;
                 (void) lastuse_flush(t->lastuse, t->db);
-                r = db_gc_sweep_paths(g, GC_PATH_BATCH, gc_path_deleted, t, &n);
+                t0 = now_usec();
+                r = db_gc_sweep_paths(g, pace.batch, &after, gc_path_deleted, t, &n);
                 if (r < 0)
                         return r;
                 *deleted += n;
-                if (n == 0)
-                        return 0;
+                progress = progress || n > 0;
+                if (after == 0) {
+                        if (!progress)
+                                return 0;
+                        progress = false;
+                }
+                gc_paced(&pace, t0);
         }
 }
 
@@ -145,30 +186,36 @@ static int gc_run(struct troved *t, struct db_gc *g, int64_t min_age, struct gc_
         if (r < 0)
                 return r;
         /* Each batch takes at least one candidate off the lists. */
+        struct gc_pace pace = { GC_ROW_BATCH / 4, 16, GC_ROW_BATCH };
+        int64_t after[2] = { 0, 0 };
         for (uint64_t i = 0; i <= n; i++) {
-                uint64_t nars, chunks;
+                uint64_t nars, chunks, t0 = now_usec();
                 r = gc_cancelled();
                 if (r < 0)
                         return r;
-                r = db_gc_sweep_rows(g, min_age, GC_ROW_BATCH, &nars, &chunks);
+                r = db_gc_sweep_rows(g, min_age, pace.batch, after, &nars, &chunks);
                 if (r < 0)
                         return r;
                 res->nars_deleted += nars;
                 res->chunks_deleted += chunks;
                 if (r == 0)
                         break;
+                gc_paced(&pace, t0);
         }
         /* Rows are gone (committed): now their objects. */
         storage_forget_present(t);
+        pace = (struct gc_pace){ GC_OBJECT_BATCH / 4, 8, GC_OBJECT_BATCH };
         do {
+                uint64_t t0 = now_usec();
                 r = gc_cancelled();
                 if (r < 0)
                         return r;
-                r = db_gc_delete_objects(g, min_age, GC_OBJECT_BATCH, GC_OBJECT_BUDGET_USEC, gc_delete_object, t, &n,
-                                         &more);
+                r = db_gc_delete_objects(g, min_age, pace.batch, GC_HOLD_USEC, gc_delete_object, t, &n, &more);
                 if (r < 0)
                         return r;
                 res->objects_deleted += n;
+                if (more)
+                        gc_paced(&pace, t0);
         } while (more);
         return 0;
 }
