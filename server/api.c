@@ -1259,13 +1259,14 @@ int api_gc(struct troved_request *rq) {
                 return r;
         if (res.skipped)
                 return httpd_reply_error(rq->http, 409, "another garbage collection is running");
-        out = json_pack("{s:I, s:I, s:I, s:I, s:I, s:f}", "pathsDeleted", (json_int_t) res.paths_deleted,
+        out = json_pack("{s:I, s:I, s:I, s:I, s:I, s:f, s:I, s:f}", "pathsDeleted", (json_int_t) res.paths_deleted,
                         "narsDeleted", (json_int_t) res.nars_deleted, "chunksDeleted",
                         (json_int_t) res.chunks_deleted, "objectsDeleted", (json_int_t) res.objects_deleted,
                         "orphansDeleted",
                         (json_int_t) (res.objects_deleted > res.chunks_deleted ? res.objects_deleted - res.chunks_deleted
                                                                                : 0),
-                        "seconds", (double) res.usec / 1e6);
+                        "seconds", (double) res.usec / 1e6, "lockedTransactions",
+                        (json_int_t) res.locked_transactions, "longestLockedMs", (double) res.locked_max_usec / 1e3);
         return out ? reply_json(rq->http, 200, out) : -ENOMEM;
 }
 

@@ -21,7 +21,7 @@
  * half the time, so a push or read waits about one such transaction at
  * most for each lock it takes, and usually not at all. The rows per
  * transaction adapt to that aim within these bounds. */
-#define GC_HOLD_USEC 10000
+#define GC_HOLD_USEC 20000
 #define GC_PAUSE_MAX_USEC 100000
 #define GC_PATH_BATCH 200
 #define GC_ROW_BATCH 500
@@ -57,9 +57,11 @@ static uint64_t now_usec(void) {
 }
 
 /* Rows per transaction, halved while transactions take longer than the
- * aim and doubled while they take less than half of it. */
+ * aim and doubled while they take less than half of it; res counts the
+ * transactions. */
 struct gc_pace {
         unsigned batch, min, max;
+        struct gc_result *res;
 };
 
 static void gc_pause(uint64_t usec) {
@@ -72,6 +74,8 @@ static void gc_pause(uint64_t usec) {
 static void gc_paced(struct gc_pace *p, uint64_t t0) {
         uint64_t took = now_usec() - t0;
 
+        p->res->locked_transactions++;
+        p->res->locked_max_usec = MAX(p->res->locked_max_usec, took);
         if (took > GC_HOLD_USEC)
                 p->batch = MAX(p->min, p->batch / 2);
         else if (took < GC_HOLD_USEC / 2)
@@ -129,8 +133,8 @@ static void gc_path_deleted(void *userdata, int64_t cache_id, const char *hash) 
  * references any more: those that referenced them went in the pass
  * before). Reads of this process are flushed before each batch, so a path
  * read a moment ago is seen as used. */
-static int gc_sweep_paths(struct troved *t, struct db_gc *g, uint64_t *deleted) {
-        struct gc_pace pace = { GC_PATH_BATCH / 4, 8, GC_PATH_BATCH };
+static int gc_sweep_paths(struct troved *t, struct db_gc *g, struct gc_result *res) {
+        struct gc_pace pace = { GC_PATH_BATCH / 4, GC_PATH_BATCH / 8, GC_PATH_BATCH, res };
         int64_t after = 0;
         bool progress = false;
 
@@ -144,7 +148,7 @@ static int gc_sweep_paths(struct troved *t, struct db_gc *g, uint64_t *deleted) 
                 r = db_gc_sweep_paths(g, pace.batch, &after, gc_path_deleted, t, &n);
                 if (r < 0)
                         return r;
-                *deleted += n;
+                res->paths_deleted += n;
                 progress = progress || n > 0;
                 if (after == 0) {
                         if (!progress)
@@ -166,7 +170,7 @@ static int gc_run(struct troved *t, struct db_gc *g, int64_t min_age, struct gc_
         r = db_gc_mark_retention(g, &n);
         if (r < 0)
                 return r;
-        r = gc_sweep_paths(t, g, &res->paths_deleted);
+        r = gc_sweep_paths(t, g, res);
         if (r < 0)
                 return r;
         for (unsigned round = 0; round < GC_QUOTA_ROUNDS; round++) {
@@ -176,7 +180,7 @@ static int gc_run(struct troved *t, struct db_gc *g, int64_t min_age, struct gc_
                         return r;
                 if (n == 0)
                         break;
-                r = gc_sweep_paths(t, g, &res->paths_deleted);
+                r = gc_sweep_paths(t, g, res);
                 if (r < 0)
                         return r;
                 if (res->paths_deleted == before)
@@ -186,7 +190,7 @@ static int gc_run(struct troved *t, struct db_gc *g, int64_t min_age, struct gc_
         if (r < 0)
                 return r;
         /* Each batch takes at least one candidate off the lists. */
-        struct gc_pace pace = { GC_ROW_BATCH / 4, 16, GC_ROW_BATCH };
+        struct gc_pace pace = { GC_ROW_BATCH / 4, GC_ROW_BATCH / 8, GC_ROW_BATCH, res };
         int64_t after[2] = { 0, 0 };
         for (uint64_t i = 0; i <= n; i++) {
                 uint64_t nars, chunks, t0 = now_usec();
@@ -204,7 +208,7 @@ static int gc_run(struct troved *t, struct db_gc *g, int64_t min_age, struct gc_
         }
         /* Rows are gone (committed): now their objects. */
         storage_forget_present(t);
-        pace = (struct gc_pace){ GC_OBJECT_BATCH / 4, 8, GC_OBJECT_BATCH };
+        pace = (struct gc_pace){ GC_OBJECT_BATCH / 4, GC_OBJECT_BATCH / 8, GC_OBJECT_BATCH, res };
         do {
                 uint64_t t0 = now_usec();
                 r = gc_cancelled();
@@ -250,8 +254,9 @@ int gc_collect(struct troved *t, int64_t min_age_sec, bool wait, struct gc_resul
         if (r < 0)
                 return r;
         log_info("garbage collection deleted %" PRIu64 " paths, %" PRIu64 " NARs, %" PRIu64 " chunks, %" PRIu64
-                 " objects in %.1f s",
-                 res.paths_deleted, res.nars_deleted, res.chunks_deleted, res.objects_deleted, (double) res.usec / 1e6);
+                 " objects in %.1f s (%" PRIu64 " locked transactions, the longest %.1f ms)",
+                 res.paths_deleted, res.nars_deleted, res.chunks_deleted, res.objects_deleted, (double) res.usec / 1e6,
+                 res.locked_transactions, (double) res.locked_max_usec / 1e3);
         *ret = res;
         return 0;
 }

@@ -29,6 +29,9 @@ struct gc_result {
         uint64_t chunks_deleted;  /* chunk rows */
         uint64_t objects_deleted; /* objects removed from the chunk store */
         uint64_t usec;
+        /* transactions that held a lock writers wait for, and the longest */
+        uint64_t locked_transactions;
+        uint64_t locked_max_usec;
 };
 
 /* Nothing younger than min_age_sec is collected. wait: wait for another

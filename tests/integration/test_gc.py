@@ -168,6 +168,9 @@ def test_retention_counts_from_last_use(s3srv):
         assert present(t, cache, p), p
         check_nar(t, cache, p)
     assert res["pathsDeleted"] == 1, res
+    # The collection's transactions that held a lock pushes wait for: at
+    # least the one that deleted the path.
+    assert res["lockedTransactions"] >= 1 and res["longestLockedMs"] > 0, res
     assert_no_missing_chunks(t)
 
 
