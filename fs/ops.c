@@ -788,9 +788,24 @@ static void read_ahead(struct trovefs *fs, struct trovefs_path *p, uint32_t node
         }
 }
 
+/* What a read replies: pieces of referenced chunks, sent as they are
+ * (no copy of the data into a reply buffer), then released. */
+struct read_reply {
+        struct fetcher_chunk **chunks;
+        struct iovec *iov;
+        size_t n;
+};
+
+static void read_reply_release(struct trovefs *fs, struct read_reply *rr) {
+        for (size_t i = 0; i < rr->n; i++)
+                fetcher_chunk_unref(fs->fetcher, rr->chunks[i]);
+        free(rr->chunks);
+        free(rr->iov);
+        *rr = (struct read_reply) {};
+}
+
 static int read_path(struct trovefs *fs, struct trovefs_path *p, uint32_t node, size_t size,
-                     off_t off, uint8_t **ret, size_t *ret_len) {
-        _cleanup_free_ uint8_t *out = NULL;
+                     off_t off, struct read_reply *rr) {
         const struct listing_node *n;
         uint64_t start, end, len;
         size_t first, last;
@@ -803,11 +818,8 @@ static int read_path(struct trovefs *fs, struct trovefs_path *p, uint32_t node, 
                 return -EINVAL;
         if (off < 0)
                 return -EINVAL;
-        if ((uint64_t) off >= n->size || size == 0) {
-                *ret = NULL;
-                *ret_len = 0;
+        if ((uint64_t) off >= n->size || size == 0)
                 return 0;
-        }
         len = MIN((uint64_t) size, n->size - (uint64_t) off);
         if (ADD_OVERFLOW(n->nar_offset, (uint64_t) off, &start) || ADD_OVERFLOW(start, len, &end))
                 return -EIO;
@@ -822,8 +834,9 @@ static int read_path(struct trovefs *fs, struct trovefs_path *p, uint32_t node, 
                p->m.chunks[last].nar_offset + p->m.chunks[last].length < end)
                 last++;
 
-        out = malloc(len);
-        if (!out)
+        rr->chunks = calloc(last - first + 1, sizeof *rr->chunks);
+        rr->iov = calloc(last - first + 1, sizeof *rr->iov);
+        if (!rr->chunks || !rr->iov)
                 return -ENOMEM;
         learn_read(fs, p, first, last);
         /* All covering chunks in parallel; then the read-ahead behind them. */
@@ -847,21 +860,17 @@ static int read_path(struct trovefs *fs, struct trovefs_path *p, uint32_t node, 
                                         strerror(-r));
                         return r == -ENOMEM ? r : -EIO;
                 }
+                rr->chunks[rr->n++] = c;
                 data = fetcher_chunk_data(c, &clen);
-                if (clen != mc->length || b < a) {
-                        fetcher_chunk_unref(fs->fetcher, c);
+                if (clen != mc->length || b < a)
                         return -EIO;
-                }
-                memcpy(out + (a - start), data + (a - mc->nar_offset), b - a);
-                fetcher_chunk_unref(fs->fetcher, c);
+                rr->iov[rr->n - 1] = (struct iovec) { (void *) (data + (a - mc->nar_offset)), b - a };
         }
-        *ret = TAKE_PTR(out);
-        *ret_len = len;
         return 0;
 }
 
-static int do_read(struct trovefs *fs, fuse_ino_t ino, size_t size, off_t off, uint8_t **ret,
-                   size_t *ret_len) {
+static int do_read(struct trovefs *fs, fuse_ino_t ino, size_t size, off_t off,
+                   struct read_reply *rr) {
         struct trovefs_path *p;
         uint32_t node;
         int r;
@@ -869,7 +878,7 @@ static int do_read(struct trovefs *fs, fuse_ino_t ino, size_t size, off_t off, u
         r = ino_resolve(fs, ino, &p, &node);
         if (r < 0)
                 return r;
-        r = read_path(fs, p, node, size, off, ret, ret_len);
+        r = read_path(fs, p, node, size, off, rr);
         path_unref(p);
         return r;
 }
@@ -877,19 +886,24 @@ static int do_read(struct trovefs *fs, fuse_ino_t ino, size_t size, off_t off, u
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi) {
         struct trovefs *fs = fuse_req_userdata(req);
-        _cleanup_free_ uint8_t *data = NULL;
+        struct read_reply rr = {};
         size_t len = 0;
         int r;
 
         COUNT(fs, reads, 1);
-        r = do_read(fs, ino, size, off, &data, &len);
+        r = do_read(fs, ino, size, off, &rr);
         if (r < 0) {
+                read_reply_release(fs, &rr);
                 COUNT(fs, read_errors, 1);
                 fuse_reply_err(req, -r);
                 return;
         }
+        for (size_t i = 0; i < rr.n; i++)
+                len += rr.iov[i].iov_len;
         COUNT(fs, read_bytes, len);
-        fuse_reply_buf(req, (const char *) data, len);
+        /* The chunks stay referenced until the kernel has the bytes. */
+        fuse_reply_iov(req, rr.iov, (int) rr.n);
+        read_reply_release(fs, &rr);
 }
 
 /* ---- xattrs: the counters ---- */

@@ -90,7 +90,7 @@ static void help(void) {
                "                      recorded (default 30)\n"
                "  --prefetch-budget SIZE\n"
                "                      bytes prefetched per store path at most (default 256M)\n"
-               "  --memory-cache SIZE decoded chunks kept in memory (default 8M)\n"
+               "  --memory-cache SIZE decoded chunks kept in memory (default 4M)\n"
                "  -f                  stay in the foreground\n"
                "  -d                  debug: FUSE requests and trove's debug log (implies -f)\n"
                "  -o OPT[,OPT...]     FUSE mount options (allow_other, ...)\n"
@@ -411,7 +411,7 @@ int main(int argc, char **argv) {
                 .record = true,
                 .record_window_s = 30,
                 .prefetch_budget = (uint64_t) 256 << 20,
-                .memory_cache = (uint64_t) 8 << 20,
+                .memory_cache = (uint64_t) 4 << 20,
                 .fuse_opts = BUF_INIT(65536),
         };
         struct trovefs fs = { 0 };
@@ -425,12 +425,13 @@ int main(int argc, char **argv) {
 
         log_set_ident("trovefs");
         /* Chunks are buffers of 16-256 KiB, allocated by one thread and
-         * freed by another. With glibc's defaults (an arena per thread, a
-         * mmap threshold that grows with every large free) the freed ones
-         * stay in the process; a fixed threshold hands them back at once,
-         * and a few arenas keep the rest from spreading. */
-        mallopt(M_MMAP_THRESHOLD, 64 * 1024);
-        mallopt(M_ARENA_MAX, 4);
+         * freed by another. Served by mmap each, they cost an unmap with a
+         * TLB shootdown per chunk (half of a first read's CPU time); from
+         * two heap arenas they are reused. The threshold stays fixed above
+         * them (glibc would otherwise move it), and --memory-cache bounds
+         * what the heap holds of them. */
+        mallopt(M_MMAP_THRESHOLD, 512 * 1024);
+        mallopt(M_ARENA_MAX, 2);
         r = parse_args(argc, argv, &o);
         if (r <= 0) {
                 buf_free(&o.fuse_opts);

@@ -112,6 +112,20 @@ struct fetcher {
 
 #define STAT_ADD(f, field, n) __atomic_fetch_add(&(f)->stats.field, (n), __ATOMIC_RELAXED)
 
+/* A stored frame buffer a worker keeps from one chunk to the next when it
+ * is at most this large: no allocation, page faults and unmap per chunk,
+ * and at most this much held per worker. */
+#define WORKER_FRAME_KEEP (320u * 1024)
+
+/* What a worker thread owns: its connection, its zstd context and the
+ * buffer its chunks' frames are received in. */
+struct worker {
+        struct http_client *client;
+        struct chunkcodec *codec;
+        int setup; /* < 0: the client or codec could not be made */
+        struct buf frame;
+};
+
 static uint64_t now_ms(void) {
         struct timespec ts;
 
@@ -512,8 +526,7 @@ static int check_chunk(void *userdata, const struct buf *b) {
         return 0;
 }
 
-static void run_entry_locked(struct fetcher *f, struct http_client *client, struct chunkcodec *codec, int setup,
-                             struct fetcher_chunk *e);
+static void run_entry_locked(struct fetcher *f, struct worker *w, struct fetcher_chunk *e);
 
 /* Finds or creates the entry for mc and takes a reference (under the
  * lock). NULL when out of memory. */
@@ -577,10 +590,10 @@ static int check_raw(void *userdata, const struct buf *b) {
  * one) while this worker fetches the delta object; the result is checked
  * against the chunk's id like any other. A delta object that does not
  * decode with the verified base is fetched once more, then -EIO. */
-static int load_delta(struct fetcher *f, struct http_client *client, struct chunkcodec *codec, int setup,
-                      const struct fetcher_chunk *e, uint8_t *out, const char *hex, struct buf *obj) {
+static int load_delta(struct fetcher *f, struct worker *w, const struct fetcher_chunk *e, uint8_t *out,
+                      const char *hex, struct buf *obj) {
         struct manifest_chunk bmc = { .length = e->base_length, .stored_size = 1 };
-        struct raw_check rc = { { codec, e, out, f }, false };
+        struct raw_check rc = { { w->codec, e, out, f }, false };
         char path[32 + HASH_BASE16_LEN];
         char url[URL_MAX];
         struct fetcher_chunk *b;
@@ -614,7 +627,7 @@ static int load_delta(struct fetcher *f, struct http_client *client, struct chun
 
         snprintf(path, sizeof path, "/chunks/%s?raw=1", hex);
         for (int attempt = 0; attempt < 2; attempt++) {
-                r = get_with_retries(f, client, path, url, obj, check_raw, &rc, NULL, NULL);
+                r = get_with_retries(f, w->client, path, url, obj, check_raw, &rc, NULL, NULL);
                 if (r == -EBADMSG)
                         r = -EIO;
                 if (r < 0)
@@ -624,8 +637,9 @@ static int load_delta(struct fetcher *f, struct http_client *client, struct chun
                 if (rc.plain)
                         break; /* decoded and verified by check_raw */
                 pthread_mutex_lock(&f->lock);
+                /* The base is received in w->frame: this delta object is in obj. */
                 if (b->queued)
-                        run_entry_locked(f, client, codec, setup, b);
+                        run_entry_locked(f, w, b);
                 while (b->state == CHUNK_PENDING)
                         pthread_cond_wait(&f->done_cond, &f->lock);
                 r = b->state == CHUNK_FAILED ? b->err : 0;
@@ -633,7 +647,7 @@ static int load_delta(struct fetcher *f, struct http_client *client, struct chun
                 if (r < 0)
                         break;
                 /* b is READY and referenced: its data stays. */
-                r = chunkcodec_decode_delta(codec, obj->data, obj->len, b->data, b->length, e->id, e->length, out,
+                r = chunkcodec_decode_delta(w->codec, obj->data, obj->len, b->data, b->length, e->id, e->length, out,
                                             e->length, &len);
                 if (r == -ENOMEM)
                         break;
@@ -651,7 +665,7 @@ static int load_delta(struct fetcher *f, struct http_client *client, struct chun
         /* Kept locally as a plain frame: the next read needs no base. */
         buf_reset(obj);
         if (buf_reserve(obj, chunkcodec_bound(e->length)) >= 0 &&
-            chunkcodec_encode(codec, out, e->length, obj->data, obj->cap, &len) >= 0) {
+            chunkcodec_encode(w->codec, out, e->length, obj->data, obj->cap, &len) >= 0) {
                 obj->len = len;
                 rc.plain = true;
         }
@@ -659,21 +673,22 @@ static int load_delta(struct fetcher *f, struct http_client *client, struct chun
 }
 
 /* Fills out (e->length bytes) with the verified chunk: local cache, else
- * the server (then stored locally). */
-static int load_chunk(struct fetcher *f, struct http_client *client, struct chunkcodec *codec, int setup,
-                      const struct fetcher_chunk *e, uint8_t *out) {
+ * the server (then stored locally). A plain chunk's frame is received in
+ * w->frame. */
+static int load_chunk(struct fetcher *f, struct worker *w, const struct fetcher_chunk *e, uint8_t *out) {
         char hex[HASH_BASE16_LEN + 1];
         char path[16 + HASH_BASE16_LEN];
         char url[URL_MAX];
         size_t len;
         /* What a stored frame may be at most (docs/manifest.md). */
         size_t frame_max = (size_t) e->length + e->length / 128 + 1024;
-        struct buf b = BUF_INIT(frame_max);
-        struct chunk_check cc = { codec, e, out, f };
+        struct buf delta = BUF_INIT(chunkcodec_bound(CHUNK_SIZE_MAX));
+        struct buf *b = &w->frame;
+        struct chunk_check cc = { w->codec, e, out, f };
         int r;
 
         if (f->cache) {
-                r = chunkcache_get(f->cache, codec, e->id, e->length, out, e->length, &len);
+                r = chunkcache_get(f->cache, w->codec, e->id, e->length, out, e->length, &len);
                 if (r > 0) {
                         STAT_ADD(f, cache_hits, 1);
                         return 0;
@@ -685,39 +700,42 @@ static int load_chunk(struct fetcher *f, struct http_client *client, struct chun
 
         hex_encode(e->id, SHA256_DIGEST_LEN, hex);
         if (e->has_base) {
-                buf_free(&b);
-                buf_init(&b, chunkcodec_bound(CHUNK_SIZE_MAX));
-                r = load_delta(f, client, codec, setup, e, out, hex, &b);
-                if (r < 0 || !b.len) {
-                        buf_free(&b);
-                        return r;
-                }
+                b = &delta;
+                r = load_delta(f, w, e, out, hex, b);
+                if (r < 0 || !b->len)
+                        goto out;
                 goto keep;
         }
+        /* Room for the frame the manifest announces, in one allocation. */
+        buf_reset(b);
+        b->max = frame_max;
+        if (e->stored_size <= frame_max)
+                (void) buf_reserve(b, e->stored_size);
         snprintf(path, sizeof path, "/chunks/%s", hex);
-        r = get_with_retries(f, client, path, url, &b, check_chunk, &cc, NULL, NULL);
+        r = get_with_retries(f, w->client, path, url, b, check_chunk, &cc, NULL, NULL);
         if (r == -EBADMSG)
                 r = -EIO; /* never verified within the budget */
-        if (r < 0) {
-                buf_free(&b);
-                return r;
-        }
+        if (r < 0)
+                goto out;
         STAT_ADD(f, chunks_fetched, 1);
-        STAT_ADD(f, bytes_fetched, b.len);
+        STAT_ADD(f, bytes_fetched, b->len);
 keep:
         if (f->cache) {
-                r = chunkcache_put(f->cache, e->id, b.data, b.len);
+                r = chunkcache_put(f->cache, e->id, b->data, b->len);
                 if (r < 0)
                         log_debug_errno(r, "could not store chunk %s in the local cache", hex);
         }
-        buf_free(&b);
-        return 0;
+        r = 0;
+out:
+        buf_free(&delta);
+        if (w->frame.cap > WORKER_FRAME_KEEP)
+                buf_free(&w->frame);
+        return r;
 }
 
 /* Takes queued entry e off its queue and loads it on this thread; called
  * and returns with the lock held. */
-static void run_entry_locked(struct fetcher *f, struct http_client *client, struct chunkcodec *codec, int setup,
-                             struct fetcher_chunk *e) {
+static void run_entry_locked(struct fetcher *f, struct worker *w, struct fetcher_chunk *e) {
         uint8_t *data;
         bool background;
         int r;
@@ -730,12 +748,12 @@ static void run_entry_locked(struct fetcher *f, struct http_client *client, stru
         pthread_mutex_unlock(&f->lock);
 
         data = malloc(e->length);
-        if (setup < 0)
-                r = setup;
+        if (w->setup < 0)
+                r = w->setup;
         else if (!data)
                 r = -ENOMEM;
         else
-                r = load_chunk(f, client, codec, setup, e, data);
+                r = load_chunk(f, w, e, data);
 
         pthread_mutex_lock(&f->lock);
         if (r >= 0) {
@@ -761,12 +779,11 @@ static void run_entry_locked(struct fetcher *f, struct http_client *client, stru
 
 static void *worker_main(void *arg) {
         struct fetcher *f = arg;
-        _cleanup_(http_client_freep) struct http_client *client = NULL;
-        _cleanup_(chunkcodec_freep) struct chunkcodec *codec = NULL;
-        int setup = client_new(f, &client);
+        struct worker w = { .frame = BUF_INIT(0) };
 
-        if (setup >= 0)
-                setup = chunkcodec_new(CHUNK_LEVEL_DEFAULT, &codec);
+        w.setup = client_new(f, &w.client);
+        if (w.setup >= 0)
+                w.setup = chunkcodec_new(CHUNK_LEVEL_DEFAULT, &w.codec);
 
         pthread_mutex_lock(&f->lock);
         for (;;) {
@@ -775,9 +792,12 @@ static void *worker_main(void *arg) {
                 if (f->stopping)
                         break;
                 /* Demand and read-ahead first; background only behind them. */
-                run_entry_locked(f, client, codec, setup, f->qhead ? f->qhead : f->bhead);
+                run_entry_locked(f, &w, f->qhead ? f->qhead : f->bhead);
         }
         pthread_mutex_unlock(&f->lock);
+        buf_free(&w.frame);
+        chunkcodec_free(w.codec);
+        http_client_free(w.client);
         return NULL;
 }
 
