@@ -194,6 +194,11 @@ static const char *const migrations[] = {
         "  chunk_id bigint NOT NULL REFERENCES chunks(id) ON DELETE CASCADE,"
         "  PRIMARY KEY (sf, chunk_id));"
         "CREATE INDEX chunk_features_chunk ON chunk_features (chunk_id);",
+        /* 8: super-features are six pairs of features, no longer three
+         * groups of four (include/trove/resemble.h): the old values never
+         * match a new chunk's, so they go; the chunks stored before are no
+         * bases for later ones. */
+        "DELETE FROM chunk_features;",
 };
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(PGresult *, PQclear);
