@@ -28,7 +28,7 @@ void troved_config_defaults(struct troved_config *c) {
         c->store_dir = strdup("/nix/store");
         chunker_params_default(&c->chunking);
         c->compression_level = 3;
-        c->delta = true;
+        c->delta = false;
         c->recompress_age_sec = 7 * 24 * 3600;
         c->recompress_batch = 10000;
         c->db_pool_size = 16;
@@ -322,7 +322,7 @@ static void usage(FILE *f) {
                 "                               60..31536000 (604800)\n"
                 "  --recompress-batch N         chunks examined per scheduled run, 1..10000000 (10000)\n"
                 "  --delta BOOL                 store a new chunk similar to a stored one as a delta\n"
-                "                               against it when that is smaller (true)\n"
+                "                               against it when that is smaller (false)\n"
                 "  --s3-connect-timeout SECONDS bound on connecting to S3, 1..3600 (5)\n"
                 "  --s3-timeout SECONDS         an S3 request that moves no byte this long (the first\n"
                 "                               byte of the answer included) is given up, 1..3600 (10)\n"

@@ -90,8 +90,7 @@ def check_served(t, cache, path, tmp_path, tag):
 
 @pytest.fixture(scope="module")
 def server(make_troved_module):
-    # The default: delta chunks on.
-    return make_troved_module(log_level="info")
+    return make_troved_module(args=["--delta", "on"], log_level="info")
 
 
 def test_nix_copy_stores_deltas(server, versions, tmp_path):
