@@ -194,6 +194,11 @@ static const char *const migrations[] = {
         "  chunk_id bigint NOT NULL REFERENCES chunks(id) ON DELETE CASCADE,"
         "  PRIMARY KEY (sf, chunk_id));"
         "CREATE INDEX chunk_features_chunk ON chunk_features (chunk_id);",
+        /* 8: super-features are six pairs of features, no longer three
+         * groups of four (include/trove/resemble.h): the old values never
+         * match a new chunk's, so they go; the chunks stored before are no
+         * bases for later ones. */
+        "DELETE FROM chunk_features;",
 };
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(PGresult *, PQclear);
@@ -931,38 +936,34 @@ int db_chunks_insert(struct db *db, const struct db_chunk *c, size_t n,
                         goto out;
         }
         {
-                const char *p[] = { (const char *) hashes.data, (const char *) lens.data };
+                const char *p[] = { (const char *) hashes.data, (const char *) lens.data, (const char *) feats.data };
                 /* A delta's base is looked up here, under the GC lock: a
                  * base that is gone, or is itself a delta, leaves base_id
                  * NULL and the row fails its check, so no delta row ever
-                 * names a base that cannot be read. */
+                 * names a base that cannot be read. The super-features of
+                 * the plain rows inserted go in with them, by the ids the
+                 * insert returns (a row that was there has its own). */
                 r = q(&h, &res,
-                      "INSERT INTO chunks (hash, length, stored_size, served_size, kind, base_id)"
+                      "WITH ins AS (INSERT INTO chunks (hash, length, stored_size, served_size, kind, base_id)"
                       " SELECT decode(hh.x, 'hex'), split_part(ll.x, ':', 1)::integer, split_part(ll.x, ':', 2)::integer,"
                       "  split_part(ll.x, ':', 3)::integer, split_part(ll.x, ':', 4)::smallint,"
                       "  (SELECT b.id FROM chunks b WHERE split_part(ll.x, ':', 5) <> ''"
                       "   AND b.hash = decode(split_part(ll.x, ':', 5), 'hex') AND b.kind <> 1)"
                       " FROM unnest(string_to_array($1, ',')) WITH ORDINALITY AS hh(x, ord)"
                       " JOIN unnest(string_to_array($2, ',')) WITH ORDINALITY AS ll(x, ord) USING (ord)"
-                      " ON CONFLICT (hash) DO NOTHING",
-                      2, p);
+                      " ON CONFLICT (hash) DO NOTHING RETURNING id, hash, kind),"
+                      " feat AS (INSERT INTO chunk_features (sf, chunk_id)"
+                      "  SELECT split_part(f.x, ':', 2)::bigint, ins.id FROM unnest(string_to_array($3, ',')) AS f(x)"
+                      "  JOIN ins ON ins.hash = decode(split_part(f.x, ':', 1), 'hex') AND ins.kind <> 1"
+                      "  ON CONFLICT DO NOTHING)"
+                      " SELECT count(*) FROM ins",
+                      3, p);
                 if (r < 0)
                         goto out;
         }
-        if (parse_i64(PQcmdTuples(res), (int64_t *) &added) < 0) {
+        if (get_u64(res, 0, 0, &added) < 0) {
                 r = -EIO;
                 goto out;
-        }
-        if (feats.len > 0) {
-                const char *p[] = { (const char *) feats.data };
-                r = q(&h, NULL,
-                      "INSERT INTO chunk_features (sf, chunk_id)"
-                      " SELECT split_part(f.x, ':', 2)::bigint, c.id FROM unnest(string_to_array($1, ',')) AS f(x)"
-                      " JOIN chunks c ON c.hash = decode(split_part(f.x, ':', 1), 'hex') AND c.kind <> 1"
-                      " ON CONFLICT DO NOTHING",
-                      1, p);
-                if (r < 0)
-                        goto out;
         }
         r = tx_commit(&h);
         if (r >= 0)
@@ -1044,6 +1045,9 @@ int db_chunk_recompress(struct db *db, const uint8_t id[SHA256_DIGEST_LEN], uint
         return r < 0 ? r : 1;
 }
 
+/* Chunks looked at per super-feature of a new chunk, the newest first. */
+#define DB_BASE_CANDIDATES_PER_SF "4"
+
 int db_chunk_bases(struct db *db, int64_t cache_id, const struct db_base_query *qs, size_t n,
                    struct db_chunk_base *ret) {
         _cleanup_handle_ struct db_handle h = {};
@@ -1077,23 +1081,30 @@ int db_chunk_bases(struct db *db, int64_t cache_id, const struct db_base_query *
                 /* The plain chunk sharing the most super-features, of a
                  * similar length, that this cache holds (a path, an upload
                  * or a claim of it: a reader of this cache may then read the
-                 * base, and learns nothing of other tenants). A base chosen
-                 * is kept from GC for its min-age, as a chunk found present
-                 * is, until the delta's row protects it. */
+                 * base, and learns nothing of other tenants). Per
+                 * super-feature only the newest few chunks having it are
+                 * looked at (an index scan each, LATERAL so that the planner
+                 * does not hash the whole table for every batch; a feature
+                 * thousands of chunks share costs no more than a rare one),
+                 * and the newest of equally good ones wins: after an update
+                 * the last version is the likeliest base. A base chosen is
+                 * kept from GC for its min-age, as a chunk found present is,
+                 * until the delta's row protects it. */
                 r = q(&h, &res,
                       "WITH f AS (SELECT split_part(x, ':', 1)::integer AS i, split_part(x, ':', 2)::bigint AS sf,"
                       "  split_part(x, ':', 3)::integer AS len FROM unnest(string_to_array($1, ',')) AS x),"
-                      " m AS (SELECT f.i, cf.chunk_id, count(*) AS n FROM f JOIN chunk_features cf ON cf.sf = f.sf"
-                      "  JOIN chunks c ON c.id = cf.chunk_id AND c.length BETWEEN f.len / 2 AND f.len * 2"
-                      "  GROUP BY f.i, cf.chunk_id),"
-                      " best AS (SELECT DISTINCT ON (m.i) m.i, c.id, c.hash, c.length FROM m JOIN chunks c ON c.id = m.chunk_id"
-                      "  WHERE c.kind <> 1 AND ("
-                      "   EXISTS (SELECT 1 FROM chunk_claims cl WHERE cl.chunk_id = c.id AND cl.cache_id = $2::bigint)"
+                      " m AS (SELECT f.i, k.id, k.hash, k.length, count(*) AS n FROM f CROSS JOIN LATERAL"
+                      "  (SELECT c.id, c.hash, c.length FROM chunk_features cf JOIN chunks c ON c.id = cf.chunk_id"
+                      "   WHERE cf.sf = f.sf AND c.kind <> 1 AND c.length BETWEEN f.len / 2 AND f.len * 2"
+                      "   ORDER BY cf.chunk_id DESC LIMIT " DB_BASE_CANDIDATES_PER_SF ") k"
+                      "  GROUP BY f.i, k.id, k.hash, k.length),"
+                      " best AS (SELECT DISTINCT ON (m.i) m.i, m.id, m.hash, m.length FROM m"
+                      "  WHERE EXISTS (SELECT 1 FROM chunk_claims cl WHERE cl.chunk_id = m.id AND cl.cache_id = $2::bigint)"
                       "   OR EXISTS (SELECT 1 FROM nar_chunks nc JOIN paths p ON p.nar_id = nc.nar_id"
-                      "              WHERE nc.chunk_id = c.id AND p.cache_id = $2::bigint)"
+                      "              WHERE nc.chunk_id = m.id AND p.cache_id = $2::bigint)"
                       "   OR EXISTS (SELECT 1 FROM nar_chunks nc JOIN uploads u ON u.nar_id = nc.nar_id"
-                      "              WHERE nc.chunk_id = c.id AND u.cache_id = $2::bigint))"
-                      "  ORDER BY m.i, m.n DESC, c.id),"
+                      "              WHERE nc.chunk_id = m.id AND u.cache_id = $2::bigint)"
+                      "  ORDER BY m.i, m.n DESC, m.id DESC),"
                       " touch AS (UPDATE chunks SET created_at = now() WHERE id IN (SELECT c.id FROM best"
                       "  JOIN chunks c ON c.id = best.id WHERE c.created_at < now() - interval '1 minute'"
                       "  ORDER BY c.id FOR UPDATE OF c SKIP LOCKED))"
