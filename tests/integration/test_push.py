@@ -386,7 +386,9 @@ def test_object_damaged_before_commit_is_refused(make_troved, tmp_path):
     nar = run(["nix-store", "--dump", path], env=trovetest.nix_env()).stdout
     root = json.loads(run([trovetest.binary("trove"), "nar", "ls", "-"], input=nar).stdout)["root"]
     cid = hashlib.sha256(nar).hexdigest()
-    frame = run(["zstd", "-q", "-c", "--no-check"], input=nar).stdout
+    # From a file, so that the frame declares its content size.
+    (tmp_path / "damaged.nar").write_bytes(nar)
+    frame = run(["zstd", "-q", "-c", "--no-check", tmp_path / "damaged.nar"]).stdout
     manifest = json.dumps({"version": 1, "storePath": path, "narHash": trovetest.nix_path_hash(path),
                            "narSize": len(nar), "references": [], "sigs": [],
                            "chunks": [[0, len(nar), cid, len(frame)]], "root": root})
@@ -406,7 +408,7 @@ def test_object_damaged_before_commit_is_refused(make_troved, tmp_path):
     assert r.status == 200, r
     damage()
     r = t.request("POST", f"{api}/paths", manifest, token=tok)
-    assert r.status == 400 and (b"chunks reassemble to" in r.body or b"does not match the manifest" in r.body), r
+    assert r.status == 400 and b"chunks reassemble to" in r.body, r
     assert t.narinfo(cache, path) is None
 
     # After a restart nothing is remembered: the chunk's hash refuses it.
