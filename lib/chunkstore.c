@@ -6,7 +6,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/random.h>
@@ -264,16 +263,6 @@ struct chunkstore_local {
         struct chunkstore base;
         int chunks_fd; /* <root>/chunks */
         int lock_fd;
-
-        /* Group commit (local_sync): syncfs runs in one thread at a time;
-         * callers that arrive while it runs wait for the next one, which
-         * covers them all. */
-        pthread_mutex_t sync_lock;
-        pthread_cond_t sync_cond;
-        uint64_t sync_started, sync_done; /* syncfs generations */
-        int sync_error;                   /* of generation sync_done */
-        bool syncing;
-        uint64_t syncs;                   /* syncfs calls made */
 };
 
 #define LOCAL_PATH_MAX (sizeof("ab/cd/") + 2 * SHA256_DIGEST_LEN)
@@ -401,54 +390,10 @@ static int local_put(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN
         return fsync_dirat(cs->chunks_fd, dir);
 }
 
-/* One syncfs for a whole batch of NOSYNC puts: data, inodes, renames.
- * Concurrent batches share it: a caller's puts are complete when it calls,
- * so any syncfs that starts after that covers them. The first caller runs
- * it; whoever arrives meanwhile waits for the one after (the running one
- * may have started before their last put) and one of them runs that for
- * all of them. Under many concurrent uploads this makes one syncfs per
- * round instead of one per batch, and a caller waits at most for the
- * round in progress and its own. */
+/* One syncfs for a whole batch of NOSYNC puts: data, inodes, renames. */
 static int local_sync(struct chunkstore *base) {
         struct chunkstore_local *cs = (struct chunkstore_local *) base;
-        uint64_t need;
-        int r;
-
-        pthread_mutex_lock(&cs->sync_lock);
-        need = cs->sync_started + 1; /* the first generation to start after now */
-        while (cs->sync_done < need) {
-                if (cs->syncing) {
-                        pthread_cond_wait(&cs->sync_cond, &cs->sync_lock);
-                        continue;
-                }
-                uint64_t gen = ++cs->sync_started;
-                cs->syncing = true;
-                cs->syncs++;
-                pthread_mutex_unlock(&cs->sync_lock);
-                r = syncfs(cs->chunks_fd) < 0 ? negative_errno() : 0;
-                pthread_mutex_lock(&cs->sync_lock);
-                cs->syncing = false;
-                cs->sync_done = gen;
-                cs->sync_error = r;
-                pthread_cond_broadcast(&cs->sync_cond);
-        }
-        /* sync_done can only have moved to need or past it: the generation
-         * it names started after this call, and its result is ours. A later
-         * generation's success also covers us; its failure is ours too
-         * (nothing tells which writes it lost). */
-        r = cs->sync_error;
-        pthread_mutex_unlock(&cs->sync_lock);
-        return r;
-}
-
-uint64_t chunkstore_local_syncs(struct chunkstore *base) {
-        if (base->ops->sync != local_sync)
-                return 0;
-        struct chunkstore_local *cs = (struct chunkstore_local *) base;
-        pthread_mutex_lock(&cs->sync_lock);
-        uint64_t n = cs->syncs;
-        pthread_mutex_unlock(&cs->sync_lock);
-        return n;
+        return syncfs(cs->chunks_fd) < 0 ? negative_errno() : 0;
 }
 
 static int local_get(struct chunkstore *base, const uint8_t id[SHA256_DIGEST_LEN],
@@ -638,8 +583,6 @@ static void local_free(struct chunkstore *base) {
                 close(cs->chunks_fd);
         if (cs->lock_fd >= 0)
                 close(cs->lock_fd);
-        pthread_mutex_destroy(&cs->sync_lock);
-        pthread_cond_destroy(&cs->sync_cond);
         free(cs);
 }
 
@@ -689,8 +632,6 @@ int chunkstore_local_open(const char *root, struct chunkstore **ret) {
         if (!cs)
                 return -ENOMEM;
         cs->base.ops = &local_ops;
-        pthread_mutex_init(&cs->sync_lock, NULL);
-        pthread_cond_init(&cs->sync_cond, NULL);
         cs->chunks_fd = TAKE_FD(chunks_fd);
         cs->lock_fd = TAKE_FD(lock_fd);
         *ret = &cs->base;

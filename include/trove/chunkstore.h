@@ -137,11 +137,8 @@ enum {
 
 int chunkstore_put_flags(struct chunkstore *cs, const uint8_t id[SHA256_DIGEST_LEN], const void *frame,
                          size_t n, unsigned flags);
-/* Makes all objects put so far durable. Thread-safe; concurrent calls on
- * a local store share one syncfs (group commit). */
+/* Makes all objects put so far durable. */
 int chunkstore_sync(struct chunkstore *cs);
-/* How many syncfs calls a local store has made (0 for other backends). */
-uint64_t chunkstore_local_syncs(struct chunkstore *cs);
 
 enum {
         /* Also decode the frame and check that its content hashes to id. */

@@ -195,71 +195,6 @@ static void test_nosync_batch(void) {
                 free(ch[i].frame);
 }
 
-/* Group commit: a sync called when none runs makes its own syncfs (never
- * satisfied by an earlier one); concurrent syncs share them, and every
- * caller's objects are there afterwards. */
-struct syncer {
-        struct chunkstore *cs;
-        struct chunk *chunks;
-        int failures;
-};
-
-#define SYNC_THREADS 8
-#define SYNC_ROUNDS 16
-
-static void *syncer_main(void *arg) {
-        struct syncer *s = arg;
-
-        for (int i = 0; i < SYNC_ROUNDS; i++) {
-                struct chunk *c = &s->chunks[i];
-                if (chunkstore_put_flags(s->cs, c->id, c->frame, c->frame_len, CHUNKSTORE_PUT_NOSYNC) != 0)
-                        s->failures++;
-                if (chunkstore_sync(s->cs) != 0)
-                        s->failures++;
-        }
-        return NULL;
-}
-
-static void test_group_sync(void) {
-        _cleanup_(chunkstore_freep) struct chunkstore *cs = NULL;
-        struct buf out = BUF_INIT(1 << 20);
-        struct chunk ch[SYNC_THREADS][SYNC_ROUNDS];
-        struct syncer s[SYNC_THREADS];
-        pthread_t t[SYNC_THREADS];
-        uint64_t n;
-
-        CHECK_OK(chunkstore_local_open(root, &cs));
-        CHECK_EQ_U64(chunkstore_local_syncs(cs), 0);
-        for (int k = 1; k <= 3; k++) {
-                CHECK_OK(chunkstore_sync(cs));
-                CHECK_EQ_U64(chunkstore_local_syncs(cs), (uint64_t) k);
-        }
-        for (int i = 0; i < SYNC_THREADS; i++)
-                for (int j = 0; j < SYNC_ROUNDS; j++)
-                        make_chunk(&ch[i][j], 3000 + (size_t) j * 100, 7000 + (uint64_t) (i * SYNC_ROUNDS + j));
-        for (int i = 0; i < SYNC_THREADS; i++) {
-                s[i] = (struct syncer){ .cs = cs, .chunks = ch[i] };
-                CHECK(pthread_create(&t[i], NULL, syncer_main, &s[i]) == 0);
-        }
-        for (int i = 0; i < SYNC_THREADS; i++) {
-                pthread_join(t[i], NULL);
-                CHECK_EQ_U64(s[i].failures, 0);
-        }
-        n = chunkstore_local_syncs(cs) - 3;
-        CHECK(n >= 1 && n <= SYNC_THREADS * SYNC_ROUNDS);
-        for (int i = 0; i < SYNC_THREADS; i++)
-                for (int j = 0; j < SYNC_ROUNDS; j++) {
-                        CHECK_OK(chunkstore_get(cs, ch[i][j].id, CHUNKSTORE_GET_VERIFY, &out));
-                        CHECK_EQ_U64(out.len, ch[i][j].frame_len);
-                        chunk_done(&ch[i][j]);
-                }
-        /* After all that, a lone sync is again one syncfs of its own. */
-        n = chunkstore_local_syncs(cs);
-        CHECK_OK(chunkstore_sync(cs));
-        CHECK_EQ_U64(chunkstore_local_syncs(cs), n + 1);
-        buf_free(&out);
-}
-
 static void test_exclusive_and_stale_tmp(void) {
         struct chunkstore *cs = NULL, *cs2 = NULL;
         struct chunk a;
@@ -583,7 +518,6 @@ int main(void) {
         CHECK(mkdtemp(root));
         test_roundtrip();
         test_nosync_batch();
-        test_group_sync();
         test_exclusive_and_stale_tmp();
         test_corrupt();
         test_concurrent_puts();
