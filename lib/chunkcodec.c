@@ -115,6 +115,10 @@ static int check_decoded(size_t r, uint64_t size, const void *out, const uint8_t
 
         if (ZSTD_isError(r) || r != size)
                 return -EBADMSG;
+        if (!id) {
+                *ret_len = r;
+                return 0;
+        }
         k = sha256_buf(out, r, digest);
         if (k < 0)
                 return k;

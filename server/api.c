@@ -785,13 +785,17 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
                 }
                 fresh[n_fresh] = recs[i];
                 /* Kept for resemblance detection: the new chunks of a batch
-                 * are looked up together, then stored. */
-                datas[n_fresh] = malloc(len);
-                if (!datas[n_fresh]) {
-                        r = -ENOMEM;
-                        goto out;
+                 * are looked up together, then stored. Without deltas the
+                 * content is not needed again (but in a rare case below,
+                 * which decodes the frame once more). */
+                if (t->cfg.delta) {
+                        datas[n_fresh] = malloc(len);
+                        if (!datas[n_fresh]) {
+                                r = -ENOMEM;
+                                goto out;
+                        }
+                        memcpy(datas[n_fresh], data, len);
                 }
-                memcpy(datas[n_fresh], data, len);
                 deltas[n_fresh] = (struct delta_chunk){ .id = fresh[n_fresh].id, .data = datas[n_fresh], .len = len };
                 dv[n_fresh] = &deltas[n_fresh];
                 n_fresh++;
@@ -819,9 +823,16 @@ int api_chunks_post(struct troved_request *rq, const void *body, size_t n) {
                 if (r > 0 && chunkcodec_object_kind(stored.data, stored.len, NULL) != 0 && !d->obj) {
                         /* Stored meanwhile as a delta by another upload:
                          * served as its content compressed here. */
-                        size_t cap = chunkcodec_bound(d->len), flen;
+                        size_t cap = chunkcodec_bound(d->len), flen, got;
                         uint8_t *frame = malloc(cap);
-                        r = frame ? chunkcodec_encode(codec, d->data, d->len, frame, cap, &flen) : -ENOMEM;
+                        r = frame ? 0 : -ENOMEM;
+                        if (r >= 0 && !d->data) {
+                                r = chunkcodec_decode(codec, fresh[i].frame, fresh[i].frame_len, fresh[i].id,
+                                                      API_CHUNK_MAX, data, data_cap, &got);
+                                d->data = data;
+                        }
+                        if (r >= 0)
+                                r = chunkcodec_encode(codec, d->data, d->len, frame, cap, &flen);
                         free(frame);
                         if (r < 0)
                                 goto out;

@@ -153,7 +153,11 @@ int storage_put(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const voi
         struct buf *b = stored ? stored : &tmp;
         int r;
 
+        /* Callers hand over checked frames only (chunkstore_put's
+         * contract): what this puts is noted as verified. */
         r = put_once(t, id, frame, n, flags);
+        if (r >= 0)
+                storage_note_verified(t, id, n);
         if (r != -EEXIST)
                 return r;
         /* Someone stored this chunk first, perhaps as another frame (another
@@ -164,6 +168,8 @@ int storage_put(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const voi
                 r = chunkstore_delete(t->store, id);
                 if (r >= 0)
                         r = put_once(t, id, frame, n, flags);
+                if (r >= 0)
+                        storage_note_verified(t, id, n);
                 if (r >= 0 && stored)
                         r = buf_append(b, frame, n) < 0 ? -ENOMEM : 0;
                 buf_free(&tmp);
@@ -208,10 +214,26 @@ struct present_slot {
         uint32_t seen;  /* monotonic seconds; 0 = empty */
 };
 
+/* Objects this process stored after checking their content against their
+ * id (storage_note_verified). A push commit reads a path's chunks back
+ * moments after they were uploaded and checked; it need not hash them a
+ * second time (and the NAR hash it computes over their content covers them
+ * anyway). Direct-mapped on the full id and the object's length; an entry
+ * lost to a collision or its age only costs a hash. */
+#define VERIFIED_SLOTS (1u << 15)
+#define VERIFIED_TTL_SEC 600
+
+struct verified_slot {
+        uint8_t id[SHA256_DIGEST_LEN];
+        uint32_t len;
+        uint32_t seen;  /* monotonic seconds; 0 = empty */
+};
+
 struct storage_memo {
         pthread_mutex_t lock;
         uint64_t outages; /* S3 breaker openings when last looked */
         struct present_slot slots[PRESENT_SLOTS];
+        struct verified_slot verified[VERIFIED_SLOTS];
 };
 
 int storage_memo_new(struct storage_memo **ret) {
@@ -265,7 +287,40 @@ static void present_note(struct storage_memo *m, const uint8_t id[SHA256_DIGEST_
 void storage_forget_present(struct troved *t) {
         pthread_mutex_lock(&t->present->lock);
         memset(t->present->slots, 0, sizeof t->present->slots);
+        memset(t->present->verified, 0, sizeof t->present->verified);
         pthread_mutex_unlock(&t->present->lock);
+}
+
+static struct verified_slot *verified_slot(struct storage_memo *m, const uint8_t id[SHA256_DIGEST_LEN]) {
+        uint32_t k;
+
+        memcpy(&k, id + 8, sizeof k);
+        return &m->verified[k % VERIFIED_SLOTS];
+}
+
+void storage_note_verified(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], size_t len) {
+        struct verified_slot *s = verified_slot(t->present, id);
+        uint32_t now = mono_sec();
+
+        if (len > UINT32_MAX)
+                return;
+        pthread_mutex_lock(&t->present->lock);
+        memcpy(s->id, id, SHA256_DIGEST_LEN);
+        s->len = (uint32_t) len;
+        s->seen = now;
+        pthread_mutex_unlock(&t->present->lock);
+}
+
+bool storage_was_verified(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], size_t len) {
+        struct verified_slot *s = verified_slot(t->present, id);
+        uint32_t now = mono_sec();
+        bool hit;
+
+        pthread_mutex_lock(&t->present->lock);
+        hit = s->seen && now - s->seen < VERIFIED_TTL_SEC && s->len == len &&
+              memcmp(s->id, id, SHA256_DIGEST_LEN) == 0;
+        pthread_mutex_unlock(&t->present->lock);
+        return hit;
 }
 
 int storage_available(struct troved *t) {
@@ -287,6 +342,7 @@ static void forget_across_outages(struct troved *t) {
         if (st.breaker_opens != t->present->outages) {
                 t->present->outages = st.breaker_opens;
                 memset(t->present->slots, 0, sizeof t->present->slots);
+                memset(t->present->verified, 0, sizeof t->present->verified);
         }
         pthread_mutex_unlock(&t->present->lock);
 }

@@ -63,3 +63,8 @@ int storage_memo_new(struct storage_memo **ret);
 void storage_memo_free(struct storage_memo *m);
 /* Forgets which objects were seen present (after GC deletes). */
 void storage_forget_present(struct troved *t);
+/* Notes that this process stored the object of id, len bytes, after
+ * checking that it decodes to content with that id. */
+void storage_note_verified(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], size_t len);
+/* Whether an object of id and len bytes was noted so, recently. */
+bool storage_was_verified(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], size_t len);

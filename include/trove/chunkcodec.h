@@ -38,7 +38,8 @@ int chunkcodec_frame_size(const void *frame, size_t n, uint64_t *ret_size);
  * exactly one zstd data frame spanning all n bytes with a declared content
  * size (no skippable frame, no second frame, no trailing bytes), content
  * that does not decode to exactly the declared size, and content whose
- * SHA-256 is not id. A declared size above max_size, cap or CHUNK_SIZE_MAX
+ * SHA-256 is not id (id NULL: not hashed, for a frame whose content the
+ * caller checked against its id before). A declared size above max_size, cap or CHUNK_SIZE_MAX
  * is refused with -EFBIG from the header alone, before decoding. out may be
  * overwritten even when decoding fails. */
 int chunkcodec_decode(struct chunkcodec *c, const void *frame, size_t n,

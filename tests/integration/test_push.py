@@ -366,6 +366,64 @@ def test_server_refuses_lying_pushes(server, client, test_closure, tmp_path):
     assert server.narinfo(cache, path) is not None
 
 
+def test_object_damaged_before_commit_is_refused(make_troved, tmp_path):
+    """A push commit reads its chunks back. An object that troved stored
+    moments before is not hashed against its id a second time (it was when
+    it was uploaded), so the NAR hash must catch one damaged on disk in
+    between; after a restart the chunk's own hash does. Either way the
+    commit is refused and nothing becomes visible; an intact object then
+    commits."""
+    t = make_troved()
+    cache = "damaged"
+    t.create_cache(cache)
+    tok = t.admin
+    api = f"/_api/v1/caches/{cache}"
+    seed = f"{os.getpid()}-{time.time_ns()}"
+    # Random bytes: zstd stores them as a raw block, so one flipped byte of
+    # the frame is another content of the same length that still decodes.
+    (path,) = build(tmp_path, "damaged", MK + f'mk "trove-damaged-{seed}" '
+                    f'"mkdir $out; head -c 9000 /dev/urandom > $out/data"')
+    nar = run(["nix-store", "--dump", path], env=trovetest.nix_env()).stdout
+    root = json.loads(run([trovetest.binary("trove"), "nar", "ls", "-"], input=nar).stdout)["root"]
+    cid = hashlib.sha256(nar).hexdigest()
+    # From a file, so that the frame declares its content size.
+    (tmp_path / "damaged.nar").write_bytes(nar)
+    frame = run(["zstd", "-q", "-c", "--no-check", tmp_path / "damaged.nar"]).stdout
+    manifest = json.dumps({"version": 1, "storePath": path, "narHash": trovetest.nix_path_hash(path),
+                           "narSize": len(nar), "references": [], "sigs": [],
+                           "chunks": [[0, len(nar), cid, len(frame)]], "root": root})
+    obj = t.state_dir / "chunks" / "chunks" / cid[:2] / cid[2:4] / cid
+
+    def damage():
+        b = bytearray(obj.read_bytes())
+        assert bytes(b) == frame
+        b[len(b) - 100] ^= 0xFF
+        obj.chmod(0o600)
+        obj.write_bytes(bytes(b))
+
+    def record(chunk_id, data):
+        return bytes.fromhex(chunk_id) + len(data).to_bytes(4, "little") + data
+
+    r = t.request("POST", f"{api}/chunks", record(cid, frame), token=tok)
+    assert r.status == 200, r
+    damage()
+    r = t.request("POST", f"{api}/paths", manifest, token=tok)
+    assert r.status == 400 and b"chunks reassemble to" in r.body, r
+    assert t.narinfo(cache, path) is None
+
+    # After a restart nothing is remembered: the chunk's hash refuses it.
+    t.restart()
+    r = t.request("POST", f"{api}/paths", manifest, token=tok)
+    assert r.status == 400 and b"does not match the manifest" in r.body, r
+    assert t.narinfo(cache, path) is None
+
+    # The intact object put back, the same commit goes through.
+    obj.write_bytes(frame)
+    r = t.request("POST", f"{api}/paths", manifest, token=tok)
+    assert r.status == 201, r
+    assert t.narinfo(cache, path) is not None
+
+
 # ---- (4) interrupted and concurrent pushes ----
 
 def test_sigkill_halfway_then_rerun(server, client, tmp_path):

@@ -155,6 +155,18 @@ static void test_refusals(void) {
         CHECK_RC(chunkcodec_decode(c, g.data, g.len, f.id, n, out, n, &len), -EBADMSG);
         CHECK_EQ_U64(len, 4242);
 
+        /* Without an id (a frame checked before) the content is not hashed:
+         * any well-formed frame decodes; the frame checks stay. */
+        CHECK_OK(chunkcodec_decode(c, g.data, g.len, NULL, n, out, n, &len));
+        CHECK_EQ_U64(len, 1000);
+        CHECK_MEMEQ(out, p, 1000);
+        CHECK_RC(chunkcodec_decode(c, g.data, g.len - 1, NULL, n, out, n, &len), -EBADMSG);
+        CHECK_RC(chunkcodec_decode(c, g.data, g.len, NULL, 999, out, n, &len), -EFBIG);
+        memcpy(buf, g.data, g.len);
+        buf[g.len] = 0;
+        CHECK_RC(chunkcodec_decode(c, buf, g.len + 1, NULL, n, out, n, &len), -EBADMSG);
+        len = 4242;
+
         /* Encoder limits. */
         CHECK_RC(chunkcodec_encode(c, p, 1000, buf, 5, &len), -ENOBUFS);
         CHECK_RC(chunkcodec_encode(c, p, (size_t) CHUNK_SIZE_MAX + 1, buf, 4 * n, &len), -EFBIG);
