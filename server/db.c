@@ -2453,19 +2453,17 @@ int db_gc_sweep_rows(struct db_gc *g, int64_t min_age_sec, unsigned batch, int64
          * is recorded for deletion in the same transaction. */
         for (int pass = 0; pass < 2; pass++) {
                 nars = pass == 0;
-                /* Each list is taken from where the last batch ended (its
-                 * deleted head is not scanned again). */
+                /* Each list is taken from where the last batch ended: an
+                 * index range, each candidate once. */
                 snprintf(from, sizeof from, "%" PRId64, after[pass]);
                 r = q(&g->h, &res,
-                      nars ? "WITH b AS (DELETE FROM gc_nars WHERE id IN (SELECT id FROM gc_nars WHERE id > $3::bigint"
-                             "  ORDER BY id LIMIT $2::integer) RETURNING id),"
+                      nars ? "WITH b AS (SELECT id FROM gc_nars WHERE id > $3::bigint ORDER BY id LIMIT $2::integer),"
                              " d AS (DELETE FROM nars n USING b WHERE n.id = b.id"
                              "  AND n.created_at < now() - make_interval(secs => $1::bigint)"
                              "  AND NOT EXISTS (SELECT 1 FROM paths p WHERE p.nar_id = n.id)"
                              "  AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.nar_id = n.id) RETURNING 1)"
                              " SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM d), (SELECT max(id) FROM b)"
-                           : "WITH b AS (DELETE FROM gc_chunks WHERE id IN (SELECT id FROM gc_chunks WHERE id > $3::bigint"
-                             "  ORDER BY id LIMIT $2::integer) RETURNING id),"
+                           : "WITH b AS (SELECT id FROM gc_chunks WHERE id > $3::bigint ORDER BY id LIMIT $2::integer),"
                              " d AS (DELETE FROM chunks c USING b WHERE c.id = b.id"
                              "  AND c.created_at < now() - make_interval(secs => $1::bigint)"
                              "  AND NOT EXISTS (SELECT 1 FROM nar_chunks nc WHERE nc.chunk_id = c.id)"

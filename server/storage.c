@@ -139,11 +139,15 @@ int storage_reencode(struct troved *t, struct chunkcodec *codec, const uint8_t i
         return 0;
 }
 
+/* Callers hand over checked frames only (chunkstore_put's contract): what
+ * this stores is noted as verified. */
 static int put_once(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const void *frame, size_t n,
                     unsigned flags) {
         uint64_t t0 = now_usec();
         int r = chunkstore_put_flags(t->store, id, frame, n, flags);
         account(t, t0, r);
+        if (r >= 0)
+                storage_note_verified(t, id, n);
         return r;
 }
 
@@ -153,11 +157,7 @@ int storage_put(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const voi
         struct buf *b = stored ? stored : &tmp;
         int r;
 
-        /* Callers hand over checked frames only (chunkstore_put's
-         * contract): what this puts is noted as verified. */
         r = put_once(t, id, frame, n, flags);
-        if (r >= 0)
-                storage_note_verified(t, id, n);
         if (r != -EEXIST)
                 return r;
         /* Someone stored this chunk first, perhaps as another frame (another
@@ -168,8 +168,6 @@ int storage_put(struct troved *t, const uint8_t id[SHA256_DIGEST_LEN], const voi
                 r = chunkstore_delete(t->store, id);
                 if (r >= 0)
                         r = put_once(t, id, frame, n, flags);
-                if (r >= 0)
-                        storage_note_verified(t, id, n);
                 if (r >= 0 && stored)
                         r = buf_append(b, frame, n) < 0 ? -ENOMEM : 0;
                 buf_free(&tmp);
@@ -284,10 +282,15 @@ static void present_note(struct storage_memo *m, const uint8_t id[SHA256_DIGEST_
         pthread_mutex_unlock(&m->lock);
 }
 
+/* Everything the memo holds goes (its lock held). */
+static void memo_clear_locked(struct storage_memo *m) {
+        memset(m->slots, 0, sizeof m->slots);
+        memset(m->verified, 0, sizeof m->verified);
+}
+
 void storage_forget_present(struct troved *t) {
         pthread_mutex_lock(&t->present->lock);
-        memset(t->present->slots, 0, sizeof t->present->slots);
-        memset(t->present->verified, 0, sizeof t->present->verified);
+        memo_clear_locked(t->present);
         pthread_mutex_unlock(&t->present->lock);
 }
 
@@ -341,8 +344,7 @@ static void forget_across_outages(struct troved *t) {
         pthread_mutex_lock(&t->present->lock);
         if (st.breaker_opens != t->present->outages) {
                 t->present->outages = st.breaker_opens;
-                memset(t->present->slots, 0, sizeof t->present->slots);
-                memset(t->present->verified, 0, sizeof t->present->verified);
+                memo_clear_locked(t->present);
         }
         pthread_mutex_unlock(&t->present->lock);
 }
